@@ -1,0 +1,306 @@
+"""Backend selection: the only module that imports CuPy.
+
+Two backends exist:
+
+``cpu``
+    NumPy arrays, :mod:`scipy.fft` with worker threads, Numba-jitted twins
+    of every custom CUDA kernel.
+``cuda``
+    CuPy arrays, cuFFT through :mod:`cupyx.scipy.fft`, custom kernels from
+    ``kernels/*.cu`` compiled lazily through :class:`cupy.RawModule`.
+
+The backend is chosen by the ``backend=`` argument of every public function,
+else by the environment variable ``GPUDEBLUR_BACKEND``, else ``auto``:
+``cuda`` when CuPy imports *and* a device answers a probe, ``cpu`` otherwise
+(with one warning when CuPy is installed but no device answers). Asking for
+``cuda`` where none exists raises :class:`BackendUnavailableError`.
+
+Nothing here touches the GPU at import time.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Backend",
+    "BackendUnavailableError",
+    "GPUFallbackWarning",
+    "get_backend",
+    "cuda_available",
+    "as_backend_array",
+    "to_output",
+    "is_cupy_array",
+    "array_module",
+]
+
+BACKEND_NAMES = ("auto", "cuda", "cpu")
+ENV_VAR = "GPUDEBLUR_BACKEND"
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend cannot be used on this machine."""
+
+
+class GPUFallbackWarning(RuntimeWarning):
+    """``auto`` fell back to the CPU although CuPy is installed."""
+
+
+@functools.lru_cache(maxsize=None)
+def _probe_cupy() -> tuple[Any, str | None]:
+    """Import CuPy and touch a device.
+
+    Returns ``(cupy_module, None)`` when usable, else ``(None, reason)``.
+    Memoized: the probe runs at most once per process.
+    """
+    if importlib.util.find_spec("cupy") is None:
+        return None, "CuPy is not installed"
+    try:
+        import cupy  # noqa: PLC0415  (the one place CuPy is imported)
+
+        n = cupy.cuda.runtime.getDeviceCount()
+        if n < 1:
+            return None, "CuPy found no CUDA device"
+        cupy.empty(1, dtype=cupy.float32)  # forces a context on device 0
+        return cupy, None
+    except Exception as exc:  # CUDARuntimeError, ImportError of libs, ...
+        return None, f"CuPy is installed but no CUDA device answered ({type(exc).__name__}: {exc})"
+
+
+def cuda_available() -> bool:
+    """True when CuPy imports and a CUDA device answers."""
+    return _probe_cupy()[0] is not None
+
+
+def _cupy_module_if_imported():
+    """CuPy if it is already imported by someone (never imports it)."""
+    import sys
+
+    return sys.modules.get("cupy")
+
+
+def is_cupy_array(x) -> bool:
+    cp = _cupy_module_if_imported()
+    return cp is not None and isinstance(x, cp.ndarray)
+
+
+def array_module(x):
+    """``cupy`` for a CuPy array, else ``numpy`` (never imports CuPy)."""
+    return _cupy_module_if_imported() if is_cupy_array(x) else np
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An array namespace plus its FFT module and custom kernels.
+
+    Attributes
+    ----------
+    name : {'cpu', 'cuda'}
+    xp : module
+        ``numpy`` or ``cupy``.
+    fft : module
+        ``scipy.fft`` or ``cupyx.scipy.fft`` (same API).
+    """
+
+    name: str
+    xp: Any
+    fft: Any
+
+    # -- helpers used by plain array code -----------------------------------
+    def fft_kwargs(self) -> dict:
+        """Keyword arguments for FFT calls (worker threads on the CPU)."""
+        if self.name == "cpu":
+            return {"workers": _cpu_workers()}
+        return {}
+
+    def asarray(self, x, dtype=None):
+        return self.xp.asarray(x, dtype=dtype)
+
+    def to_host(self, x) -> np.ndarray:
+        if self.name == "cuda":
+            return self.xp.asnumpy(x)
+        return np.asarray(x)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (for timers only)."""
+        if self.name == "cuda":
+            self.xp.cuda.get_current_stream().synchronize()
+
+    @property
+    def kernels(self):
+        """Custom kernels with one signature on both backends."""
+        from . import _kernels  # noqa: PLC0415  (lazy: never compile at import)
+
+        return _kernels.kernels_for(self)
+
+    def device_name(self) -> str:
+        if self.name == "cuda":
+            props = self.xp.cuda.runtime.getDeviceProperties(self.xp.cuda.Device().id)
+            name = props["name"]
+            return name.decode() if isinstance(name, bytes) else str(name)
+        import platform  # noqa: PLC0415
+
+        return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} logical cores)"
+
+
+def _cpu_workers() -> int:
+    env = os.environ.get("GPUDEBLUR_CPU_WORKERS")
+    if env:
+        return max(1, int(env))
+    return max(1, os.cpu_count() or 1)
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_backend() -> Backend:
+    import scipy.fft  # noqa: PLC0415
+
+    return Backend("cpu", np, scipy.fft)
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_backend() -> Backend:
+    cp, reason = _probe_cupy()
+    if cp is None:
+        raise BackendUnavailableError(f"backend 'cuda' requested but unavailable: {reason}")
+    import cupyx.scipy.fft  # noqa: PLC0415
+
+    return Backend("cuda", cp, cupyx.scipy.fft)
+
+
+_warned_fallback = False
+
+
+def get_backend(backend: str | Backend | None = None, like=None) -> Backend:
+    """Resolve a backend name to a :class:`Backend`.
+
+    Parameters
+    ----------
+    backend : {'auto', 'cuda', 'cpu'}, Backend or None
+        ``None`` reads ``GPUDEBLUR_BACKEND`` (default ``auto``).
+    like : array, optional
+        With ``auto``, a CuPy array selects ``cuda`` and a NumPy array on a
+        machine with a GPU still selects ``cuda`` (the data is moved once).
+    """
+    global _warned_fallback
+    if isinstance(backend, Backend):
+        return backend
+    if backend is None:
+        backend = os.environ.get(ENV_VAR, "auto") or "auto"
+    if not isinstance(backend, str) or backend.lower() not in BACKEND_NAMES:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKEND_NAMES)}")
+    backend = backend.lower()
+    if backend == "cpu":
+        return _cpu_backend()
+    if backend == "cuda":
+        return _cuda_backend()
+    # auto
+    if like is not None and is_cupy_array(like):
+        return _cuda_backend()
+    cp, reason = _probe_cupy()
+    if cp is not None:
+        return _cuda_backend()
+    if importlib.util.find_spec("cupy") is not None and not _warned_fallback:
+        _warned_fallback = True
+        warnings.warn(f"gpudeblur: falling back to the CPU backend: {reason}", GPUFallbackWarning, stacklevel=2)
+    return _cpu_backend()
+
+
+# ---------------------------------------------------------------------------
+# Arrays in = arrays out
+# ---------------------------------------------------------------------------
+
+_PROMOTE_TO_F32 = (np.float16, np.bool_)
+
+
+def resolve_float_dtype(in_dtype, dtype=None) -> np.dtype:
+    """Working float type.
+
+    ``dtype`` given: it wins (float32 or float64 only). Otherwise float64
+    input stays float64 and everything else (float16, integers, bool,
+    float32) computes in float32, as scikit-image's ``_supported_float_type``
+    does for float16 (integers go to float32 here, our default precision).
+    """
+    if dtype is not None:
+        dt = np.dtype(dtype)
+        if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"dtype must be float32 or float64, got {dt}")
+        return dt
+    in_dtype = np.dtype(in_dtype)
+    if in_dtype == np.float64:
+        return np.dtype(np.float64)
+    if in_dtype.kind in "fiub":
+        return np.dtype(np.float32)
+    raise TypeError(f"unsupported image dtype {in_dtype}; expected a real numeric type")
+
+
+@dataclass(frozen=True)
+class _OutputKind:
+    kind: str  # 'numpy' | 'cupy'
+    device: int | None = None
+
+
+def _from_dlpack_like(x):
+    """Convert a DLPack-capable object (e.g. a torch tensor) to numpy/cupy."""
+    dev = x.__dlpack_device__()
+    dev_type = int(dev[0])
+    if dev_type == 1:  # kDLCPU
+        return np.from_dlpack(x)
+    if dev_type in (2, 3):  # kDLCUDA, kDLCUDAHost
+        cp, reason = _probe_cupy()
+        if cp is None:
+            raise BackendUnavailableError(f"a CUDA DLPack tensor was given but {reason}")
+        return cp.from_dlpack(x)
+    raise TypeError(f"unsupported DLPack device type {dev_type}")
+
+
+def as_backend_array(x, be: Backend, dtype=None, name: str = "image"):
+    """Move ``x`` to backend ``be`` as a float array.
+
+    Returns ``(array, output_kind)``; pass ``output_kind`` to
+    :func:`to_output` to hand the result back as the caller's array type.
+    """
+    if x is None:
+        raise ValueError(f"{name} is None")
+    if is_cupy_array(x):
+        out_kind = _OutputKind("cupy", int(x.device.id))
+    elif isinstance(x, np.ndarray) or np.isscalar(x) or isinstance(x, (list, tuple)):
+        x = np.asarray(x)
+        out_kind = _OutputKind("numpy")
+    elif hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
+        x = _from_dlpack_like(x)
+        out_kind = _OutputKind("cupy", int(x.device.id)) if is_cupy_array(x) else _OutputKind("numpy")
+    else:
+        raise TypeError(f"{name} must be a NumPy/CuPy array or DLPack tensor, got {type(x).__name__}")
+    ft = resolve_float_dtype(x.dtype, dtype)
+    if be.name == "cuda":
+        if out_kind.kind == "cupy":
+            with be.xp.cuda.Device(out_kind.device):
+                arr = x.astype(ft, copy=False)
+        else:
+            arr = be.xp.asarray(x, dtype=ft)
+    else:
+        if out_kind.kind == "cupy":
+            x = x.get()
+        arr = np.asarray(x, dtype=ft)
+    return arr, out_kind
+
+
+def to_output(arr, out_kind: _OutputKind):
+    """Return ``arr`` as the caller's array type (NumPy or CuPy)."""
+    if out_kind.kind == "numpy":
+        if is_cupy_array(arr):
+            return arr.get()
+        return np.asarray(arr)
+    cp = _cupy_module_if_imported()
+    if isinstance(arr, cp.ndarray):
+        return arr
+    with cp.cuda.Device(out_kind.device):
+        return cp.asarray(arr)
+

@@ -1,0 +1,150 @@
+"""Custom kernels with one signature on both backends.
+
+``kernels_for(backend)`` returns an object whose methods run either the CUDA
+kernels of ``kernels/*.cu`` (compiled lazily, once per device and dtype,
+through :class:`cupy.RawModule`) or their Numba twins in
+:mod:`gpudeblur._numba_kernels`. Nothing is compiled at import.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+from pathlib import Path
+
+import numpy as np
+
+from ._backend import Backend
+
+_CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+
+
+def kernel_source_dir() -> Path:
+    """Folder holding the ``.cu``/``.cuh`` files (installed package data)."""
+    try:
+        return Path(str(importlib.resources.files("gpudeblur.kernels")))
+    except ModuleNotFoundError:  # running from a source tree not installed
+        return Path(__file__).resolve().parent.parent / "kernels"
+
+
+def kernel_sources() -> list[Path]:
+    return sorted(kernel_source_dir().glob("*.cu"))
+
+
+class KernelCompileError(RuntimeError):
+    """A ``.cu`` file failed to compile (the message names the file)."""
+
+
+@functools.lru_cache(maxsize=None)
+def _raw_module(filename: str, device_id: int, names: tuple[str, ...]):
+    import cupy  # only reached on the cuda backend
+
+    src_dir = kernel_source_dir()
+    path = src_dir / filename
+    code = path.read_text()
+    with cupy.cuda.Device(device_id):
+        try:
+            mod = cupy.RawModule(
+                code=code,
+                options=("-std=c++17", f"-I{src_dir}"),
+                name_expressions=names,
+            )
+            mod.compile()
+        except Exception as exc:  # CompileException
+            raise KernelCompileError(f"failed to compile {path}: {exc}") from exc
+    return mod
+
+
+#: Templated ``__global__`` functions of each ``.cu`` file (instantiated for
+#: float and double). A new kernel file registers its names here.
+KERNEL_NAMES: dict[str, tuple[str, ...]] = {
+    "deconv.cu": ("rl_ratio_kernel", "rl_tv_update_kernel", "admm_tv_dual_kernel", "admm_tv_rhs_kernel"),
+}
+
+
+def cuda_function(be: Backend, filename: str, name: str, dtype):
+    """The compiled ``name<dtype>`` kernel of ``kernels/filename``."""
+    ct = _CTYPE[np.dtype(dtype)]
+    dev = be.xp.cuda.Device().id
+    names = tuple(f"{k}<{t}>" for k in KERNEL_NAMES[filename] for t in ("float", "double"))
+    return _raw_module(filename, dev, names).get_function(f"{name}<{ct}>")
+
+
+class _CudaKernels:
+    def __init__(self, be: Backend):
+        self.be = be
+
+    def _get(self, name: str, dtype):
+        return cuda_function(self.be, "deconv.cu", name, dtype)
+
+    @staticmethod
+    def _grid2d(shape):
+        C, M, N = shape
+        return ((N + 31) // 32, (M + 7) // 8, C), (32, 8, 1)
+
+    def rl_ratio(self, y, est, out, eps):
+        n = y.size
+        f = self._get("rl_ratio_kernel", y.dtype)
+        threads = 256
+        blocks = min((n + threads - 1) // threads, 65535 * 4)
+        f((blocks,), (threads,), (y, est, out, np.int64(n), y.dtype.type(eps)))
+        return out
+
+    def rl_tv_update(self, x, corr, out, lam, eps):
+        C, M, N = x.shape
+        grid, block = self._grid2d(x.shape)
+        t = x.dtype.type
+        self._get("rl_tv_update_kernel", x.dtype)(grid, block, (x, corr, out, np.int32(M), np.int32(N), t(lam), t(eps)))
+        return out
+
+    def admm_tv_dual(self, x, ux, uy, wx, wy, t, iso):
+        C, M, N = x.shape
+        grid, block = self._grid2d(x.shape)
+        self._get("admm_tv_dual_kernel", x.dtype)(
+            grid, block, (x, ux, uy, wx, wy, np.int32(M), np.int32(N), x.dtype.type(t), np.int32(bool(iso)))
+        )
+
+    def admm_tv_rhs(self, b, wx, wy, out, rho):
+        C, M, N = b.shape
+        grid, block = self._grid2d(b.shape)
+        self._get("admm_tv_rhs_kernel", b.dtype)(grid, block, (b, wx, wy, out, np.int32(M), np.int32(N), b.dtype.type(rho)))
+        return out
+
+
+class _CpuKernels:
+    """Thin adapter so scalar arguments get the arrays' dtype (no upcasts)."""
+
+    def rl_ratio(self, y, est, out, eps):
+        from . import _numba_kernels as nk
+
+        return nk.rl_ratio(y, est, out, y.dtype.type(eps))
+
+    def rl_tv_update(self, x, corr, out, lam, eps):
+        from . import _numba_kernels as nk
+
+        t = x.dtype.type
+        return nk.rl_tv_update(x, corr, out, t(lam), t(eps))
+
+    def admm_tv_dual(self, x, ux, uy, wx, wy, t, iso):
+        from . import _numba_kernels as nk
+
+        nk.admm_tv_dual(x, ux, uy, wx, wy, x.dtype.type(t), bool(iso))
+
+    def admm_tv_rhs(self, b, wx, wy, out, rho):
+        from . import _numba_kernels as nk
+
+        return nk.admm_tv_rhs(b, wx, wy, out, b.dtype.type(rho))
+
+
+_CPU = _CpuKernels()
+
+
+def kernels_for(be: Backend):
+    if be.name == "cuda":
+        return _cuda_kernels(be)
+    return _CPU
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_kernels(be: Backend):
+    return _CudaKernels(be)

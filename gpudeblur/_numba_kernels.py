@@ -1,0 +1,112 @@
+"""Numba twins of the CUDA kernels in ``kernels/deconv.cu``.
+
+Same names, same arguments, same per-pixel math as ``kernels/deconv.cuh``
+(checked against a host build of that header in ``tests/test_kernels.py``).
+Arrays are channels-first ``(C, M, N)`` and C-contiguous.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+from numba import prange
+
+_jit = dict(parallel=True, nogil=True, cache=True, fastmath=False)
+
+
+@numba.njit(inline="always", cache=True)
+def _soft(v, t):
+    a = abs(v) - t
+    if a > 0:
+        return a if v > 0 else -a
+    return v * 0
+
+
+@numba.njit(inline="always", cache=True)
+def _unit_grad(x, i, j, M, N, eps):
+    c = x[i, j]
+    dx = x[i, j + 1] - c if j + 1 < N else c * 0
+    dy = x[i + 1, j] - c if i + 1 < M else c * 0
+    n = math.sqrt(dx * dx + dy * dy + eps * eps)
+    return dx / n, dy / n
+
+
+@numba.njit(**_jit)
+def rl_ratio(y, est, out, eps):
+    """``out = y / est`` where ``est > eps`` else 0 (flat arrays)."""
+    yf = y.ravel()
+    ef = est.ravel()
+    of = out.ravel()
+    for k in prange(yf.size):
+        e = ef[k]
+        of[k] = yf[k] / e if e > eps else yf[k] * 0
+    return out
+
+
+@numba.njit(**_jit)
+def rl_tv_update(x, corr, out, lam, eps):
+    """RL-TV multiplicative update (see ``rl_tv_update_at`` in deconv.cuh)."""
+    C, M, N = x.shape
+    one = x.dtype.type(1)
+    floor = x.dtype.type(1e-3)
+    for r in prange(C * M):
+        c = r // M
+        i = r % M
+        xc = x[c]
+        for j in range(N):
+            gx, gy = _unit_grad(xc, i, j, M, N, eps)
+            gxl = gx * 0
+            gyu = gx * 0
+            if j > 0:
+                gxl = _unit_grad(xc, i, j - 1, M, N, eps)[0]
+            if i > 0:
+                gyu = _unit_grad(xc, i - 1, j, M, N, eps)[1]
+            div = (gx if j + 1 < N else gx * 0) - gxl + (gy if i + 1 < M else gy * 0) - gyu
+            den = max(one - lam * div, floor)
+            out[c, i, j] = xc[i, j] * corr[c, i, j] / den
+    return out
+
+
+@numba.njit(**_jit)
+def admm_tv_dual(x, ux, uy, wx, wy, t, iso):
+    """ADMM-TV dual step in place on ``ux, uy``; writes ``w = z - u``."""
+    C, M, N = x.shape
+    for r in prange(C * M):
+        c = r // M
+        i = r % M
+        inext = i + 1 if i + 1 < M else 0
+        for j in range(N):
+            jnext = j + 1 if j + 1 < N else 0
+            v0 = x[c, i, j]
+            vx = x[c, i, jnext] - v0 + ux[c, i, j]
+            vy = x[c, inext, j] - v0 + uy[c, i, j]
+            if iso:
+                n = math.sqrt(vx * vx + vy * vy)
+                s = (n - t) / n if n > t else n * 0
+                zx = s * vx
+                zy = s * vy
+            else:
+                zx = _soft(vx, t)
+                zy = _soft(vy, t)
+            nx = vx - zx
+            ny = vy - zy
+            ux[c, i, j] = nx
+            uy[c, i, j] = ny
+            wx[c, i, j] = zx - nx
+            wy[c, i, j] = zy - ny
+
+
+@numba.njit(**_jit)
+def admm_tv_rhs(b, wx, wy, out, rho):
+    """``out = b + rho * Dᵀ w`` with periodic differences."""
+    C, M, N = b.shape
+    for r in prange(C * M):
+        c = r // M
+        i = r % M
+        iprev = i - 1 if i > 0 else M - 1
+        for j in range(N):
+            jprev = j - 1 if j > 0 else N - 1
+            dtw = wx[c, i, jprev] - wx[c, i, j] + wy[c, iprev, j] - wy[c, i, j]
+            out[c, i, j] = b[c, i, j] + rho * dtw
+    return out

@@ -1,0 +1,47 @@
+"""Input checks shared by every public function (one-line, named errors)."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+
+def check_image(img, xp, name: str = "image", allow_channels=(1, 3, 4)):
+    """Validate a 2-D gray ``(M, N)`` or channels-last ``(M, N, C)`` image.
+
+    Raises ``ValueError`` naming the problem: wrong rank, empty or
+    one-pixel image, unsupported channel count, NaN/Inf values.
+    """
+    if img.ndim not in (2, 3):
+        raise ValueError(f"{name} must be 2-D (M, N) or 3-D (M, N, C), got shape {tuple(img.shape)}")
+    if img.ndim == 3 and img.shape[2] not in allow_channels:
+        raise ValueError(
+            f"{name} has {img.shape[2]} channels; supported: {', '.join(map(str, allow_channels))}"
+        )
+    if img.shape[0] < 2 or img.shape[1] < 2:
+        raise ValueError(f"{name} is too small ({img.shape[0]}x{img.shape[1]}); need at least 2x2 pixels")
+    if not bool(xp.isfinite(img).all()):
+        raise ValueError(f"{name} contains NaN or Inf values")
+    return img
+
+
+def check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_positive(value, name: str, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        kind = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return float(value)
+
+
+def check_choice(value, choices, name: str):
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(map(str, choices))}")
+    return value

@@ -1,0 +1,1 @@
+"""Bundled sample data (see README.txt for sources and licences)."""

@@ -1,0 +1,155 @@
+"""Point-spread-function models.
+
+Every PSF is returned as a float64 NumPy array that sums to one, with its
+centre at index ``(h // 2, w // 2)`` (odd sizes for the models below).
+PSFs are small: they are built on the host and moved to the device once
+by the operators that use them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+__all__ = ["disc", "gaussian", "motion", "from_array", "from_spec"]
+
+
+def _finish(k: np.ndarray) -> np.ndarray:
+    s = k.sum()
+    if not np.isfinite(s) or s <= 0:
+        raise ValueError("PSF sums to zero")
+    return k / s
+
+
+def disc(radius: float) -> np.ndarray:
+    """Pillbox (defocus) PSF of ``radius`` pixels with an anti-aliased edge.
+
+    A pixel's weight is ``clip(radius + 0.5 - d, 0, 1)`` with ``d`` the
+    distance of its centre from the PSF centre, so the PSF varies
+    continuously with ``radius``; ``radius = 0`` gives a delta.
+
+    Parameters
+    ----------
+    radius : float
+        Non-negative radius in pixels.
+    """
+    radius = float(radius)
+    if not np.isfinite(radius) or radius < 0:
+        raise ValueError(f"disc radius must be a finite non-negative number, got {radius!r}")
+    half = int(math.ceil(radius + 0.5)) if radius > 0 else 0
+    y, x = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
+    d = np.hypot(x, y)
+    k = np.clip(radius + 0.5 - d, 0.0, 1.0)
+    if radius == 0:
+        k = np.ones((1, 1))
+    k = _trim(k)
+    return _finish(k)
+
+
+def gaussian(sigma: float, truncate: float = 3.5) -> np.ndarray:
+    """Isotropic Gaussian PSF of standard deviation ``sigma`` pixels.
+
+    The support is ``2 * ceil(truncate * sigma) + 1``; ``sigma = 0`` is a delta.
+    """
+    sigma = float(sigma)
+    if not np.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"gaussian sigma must be a finite non-negative number, got {sigma!r}")
+    if sigma == 0:
+        return np.ones((1, 1))
+    half = max(1, int(math.ceil(truncate * sigma)))
+    t = np.arange(-half, half + 1, dtype=np.float64)
+    g = np.exp(-0.5 * (t / sigma) ** 2)
+    return _finish(np.outer(g, g))
+
+
+def motion(length: float, angle: float = 0.0) -> np.ndarray:
+    """Linear motion PSF: a segment of ``length`` pixels at ``angle`` degrees.
+
+    The angle is counter-clockwise from the +x axis (image rows grow
+    downwards, so positive angles point up-right). A pixel's weight is
+    ``clip(1 - dist, 0, 1)`` with ``dist`` its distance to the segment,
+    so the edge is anti-aliased; ``length <= 1`` gives a delta.
+    """
+    length = float(length)
+    angle = float(angle)
+    if not np.isfinite(length) or length < 0:
+        raise ValueError(f"motion length must be a finite non-negative number, got {length!r}")
+    if not np.isfinite(angle):
+        raise ValueError(f"motion angle must be finite, got {angle!r}")
+    if length <= 1:
+        return np.ones((1, 1))
+    half_len = (length - 1) / 2.0
+    th = math.radians(angle)
+    dx, dy = math.cos(th), -math.sin(th)  # rows grow downwards
+    half = int(math.ceil(half_len)) + 1
+    y, x = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
+    t = np.clip(x * dx + y * dy, -half_len, half_len)
+    dist = np.hypot(x - t * dx, y - t * dy)
+    k = np.clip(1.0 - dist, 0.0, 1.0)
+    return _finish(_trim(k))
+
+
+def from_array(psf, name: str = "psf") -> np.ndarray:
+    """Validate and normalize a user PSF (2-D, finite, non-negative, non-zero sum)."""
+    if hasattr(psf, "get") and not isinstance(psf, np.ndarray):  # CuPy -> host
+        psf = psf.get()
+    k = np.asarray(psf, dtype=np.float64)
+    if k.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array, got shape {k.shape}")
+    if k.size == 0:
+        raise ValueError(f"{name} is empty")
+    if not np.isfinite(k).all():
+        raise ValueError(f"{name} contains NaN or Inf values")
+    if (k < 0).any():
+        raise ValueError(f"{name} has negative values")
+    if k.sum() <= 0:
+        raise ValueError(f"{name} sums to zero")
+    return k / k.sum()
+
+
+def from_spec(spec: str) -> np.ndarray:
+    """Parse a command-line PSF description.
+
+    ``disc:R``, ``gaussian:SIGMA``, ``motion:LENGTH,ANGLE`` or a path to a
+    ``.npy`` file holding a 2-D array.
+    """
+    if not isinstance(spec, str) or not spec:
+        raise ValueError("PSF spec is empty")
+    kind, _, args = spec.partition(":")
+    kind = kind.lower()
+    try:
+        if kind == "disc" and args:
+            return disc(float(args))
+        if kind == "gaussian" and args:
+            return gaussian(float(args))
+        if kind == "motion" and args:
+            parts = [float(a) for a in args.split(",")]
+            if len(parts) not in (1, 2):
+                raise ValueError
+            return motion(*parts)
+    except ValueError as exc:
+        if str(exc):
+            raise
+        raise ValueError(f"malformed PSF spec {spec!r}") from None
+    if spec.endswith(".npy"):
+        if not os.path.isfile(spec):
+            raise ValueError(f"PSF file not found: {spec}")
+        try:
+            arr = np.load(spec, allow_pickle=False)
+        except Exception as exc:
+            raise ValueError(f"cannot read PSF file {spec}: {exc}") from None
+        return from_array(arr, name=f"PSF file {spec}")
+    raise ValueError(
+        f"malformed PSF spec {spec!r}; expected disc:R, gaussian:SIGMA, motion:LENGTH,ANGLE or a .npy path"
+    )
+
+
+def _trim(k: np.ndarray) -> np.ndarray:
+    """Drop all-zero border rows/columns symmetrically (keeps the centre)."""
+    while k.shape[0] > 1 and not k[0].any() and not k[-1].any():
+        k = k[1:-1]
+    while k.shape[1] > 1 and not k[:, 0].any() and not k[:, -1].any():
+        k = k[:, 1:-1]
+    return k

@@ -1,0 +1,461 @@
+"""Non-blind deconvolution: inverse, Wiener, Tikhonov, Richardson-Lucy (+TV), ADMM-TV.
+
+The methods of ``lecture-image-deblurring.txt`` (inverse and Wiener
+filtering, regularized deconvolution ``min ‖y − c∗x‖² + ‖∇x‖²``) and the
+non-blind step of ``single-image-refocusing.txt``. Every function follows
+the scikit-image/cuCIM convention: ``(image, psf, ...)``, gray ``(M, N)`` or
+channels-last ``(M, N, C)`` input, NumPy in → NumPy out, CuPy in → CuPy out,
+and a ``backend=`` argument (``'auto'``, ``'cuda'`` or ``'cpu'``).
+
+Images are processed channels-first on an FFT grid padded per ``boundary``
+(see :mod:`gpudeblur.convolution`), all channels batched in one FFT call.
+Values are not clipped unless ``clip`` is given.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from . import psf as _psf
+from ._backend import Backend, as_backend_array, get_backend, to_output
+from ._validate import check_choice, check_image, check_positive, check_positive_int
+from .convolution import BlurOperator, from_channels_first, to_channels_first
+from .operators import laplacian_otf_abs2
+
+__all__ = [
+    "inverse_filter",
+    "wiener",
+    "tikhonov",
+    "richardson_lucy",
+    "richardson_lucy_tv",
+    "admm_tv",
+    "estimate_noise",
+]
+
+_REGS = ("identity", "gradient", "laplacian")
+
+# BT.601 RGB -> YCbCr (full range, offsets dropped: linear and invertible)
+_RGB2YCC = np.array(
+    [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], dtype=np.float64
+)
+
+
+# ---------------------------------------------------------------------------
+# shared plumbing
+# ---------------------------------------------------------------------------
+
+
+class _Problem:
+    """Validated input on the chosen backend, channels-first, plus its operator."""
+
+    def __init__(self, image, psf, backend, dtype, boundary, luminance, taper=True):
+        check_choice(boundary, ("reflect", "periodic", "zero"), "boundary")
+        self.be: Backend = get_backend(backend, like=image)
+        xp = self.be.xp
+        x, self.kind = as_backend_array(image, self.be, dtype)
+        check_image(x, xp)
+        self.ndim = x.ndim
+        self.dtype = x.dtype
+        k = _psf.from_array(psf)
+        self.luminance = bool(luminance) and x.ndim == 3 and x.shape[2] >= 3
+        xc = to_channels_first(x)
+        self._extra = None
+        if self.luminance:
+            m = xp.asarray(_RGB2YCC.astype(self.dtype))
+            ycc = xp.tensordot(m, xc[:3], axes=1)
+            self._chroma = ycc[1:]
+            self._extra = xc[3:]  # alpha or further channels: passed through
+            xc = ycc[:1]
+        self.y = xc
+        self.op = BlurOperator(k, x.shape[:2], self.be, self.dtype, boundary=boundary, taper=taper)
+
+    def finish(self, xc, clip):
+        xp = self.be.xp
+        if self.luminance:
+            inv = xp.asarray(np.linalg.inv(_RGB2YCC).astype(self.dtype))
+            rgb = xp.tensordot(inv, xp.concatenate([xc, self._chroma], axis=0), axes=1)
+            xc = xp.concatenate([rgb, self._extra], axis=0) if self._extra.shape[0] else rgb
+        if clip is not None and clip is not False:
+            lo, hi = (0.0, 1.0) if clip is True else clip
+            xc = xp.clip(xc, lo, hi)
+        out = from_channels_first(xc.astype(self.dtype, copy=False), self.ndim)
+        return to_output(out, self.kind)
+
+
+def _check_clip(clip):
+    if clip is None or clip is False or clip is True:
+        return clip
+    try:
+        lo, hi = clip
+        lo, hi = float(lo), float(hi)
+    except Exception:
+        raise ValueError(f"clip must be a bool or a (low, high) pair, got {clip!r}") from None
+    if not lo < hi:
+        raise ValueError(f"clip range must have low < high, got {clip!r}")
+    return (lo, hi)
+
+
+def _reg_spectrum(reg, shape, be, dtype):
+    if reg == "identity":
+        return be.xp.ones((shape[0], shape[1] // 2 + 1), dtype=dtype)
+    if reg == "gradient":
+        return laplacian_otf_abs2(shape, be.xp, dtype)
+    # 'laplacian': |L|² of the 5-point Laplacian (skimage's default regularizer)
+    return laplacian_otf_abs2(shape, be.xp, dtype) ** 2
+
+
+def _fourier_solve(p: _Problem, denom_extra):
+    """``x = IFFT( conj(H)·G / (|H|² + denom_extra) )`` on the padded grid."""
+    be, op = p.be, p.op
+    kw = be.fft_kwargs()
+    g = be.fft.rfft2(op.extend(p.y), **kw)
+    filt = op.otf.conj() / (op.otf_abs2 + denom_extra)
+    return op.crop(be.fft.irfft2(g * filt, s=op.grid_shape, **kw))
+
+
+# ---------------------------------------------------------------------------
+# noise estimation
+# ---------------------------------------------------------------------------
+
+
+def estimate_noise(image, backend=None) -> float:
+    """Standard deviation of additive white Gaussian noise (Immerkær 1996).
+
+    ``σ = sqrt(π/2) / (6 (W−2)(H−2)) · Σ |I ∗ N|`` with ``N`` the 3×3
+    difference-of-Laplacians mask, which cancels locally linear structure;
+    RGB input is averaged over channels first. Fast and reliable on
+    smooth or blurred images (the case here); it over-estimates on heavily
+    textured sharp images.
+    """
+    be = get_backend(backend, like=image)
+    x, _ = as_backend_array(image, be)
+    check_image(x, be.xp)
+    xp = be.xp
+    g = x.mean(axis=2) if x.ndim == 3 else x
+    g = g.astype(xp.float64)
+    c = g[1:-1, 1:-1]
+    r = (
+        g[:-2, :-2] - 2 * g[:-2, 1:-1] + g[:-2, 2:]
+        - 2 * g[1:-1, :-2] + 4 * c - 2 * g[1:-1, 2:]
+        + g[2:, :-2] - 2 * g[2:, 1:-1] + g[2:, 2:]
+    )
+    if c.size == 0:
+        raise ValueError("image is too small to estimate noise (need at least 3x3)")
+    s = xp.abs(r).sum() * np.sqrt(np.pi / 2) / (6.0 * c.size)
+    return float(s)
+
+
+# ---------------------------------------------------------------------------
+# closed-form filters
+# ---------------------------------------------------------------------------
+
+
+def inverse_filter(image, psf, eps=1e-3, *, boundary="reflect", luminance=False, clip=None, backend=None, dtype=None):
+    """Regularized inverse filter ``X = conj(H)·G / (|H|² + eps)``.
+
+    ``eps = 0`` is the plain inverse ``G / H`` (frequencies where
+    ``|H|² <`` machine tiny are set to zero rather than divided by zero).
+
+    Parameters
+    ----------
+    image : (M, N) or (M, N, C) array
+    psf : (h, w) array
+    eps : float
+        Non-negative regularization added to ``|H|²``.
+    boundary : {'reflect', 'periodic', 'zero'}
+    luminance : bool
+        Deconvolve only the luma of an RGB image (chroma untouched).
+    clip : bool or (low, high), optional
+        ``True`` clips to ``[0, 1]``.
+    backend : {'auto', 'cuda', 'cpu'}, optional
+    dtype : float32 or float64, optional
+
+    Returns
+    -------
+    out : array like ``image`` (float)
+    """
+    eps = check_positive(eps, "eps", allow_zero=True)
+    clip = _check_clip(clip)
+    p = _Problem(image, psf, backend, dtype, boundary, luminance)
+    if eps == 0:
+        be, op = p.be, p.op
+        kw = be.fft_kwargs()
+        g = be.fft.rfft2(op.extend(p.y), **kw)
+        a2 = op.otf_abs2
+        tiny = np.finfo(p.dtype).tiny
+        filt = be.xp.where(a2 > tiny, 1 / be.xp.where(a2 > tiny, op.otf, 1), 0)
+        x = op.crop(be.fft.irfft2(g * filt, s=op.grid_shape, **kw))
+    else:
+        x = _fourier_solve(p, p.dtype.type(eps))
+    return p.finish(x, clip)
+
+
+def wiener(
+    image,
+    psf,
+    balance=None,
+    *,
+    reg="laplacian",
+    boundary="reflect",
+    luminance=False,
+    clip=None,
+    backend=None,
+    dtype=None,
+):
+    """Wiener–Hunt deconvolution ``X = conj(H)·G / (|H|² + balance·|R|²)``.
+
+    Parameters
+    ----------
+    image : (M, N) or (M, N, C) array
+    psf : (h, w) array
+    balance : float or None
+        Noise-to-signal balance. ``None`` estimates it from the image: the
+        noise σ by :func:`estimate_noise` and the signal by a natural-image
+        power law ``E|X(f)|² = c / |D(f)|²`` whose scale ``c`` follows from
+        the observed gradient energy, which gives the optimal Wiener filter
+        ``conj(H) / (|H|² + P σ² |D|² / c)`` (``reg`` is then 'gradient').
+    reg : {'laplacian', 'gradient', 'identity'}
+        ``|R|²``: squared 5-point Laplacian (as
+        :func:`skimage.restoration.wiener`), ``|Dx|² + |Dy|²``, or 1
+        (classical constant-NSR Wiener).
+    boundary, luminance, clip, backend, dtype
+        As in :func:`inverse_filter`. With ``boundary='periodic'`` and
+        ``reg='laplacian'`` this equals ``skimage.restoration.wiener(...,
+        clip=False)``.
+
+    Returns
+    -------
+    out : array like ``image`` (float)
+    """
+    check_choice(reg, _REGS, "reg")
+    clip = _check_clip(clip)
+    p = _Problem(image, psf, backend, dtype, boundary, luminance)
+    if balance is None:
+        balance = _estimated_balance(p)
+        reg = "gradient"
+    balance = check_positive(balance, "balance", allow_zero=True)
+    r2 = _reg_spectrum(reg, p.op.grid_shape, p.be, p.dtype)
+    x = _fourier_solve(p, p.dtype.type(balance) * r2)
+    return p.finish(x, clip)
+
+
+def _estimated_balance(p: _Problem) -> float:
+    """``P σ² / c`` for the gradient prior (see :func:`wiener`)."""
+    xp = p.be.xp
+    y = p.y.astype(xp.float64)
+    sigma = estimate_noise(from_channels_first(p.y, 3 if p.y.shape[0] > 1 else 2), backend=p.be)
+    gx = y[:, :, 1:] - y[:, :, :-1]
+    gy = y[:, 1:, :] - y[:, :-1, :]
+    npx = y.shape[1] * y.shape[2]
+    grad_energy = float((gx**2).sum() + (gy**2).sum()) / y.shape[0]
+    h2 = float((p.op.psf**2).sum())
+    c = max(grad_energy - 4 * npx * sigma**2, 1e-3 * grad_energy + 1e-12) / h2
+    return max(npx * sigma**2 / c, 1e-8)
+
+
+def tikhonov(image, psf, lam=1e-3, *, prior="gradient", boundary="reflect", luminance=False, clip=None, backend=None, dtype=None):
+    """Tikhonov deconvolution ``min ‖h∗x − y‖² + lam·‖Γx‖²`` in closed form.
+
+    ``prior='gradient'`` (``Γ = ∇``, the lecture's
+    ``min ‖y − c∗x‖² + ‖∇x‖²``) or ``'identity'``. Solved exactly on the
+    periodic padded grid: ``X = conj(H)·G / (|H|² + lam·|Γ|²)``.
+
+    Parameters are as in :func:`wiener`; ``lam`` must be positive.
+    """
+    lam = check_positive(lam, "lam")
+    check_choice(prior, ("gradient", "identity"), "prior")
+    clip = _check_clip(clip)
+    p = _Problem(image, psf, backend, dtype, boundary, luminance)
+    r2 = _reg_spectrum(prior, p.op.grid_shape, p.be, p.dtype)
+    x = _fourier_solve(p, p.dtype.type(lam) * r2)
+    return p.finish(x, clip)
+
+
+# ---------------------------------------------------------------------------
+# iterative methods
+# ---------------------------------------------------------------------------
+
+
+def richardson_lucy(
+    image,
+    psf,
+    num_iter=50,
+    *,
+    tv_weight=0.0,
+    filter_epsilon=None,
+    init="image",
+    boundary="reflect",
+    luminance=False,
+    clip=None,
+    callback: Callable[[int], None] | None = None,
+    backend=None,
+    dtype=None,
+):
+    """Richardson–Lucy deconvolution, optionally with TV regularization (RL-TV).
+
+    ``x ← x · Hᵀ(y / Hx)``; with ``tv_weight = λ > 0`` the update of Dey et
+    al. (2006), ``x ← x · Hᵀ(y / Hx) / (1 − λ·div(∇x/|∇x|))``, fused in one
+    custom kernel (CUDA or Numba).
+
+    Parameters
+    ----------
+    image : (M, N) or (M, N, C) array
+        Non-negative observation (negative values, e.g. from added noise,
+        are clipped to 0 as RL's Poisson model requires).
+    psf : (h, w) array
+    num_iter : int
+    tv_weight : float
+        λ of RL-TV (0: plain RL). Typical 0.001–0.01 for images in [0, 1].
+    filter_epsilon : float, optional
+        Where the re-blurred estimate is ``<= filter_epsilon`` the ratio is
+        set to 0 (as scikit-image). Default: the dtype's smallest normal.
+    init : {'image', 'flat'} or float
+        Start from the observation, from 0.5 everywhere ('flat', as
+        scikit-image) or from a constant.
+    boundary : {'reflect', 'periodic', 'zero'}
+        ``'zero'`` keeps the estimate on the image grid and zero-pads every
+        convolution: the model of :func:`skimage.restoration.richardson_lucy`.
+    callback : callable, optional
+        Called as ``callback(i)`` after iteration ``i`` (progress bars); it
+        receives no array, so it forces no device synchronization.
+    luminance, clip, backend, dtype
+        As in :func:`inverse_filter`.
+    """
+    num_iter = check_positive_int(num_iter, "num_iter")
+    tv_weight = check_positive(tv_weight, "tv_weight", allow_zero=True)
+    clip = _check_clip(clip)
+    p = _Problem(image, psf, backend, dtype, boundary, luminance)
+    xp, op = p.be.xp, p.op
+    kern = p.be.kernels
+    t = p.dtype.type
+    eps = t(np.finfo(p.dtype).tiny if filter_epsilon is None else check_positive(filter_epsilon, "filter_epsilon", allow_zero=True))
+    y = xp.maximum(p.y, 0)
+    if boundary != "zero":
+        y = xp.maximum(op.extend(y), 0)
+    if isinstance(init, str):
+        check_choice(init, ("image", "flat"), "init")
+        x = y.copy() if init == "image" else xp.full_like(y, 0.5)
+    else:
+        x = xp.full_like(y, check_positive(init, "init"))
+    ratio = xp.empty_like(y)
+    nxt = xp.empty_like(y)
+    for i in range(num_iter):
+        est = op.forward(x)
+        kern.rl_ratio(y, est.astype(p.dtype, copy=False), ratio, eps)
+        corr = op.adjoint(ratio).astype(p.dtype, copy=False)
+        if tv_weight > 0:
+            kern.rl_tv_update(x, corr, nxt, t(tv_weight), t(_TV_EPS))
+            x, nxt = nxt, x
+        else:
+            x *= corr
+        if callback is not None:
+            callback(i)
+    if boundary == "reflect":
+        x = op.crop(x)
+    return p.finish(x, clip)
+
+
+_TV_EPS = 1e-3  # smoothing of |∇x| in the TV terms (images in [0, 1])
+
+
+def richardson_lucy_tv(image, psf, num_iter=50, tv_weight=0.002, **kwargs):
+    """Richardson–Lucy with total-variation regularization (Dey et al. 2006).
+
+    Shorthand for :func:`richardson_lucy` with ``tv_weight``.
+    """
+    if not tv_weight or tv_weight <= 0:
+        raise ValueError(f"tv_weight must be positive, got {tv_weight!r}")
+    return richardson_lucy(image, psf, num_iter, tv_weight=tv_weight, **kwargs)
+
+
+def admm_tv(
+    image,
+    psf,
+    lam=None,
+    num_iter=100,
+    *,
+    rho=None,
+    isotropic=True,
+    boundary="reflect",
+    luminance=False,
+    clip=None,
+    callback: Callable[[int], None] | None = None,
+    backend=None,
+    dtype=None,
+):
+    """Total-variation deconvolution by ADMM.
+
+    Solves ``min_x ½‖h∗x − y‖² + lam·TV(x)`` with the splitting ``z = Dx``
+    (periodic forward differences on the padded grid):
+
+    - x-update: ``(HᵀH + ρDᵀD) x = Hᵀy + ρDᵀ(z − u)``, exact in Fourier;
+    - z-update: shrinkage of ``Dx + u`` by ``lam/ρ`` (isotropic: per-pixel
+      vector shrinkage; anisotropic: soft threshold per component);
+    - u-update: ``u ← u + Dx − z``.
+
+    The z/u updates and ``Dᵀ(z − u)`` are fused custom kernels (CUDA or
+    Numba): one pass over the image each.
+
+    Parameters
+    ----------
+    image : (M, N) or (M, N, C) array
+    psf : (h, w) array
+    lam : float, optional
+        TV weight. Default: ``2.5·σ̂²`` … chosen from the noise estimate
+        (:func:`estimate_noise`) as ``lam = max(0.6·σ̂², 1e-5)`` … see Notes.
+    num_iter : int
+    rho : float, optional
+        ADMM penalty; default ``max(10·lam, 1e-4)``.
+    isotropic : bool
+    boundary, luminance, clip, callback, backend, dtype
+        As in :func:`richardson_lucy`; ``boundary='zero'`` zero-pads.
+
+    Notes
+    -----
+    The default ``lam`` scales with the noise variance estimated from the
+    image; it was tuned on natural images blurred by discs of radius 2–6
+    with σ between 0.002 and 0.03 (see ``tests/test_restoration.py``).
+    """
+    num_iter = check_positive_int(num_iter, "num_iter")
+    clip = _check_clip(clip)
+    p = _Problem(image, psf, backend, dtype, boundary, luminance)
+    if lam is None:
+        lam = _default_tv_lam(p)
+    lam = check_positive(lam, "lam")
+    rho = check_positive(rho if rho is not None else max(_RHO_FACTOR * lam, 1e-4), "rho")
+    be, op = p.be, p.op
+    xp, fft = be.xp, be.fft
+    kw = be.fft_kwargs()
+    kern = be.kernels
+    t = p.dtype.type
+    y = op.extend(p.y)
+    shape = op.grid_shape
+    hty = fft.irfft2(fft.rfft2(y, **kw) * op.otf.conj(), s=shape, **kw).astype(p.dtype, copy=False)
+    denom = op.otf_abs2 + t(rho) * laplacian_otf_abs2(shape, xp, p.dtype)
+    ux = xp.zeros_like(y)
+    uy = xp.zeros_like(y)
+    wx = xp.zeros_like(y)
+    wy = xp.zeros_like(y)
+    rhs = hty.copy()
+    x = y
+    for i in range(num_iter):
+        if i:
+            kern.admm_tv_rhs(hty, wx, wy, rhs, t(rho))
+        x = fft.irfft2(fft.rfft2(rhs, **kw) / denom, s=shape, **kw).astype(p.dtype, copy=False)
+        kern.admm_tv_dual(x, ux, uy, wx, wy, t(lam / rho), isotropic)
+        if callback is not None:
+            callback(i)
+    return p.finish(op.crop(x), clip)
+
+
+_RHO_FACTOR = 10.0
+
+
+def _default_tv_lam(p: _Problem) -> float:
+    sigma = estimate_noise(from_channels_first(p.y, 3 if p.y.shape[0] > 1 else 2), backend=p.be)
+    return max(_LAM_PER_VAR * sigma**2, 1e-5)
+
+
+_LAM_PER_VAR = 0.6

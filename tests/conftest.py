@@ -1,0 +1,82 @@
+"""Shared fixtures: backends, host builds of the CUDA headers, test images."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpudeblur._backend import cuda_available, get_backend
+
+ROOT = Path(__file__).resolve().parent.parent
+KERNELS = ROOT / "kernels"
+SHIMS = Path(__file__).resolve().parent / "shims"
+
+
+@pytest.fixture(params=["cpu", "cuda"])
+def backend(request):
+    """Every backend-parametrized test runs on NumPy and, with a GPU, on CuPy."""
+    if request.param == "cuda" and not cuda_available():
+        pytest.skip("no CUDA device: CuPy variant of this test not run")
+    return get_backend(request.param)
+
+
+def to_host(a):
+    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+
+
+_built: dict[str, ctypes.CDLL] = {}
+
+
+def build_host_shim(name: str, tmp_dir: Path) -> ctypes.CDLL:
+    """Compile ``tests/shims/<name>.cu`` (which includes ``kernels/*.cuh``)
+    with nvcc into a host shared library and load it.
+
+    Skips (saying so) when nvcc is not on PATH.
+    """
+    if name in _built:
+        return _built[name]
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc not on PATH: host build of the CUDA kernel math not checked")
+    out = tmp_dir / f"lib{name}.so"
+    cmd = [
+        nvcc, "-x", "cu", "-std=c++17", "-O2", "-shared", "-Xcompiler", "-fPIC",
+        f"-I{KERNELS}", "-o", str(out), str(SHIMS / f"{name}.cu"),
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"nvcc failed on {name}.cu:\n{res.stderr}")
+    lib = ctypes.CDLL(str(out))
+    _built[name] = lib
+    return lib
+
+
+@pytest.fixture(scope="session")
+def host_build_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("hostshims")
+
+
+def ptr(a: np.ndarray):
+    assert a.flags.c_contiguous
+    return a.ctypes.data_as(ctypes.c_void_p)
+
+
+@pytest.fixture(scope="session")
+def natural_gray():
+    """A 128x128 natural gray image in [0, 1] (scikit-image's astronaut)."""
+    from skimage import color, data
+
+    return color.rgb2gray(data.astronaut())[40:168, 180:308].astype(np.float64)
+
+
+@pytest.fixture(scope="session")
+def natural_rgb():
+    from skimage import data
+
+    return (data.astronaut()[40:168, 180:308] / 255.0).astype(np.float64)
