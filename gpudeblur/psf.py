@@ -119,20 +119,16 @@ def from_spec(spec: str) -> np.ndarray:
         raise ValueError("PSF spec is empty")
     kind, _, args = spec.partition(":")
     kind = kind.lower()
-    try:
-        if kind == "disc" and args:
-            return disc(float(args))
-        if kind == "gaussian" and args:
-            return gaussian(float(args))
-        if kind == "motion" and args:
-            parts = [float(a) for a in args.split(",")]
-            if len(parts) not in (1, 2):
-                raise ValueError
-            return motion(*parts)
-    except ValueError as exc:
-        if str(exc):
-            raise
-        raise ValueError(f"malformed PSF spec {spec!r}") from None
+    models = {"disc": (disc, 1), "gaussian": (gaussian, 1), "motion": (motion, 2)}
+    if kind in models and not spec.endswith(".npy"):
+        func, max_args = models[kind]
+        try:
+            values = [float(a) for a in args.split(",")] if args else []
+        except ValueError:
+            values = []
+        if not 1 <= len(values) <= max_args:
+            raise ValueError(f"malformed PSF spec {spec!r}; expected disc:R, gaussian:SIGMA or motion:LENGTH,ANGLE")
+        return func(*values)
     if spec.endswith(".npy"):
         if not os.path.isfile(spec):
             raise ValueError(f"PSF file not found: {spec}")

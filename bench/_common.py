@@ -1,0 +1,308 @@
+"""Shared timing and reporting helpers for the gpudeblur benchmarks.
+
+Every bench script in this folder uses the same rules:
+
+- **warm-up excluded**: one untimed call first (it compiles Numba/CUDA
+  kernels and builds FFT plans for the shapes that are timed);
+- **device-synchronized**: the clock starts and stops after
+  ``Backend.synchronize()``, so queued GPU work is inside the interval;
+- **median of repeats** (fewer repeats for slow cases, see
+  :func:`time_call`);
+- results go to ``bench/results/<name>-<host-or-device>-<date>.{json,md}``
+  with the machine, CPU/GPU names, date, git commit and library versions.
+
+Import from a bench script as ``from _common import ...`` (the scripts put
+their own folder on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import json
+import math
+import os
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO_ROOT / "bench" / "results"
+
+
+# ---------------------------------------------------------------------------
+# timing
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Timing:
+    """Wall-clock seconds of the timed repeats (warm-up excluded)."""
+
+    times: list[float] = field(default_factory=list)
+    warmup_s: float | None = None
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times) if self.times else math.nan
+
+    @property
+    def best(self) -> float:
+        return min(self.times) if self.times else math.nan
+
+    @property
+    def repeats(self) -> int:
+        return len(self.times)
+
+    def as_dict(self) -> dict:
+        return {
+            "median_s": self.median,
+            "min_s": self.best,
+            "repeats": self.repeats,
+            "times_s": self.times,
+            "warmup_s": self.warmup_s,
+            "note": self.note,
+        }
+
+
+def _noop() -> None:
+    pass
+
+
+def time_call(
+    fn: Callable[[], object],
+    sync: Callable[[], None] | None = None,
+    repeats: int = 5,
+    warmup: Callable[[], object] | None | bool = True,
+    budget_s: float = 30.0,
+    min_repeats: int = 1,
+) -> tuple[Timing, object]:
+    """Time ``fn()`` between device synchronizations; return ``(Timing, last result)``.
+
+    Parameters
+    ----------
+    fn : callable
+        The work to time, called with no argument.
+    sync : callable, optional
+        Waits for queued device work (``Backend.synchronize``); called before
+        the clock starts and before it stops.
+    repeats : int
+        At most this many timed calls.
+    warmup : callable, bool or None
+        ``True``: one untimed call of ``fn``; a callable: call that instead
+        (e.g. the same function with 1 iteration, which compiles the same
+        kernels and builds the same FFT plans at a fraction of the cost);
+        ``False``/``None``: no warm-up.
+    budget_s : float
+        Stop repeating once the timed calls have used this many seconds
+        (slow cases get fewer repeats), but always do ``min_repeats``.
+    """
+    sync = sync or _noop
+    timing = Timing()
+    if warmup:
+        w = fn if warmup is True else warmup
+        sync()
+        t0 = time.perf_counter()
+        w()
+        sync()
+        timing.warmup_s = time.perf_counter() - t0
+    out = None
+    spent = 0.0
+    for k in range(max(1, repeats)):
+        sync()
+        t0 = time.perf_counter()
+        out = fn()
+        sync()
+        dt = time.perf_counter() - t0
+        timing.times.append(dt)
+        spent += dt
+        if k + 1 >= min_repeats and spent >= budget_s:
+            break
+    return timing, out
+
+
+# ---------------------------------------------------------------------------
+# memory bandwidth (the floor of any memory-bound pass)
+# ---------------------------------------------------------------------------
+
+
+def copy_bandwidth(xp=np, sync: Callable[[], None] | None = None, nbytes: int = 256 * 2**20, repeats: int = 5) -> float:
+    """Sustained copy bandwidth in GB/s (10⁹ B/s), counting read + write.
+
+    ``copyto(dst, src)`` of two preallocated ``nbytes`` float32 arrays (so no
+    page faults are timed); bandwidth = ``2 · nbytes / median time``.
+    ``xp`` is numpy or cupy; pass the backend's ``synchronize`` for cupy.
+    """
+    sync = sync or _noop
+    n = nbytes // 4
+    src = xp.ones(n, dtype=xp.float32)
+    dst = xp.zeros(n, dtype=xp.float32)
+    xp.copyto(dst, src)  # touch both (page faults, driver warm-up)
+    sync()
+    ts = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        xp.copyto(dst, src)
+        sync()
+        ts.append(time.perf_counter() - t0)
+    del src, dst
+    return 2 * nbytes / statistics.median(ts) / 1e9
+
+
+# ---------------------------------------------------------------------------
+# machine description
+# ---------------------------------------------------------------------------
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def git_commit() -> str:
+    """``git rev-parse --short HEAD`` of the repo, ``+dirty`` when the tree has changes."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except Exception:
+        return "unknown"
+
+
+def _version(mod: str) -> str | None:
+    try:
+        return importlib.import_module(mod).__version__
+    except Exception:
+        return None
+
+
+def machine_info(gpu_name: str | None = None, extra_modules: Sequence[str] = ()) -> dict:
+    """Host, CPU, GPU, date, commit and library versions of this run."""
+    mods = ["numpy", "scipy", "numba", "skimage", "gpudeblur", *extra_modules]
+    if "cupy" in sys.modules:
+        mods.append("cupy")
+    if "cucim" in sys.modules:
+        mods.append("cucim")
+    now = _dt.datetime.now(_dt.timezone.utc)
+    return {
+        "host": socket.gethostname(),
+        "cpu": cpu_name(),
+        "cpu_cores": cpu_cores(),
+        "gpu": gpu_name,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "date_utc": now.strftime("%Y-%m-%d %H:%M:%S"),
+        "commit": git_commit(),
+        "versions": {m: _version(m) for m in mods},
+        "env": {k: os.environ[k] for k in ("GPUDEBLUR_CPU_WORKERS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS") if k in os.environ},
+    }
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", s.lower()).strip("-") or "unknown"
+
+
+def result_stem(name: str, info: dict) -> str:
+    """``<name>-<gpu name or host>-<YYYYMMDD>`` for the output files."""
+    who = _slug(info["gpu"]) if info.get("gpu") else _slug(info["host"])
+    return f"{name}-{who}-{info['date_utc'][:10].replace('-', '')}"
+
+
+# ---------------------------------------------------------------------------
+# output
+# ---------------------------------------------------------------------------
+
+
+def fmt_s(t: float | None, approx: bool = False) -> str:
+    """Seconds with 3 significant digits (ms below 1 s); ``—`` for missing."""
+    if t is None or (isinstance(t, float) and math.isnan(t)):
+        return "—"
+    pre = "~" if approx else ""
+    if t < 1e-3:
+        return f"{pre}{t * 1e6:.3g} µs"
+    if t < 1:
+        return f"{pre}{t * 1e3:.3g} ms"
+    return f"{pre}{t:.3g} s"
+
+
+def fmt_ratio(r: float | None) -> str:
+    if r is None or (isinstance(r, float) and (math.isnan(r) or math.isinf(r))):
+        return "—"
+    return f"{r:.2f}×" if r < 10 else f"{r:.3g}×"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for r in rows:
+        out.append("| " + " | ".join(str(c) for c in r) + " |")
+    return "\n".join(out)
+
+
+def machine_markdown(info: dict) -> str:
+    v = ", ".join(f"{k} {val}" for k, val in info["versions"].items() if val)
+    lines = [
+        f"- host: `{info['host']}` — {info['platform']}, Python {info['python']}",
+        f"- CPU: {info['cpu']} ({info['cpu_cores']} cores usable)",
+        f"- GPU: {info['gpu'] or 'none'}",
+        f"- date (UTC): {info['date_utc']}, commit `{info['commit']}`",
+        f"- versions: {v}",
+    ]
+    if info.get("env"):
+        lines.append("- env: " + ", ".join(f"{k}={val}" for k, val in info["env"].items()))
+    return "\n".join(lines)
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Timing):
+        return o.as_dict()
+    if hasattr(o, "__dataclass_fields__"):
+        return asdict(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def write_results(out_dir: str | Path, stem: str, payload: dict, markdown: str) -> tuple[Path, Path]:
+    """Write ``<stem>.json`` and ``<stem>.md`` into ``out_dir``; return both paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pj = out_dir / f"{stem}.json"
+    pm = out_dir / f"{stem}.md"
+    pj.write_text(json.dumps(payload, indent=2, default=_json_default, allow_nan=True) + "\n")
+    pm.write_text(markdown.rstrip() + "\n")
+    return pj, pm
+
+
+def log(msg: str) -> None:
+    """Progress line on stderr (flushed), so stdout stays the report."""
+    print(msg, file=sys.stderr, flush=True)

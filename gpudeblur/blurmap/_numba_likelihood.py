@@ -1,0 +1,262 @@
+"""Numba twin of ``kernels/blurmap.cuh`` (per-pixel likelihood search, Zhu et al. 2013, Sec. III-A).
+
+Same functions, same order of operations as the CUDA header (checked
+against a host build of it in ``tests/test_blurmap.py``). The per-pixel
+powers are copied into a per-thread buffer first (the CUDA kernel reads
+them with stride ``P`` directly; the arithmetic is the same).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import prange
+
+NONE = -1e30  # log-likelihood of a missing candidate (GD_BLURMAP_NONE)
+
+_inl = dict(inline="always", cache=True, nogil=True)
+
+
+@numba.njit(**_inl)
+def _lut_pos(r, lo, step, K, cst):
+    # cst = [0, 1, 0.5, scratch] in the working dtype: keeps float32 math in
+    # float32 (Numba promotes float32 (op) int literal to float64)
+    pos = (r - lo) / step
+    kk = int(pos)
+    if kk < 0:
+        kk = 0
+    if kk > K - 2:
+        kk = K - 2
+    cst[3] = kk
+    ff = pos - cst[3]
+    if ff < cst[0]:
+        ff = cst[0]
+    if ff > cst[1]:
+        ff = cst[1]
+    return kk, ff
+
+
+@numba.njit(**_inl)
+def _lerp(tab, k, f, i):
+    a = tab[k, i]
+    b = tab[k + 1, i]
+    return a + f * (b - a)
+
+
+@numba.njit(**_inl)
+def _clamp_r(r, lo, step, K):
+    hi = lo + step * (K - 1)
+    if r < lo:
+        return lo
+    if r > hi:
+        return hi
+    return r
+
+
+@numba.njit(**_inl)
+def _s_moment(y, val, noise, r, lo, step, s_floor, cst):
+    K, F = val.shape
+    k, f = _lut_pos(r, lo, step, K, cst)
+    num = cst[0]
+    den = cst[0]
+    for i in range(F):
+        num += y[i] - noise[i]
+        den += _lerp(val, k, f, i)
+    s = num / den
+    return s if s > s_floor else s_floor
+
+
+@numba.njit(**_inl)
+def _s_fixed_point(y, val, noise, r, s, lo, step, s_iters, tol_s, s_floor, cst):
+    K, F = val.shape
+    k, f = _lut_pos(r, lo, step, K, cst)
+    for it in range(s_iters):
+        num = cst[0]
+        den = cst[0]
+        for i in range(F):
+            sg = _lerp(val, k, f, i)
+            n = noise[i]
+            q = s * sg / (s * sg + n)
+            rho = q * q
+            num += rho * (y[i] - n) / sg
+            den += rho
+        sn = num / den if den > 0 else s_floor
+        if not (sn > s_floor):
+            sn = s_floor
+        ds = sn - s
+        s = sn
+        if abs(ds) <= tol_s * s:
+            break
+    return s
+
+
+@numba.njit(**_inl)
+def _neg_loglik(y, val, noise, r, s, lo, step, cst):
+    K, F = val.shape
+    k, f = _lut_pos(r, lo, step, K, cst)
+    e = cst[0]
+    for i in range(F):
+        v = s * _lerp(val, k, f, i) + noise[i]
+        e += y[i] / v + math.log(v)
+    return e
+
+
+@numba.njit(**_inl)
+def _r_derivs(y, val, d1t, d2t, noise, r, s, lo, step, cst):
+    K, F = val.shape
+    k, f = _lut_pos(r, lo, step, K, cst)
+    gg = cst[0]
+    hh = cst[0]
+    one = cst[1]
+    for i in range(F):
+        sg = _lerp(val, k, f, i)
+        d1 = s * _lerp(d1t, k, f, i)
+        d2 = s * _lerp(d2t, k, f, i)
+        iv = one / (s * sg + noise[i])
+        t = y[i] * iv
+        a = iv - t * iv
+        b = (t + t - one) * iv * iv
+        gg += a * d1
+        hh += b * d1 * d1 + a * d2
+    return gg, hh
+
+
+@numba.njit(**_inl)
+def _r_descent(y, val, d1t, d2t, noise, r, s, e, lo, step, r_iters, tol_r, max_step, cst):
+    K, F = val.shape
+    er = e
+    half = cst[2]
+    it = 0
+    while it < r_iters:
+        g, h = _r_derivs(y, val, d1t, d2t, noise, r, s, lo, step, cst)
+        if h > 0:
+            d = -g / h
+        else:
+            d = -max_step if g > 0 else max_step
+        if d > max_step:
+            d = max_step
+        if d < -max_step:
+            d = -max_step
+        rn = _clamp_r(r + d, lo, step, K)
+        if rn == r:
+            break
+        moved = False
+        for bt in range(6):
+            en = _neg_loglik(y, val, noise, rn, s, lo, step, cst)
+            if en <= er:
+                stp = abs(rn - r)
+                r = rn
+                er = en
+                moved = True
+                if stp < tol_r:
+                    it = r_iters
+                break
+            rn = r + (rn - r) * half
+        if not moved:
+            break
+        it += 1
+    return r, er
+
+
+@numba.njit(**_inl)
+def _insert_candidate(r, l, s, cr, cl, cs, merge_tol):
+    for j in range(3):
+        if cl[j] > NONE and abs(cr[j] - r) < merge_tol:
+            if l <= cl[j]:
+                return
+            cr[j] = r
+            cl[j] = l
+            cs[j] = s
+            m = j
+            while m > 0 and cl[m] > cl[m - 1]:
+                cr[m], cr[m - 1] = cr[m - 1], cr[m]
+                cl[m], cl[m - 1] = cl[m - 1], cl[m]
+                cs[m], cs[m - 1] = cs[m - 1], cs[m]
+                m -= 1
+            return
+    if l <= cl[2]:
+        return
+    m = 2
+    while m > 0 and l > cl[m - 1]:
+        cr[m] = cr[m - 1]
+        cl[m] = cl[m - 1]
+        cs[m] = cs[m - 1]
+        m -= 1
+    cr[m] = r
+    cl[m] = l
+    cs[m] = s
+
+
+@numba.njit(**_inl)
+def _search_pixel(y, val, d1t, d2t, noise, starts, lo, step, max_outer, s_iters, r_iters,
+                  tol_r, tol_s, max_step, s_floor, merge_tol, cr, cl, cs, cst):
+    K, F = val.shape
+    for j in range(3):
+        cr[j] = lo
+        cl[j] = NONE
+        cs[j] = s_floor
+    for st in range(starts.shape[0]):
+        r = _clamp_r(starts[st], lo, step, K)
+        s = _s_moment(y, val, noise, r, lo, step, s_floor, cst)
+        e = cst[0]
+        for outer in range(max_outer):
+            s = _s_fixed_point(y, val, noise, r, s, lo, step, s_iters, tol_s, s_floor, cst)
+            e = _neg_loglik(y, val, noise, r, s, lo, step, cst)
+            rn, e = _r_descent(y, val, d1t, d2t, noise, r, s, e, lo, step, r_iters, tol_r, max_step, cst)
+            dr = abs(rn - r)
+            r = rn
+            if dr < tol_r:
+                break
+        s = _s_fixed_point(y, val, noise, r, s, lo, step, s_iters, tol_s, s_floor, cst)
+        e = _neg_loglik(y, val, noise, r, s, lo, step, cst)
+        _insert_candidate(r, -e, s, cr, cl, cs, merge_tol)
+    for j in range(1, 3):
+        if not (cl[j] > NONE):
+            cr[j] = cr[0]
+            cs[j] = cs[0]
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def blurmap_search(power, val, d1t, d2t, noise, starts, lo, step, max_outer, s_iters, r_iters,
+                   tol_r, tol_s, max_step, s_floor, merge_tol, r_out, l_out, s_out):
+    """Top-3 likelihood maxima per pixel.
+
+    Parameters
+    ----------
+    power : (F, P) float array
+        Gabor response powers ``|g_i^∇|²`` of ``P`` pixels.
+    val, d1t, d2t : (K, F) arrays
+        LUTs of ``σ̃_i²(r)`` and its first/second derivatives at ``lo + k·step``.
+    noise : (F,) array
+        Noise spectrum.
+    starts : (S,) array
+        Initial radii.
+    r_out, l_out, s_out : (3, P) arrays
+        Candidate radii, log-likelihoods ``-E`` (``NONE`` when missing), ``ŝ``.
+    """
+    F, P = power.shape
+    chunk = 256
+    nchunks = (P + chunk - 1) // chunk
+    for c in prange(nchunks):
+        yb = np.empty(F, dtype=power.dtype)
+        cr = np.empty(3, dtype=power.dtype)
+        cl = np.empty(3, dtype=power.dtype)
+        cs = np.empty(3, dtype=power.dtype)
+        cst = np.empty(4, dtype=power.dtype)
+        cst[0] = 0
+        cst[1] = 1
+        cst[2] = 0.5
+        p0 = c * chunk
+        p1 = min(P, p0 + chunk)
+        for p in range(p0, p1):
+            for i in range(F):
+                yb[i] = power[i, p]
+            _search_pixel(yb, val, d1t, d2t, noise, starts, lo, step, max_outer, s_iters, r_iters,
+                          tol_r, tol_s, max_step, s_floor, merge_tol, cr, cl, cs, cst)
+            for j in range(3):
+                r_out[j, p] = cr[j]
+                l_out[j, p] = cl[j]
+                s_out[j, p] = cs[j]
+    return r_out, l_out, s_out

@@ -1,0 +1,206 @@
+"""Blur spectra, their exp-polynomial fit and look-up tables (Zhu et al. 2013, eqs. 6, 7, 12).
+
+For a PSF family ``h(r)`` indexed by one scale ``r`` (disc radius, Gaussian
+sigma, or a calibrated set of PSF samples), the blur spectrum of Gabor
+filter ``t_i`` is ``σ_i²(r) = Σ_x |(h(r) ⊗ t_i)[x]|²`` (eq. 6), computed
+exactly by Parseval on a zero-padded FFT grid. Each frequency's samples
+are fitted by ``σ̃_i²(r) = exp(Σ_k α_{i,k} T_k(u))`` (eq. 12; ``T_k``
+Chebyshev polynomials of ``u = 2 (r - r_lo)/(r_hi - r_lo) - 1``, which is
+the same function space as powers of ``r`` but better conditioned), by
+weighted least squares on ``log σ_i²``. The weights
+``σ_i² / (σ_i² + floor · max_r σ_i²)`` keep near-zeros of the spectrum (where
+the noise term dominates the likelihood anyway) from pulling the fit.
+The fit is resampled into look-up tables of value, first and second
+derivative on a fine ``r`` grid (default step 0.01).
+
+The noise spectrum is ``σ_ni² = σ_n² · Σ_x |∇ ⊗ t_i[x]|²`` (eq. 7).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .. import psf as _psf
+from ..convolution import next_smooth_len
+from .gabor import GaborBank, derivative_kernel
+
+__all__ = [
+    "PSFCalibration",
+    "BlurSpectrumLUT",
+    "blur_spectra",
+    "noise_spectrum",
+    "fit_spectra",
+    "build_lut",
+    "resolve_family",
+]
+
+
+@dataclass(frozen=True)
+class PSFCalibration:
+    """User-supplied PSF samples ``psfs[k]`` at scales ``radii[k]`` (e.g. from a lens calibration)."""
+
+    radii: Sequence[float]
+    psfs: Sequence[np.ndarray]
+
+    def __post_init__(self):
+        r = np.asarray(self.radii, dtype=np.float64)
+        if r.ndim != 1 or r.size < 4:
+            raise ValueError("PSFCalibration needs at least 4 radii")
+        if len(self.psfs) != r.size:
+            raise ValueError(f"PSFCalibration has {r.size} radii but {len(self.psfs)} PSFs")
+        if not np.all(np.isfinite(r)) or np.any(np.diff(r) <= 0):
+            raise ValueError("PSFCalibration radii must be finite and strictly increasing")
+
+
+def resolve_family(psf_family, max_radius: float, sample_step: float = 0.1):
+    """``(radii, psf_fn_or_list, lo, hi)`` for a family spec.
+
+    ``'disc'`` (:func:`gpudeblur.psf.disc`, ``r`` = radius), ``'gaussian'``
+    (:func:`gpudeblur.psf.gaussian`, ``r`` = sigma), a callable ``r -> psf``
+    or a :class:`PSFCalibration` (its radii must reach ``max_radius``).
+    """
+    if isinstance(psf_family, PSFCalibration):
+        r = np.asarray(psf_family.radii, dtype=np.float64)
+        if r[0] > 0 + 1e-9 and r[0] > 0.5:
+            pass  # allowed: the domain starts at the first calibrated scale
+        if r[-1] < max_radius - 1e-9:
+            raise ValueError(f"PSFCalibration radii end at {r[-1]:g} < max_radius {max_radius:g}")
+        keep = r <= max_radius + 1e-9
+        return r[keep], [_psf.from_array(p, name="calibration PSF") for p, k in zip(psf_family.psfs, keep) if k], float(r[keep][0]), float(max_radius)
+    if isinstance(psf_family, str):
+        fam = psf_family.lower()
+        if fam == "disc":
+            fn: Callable = _psf.disc
+        elif fam == "gaussian":
+            fn = _psf.gaussian
+        else:
+            raise ValueError(f"unknown psf_family {psf_family!r}; expected 'disc', 'gaussian', a callable or a PSFCalibration")
+    elif callable(psf_family):
+        fn = psf_family
+    else:
+        raise ValueError(f"unknown psf_family {psf_family!r}; expected 'disc', 'gaussian', a callable or a PSFCalibration")
+    n = int(round(max_radius / sample_step))
+    radii = np.linspace(0.0, n * sample_step, n + 1)
+    if radii[-1] < max_radius - 1e-9:
+        radii = np.append(radii, max_radius)
+    return radii, [_psf.from_array(fn(float(r)), name=f"psf_family({r:g})") for r in radii], 0.0, float(max_radius)
+
+
+def _energy_through(kernels: list[np.ndarray], bank: GaborBank) -> np.ndarray:
+    """``Σ_x |(k ⊗ t_i)[x]|²`` for every kernel and filter, shape ``(K, F)`` (Parseval)."""
+    kmax = max(max(k.shape) for k in kernels)
+    L = next_smooth_len(bank.window + kmax - 1)
+    T = np.zeros((bank.size, L, L), dtype=np.complex128)
+    T[:, : bank.window, : bank.window] = bank.filters
+    T2 = np.abs(np.fft.fft2(T)) ** 2
+    out = np.empty((len(kernels), bank.size))
+    for j, k in enumerate(kernels):
+        big = np.zeros((L, L))
+        big[: k.shape[0], : k.shape[1]] = k
+        H2 = np.abs(np.fft.fft2(big)) ** 2
+        out[j] = np.tensordot(T2, H2, axes=([1, 2], [0, 1])) / (L * L)
+    return out
+
+
+def blur_spectra(psfs: list[np.ndarray], bank: GaborBank) -> np.ndarray:
+    """Blur spectra ``σ_i²(r_k)`` of eq. (6), shape ``(K, F)``."""
+    return _energy_through(psfs, bank)
+
+
+def noise_spectrum(bank: GaborBank, noise: float, vertical: bool = False) -> np.ndarray:
+    """``σ_ni² = σ_n² Σ_x |∇ ⊗ t_i[x]|²`` of eq. (7), shape ``(F,)``."""
+    return noise * _energy_through([derivative_kernel(vertical)], bank)[0]
+
+
+def fit_spectra(radii, spectra, lo, hi, degree: int = 20, floor: float = 1e-3) -> np.ndarray:
+    """Chebyshev coefficients ``(degree + 1, F)`` of ``log σ̃_i²`` (eq. 12), weighted LS."""
+    r = np.asarray(radii, dtype=np.float64)
+    S = np.maximum(np.asarray(spectra, dtype=np.float64), 1e-300)
+    deg = int(min(degree, r.size - 1))
+    u = 2 * (r - lo) / (hi - lo) - 1
+    V = np.polynomial.chebyshev.chebvander(u, deg)
+    logS = np.log(S)
+    w = S / (S + floor * S.max(axis=0)) if floor > 0 else np.ones_like(S)
+    coef = np.empty((deg + 1, S.shape[1]))
+    for i in range(S.shape[1]):
+        coef[:, i] = np.linalg.lstsq(V * w[:, i, None], logS[:, i] * w[:, i], rcond=None)[0]
+    return coef
+
+
+def eval_fit(coef, r, lo, hi):
+    """Value, first and second ``r``-derivative of ``exp(Chebyshev series)``, each ``(len(r), F)``."""
+    r = np.asarray(r, dtype=np.float64)
+    u = 2 * (r - lo) / (hi - lo) - 1
+    du = 2.0 / (hi - lo)
+    C = np.polynomial.chebyshev
+    p = C.chebval(u, coef).T if coef.ndim == 2 else C.chebval(u, coef)
+    c1 = C.chebder(coef, axis=0)
+    c2 = C.chebder(coef, 2, axis=0)
+    p1 = C.chebval(u, c1).T * du
+    p2 = C.chebval(u, c2).T * du * du
+    v = np.exp(p)
+    return v, v * p1, v * (p2 + p1 * p1)
+
+
+@dataclass(frozen=True)
+class BlurSpectrumLUT:
+    """Look-up tables of ``σ̃_i²(r)`` and its derivatives on ``r = lo + k · step``.
+
+    Attributes
+    ----------
+    val, d1, d2 : (K, F) float64 arrays
+        Value, first and second derivative in ``r``; row ``k`` holds all
+        filters at ``r_k`` (contiguous per ``r`` for the kernels).
+    lo, hi, step : float
+    noise : (F,) float64 array
+        Noise spectrum ``σ_ni²`` (eq. 7).
+    samples_r, samples : arrays
+        The sampled spectra the fit was made from (``(S,)``, ``(S, F)``).
+    coef : ((degree + 1), F) array
+        Chebyshev coefficients of the fit.
+    """
+
+    val: np.ndarray
+    d1: np.ndarray
+    d2: np.ndarray
+    lo: float
+    hi: float
+    step: float
+    noise: np.ndarray
+    samples_r: np.ndarray
+    samples: np.ndarray
+    coef: np.ndarray
+
+    @property
+    def nr(self) -> int:
+        return int(self.val.shape[0])
+
+    def fit_error(self) -> dict:
+        """Errors of the fit at the samples: max/median ``|log σ̃² - log σ²|``
+        and max ``|σ̃² - σ²| / max_r σ²`` (per filter)."""
+        v, _, _ = eval_fit(self.coef, self.samples_r, self.lo, self.hi)
+        S = self.samples
+        lg = np.abs(np.log(v) - np.log(np.maximum(S, 1e-300)))
+        lin = np.abs(v - S) / S.max(axis=0)
+        return {"log_max": float(lg.max()), "log_median": float(np.median(lg)), "lin_rel_max": float(lin.max()),
+                "lin_rel_median": float(np.median(lin))}
+
+
+def build_lut(bank: GaborBank, psf_family="disc", max_radius: float = 8.0, noise: float = 1e-4,
+              vertical: bool = False, degree: int = 20, step: float = 0.01, sample_step: float = 0.1,
+              floor: float = 1e-3) -> BlurSpectrumLUT:
+    """Sample, fit (eq. 12) and tabulate the blur spectra of a PSF family; add the noise spectrum (eq. 7)."""
+    radii, psfs, lo, hi = resolve_family(psf_family, max_radius, sample_step)
+    S = blur_spectra(psfs, bank)
+    coef = fit_spectra(radii, S, lo, hi, degree=degree, floor=floor)
+    n = max(2, int(round((hi - lo) / step)))
+    step = (hi - lo) / n  # uniform grid that ends exactly at hi
+    grid = lo + step * np.arange(n + 1)
+    v, d1, d2 = eval_fit(coef, grid, lo, hi)
+    return BlurSpectrumLUT(
+        val=v, d1=d1, d2=d2, lo=float(lo), hi=float(hi), step=float(step),
+        noise=noise_spectrum(bank, noise, vertical), samples_r=np.asarray(radii), samples=S, coef=coef,
+    )

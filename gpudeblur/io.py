@@ -1,0 +1,628 @@
+"""Image files in and out.
+
+:func:`read_image` returns a float32 image in ``[0, 1]`` (gray ``(M, N)`` or
+RGB ``(M, N, 3)``, RGB channel order) plus an :class:`ImageMeta` that
+remembers the sample type and holds the alpha channel untouched;
+:func:`write_image` writes a processed image back with the same bit depth
+and alpha. :func:`write_array` stores float maps (``.npy`` or float32 TIFF).
+
+Formats
+-------
+=========  ======================================  ==========================
+format     read                                    write
+=========  ======================================  ==========================
+PNG        8/16-bit gray, gray+alpha, RGB, RGBA    8/16-bit (gray+alpha as RGBA)
+TIFF       8/16-bit and float, 1–4 samples,        8/16-bit (deflate), float32
+           contiguous or planar (tifffile;
+           OpenCV for palette/LZW/JPEG TIFFs)
+JPEG       8-bit gray/RGB (EXIF orientation        8-bit, quality 95 (no alpha)
+           applied)
+NPY        2-D/3-D arrays                          via :func:`write_array`
+other      whatever OpenCV decodes (BMP, WebP, …)  —
+=========  ======================================  ==========================
+
+The format is recognized from the file's content, not its name, when
+reading, and from the extension when writing.
+
+Every write is atomic: the bytes go to a temporary file in the target
+folder, which is then renamed onto the target (:func:`os.replace`), so a
+reader never sees a half-written file and a failure leaves nothing behind.
+An existing file is replaced only with ``overwrite=True``.
+
+Errors are one-line :class:`ValueError` (bad content, unsupported layout)
+or :class:`OSError` (missing file, permissions, existing output) messages
+that name the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io as _io
+import os
+import stat
+import tempfile
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "ImageMeta",
+    "ImageWriteWarning",
+    "read_image",
+    "write_image",
+    "write_array",
+    "image_format",
+    "IMAGE_WRITE_EXTENSIONS",
+    "ARRAY_WRITE_EXTENSIONS",
+]
+
+#: Extensions :func:`write_image` accepts (lower case).
+IMAGE_WRITE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+#: Extensions :func:`write_array` accepts (lower case).
+ARRAY_WRITE_EXTENSIONS = (".npy", ".tif", ".tiff")
+
+_EXT_FORMAT = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".jpg": "jpeg", ".jpeg": "jpeg", ".npy": "npy"}
+_MAXVAL = {8: 255.0, 16: 65535.0}
+_INT_DTYPE = {8: np.dtype(np.uint8), 16: np.dtype(np.uint16)}
+
+
+class ImageWriteWarning(UserWarning):
+    """The output format cannot hold everything the input had (bit depth, alpha)."""
+
+
+@dataclass(frozen=True, eq=False)
+class ImageMeta:
+    """What :func:`write_image` needs to write an image back like it was read.
+
+    Attributes
+    ----------
+    bit_depth : {8, 16, 32}
+        8 or 16 for unsigned integer samples, 32 for float samples.
+    dtype : numpy.dtype
+        Sample type in the file (``uint8``, ``uint16`` or a float type).
+    channels : {1, 3}
+        Colour channels of the image returned by :func:`read_image`.
+    alpha : (M, N) ndarray or None
+        The alpha channel exactly as stored (original dtype, unscaled).
+    format : str
+        ``'png'``, ``'tiff'``, ``'jpeg'``, ``'npy'`` or ``'other'``.
+    path : str or None
+        The file it was read from.
+    """
+
+    bit_depth: int
+    dtype: np.dtype
+    channels: int
+    alpha: np.ndarray | None = None
+    format: str = "other"
+    path: str | None = None
+
+
+# ---------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------
+
+
+def read_image(path) -> tuple[np.ndarray, ImageMeta]:
+    """Read an image file as float32 in ``[0, 1]``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    image : (M, N) or (M, N, 3) float32 ndarray
+        Gray or RGB (RGB channel order). Integer samples are divided by
+        255 or 65535; float samples (float TIFF, ``.npy``) are returned as
+        stored (not clipped).
+    meta : ImageMeta
+        Bit depth, sample type and the untouched alpha channel.
+
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError, PermissionError
+        The file cannot be opened.
+    ValueError
+        Empty, truncated or undecodable file; unsupported sample type or
+        channel count.
+    """
+    path = os.fspath(path)
+    if not os.path.lexists(path):
+        raise FileNotFoundError(f"input file not found: {path}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"input is a folder, not an image file: {path}")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise type(exc)(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not data:
+        raise ValueError(f"{path} is an empty file")
+    fmt = _sniff(data)
+    if fmt == "png":
+        arr, order, gray_alpha = _decode_png(data, path)
+    elif fmt == "jpeg":
+        arr, order, gray_alpha = _decode_jpeg(data, path), "bgr", False
+    elif fmt == "tiff":
+        arr, order, gray_alpha = _decode_tiff(data, path)
+    elif fmt == "npy":
+        arr, order, gray_alpha = _decode_npy(data, path), "rgb", False
+    else:
+        arr, order, gray_alpha = _decode_cv(data, path, _cv2().IMREAD_UNCHANGED, "image"), "bgr", False
+    return _finish_read(arr, order, gray_alpha, fmt, path)
+
+
+def _sniff(data: bytes) -> str:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if data.startswith(b"\x93NUMPY"):
+        return "npy"
+    return "other"
+
+
+def _cv2():
+    import cv2  # noqa: PLC0415  (lazy: importing OpenCV costs ~0.2 s)
+
+    return cv2
+
+
+@contextlib.contextmanager
+def _quiet_opencv():
+    """Silence OpenCV's own log lines (errors are reported by us, once)."""
+    logging = getattr(getattr(_cv2(), "utils", None), "logging", None)
+    if logging is None:
+        yield
+        return
+    old = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        logging.setLogLevel(old)
+
+
+def _decode_cv(data: bytes, path: str, flags: int, what: str) -> np.ndarray:
+    cv2 = _cv2()
+    with _quiet_opencv():
+        try:
+            arr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+        except cv2.error:
+            arr = None
+    if arr is None:
+        raise ValueError(f"cannot decode {path}: not a supported {what} file, or the file is corrupt")
+    return arr
+
+
+def _decode_png(data: bytes, path: str):
+    if data.rfind(b"IEND") == -1:
+        raise ValueError(f"cannot read {path}: truncated PNG file (no IEND chunk)")
+    arr = _decode_cv(data, path, _cv2().IMREAD_UNCHANGED, "PNG")
+    color_type = data[25] if len(data) > 25 else -1  # IHDR colour type; 4 = gray + alpha
+    gray_alpha = color_type == 4 and arr.ndim == 3 and arr.shape[2] == 4
+    return arr, "bgr", gray_alpha
+
+
+def _jpeg_complete(data: bytes) -> bool:
+    """True when the end-of-image marker follows the first scan.
+
+    OpenCV decodes a truncated JPEG without error (the missing part comes
+    out gray), so completeness is checked here: walk the marker segments
+    up to the first start-of-scan, then look for EOI after it (entropy
+    coded data stuffs 0xFF as FF00, so FFD9 there is a real marker; EXIF
+    thumbnails live inside APP segments, which are skipped).
+    """
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return False
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # stand-alone markers
+            i += 2
+            continue
+        if marker == 0xD9:  # EOI before any scan
+            return False
+        seglen = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker == 0xDA:  # SOS
+            return data.find(b"\xff\xd9", i + 2 + seglen) != -1
+        i += 2 + seglen
+    return False
+
+
+def _decode_jpeg(data: bytes, path: str) -> np.ndarray:
+    if not _jpeg_complete(data):
+        raise ValueError(f"cannot read {path}: truncated or corrupt JPEG file (no end-of-image marker)")
+    cv2 = _cv2()
+    # ANYCOLOR|ANYDEPTH (not UNCHANGED) so that EXIF orientation is applied
+    return _decode_cv(data, path, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH, "JPEG")
+
+
+def _decode_tiff(data: bytes, path: str):
+    """First page of a TIFF with tifffile; OpenCV for what tifffile cannot do."""
+    import tifffile  # noqa: PLC0415
+
+    try:
+        with tifffile.TiffFile(_io.BytesIO(data)) as tif:
+            page = tif.pages[0]
+            photometric = int(page.photometric)
+            if photometric not in (1, 2):  # MINISBLACK, RGB; others (palette, YCbCr, CMYK) -> OpenCV
+                raise _UseOpenCV
+            arr = page.asarray()
+            axes = page.axes
+            extrasamples = tuple(int(e) for e in (page.extrasamples or ()))
+    except _UseOpenCV:
+        arr = _decode_cv(data, path, _cv2().IMREAD_UNCHANGED, "TIFF")
+        return arr, "bgr", False
+    except Exception as exc:  # TiffFileError, ValueError, zlib.error, KeyError (codec) ...
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "imagecodecs" in msg:  # e.g. LZW without imagecodecs: OpenCV's libtiff can
+            arr = _decode_cv(data, path, _cv2().IMREAD_UNCHANGED, "TIFF")
+            return arr, "bgr", False
+        raise ValueError(f"cannot read TIFF {path}: {msg}") from None
+    if axes == "SYX":  # planar configuration: samples first
+        arr = np.moveaxis(arr, 0, -1)
+    elif axes not in ("YX", "YXS"):
+        raise ValueError(f"unsupported TIFF layout in {path}: axes {axes!r}, shape {arr.shape}; expected a 2-D image")
+    gray_alpha = arr.ndim == 3 and arr.shape[2] == 2 and bool(extrasamples)
+    return arr, "rgb", gray_alpha
+
+
+class _UseOpenCV(Exception):
+    pass
+
+
+def _decode_npy(data: bytes, path: str) -> np.ndarray:
+    try:
+        return np.load(_io.BytesIO(data), allow_pickle=False)
+    except Exception as exc:
+        raise ValueError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def _finish_read(arr: np.ndarray, order: str, gray_alpha: bool, fmt: str, path: str):
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"{path}: unsupported image shape {arr.shape}; expected (M, N) or (M, N, C)")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{path} is an empty image ({arr.shape[0]}x{arr.shape[1]})")
+    nch = 1 if arr.ndim == 2 else arr.shape[2]
+    if nch not in (1, 2, 3, 4):
+        raise ValueError(f"{path}: unsupported channel count {nch}; supported: 1 (gray), 2 (gray+alpha), 3 (RGB), 4 (RGBA)")
+    dt = arr.dtype
+    if dt == np.bool_:
+        arr = arr.astype(np.uint8) * np.uint8(255)
+        dt = arr.dtype
+    if dt == np.uint8:
+        depth = 8
+    elif dt == np.uint16:
+        depth = 16
+    elif dt.kind == "f" and dt.itemsize <= 8:
+        depth = 32
+    else:
+        raise ValueError(
+            f"{path}: unsupported sample type {dt} ({dt.itemsize * 8}-bit "
+            f"{'signed integer' if dt.kind == 'i' else dt.kind}); supported: 8/16-bit unsigned integer or float"
+        )
+    alpha = None
+    if nch == 2:
+        gray, alpha = arr[:, :, 0], arr[:, :, 1]
+        color = gray
+    elif nch == 4:
+        alpha = arr[:, :, 3]
+        color = arr[:, :, 0] if gray_alpha else arr[:, :, :3]
+    else:
+        color = arr
+    if color.ndim == 3 and order == "bgr":
+        color = color[:, :, ::-1]
+    if depth == 32:
+        img = np.array(color, dtype=np.float32)
+    else:
+        img = color.astype(np.float32) / np.float32(_MAXVAL[depth])
+    img = np.ascontiguousarray(img)
+    if alpha is not None:
+        alpha = np.ascontiguousarray(alpha)
+        alpha.setflags(write=False)
+    meta = ImageMeta(
+        bit_depth=depth,
+        dtype=np.dtype(dt),
+        channels=1 if img.ndim == 2 else 3,
+        alpha=alpha,
+        format=fmt,
+        path=path,
+    )
+    return img, meta
+
+
+# ---------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------
+
+
+def image_format(path, kind: str = "image") -> str:
+    """Output format from the extension of ``path``.
+
+    ``kind='image'`` accepts :data:`IMAGE_WRITE_EXTENSIONS`,
+    ``kind='array'`` accepts :data:`ARRAY_WRITE_EXTENSIONS`; anything else
+    raises a one-line ``ValueError``.
+    """
+    path = os.fspath(path)
+    allowed = IMAGE_WRITE_EXTENSIONS if kind == "image" else ARRAY_WRITE_EXTENSIONS
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in allowed:
+        shown = ext if ext else "none"
+        raise ValueError(f"unsupported output format for {path} (extension {shown}); use {', '.join(allowed)}")
+    return _EXT_FORMAT[ext]
+
+
+def _to_host(x) -> np.ndarray:
+    if hasattr(x, "get") and not isinstance(x, np.ndarray):  # CuPy
+        x = x.get()
+    return np.asarray(x)
+
+
+def write_image(path, image, meta: ImageMeta | None = None, *, overwrite: bool = False, bit_depth: int | None = None):
+    """Write ``image`` to ``path`` (PNG, TIFF or JPEG by extension), atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    image : (M, N), (M, N, 3) or (M, N, 4) array
+        Float in ``[0, 1]`` (values outside are clipped for integer
+        formats; float TIFF stores them as they are), or ``uint8`` /
+        ``uint16`` samples written as they are. RGB channel order; a fourth
+        channel is alpha. NumPy or CuPy.
+    meta : ImageMeta, optional
+        From :func:`read_image`: its bit depth is used and its alpha channel
+        is written back unchanged (the image must keep its size).
+    overwrite : bool
+        Replace an existing file. Without it an existing ``path`` raises
+        :class:`FileExistsError` and nothing is written.
+    bit_depth : {8, 16, 32}, optional
+        Overrides ``meta``. Default: ``meta.bit_depth``, else 16 for
+        ``uint16`` input, else 8. 32 (float) is TIFF only; PNG stores at
+        most 16 and JPEG 8 bits (a :class:`ImageWriteWarning` says so when
+        the depth comes from ``meta``; an explicit impossible ``bit_depth``
+        is an error).
+    """
+    path = os.fspath(path)
+    fmt = image_format(path, "image")
+    img = _to_host(image)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (3, 4)):
+        raise ValueError(f"image to write must be (M, N), (M, N, 3) or (M, N, 4), got shape {img.shape}")
+    if img.shape[0] == 0 or img.shape[1] == 0:
+        raise ValueError(f"image to write is empty ({img.shape[0]}x{img.shape[1]})")
+    if img.dtype.kind == "f":
+        if not np.isfinite(img).all():
+            raise ValueError("image to write contains NaN or Inf values")
+    elif img.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"image to write must be float, uint8 or uint16, got {img.dtype}")
+
+    alpha = None
+    if img.ndim == 3 and img.shape[2] == 4:
+        if meta is not None and meta.alpha is not None:
+            raise ValueError("image has 4 channels and meta holds an alpha channel too; pass one of them")
+        img, alpha = img[:, :, :3], img[:, :, 3]
+    elif meta is not None and meta.alpha is not None:
+        alpha = np.asarray(meta.alpha)
+        if alpha.shape != img.shape[:2]:
+            raise ValueError(
+                f"alpha channel is {alpha.shape[0]}x{alpha.shape[1]} but the image is {img.shape[0]}x{img.shape[1]}"
+            )
+
+    depth = _choose_depth(fmt, img, meta, bit_depth)
+    if fmt == "jpeg" and alpha is not None:
+        warnings.warn(f"JPEG has no alpha channel: alpha not written to {path}", ImageWriteWarning, stacklevel=2)
+        alpha = None
+    color = _convert_samples(img, depth)
+    if alpha is not None:
+        alpha = _convert_samples(alpha, depth)
+
+    if fmt == "tiff":
+        data = _encode_tiff(color, alpha)
+    else:
+        data = _encode_cv(fmt, color, alpha, path)
+    _atomic_write(path, data, overwrite)
+
+
+def _choose_depth(fmt: str, img: np.ndarray, meta: ImageMeta | None, bit_depth) -> int:
+    if bit_depth is not None:
+        if isinstance(bit_depth, bool) or bit_depth not in (8, 16, 32):
+            raise ValueError(f"bit_depth must be 8, 16 or 32, got {bit_depth!r}")
+        depth = int(bit_depth)
+        if fmt == "jpeg" and depth != 8:
+            raise ValueError(f"JPEG stores 8-bit samples only, bit_depth={depth} requested")
+        if fmt == "png" and depth == 32:
+            raise ValueError("PNG stores 8- or 16-bit integers only, bit_depth=32 (float) needs .tif")
+        return depth
+    if meta is not None:
+        depth = int(meta.bit_depth)
+    elif img.dtype == np.uint16:
+        depth = 16
+    else:
+        depth = 8
+    limit = {"jpeg": 8, "png": 16, "tiff": 32}[fmt]
+    if depth > limit:
+        warnings.warn(
+            f"{fmt.upper()} cannot store {depth}-bit {'float' if depth == 32 else 'integer'} samples: writing {limit}-bit",
+            ImageWriteWarning,
+            stacklevel=3,
+        )
+        depth = limit
+    return depth
+
+
+def _convert_samples(x: np.ndarray, depth: int) -> np.ndarray:
+    """Samples of any supported type to the target depth (same type: unchanged)."""
+    if depth == 32:
+        if x.dtype.kind == "f":
+            return x.astype(np.float32, copy=False)
+        return x.astype(np.float32) / np.float32(_MAXVAL[8 if x.dtype == np.uint8 else 16])
+    target = _INT_DTYPE[depth]
+    if x.dtype == target:
+        return x
+    if x.dtype.kind == "f":
+        y = np.clip(x, 0.0, 1.0) * _MAXVAL[depth]
+        return np.rint(y).astype(target)
+    if x.dtype == np.uint8:  # 8 -> 16: exact (x * 257 maps 255 to 65535)
+        return x.astype(np.uint16) * np.uint16(257)
+    return np.rint(x.astype(np.float64) / 257.0).astype(np.uint8)  # 16 -> 8
+
+
+def _encode_cv(fmt: str, color: np.ndarray, alpha, path: str) -> bytes:
+    cv2 = _cv2()
+    if color.ndim == 3:
+        bgr = color[:, :, ::-1]
+    else:
+        bgr = color
+    if alpha is not None:
+        if bgr.ndim == 2:  # gray + alpha: OpenCV writes no 2-channel PNG
+            return _encode_png_gray_alpha(bgr, alpha)
+        arr = np.dstack([bgr, alpha])
+    else:
+        arr = bgr
+    arr = np.ascontiguousarray(arr)
+    ext, params = (".png", []) if fmt == "png" else (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95])
+    with _quiet_opencv():
+        ok, buf = cv2.imencode(ext, arr, params)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode {path}")
+    return buf.tobytes()
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    import zlib  # noqa: PLC0415
+
+    return len(payload).to_bytes(4, "big") + kind + payload + zlib.crc32(kind + payload).to_bytes(4, "big")
+
+
+def _encode_png_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
+    """A gray + alpha PNG (colour type 4), which OpenCV cannot write."""
+    import zlib  # noqa: PLC0415
+
+    m, n = gray.shape
+    depth = 8 if gray.dtype == np.uint8 else 16
+    px = np.stack([gray, alpha], axis=-1).astype(">u2" if depth == 16 else np.uint8)
+    rows = np.concatenate([np.zeros((m, 1), np.uint8), px.reshape(m, -1).view(np.uint8)], axis=1)  # filter 0
+    ihdr = int(n).to_bytes(4, "big") + int(m).to_bytes(4, "big") + bytes([depth, 4, 0, 0, 0])
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def _encode_tiff(color: np.ndarray, alpha) -> bytes:
+    import tifffile  # noqa: PLC0415
+
+    photometric = "rgb" if color.ndim == 3 else "minisblack"
+    extrasamples = None
+    arr = color
+    if alpha is not None:
+        arr = np.dstack([color, alpha])
+        extrasamples = ["unassalpha"]
+    buf = _io.BytesIO()
+    tifffile.imwrite(
+        buf,
+        np.ascontiguousarray(arr),
+        photometric=photometric,
+        planarconfig="contig",
+        extrasamples=extrasamples,
+        compression="zlib",
+        metadata=None,
+    )
+    return buf.getvalue()
+
+
+def write_array(path, arr, *, overwrite: bool = False):
+    """Write an array (e.g. a float blur-radius map) to ``.npy`` or TIFF, atomically.
+
+    ``.npy`` stores any shape and dtype exactly. ``.tif``/``.tiff`` stores a
+    2-D array: float64 and float16 as float32, bool as uint8, other
+    numeric types as they are (deflate compressed; readable by tifffile,
+    OpenCV, ImageJ/Fiji, GDAL). NaN values are kept. NumPy or CuPy input.
+    """
+    path = os.fspath(path)
+    fmt = image_format(path, "array")
+    a = _to_host(arr)
+    if a.dtype == object or a.dtype.kind not in "biuf":
+        raise ValueError(f"cannot write array of dtype {a.dtype}; expected a numeric array")
+    buf = _io.BytesIO()
+    if fmt == "npy":
+        np.save(buf, a, allow_pickle=False)
+    else:
+        import tifffile  # noqa: PLC0415
+
+        if a.ndim != 2:
+            raise ValueError(f"TIFF maps must be 2-D, got shape {a.shape}; use .npy for other shapes")
+        if a.dtype.kind == "f" and a.dtype != np.float32:
+            a = a.astype(np.float32)
+        elif a.dtype == np.bool_:
+            a = a.astype(np.uint8)
+        tifffile.imwrite(buf, np.ascontiguousarray(a), photometric="minisblack", compression="zlib", metadata=None)
+    _atomic_write(path, buf.getvalue(), overwrite)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _atomic_write(path: str, data: bytes, overwrite: bool) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it onto ``path``.
+
+    Without ``overwrite`` the final step is a hard link, which fails
+    atomically if ``path`` appeared in the meantime (where the file system
+    has no hard links: a check then :func:`os.replace`).
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"output folder does not exist: {folder}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"output is a folder: {path}")
+    exists = os.path.lexists(path)
+    if exists and not overwrite:
+        raise FileExistsError(f"output file exists: {path} (pass overwrite=True to replace it)")
+    mode = 0o666 & ~_umask()
+    if exists:
+        with contextlib.suppress(OSError):
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise type(exc)(f"cannot write to {folder}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise FileExistsError(f"output file exists: {path} (pass overwrite=True to replace it)") from None
+            except OSError:  # no hard links here (FAT, some network shares)
+                if os.path.lexists(path):
+                    raise FileExistsError(f"output file exists: {path} (pass overwrite=True to replace it)") from None
+                os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)  # after os.link the temporary name is still there
