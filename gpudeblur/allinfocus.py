@@ -1,0 +1,268 @@
+"""All-in-focus recovery: the main job.
+
+One photo with out-of-focus regions in, an all-in-focus image out, plus the
+blur map and the layers. The pipeline is thin; each step is a function that
+also works on its own:
+
+1. blur map: given (``radius_map=``) or estimated by
+   :func:`gpudeblur.blurmap.estimate_blur_map` (Zhu et al. 2013);
+2. deblurring, by ``mode``:
+
+   ``'sv-admm'``
+       spatially varying deconvolution, eq. 19 of Zhu et al.
+       (:func:`gpudeblur.spatially_varying.deconvolve_spatially_varying`);
+   ``'fast'``
+       per-radius closed-form deconvolution blended by the map;
+   ``'blind'``
+       the map is cut into an in-focus layer and ``L`` out-of-focus layers;
+       each out-of-focus layer is deblurred blindly with a symmetric
+       low-rank kernel (:func:`gpudeblur.blind.blind_deblur_layer`,
+       Alg. 1–2 of the low-rank symmetric paper), initialised from the
+       layer's median radius; the in-focus layer is kept;
+3. composition ``f = Σ α_i ⊙ u_i`` with feathered masks (seams blended).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._backend import as_backend_array, get_backend, to_output
+from ._validate import check_choice, check_image, check_positive, check_positive_int
+from .spatially_varying import check_radius_map, deconvolve_spatially_varying
+
+__all__ = ["AllInFocus", "AllInFocusResult", "split_layers", "compose_layers"]
+
+MODES = ("sv-admm", "fast", "blind")
+DEFAULT_MODE = "sv-admm"
+
+
+@dataclass
+class AllInFocusResult:
+    """What :meth:`AllInFocus.run` found besides the image.
+
+    Attributes
+    ----------
+    radius_map : (M, N) ndarray (NumPy, float32)
+    mode : str
+    layer_labels : (M, N) int ndarray or None
+        0 = in focus, 1..L out-of-focus layers (``blind`` mode).
+    layer_radii : list of float
+        Representative radius of each layer.
+    kernels : list of ndarray
+        Kernel per out-of-focus layer (``blind`` mode).
+    layers : list of ndarray
+        Deblurred image of each layer before composition (``blind``).
+    timings : dict
+        Seconds per stage (device-synchronized).
+    """
+
+    radius_map: np.ndarray
+    mode: str
+    layer_labels: np.ndarray | None = None
+    layer_radii: list = field(default_factory=list)
+    kernels: list = field(default_factory=list)
+    layers: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+    def report(self) -> dict:
+        """JSON-serializable summary."""
+        r = self.radius_map
+        return {
+            "mode": self.mode,
+            "radius_map": {"min": float(r.min()), "max": float(r.max()), "mean": float(r.mean())},
+            "layers": len(self.layer_radii),
+            "layer_radii": [float(x) for x in self.layer_radii],
+            "kernel_sizes": [list(k.shape) for k in self.kernels],
+            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+
+def split_layers(radius_map, n_layers=None, in_focus_radius=1.0, xp=np):
+    """Cut a blur map into an in-focus layer and ``L`` out-of-focus layers.
+
+    Pixels with ``r < in_focus_radius`` form layer 0. The rest is split at
+    the quantiles of its radius histogram into ``L`` layers of equal pixel
+    count; ``L`` defaults to ``clip(round((r_99 − in_focus_radius)/2), 1, 4)``
+    (one layer per ~2 px of radius spread, which keeps each layer's radius
+    range within the tolerance a single disc kernel absorbs).
+
+    Returns ``(labels (M, N) int32, radii list)`` with each layer's median radius.
+    """
+    r = xp.asarray(radius_map)
+    out = r >= in_focus_radius
+    labels = xp.zeros(r.shape, dtype=xp.int32)
+    if not bool(out.any()):
+        return labels, [0.0]
+    vals = r[out]
+    if n_layers is None:
+        spread = float(xp.percentile(vals, 99)) - in_focus_radius
+        n_layers = int(np.clip(round(spread / 2.0), 1, 4))
+    n_layers = check_positive_int(n_layers, "layers")
+    edges = [float(xp.percentile(vals, 100.0 * q)) for q in np.linspace(0, 1, n_layers + 1)[1:-1]]
+    lab = xp.ones(vals.shape, dtype=xp.int32)
+    for e in edges:
+        lab += (vals > e).astype(xp.int32)
+    labels[out] = lab
+    radii = [float(xp.median(r[labels == 0])) if bool((labels == 0).any()) else 0.0]
+    for i in range(1, n_layers + 1):
+        sel = labels == i
+        radii.append(float(xp.median(r[sel])) if bool(sel.any()) else float("nan"))
+    return labels, radii
+
+
+def compose_layers(layers, labels, feather=2.0, backend=None):
+    """``f = Σ α_i ⊙ u_i`` with masks feathered by a Gaussian of ``feather`` px.
+
+    The hard masks of ``labels`` are smoothed and renormalized to sum to one,
+    so seams blend over a few pixels instead of showing a step.
+    """
+    from .convolution import fftconvolve
+    from .psf import gaussian
+
+    be = get_backend(backend, like=layers[0])
+    xp = be.xp
+    alphas = []
+    for i in range(len(layers)):
+        a = (labels == i).astype(layers[0].dtype)
+        if feather > 0 and min(a.shape) > 2 * int(np.ceil(3.5 * feather)) + 1:
+            a = fftconvolve(a, gaussian(feather), backend=be, dtype=layers[0].dtype)
+        alphas.append(a)
+    total = sum(alphas)
+    total = xp.where(total > 1e-6, total, 1)
+    out = None
+    for u, a in zip(layers, alphas):
+        w = (a / total)
+        term = u * (w[..., None] if u.ndim == 3 else w)
+        out = term if out is None else out + term
+    return out
+
+
+class AllInFocus:
+    """Pipeline object: settings plus reusable state (estimator, kernels).
+
+    Parameters
+    ----------
+    mode : {'sv-admm', 'fast', 'blind'}
+        Deblurring method (see module docstring). The default, ``sv-admm``,
+        won the quality benchmark (``bench/bench_allinfocus.py``).
+    layers : int, optional
+        Number of out-of-focus layers (``blind``); default from the map.
+    in_focus_radius : float
+        Radius below which a pixel counts as in focus (layers, ``blind``).
+    lam, num_iter
+        Passed to the deconvolution (defaults: noise-adaptive).
+    estimator_options : dict
+        Passed to :class:`gpudeblur.blurmap.BlurMapEstimator`.
+    blind_options : dict
+        Passed to :func:`gpudeblur.blind.blind_deblur_layer`.
+    backend : {'auto', 'cuda', 'cpu'}, optional
+    progress : callable, optional
+        ``progress(stage_name)`` at the start of each stage.
+
+    Examples
+    --------
+    >>> out, res = AllInFocus(mode="fast").run(image)          # doctest: +SKIP
+    >>> res.radius_map.max(), res.timings                        # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        mode=DEFAULT_MODE,
+        *,
+        layers=None,
+        in_focus_radius=1.0,
+        lam=None,
+        num_iter=None,
+        estimator_options=None,
+        blind_options=None,
+        backend=None,
+        progress=None,
+    ):
+        self.mode = check_choice(mode, MODES, "mode")
+        self.layers = None if layers is None else check_positive_int(layers, "layers")
+        self.in_focus_radius = check_positive(in_focus_radius, "in_focus_radius", allow_zero=True)
+        self.lam = lam
+        self.num_iter = num_iter
+        self.estimator_options = dict(estimator_options or {})
+        self.blind_options = dict(blind_options or {})
+        self.backend = backend
+        self.progress = progress
+        self._estimator = None
+
+    def _stage(self, name):
+        if self.progress is not None:
+            self.progress(name)
+
+    def estimate_map(self, image):
+        """Blur map of ``image`` (cached estimator, so LUTs/kernels are reused)."""
+        from .blurmap import BlurMapEstimator
+
+        if self._estimator is None:
+            self._estimator = BlurMapEstimator(backend=self.backend, **self.estimator_options)
+        return self._estimator.estimate(image)
+
+    def run(self, image, radius_map=None):
+        """Deblur ``image``; returns ``(all_in_focus, AllInFocusResult)``.
+
+        ``radius_map`` (M, N) skips the estimation (e.g. a map from a depth
+        sensor or a previous run). NumPy in → NumPy out, CuPy in → CuPy out.
+        """
+        be = get_backend(self.backend, like=image)
+        x, kind = as_backend_array(image, be)
+        check_image(x, be.xp)
+        timings = {}
+
+        t0 = time.perf_counter()
+        if radius_map is None:
+            self._stage("blur map")
+            rmap = self.estimate_map(x)
+            rmap, _ = as_backend_array(rmap, be)
+        else:
+            rmap, _ = as_backend_array(radius_map, be, name="radius map")
+            check_radius_map(rmap, x.shape[:2], be.xp)
+        be.synchronize()
+        timings["blur_map"] = time.perf_counter() - t0
+
+        result = AllInFocusResult(radius_map=be.to_host(rmap).astype(np.float32), mode=self.mode, timings=timings)
+        t0 = time.perf_counter()
+        self._stage(f"deblur ({self.mode})")
+        if self.mode in ("sv-admm", "fast"):
+            kw = {}
+            if self.lam is not None:
+                kw["lam"] = self.lam
+            if self.num_iter is not None:
+                kw["num_iter"] = self.num_iter
+            out = deconvolve_spatially_varying(x, rmap, method=self.mode, backend=be, **kw)
+        else:
+            out = self._blind(x, rmap, be, result)
+        be.synchronize()
+        timings["deblur"] = time.perf_counter() - t0
+        return to_output(out, kind), result
+
+    def _blind(self, x, rmap, be, result):
+        from .blind import blind_deblur_layer
+        from .psf import disc
+
+        xp = be.xp
+        labels, radii = split_layers(rmap, self.layers, self.in_focus_radius, xp=xp)
+        result.layer_labels = be.to_host(labels)
+        result.layer_radii = radii
+        layers = [x]  # layer 0: in focus, kept
+        for i in range(1, len(radii)):
+            sel = labels == i
+            if not bool(sel.any()):
+                layers.append(x)
+                result.kernels.append(np.ones((1, 1)))
+                continue
+            self._stage(f"layer {i}/{len(radii) - 1} (r≈{radii[i]:.1f})")
+            mask = sel.astype(x.dtype)
+            opts = dict(self.blind_options)
+            opts.setdefault("init_kernel", disc(radii[i]))
+            u, k, _info = blind_deblur_layer(x, mask, backend=be, **opts)
+            layers.append(u)
+            result.kernels.append(be.to_host(k) if not isinstance(k, np.ndarray) else k)
+        result.layers = [be.to_host(u) for u in layers]
+        return compose_layers(layers, labels, backend=be)

@@ -1,0 +1,82 @@
+"""All-in-focus pipeline with a given blur map (the estimated-map path is
+covered in tests/test_blurmap.py and bench/bench_allinfocus.py)."""
+
+import numpy as np
+import pytest
+
+from gpudeblur.allinfocus import AllInFocus, compose_layers, split_layers
+from gpudeblur.spatially_varying import blur_spatially_varying
+
+from conftest import to_host
+
+
+def psnr(a, b):
+    return 10 * np.log10(1.0 / np.mean((np.asarray(a, np.float64) - b) ** 2))
+
+
+def _scene(img, sigma=1e-3, seed=0):
+    M, N = img.shape[:2]
+    rm = np.zeros((M, N))
+    rm[:, N // 2 :] = 3.0
+    y = blur_spatially_varying(img, rm, radius_step=0.1, dtype="float64")
+    y = y + sigma * np.random.default_rng(seed).standard_normal(y.shape)
+    return rm, np.clip(y, 0, 1)
+
+
+@pytest.mark.parametrize("mode", ["fast", "sv-admm"])
+def test_modes_with_true_map_improve(backend, natural_rgb, mode):
+    rm, y = _scene(natural_rgb)
+    out, res = AllInFocus(mode=mode, backend=backend.name).run(backend.xp.asarray(y), radius_map=rm)
+    assert type(out) is type(backend.xp.asarray(y))
+    assert psnr(to_host(out), natural_rgb) > psnr(y, natural_rgb) + 1.5
+    assert res.radius_map.shape == rm.shape and set(res.timings) == {"blur_map", "deblur"}
+    assert res.report()["mode"] == mode
+
+
+def test_no_blur_returns_input_essentially_unchanged(natural_rgb):
+    out, _ = AllInFocus(mode="sv-admm").run(natural_rgb, radius_map=np.zeros(natural_rgb.shape[:2]))
+    assert psnr(out, natural_rgb) > 38
+
+
+def test_split_layers_quantiles():
+    r = np.concatenate([np.zeros(100), np.linspace(2, 8, 300)]).reshape(20, 20)
+    labels, radii = split_layers(r, n_layers=3, in_focus_radius=1.0)
+    assert (labels[r < 1] == 0).all() and set(np.unique(labels)) == {0, 1, 2, 3}
+    counts = [(labels == i).sum() for i in (1, 2, 3)]
+    assert max(counts) - min(counts) <= 2
+    assert radii[0] == 0 and radii[1] < radii[2] < radii[3]
+    auto, _ = split_layers(r)
+    assert auto.max() == 3  # (8 - 1) / 2 -> 3 layers (rounded), within [1, 4]
+    flat, radii = split_layers(np.zeros((5, 5)))
+    assert (flat == 0).all() and radii == [0.0]
+
+
+def test_compose_layers_partition_and_seam():
+    M, N = 40, 40
+    labels = np.zeros((M, N), np.int32)
+    labels[:, 20:] = 1
+    a = np.full((M, N), 0.2, np.float32)
+    b = np.full((M, N), 0.8, np.float32)
+    out = compose_layers([a, b], labels, feather=2.0)
+    np.testing.assert_allclose(out[:, :12], 0.2, atol=1e-6)
+    np.testing.assert_allclose(out[:, 28:], 0.8, atol=1e-6)
+    row = out[20]
+    assert (np.diff(row) >= -1e-6).all() and 0.3 < row[19] < 0.7  # smooth ramp
+    same = compose_layers([a, a], labels)
+    np.testing.assert_allclose(same, a, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [({"mode": "magic"}, "mode"), ({"layers": 0}, "layers"), ({"in_focus_radius": -1}, "in_focus_radius")],
+)
+def test_bad_settings(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        AllInFocus(**kwargs)
+
+
+def test_bad_map(natural_rgb):
+    with pytest.raises(ValueError, match="does not match"):
+        AllInFocus(mode="fast").run(natural_rgb, radius_map=np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="negative"):
+        AllInFocus(mode="fast").run(natural_rgb, radius_map=-np.ones(natural_rgb.shape[:2]))
