@@ -258,6 +258,7 @@ def _decode_tiff(data: bytes, path: str):
             arr = page.asarray()
             axes = page.axes
             extrasamples = tuple(int(e) for e in (page.extrasamples or ()))
+            n_pages = len(tif.pages)
     except _UseOpenCV:
         arr = _decode_cv(data, path, _cv2().IMREAD_UNCHANGED, "TIFF")
         return arr, "bgr", False
@@ -271,6 +272,8 @@ def _decode_tiff(data: bytes, path: str):
         arr = np.moveaxis(arr, 0, -1)
     elif axes not in ("YX", "YXS"):
         raise ValueError(f"unsupported TIFF layout in {path}: axes {axes!r}, shape {arr.shape}; expected a 2-D image")
+    if n_pages > 1:
+        warnings.warn(f"{path} has {n_pages} pages (images); reading the first only", UserWarning, stacklevel=3)
     gray_alpha = arr.ndim == 3 and arr.shape[2] == 2 and bool(extrasamples)
     return arr, "rgb", gray_alpha
 

@@ -121,19 +121,24 @@ def _fourier_solve(p: _Problem, denom_extra):
 
 
 def estimate_noise(image, backend=None) -> float:
-    """Standard deviation of additive white Gaussian noise (Immerkær 1996).
+    """Standard deviation of additive white Gaussian noise.
 
-    ``σ = sqrt(π/2) / (6 (W−2)(H−2)) · Σ |I ∗ N|`` with ``N`` the 3×3
-    difference-of-Laplacians mask, which cancels locally linear structure;
-    RGB input is averaged over channels first. Fast and reliable on
-    smooth or blurred images (the case here); it over-estimates on heavily
-    textured sharp images.
+    The image (RGB averaged over channels) is filtered with Immerkær's
+    (1996) 3×3 difference-of-Laplacians mask ``N``, which cancels locally
+    linear structure, leaving ``N∗noise ~ 𝒩(0, 36σ²)`` plus residual
+    texture. Immerkær averages ``|N∗I|``; we take the median instead
+    (``σ = median|N∗I| / (6·0.6745)``), which ignores the minority of
+    pixels on edges and texture: on partially blurred photos (a sharp
+    subject on a smooth background) the mean over-estimates σ several
+    times, the median stays within ~15 %.
     """
     be = get_backend(backend, like=image)
     x, _ = as_backend_array(image, be)
     check_image(x, be.xp)
     xp = be.xp
     g = x.mean(axis=2) if x.ndim == 3 else x
+    if min(g.shape) < 3:
+        raise ValueError("image is too small to estimate noise (need at least 3x3)")
     g = g.astype(xp.float64)
     c = g[1:-1, 1:-1]
     r = (
@@ -141,10 +146,7 @@ def estimate_noise(image, backend=None) -> float:
         - 2 * g[1:-1, :-2] + 4 * c - 2 * g[1:-1, 2:]
         + g[2:, :-2] - 2 * g[2:, 1:-1] + g[2:, 2:]
     )
-    if c.size == 0:
-        raise ValueError("image is too small to estimate noise (need at least 3x3)")
-    s = xp.abs(r).sum() * np.sqrt(np.pi / 2) / (6.0 * c.size)
-    return float(s)
+    return float(xp.median(xp.abs(r))) / (6.0 * 0.6745)
 
 
 # ---------------------------------------------------------------------------

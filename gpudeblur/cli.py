@@ -1,0 +1,591 @@
+"""The ``gpudeblur`` command line.
+
+Subcommands
+-----------
+``gpudeblur deconv IN OUT --psf SPEC [--method M] ...``
+    Non-blind deconvolution of an image file (keeps bit depth and alpha).
+``gpudeblur info``
+    Versions, the backend ``auto`` picks, the GPU and its memory.
+``gpudeblur demo [--out DIR]``
+    Blur the bundled sample image, restore it, print PSNRs, write PNGs.
+
+Every user error (missing or corrupt file, bad option value, existing
+output, unavailable backend, ...) prints one line
+``gpudeblur: error: <message>`` on stderr and exits with status 2, the
+status argparse uses for its own errors; nothing is written then.
+
+Plug-in subcommands
+-------------------
+Modules named in :data:`_PLUGINS` add further subcommands. A module that
+does not exist (``importlib.util.find_spec`` returns ``None``) is skipped;
+one that exists but fails to import raises (that is a bug, not a missing
+feature). A plug-in module exposes::
+
+    def register(subparsers, parents) -> None:
+        p = subparsers.add_parser("blurmap", parents=parents, help="...", description="...")
+        p.add_argument("input")
+        ...
+        p.set_defaults(func=run)
+
+    def run(args) -> int:   # 0 on success
+        ...
+
+``parents`` holds one parent parser that provides ``--backend
+{auto,cuda,cpu}`` (``args.backend``; ``None`` means ``$GPUDEBLUR_BACKEND``
+or ``auto``) and ``--overwrite`` (``args.overwrite``). ``run`` raises
+``ValueError``/``OSError``/``BackendUnavailableError`` for user errors;
+:func:`main` turns them into the one-line message and status 2. Helpers
+for plug-ins: :func:`check_output_path` (call it for every output before
+any work), :func:`progress` (a tqdm bar to pass as ``callback=``),
+:func:`say` (a status line on stdout) and the argparse types
+:func:`positive_int`, :func:`positive_float`, :func:`finite_float`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import os
+import sys
+import time
+import warnings
+
+from ._backend import BACKEND_NAMES, ENV_VAR, BackendUnavailableError
+
+__all__ = [
+    "main",
+    "build_parser",
+    "check_output_path",
+    "progress",
+    "Progress",
+    "say",
+    "positive_int",
+    "positive_float",
+    "finite_float",
+]
+
+#: Modules that may add subcommands (skipped when they do not exist).
+_PLUGINS = ["gpudeblur.blurmap.cli"]
+
+PROG = "gpudeblur"
+EXIT_OK = 0
+EXIT_USAGE = 2  # user errors, as argparse
+EXIT_FAILURE = 1  # e.g. out of memory
+
+_quiet = False
+
+
+# ---------------------------------------------------------------------------
+# helpers shared with plug-ins
+# ---------------------------------------------------------------------------
+
+
+class Progress:
+    """A tqdm progress bar usable as ``callback=`` and as a context manager.
+
+    Calling it (``bar(i)``, as the iterative solvers do after iteration
+    ``i``) advances the bar by one; :meth:`update` advances by ``n``. The bar
+    writes to stderr, disappears when closed, and is off when stderr is
+    not a terminal or ``gpudeblur --quiet`` was given.
+    """
+
+    def __init__(self, total: int | None, desc: str = "", *, disable: bool | None = None):
+        from tqdm import tqdm  # noqa: PLC0415
+
+        if _quiet:
+            disable = True
+        self._bar = tqdm(
+            total=total, desc=desc, unit="it", file=sys.stderr, disable=disable, leave=False, dynamic_ncols=True
+        )
+
+    def __call__(self, i=None) -> None:
+        self._bar.update(1)
+
+    def update(self, n: int = 1) -> None:
+        self._bar.update(n)
+
+    def close(self) -> None:
+        self._bar.close()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def progress(total: int | None, desc: str = "") -> Progress:
+    """A :class:`Progress` bar of ``total`` steps labelled ``desc``.
+
+    ``with progress(n, "rl") as bar: richardson_lucy(..., num_iter=n, callback=bar)``
+    """
+    return Progress(total, desc)
+
+
+def say(message: str) -> None:
+    """Print a status line on stdout (suppressed by ``gpudeblur --quiet``)."""
+    if not _quiet:
+        print(message, flush=True)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_output_path(in_path, out_path, overwrite: bool, kind: str | None = "image") -> str:
+    """Check an output path before any work is done; return it as ``str``.
+
+    Parameters
+    ----------
+    in_path : path, sequence of paths or None
+        The input file(s); the output may be none of them (compared with
+        :func:`os.path.samefile`, or :func:`os.path.realpath` when the
+        output does not exist yet), even with ``overwrite``.
+    out_path : path
+    overwrite : bool
+        Without it an existing output is refused.
+    kind : {'image', 'array', None}
+        Also check the extension: ``'image'`` for :func:`gpudeblur.io.write_image`
+        (.png, .tif, .tiff, .jpg, .jpeg), ``'array'`` for
+        :func:`gpudeblur.io.write_array` (.npy, .tif, .tiff), ``None``: no check.
+
+    Raises
+    ------
+    ValueError
+        Output equals an input; empty path; unsupported extension.
+    FileExistsError, IsADirectoryError, FileNotFoundError, PermissionError
+        Output exists (without ``overwrite``) or is a folder; its folder is
+        missing or not writable.
+    """
+    from .io import image_format  # noqa: PLC0415
+
+    if out_path is None or not os.fspath(out_path):
+        raise ValueError("output path is empty")
+    out = os.fspath(out_path)
+    if in_path is None:
+        ins = []
+    elif isinstance(in_path, (str, bytes, os.PathLike)):
+        ins = [in_path]
+    else:
+        ins = list(in_path)
+    for i in ins:
+        if _same_file(os.fspath(i), out):
+            raise ValueError(f"output {out} is the input file {os.fspath(i)}; choose another output name")
+    if kind is not None:
+        image_format(out, kind)
+    if os.path.isdir(out):
+        raise IsADirectoryError(f"output is a folder: {out}")
+    if os.path.lexists(out) and not overwrite:
+        raise FileExistsError(f"output file exists: {out} (use --overwrite to replace it)")
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"output folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"output folder is not writable: {folder}")
+    return out
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return v
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite float."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite float > 0."""
+    v = finite_float(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return v
+
+
+# ---------------------------------------------------------------------------
+# parser
+# ---------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (status 2, like every user error here)."""
+
+    def error(self, message):  # noqa: D401
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} -h')\n")
+
+
+def _common_parent() -> argparse.ArgumentParser:
+    p = _Parser(add_help=False)
+    p.add_argument(
+        "--backend",
+        choices=BACKEND_NAMES,
+        default=None,
+        help=f"compute backend (default: ${ENV_VAR} or 'auto': CUDA when a GPU answers, else CPU)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    return p
+
+
+_METHODS = ("admm-tv", "rl", "rl-tv", "wiener", "tikhonov", "inverse")
+_ITERATIVE = ("rl", "rl-tv", "admm-tv")
+
+
+def _add_deconv(sub, parents) -> None:
+    p = sub.add_parser(
+        "deconv",
+        parents=parents,
+        help="non-blind deconvolution of an image with a known PSF",
+        description=(
+            "Deconvolve IN with a known PSF and write OUT. OUT keeps the bit depth of IN (8/16-bit PNG/TIFF, "
+            "float TIFF) and its alpha channel untouched; values are clipped to [0, 1] only when written "
+            "as integers."
+        ),
+    )
+    p.add_argument("input", metavar="IN", help="input image (PNG, TIFF, JPEG, ...)")
+    p.add_argument("output", metavar="OUT", help="output image (.png, .tif, .tiff, .jpg, .jpeg)")
+    p.add_argument(
+        "--psf",
+        required=True,
+        metavar="SPEC",
+        help="disc:RADIUS | gaussian:SIGMA | motion:LENGTH,ANGLE | FILE.npy (2-D array)",
+    )
+    p.add_argument(
+        "--method",
+        choices=_METHODS,
+        default="admm-tv",
+        help="admm-tv (default: TV-regularized, best quality), rl (Richardson-Lucy), rl-tv (RL with TV), "
+        "wiener (balance estimated unless --balance), tikhonov (gradient prior), inverse (regularized)",
+    )
+    p.add_argument("--iters", type=positive_int, metavar="N", help="iterations (rl, rl-tv, admm-tv)")
+    p.add_argument(
+        "--lam",
+        type=finite_float,
+        metavar="X",
+        help="regularization weight: TV weight of admm-tv (default: from the noise level) and rl-tv "
+        "(default 0.002), lam of tikhonov (default 1e-3), eps of inverse (default 1e-3; 0 = plain inverse)",
+    )
+    p.add_argument(
+        "--balance", type=finite_float, metavar="B", help="wiener noise-to-signal balance (default: estimated)"
+    )
+    p.add_argument(
+        "--boundary",
+        choices=("reflect", "periodic", "zero"),
+        default="reflect",
+        help="image boundary model (default reflect)",
+    )
+    p.add_argument("--luminance", action="store_true", help="deconvolve only the luma of an RGB image")
+    p.add_argument("--clip", action="store_true", help="clip the result to [0, 1] (also for float TIFF output)")
+    p.add_argument(
+        "--bit-depth",
+        type=int,
+        choices=(8, 16, 32),
+        default=None,
+        help="output bit depth (default: as the input; 32 = float, TIFF only)",
+    )
+    p.set_defaults(func=_run_deconv)
+
+
+def _add_info(sub) -> None:
+    p = sub.add_parser("info", help="versions, backend and GPU", description="Show versions, backend and GPU.")
+    p.add_argument(
+        "--backend",
+        choices=BACKEND_NAMES,
+        default=None,
+        help=f"backend to report on (default: ${ENV_VAR} or 'auto')",
+    )
+    p.set_defaults(func=_run_info)
+
+
+def _add_demo(sub, parents) -> None:
+    p = sub.add_parser(
+        "demo",
+        parents=parents,
+        help="blur the bundled sample image, restore it, print PSNR",
+        description=(
+            "Blur the bundled sharp image (disc PSF of radius 4, Gaussian noise sigma 0.01, 8-bit "
+            "quantization, fixed seed), restore it with ADMM-TV (and Wiener and Richardson-Lucy for "
+            "comparison), print PSNR before and after, and write the PNGs to DIR."
+        ),
+    )
+    p.add_argument("--out", metavar="DIR", default="gpudeblur-demo", help="output folder (default ./gpudeblur-demo)")
+    p.set_defaults(func=_run_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser, plug-in subcommands included."""
+    from . import __version__  # noqa: PLC0415
+
+    parser = _Parser(
+        prog=PROG,
+        description="gpudeblur: fast, faithful deblurring on CUDA GPUs with a Numba CPU fallback.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or status lines")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parents = [_common_parent()]
+    _add_deconv(sub, parents)
+    _add_info(sub)
+    _add_demo(sub, parents)
+    for name in _PLUGINS:
+        _load_plugin(name).register(sub, parents)
+    return parser
+
+
+def _load_plugin(name: str):
+    try:
+        spec = importlib.util.find_spec(name)
+    except ModuleNotFoundError:  # a parent package is missing
+        spec = None
+    if spec is None:
+        return _NoPlugin
+    return importlib.import_module(name)  # an ImportError inside the plug-in propagates
+
+
+class _NoPlugin:
+    @staticmethod
+    def register(subparsers, parents) -> None:
+        return None
+
+
+# ---------------------------------------------------------------------------
+# deconv
+# ---------------------------------------------------------------------------
+
+
+def _default_iters(fn) -> int:
+    return int(inspect.signature(fn).parameters["num_iter"].default)
+
+
+def _deconv_call(args):
+    """``(function, kwargs, iterations or None)`` for ``args.method``; checks option combinations."""
+    from . import restoration as r  # noqa: PLC0415
+
+    m = args.method
+    if args.iters is not None and m not in _ITERATIVE:
+        raise ValueError(f"--iters applies to {', '.join(_ITERATIVE)} only, not to {m}")
+    if args.lam is not None and m in ("wiener", "rl"):
+        raise ValueError(f"--lam does not apply to {m}" + (" (use --balance)" if m == "wiener" else ""))
+    if args.balance is not None and m != "wiener":
+        raise ValueError(f"--balance applies to wiener only, not to {m}")
+    if args.lam is not None:
+        if m == "inverse" and args.lam < 0:
+            raise ValueError(f"--lam (eps of inverse) must be non-negative, got {args.lam!r}")
+        if m != "inverse" and args.lam <= 0:
+            raise ValueError(f"--lam must be positive, got {args.lam!r}")
+    if args.balance is not None and args.balance <= 0:
+        raise ValueError(f"--balance must be positive, got {args.balance!r}")
+    kw = {}
+    if m == "wiener":
+        fn = r.wiener
+        if args.balance is not None:
+            kw["balance"] = args.balance
+    elif m == "inverse":
+        fn = r.inverse_filter
+        if args.lam is not None:
+            kw["eps"] = args.lam
+    elif m == "tikhonov":
+        fn = r.tikhonov
+        if args.lam is not None:
+            kw["lam"] = args.lam
+    elif m == "rl":
+        fn = r.richardson_lucy
+    elif m == "rl-tv":
+        fn = r.richardson_lucy_tv
+        if args.lam is not None:
+            kw["tv_weight"] = args.lam
+    else:  # admm-tv
+        fn = r.admm_tv
+        if args.lam is not None:
+            kw["lam"] = args.lam
+    n = None
+    if m in _ITERATIVE:
+        n = args.iters if args.iters is not None else _default_iters(fn)
+        kw["num_iter"] = n
+    return fn, kw, n
+
+
+def _run_deconv(args) -> int:
+    from . import psf as psf_mod  # noqa: PLC0415
+    from ._backend import get_backend  # noqa: PLC0415
+    from .io import read_image, write_image  # noqa: PLC0415
+
+    out = check_output_path(args.input, args.output, args.overwrite, kind="image")
+    if args.bit_depth is not None:  # impossible depth for the format: fail before any work
+        ext = os.path.splitext(out)[1].lower()
+        if ext in (".jpg", ".jpeg") and args.bit_depth != 8:
+            raise ValueError(f"JPEG stores 8-bit samples only, --bit-depth {args.bit_depth} requested")
+        if ext == ".png" and args.bit_depth == 32:
+            raise ValueError("PNG stores 8- or 16-bit integers only; --bit-depth 32 (float) needs .tif")
+    fn, kw, n_iter = _deconv_call(args)
+    psf = psf_mod.from_spec(args.psf)
+    image, meta = read_image(args.input)
+    be = get_backend(args.backend)
+    t0 = time.perf_counter()
+    common = dict(boundary=args.boundary, luminance=args.luminance, clip=True if args.clip else None, backend=be)
+    if n_iter is not None:
+        with progress(n_iter, args.method) as bar:
+            result = fn(image, psf, callback=bar, **kw, **common)
+    else:
+        result = fn(image, psf, **kw, **common)
+    be.synchronize()
+    dt = time.perf_counter() - t0
+    write_image(out, result, meta, overwrite=args.overwrite, bit_depth=args.bit_depth)
+    it = f", {n_iter} iterations" if n_iter is not None else ""
+    say(f"{PROG}: wrote {out} ({args.method}{it}, {be.name} backend, {dt:.2f} s)")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------
+# info
+# ---------------------------------------------------------------------------
+
+
+def _dist_version(*names: str) -> str | None:
+    for n in names:
+        try:
+            return f"{importlib.metadata.version(n)}" + (f" ({n})" if len(names) > 1 else "")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def device_memory(be) -> tuple[int, int] | None:
+    """``(free, total)`` bytes of the current CUDA device, ``None`` on the CPU.
+
+    Goes through ``be.xp`` (CuPy on the cuda backend): nothing here
+    imports CuPy.
+    """
+    if be.name != "cuda":
+        return None
+    free, total = be.xp.cuda.runtime.memGetInfo()
+    return int(free), int(total)
+
+
+def _run_info(args) -> int:
+    from . import __version__  # noqa: PLC0415
+    from . import _backend  # noqa: PLC0415
+
+    rows = [
+        ("gpudeblur", f"{__version__} ({os.path.dirname(os.path.abspath(__file__))})"),
+        ("python", sys.version.split()[0]),
+    ]
+    for label, dists in [
+        ("numpy", ("numpy",)),
+        ("scipy", ("scipy",)),
+        ("numba", ("numba",)),
+        ("opencv", ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless", "opencv-contrib-python")),
+        ("tifffile", ("tifffile",)),
+        ("tqdm", ("tqdm",)),
+        ("cupy", ("cupy-cuda13x", "cupy-cuda12x", "cupy-cuda11x", "cupy")),
+    ]:
+        rows.append((label, _dist_version(*dists) or "not installed"))
+    requested = args.backend or os.environ.get(ENV_VAR) or "auto"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the fallback reason is shown below instead
+        be = _backend.get_backend(args.backend)
+    how = "requested" if requested != "auto" else "chosen by auto"
+    env = os.environ.get(ENV_VAR)
+    rows.append(("backend", f"{be.name} ({how}; {ENV_VAR}={env if env else 'unset'})"))
+    if be.name == "cpu":
+        reason = _backend._probe_cupy()[1] if requested == "auto" else None
+        if reason:
+            rows.append(("cuda", f"unavailable: {reason}"))
+        rows.append(("cpu workers", str(_backend._cpu_workers())))
+    rows.append(("device", be.device_name()))
+    mem = device_memory(be)
+    if mem is not None:
+        free, total = mem
+        rows.append(("memory", f"{free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB"))
+    try:
+        from ._kernels import kernel_source_dir, kernel_sources  # noqa: PLC0415
+
+        rows.append(("kernels", f"{kernel_source_dir()} ({len(kernel_sources())} .cu files)"))
+    except Exception as exc:  # informational only
+        rows.append(("kernels", f"not found ({exc})"))
+    w = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{w}}  {v}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------
+# demo
+# ---------------------------------------------------------------------------
+
+
+def _run_demo(args) -> int:
+    from .demo import run  # noqa: PLC0415
+
+    run(out_dir=args.out, backend=args.backend, overwrite=args.overwrite)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------
+
+
+def _showwarning(message, category, filename, lineno, file=None, line=None):
+    text = str(message).strip()
+    if text.startswith(f"{PROG}: "):
+        text = text[len(PROG) + 2 :]
+    print(f"{PROG}: warning: {text}", file=sys.stderr)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if isinstance(exc, OSError) and exc.filename and exc.strerror and not text.startswith(exc.strerror):
+        text = f"{exc.strerror}: {exc.filename}"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status (0 ok, 2 user error, 1 failure)."""
+    global _quiet
+    old_show = warnings.showwarning
+    warnings.showwarning = _showwarning
+    try:
+        try:
+            parser = build_parser()
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help, --version, argparse errors
+            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
+        _quiet = bool(args.quiet)
+        try:
+            return int(args.func(args) or EXIT_OK)
+        except (ValueError, OSError, BackendUnavailableError) as exc:
+            print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_USAGE
+        except MemoryError as exc:  # also CuPy's OutOfMemoryError
+            print(f"{PROG}: error: out of memory: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_FAILURE
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return 130
+    finally:
+        warnings.showwarning = old_show
+        _quiet = False
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
