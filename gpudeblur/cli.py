@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 #: Modules that may add subcommands (skipped when they do not exist).
-_PLUGINS = ["gpudeblur.blurmap.cli"]
+_PLUGINS = ["gpudeblur.blurmap.cli", "gpudeblur.allinfocus_cli"]
 
 PROG = "gpudeblur"
 EXIT_OK = 0

@@ -80,3 +80,31 @@ def test_bad_map(natural_rgb):
         AllInFocus(mode="fast").run(natural_rgb, radius_map=np.zeros((3, 3)))
     with pytest.raises(ValueError, match="negative"):
         AllInFocus(mode="fast").run(natural_rgb, radius_map=-np.ones(natural_rgb.shape[:2]))
+
+
+def test_cli_allinfocus_with_map(tmp_path, natural_rgb):
+    import json
+
+    from gpudeblur import cli
+    from gpudeblur.io import read_image, write_image
+
+    rm, y = _scene(natural_rgb)
+    src = tmp_path / "in.png"
+    write_image(src, y, bit_depth=16)
+    np.save(tmp_path / "map.npy", rm.astype(np.float32))
+    out = tmp_path / "out.png"
+    rc = cli.main(["-q", "allinfocus", str(src), str(out), "--map", str(tmp_path / "map.npy"), "--mode", "fast",
+                   "--save-map", str(tmp_path / "m.png"), "--report", str(tmp_path / "r.json")])
+    assert rc == 0
+    img, meta = read_image(out)
+    assert meta.bit_depth == 16 and img.shape == y.shape
+    assert psnr(img, natural_rgb) > psnr(y, natural_rgb) + 1
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["mode"] == "fast" and rep["radius_map"]["max"] == 3.0
+    assert (tmp_path / "m.png").exists()
+    # bad inputs: exit 2, nothing written
+    np.save(tmp_path / "bad.npy", np.zeros((5, 5), np.float32))
+    assert cli.main(["-q", "allinfocus", str(src), str(tmp_path / "o2.png"), "--map", str(tmp_path / "bad.npy")]) == 2
+    assert cli.main(["-q", "allinfocus", str(src), str(tmp_path / "o3.png"), "--layers", "2"]) == 2
+    assert cli.main(["-q", "allinfocus", str(src), str(out)]) == 2  # exists without --overwrite
+    assert not (tmp_path / "o2.png").exists() and not (tmp_path / "o3.png").exists()
