@@ -39,7 +39,7 @@ template <typename T> struct BlurmapParams {
     const T* noise;    // (F,)
     const T* starts;   // (S,)
     int F, K, nstarts;
-    T lo, step;        // r_k = lo + k * step, k = 0..K-1
+    T lo, hi, step;    // r_k = lo + k * step, k = 0..K-1; hi = r_{K-1}
     int max_outer;     // alternations s <-> r per start
     int s_iters;       // fixed-point iterations of eq. (11) per alternation
     int r_iters;       // Newton steps on eq. (13) per alternation
@@ -48,6 +48,7 @@ template <typename T> struct BlurmapParams {
     T max_step;        // cap on one r step
     T s_floor;         // s is kept >= s_floor
     T merge_tol;       // maxima closer than this are one candidate
+    T dup_tol;         // a start this close to a found maximum stops early
 };
 
 // Interpolation position of r in the LUT: row k and weight f of row k + 1.
@@ -71,8 +72,7 @@ template <typename T> GD_HD T lut_lerp(const T* tab, int F, int k, T f, int i) {
 
 // Clamp r into the LUT domain [lo, lo + (K-1) step].
 template <typename T> GD_HD T clamp_r(const BlurmapParams<T>& P, T r) {
-    T hi = P.lo + P.step * (T)(P.K - 1);
-    return r < P.lo ? P.lo : (r > hi ? hi : r);
+    return r < P.lo ? P.lo : (r > P.hi ? P.hi : r);
 }
 
 // Moment estimate of s at r: Σ(y - n) / Σσ², floored (start of eq. 11).
@@ -115,24 +115,37 @@ template <typename T> GD_HD T s_fixed_point(const T* y, long long ys, const Blur
 }
 
 // E(r, s) = Σ y_i / v_i + log v_i  (= -log p of eq. 5 up to a constant).
+// Σ log v_i is taken as Σ over groups of 4 of log Π (v_i / n_0) plus
+// F log n_0: a quarter of the logarithms; v_i / n_0 >= n_i / n_0 keeps each
+// product well inside the float range.
 template <typename T> GD_HD T neg_loglik(const T* y, long long ys, const BlurmapParams<T>& P, T r, T s) {
     int k;
     T f;
     lut_pos(P, r, &k, &f);
-    T e = T(0);
+    T c = T(1) / P.noise[0];
+    T e = T(0), prod = T(1);
     for (int i = 0; i < P.F; ++i) {
         T v = s * lut_lerp(P.lut_val, P.F, k, f, i) + P.noise[i];
-        e += y[i * ys] / v + gd_log(v);
+        e += y[i * ys] / v;
+        prod *= v * c;
+        if ((i & 3) == 3) {
+            e += gd_log(prod);
+            prod = T(1);
+        }
     }
+    e += gd_log(prod);
+    e += (T)P.F * gd_log(P.noise[0]);
     return e;
 }
 
-// dE/dr and d²E/dr² at fixed s (eq. 13).
-template <typename T> GD_HD void r_derivs(const T* y, long long ys, const BlurmapParams<T>& P, T r, T s, T* g, T* h) {
+// dE/dr and d²E/dr² at fixed s (eq. 13), plus the slope ds/dr of the
+// valley dE/ds = 0 and the curvature of the profile min_s E(r, s) (eq. 9).
+template <typename T>
+GD_HD void r_derivs(const T* y, long long ys, const BlurmapParams<T>& P, T r, T s, T* g, T* h, T* k_s, T* h_prof) {
     int k;
     T f;
     lut_pos(P, r, &k, &f);
-    T gg = T(0), hh = T(0);
+    T gg = T(0), hh = T(0), hss = T(0), hrs = T(0);
     for (int i = 0; i < P.F; ++i) {
         T sg = lut_lerp(P.lut_val, P.F, k, f, i);
         T d1 = s * lut_lerp(P.lut_d1, P.F, k, f, i);
@@ -143,23 +156,38 @@ template <typename T> GD_HD void r_derivs(const T* y, long long ys, const Blurma
         T b = (t + t - T(1)) * iv * iv;  // 2y/v³ - 1/v²
         gg += a * d1;
         hh += b * d1 * d1 + a * d2;
+        hss += b * sg * sg;                 // d²E/ds²
+        hrs += b * d1 * sg + a * d1 / s;    // d²E/dr ds
     }
     *g = gg;
     *h = hh;
+    if (hss > T(0)) {
+        *k_s = hrs / hss;                // ds/dr along the valley dE/ds = 0 (first order)
+        *h_prof = hh - hrs * *k_s;       // curvature of the profile min_s E(r, s)
+    } else {
+        *k_s = T(0);
+        *h_prof = hh;
+    }
 }
 
-// Up to r_iters safeguarded Newton steps on E(., s) from r; returns the new r.
-// *e holds E(r, s) on entry (or is computed when *e != *e) and on exit.
-template <typename T> GD_HD T r_descent(const T* y, long long ys, const BlurmapParams<T>& P, T r, T s, T* e) {
+// Up to r_iters safeguarded Newton steps on E from (r, s) (eq. 13). The
+// step in r uses the curvature of the profile min_s E (eq. 9) and s follows
+// the valley dE/ds = 0 to first order (ds = k_s dr), so that the r-s
+// alternation does not zig-zag; each step is backtracked until E decreases.
+// With h_prof <= 0 it is a capped steepest-descent step. *e holds E(r, *s)
+// on entry and on exit; *s is updated.
+template <typename T> GD_HD T r_descent(const T* y, long long ys, const BlurmapParams<T>& P, T r, T* s_io, T* e) {
     T er = *e;
+    T s = *s_io;
     for (int it = 0; it < P.r_iters; ++it) {
-        T g, h;
-        r_derivs(y, ys, P, r, s, &g, &h);
+        T g, h, ks, hp;
+        r_derivs(y, ys, P, r, s, &g, &h, &ks, &hp);
         T d;
-        if (h > T(0)) {
-            d = -g / h;
+        if (hp > T(0)) {
+            d = -g / hp;
         } else {
             d = g > T(0) ? -P.max_step : P.max_step;
+            ks = T(0);
         }
         if (d > P.max_step) d = P.max_step;
         if (d < -P.max_step) d = -P.max_step;
@@ -167,10 +195,13 @@ template <typename T> GD_HD T r_descent(const T* y, long long ys, const BlurmapP
         if (rn == r) break;  // pinned at a bound of the domain
         bool moved = false;
         for (int bt = 0; bt < 6; ++bt) {
-            T en = neg_loglik(y, ys, P, rn, s);
+            T sn = s - ks * (rn - r);
+            if (sn < P.s_floor) sn = P.s_floor;
+            T en = neg_loglik(y, ys, P, rn, sn);
             if (en <= er) {
                 T step = gd_abs(rn - r);
                 r = rn;
+                s = sn;
                 er = en;
                 moved = true;
                 if (step < P.tol_r) it = P.r_iters;  // converged
@@ -181,6 +212,7 @@ template <typename T> GD_HD T r_descent(const T* y, long long ys, const BlurmapP
         if (!moved) break;
     }
     *e = er;
+    *s_io = s;
     return r;
 }
 
@@ -232,10 +264,16 @@ GD_HD void blurmap_search_pixel(const T* y, long long ys, const BlurmapParams<T>
         for (int outer = 0; outer < P.max_outer; ++outer) {
             s = s_fixed_point(y, ys, P, r, s);
             e = neg_loglik(y, ys, P, r, s);
-            T rn = r_descent(y, ys, P, r, s, &e);
+            T rn = r_descent(y, ys, P, r, &s, &e);
             T dr = gd_abs(rn - r);
             r = rn;
             if (dr < P.tol_r) break;
+            // a start that reaches a maximum found from an earlier start ends
+            // there (it would converge to it): saves most duplicate work
+            bool dup = false;
+            for (int j = 0; j < 3; ++j)
+                if (cl[j] > T(GD_BLURMAP_NONE) && gd_abs(cr[j] - r) < P.dup_tol) dup = true;
+            if (dup) break;
         }
         s = s_fixed_point(y, ys, P, r, s);
         e = neg_loglik(y, ys, P, r, s);

@@ -46,8 +46,7 @@ def _lerp(tab, k, f, i):
 
 
 @numba.njit(**_inl)
-def _clamp_r(r, lo, step, K):
-    hi = lo + step * (K - 1)
+def _clamp_r(r, lo, hi):
     if r < lo:
         return lo
     if r > hi:
@@ -96,10 +95,19 @@ def _s_fixed_point(y, val, noise, r, s, lo, step, s_iters, tol_s, s_floor, cst):
 def _neg_loglik(y, val, noise, r, s, lo, step, cst):
     K, F = val.shape
     k, f = _lut_pos(r, lo, step, K, cst)
+    c = cst[1] / noise[0]
     e = cst[0]
+    prod = cst[1]
     for i in range(F):
         v = s * _lerp(val, k, f, i) + noise[i]
-        e += y[i] / v + math.log(v)
+        e += y[i] / v
+        prod *= v * c
+        if (i & 3) == 3:
+            e += math.log(prod)
+            prod = cst[1]
+    e += math.log(prod)
+    cst[3] = F
+    e += cst[3] * math.log(noise[0])
     return e
 
 
@@ -109,6 +117,8 @@ def _r_derivs(y, val, d1t, d2t, noise, r, s, lo, step, cst):
     k, f = _lut_pos(r, lo, step, K, cst)
     gg = cst[0]
     hh = cst[0]
+    hss = cst[0]
+    hrs = cst[0]
     one = cst[1]
     for i in range(F):
         sg = _lerp(val, k, f, i)
@@ -120,34 +130,46 @@ def _r_derivs(y, val, d1t, d2t, noise, r, s, lo, step, cst):
         b = (t + t - one) * iv * iv
         gg += a * d1
         hh += b * d1 * d1 + a * d2
-    return gg, hh
+        hss += b * sg * sg
+        hrs += b * d1 * sg + a * d1 / s
+    if hss > cst[0]:
+        ks = hrs / hss
+        hp = hh - hrs * ks
+    else:
+        ks = cst[0]
+        hp = hh
+    return gg, hh, ks, hp
 
 
 @numba.njit(**_inl)
-def _r_descent(y, val, d1t, d2t, noise, r, s, e, lo, step, r_iters, tol_r, max_step, cst):
-    K, F = val.shape
+def _r_descent(y, val, d1t, d2t, noise, r, s, e, lo, hi, step, r_iters, tol_r, max_step, s_floor, cst):
     er = e
     half = cst[2]
     it = 0
     while it < r_iters:
-        g, h = _r_derivs(y, val, d1t, d2t, noise, r, s, lo, step, cst)
-        if h > 0:
-            d = -g / h
+        g, h, ks, hp = _r_derivs(y, val, d1t, d2t, noise, r, s, lo, step, cst)
+        if hp > cst[0]:
+            d = -g / hp
         else:
-            d = -max_step if g > 0 else max_step
+            d = -max_step if g > cst[0] else max_step
+            ks = cst[0]
         if d > max_step:
             d = max_step
         if d < -max_step:
             d = -max_step
-        rn = _clamp_r(r + d, lo, step, K)
+        rn = _clamp_r(r + d, lo, hi)
         if rn == r:
             break
         moved = False
         for bt in range(6):
-            en = _neg_loglik(y, val, noise, rn, s, lo, step, cst)
+            sn = s - ks * (rn - r)
+            if sn < s_floor:
+                sn = s_floor
+            en = _neg_loglik(y, val, noise, rn, sn, lo, step, cst)
             if en <= er:
                 stp = abs(rn - r)
                 r = rn
+                s = sn
                 er = en
                 moved = True
                 if stp < tol_r:
@@ -157,7 +179,7 @@ def _r_descent(y, val, d1t, d2t, noise, r, s, e, lo, step, r_iters, tol_r, max_s
         if not moved:
             break
         it += 1
-    return r, er
+    return r, s, er
 
 
 @numba.njit(**_inl)
@@ -190,24 +212,30 @@ def _insert_candidate(r, l, s, cr, cl, cs, merge_tol):
 
 
 @numba.njit(**_inl)
-def _search_pixel(y, val, d1t, d2t, noise, starts, lo, step, max_outer, s_iters, r_iters,
-                  tol_r, tol_s, max_step, s_floor, merge_tol, cr, cl, cs, cst):
+def _search_pixel(y, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
+                  tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, cr, cl, cs, cst):
     K, F = val.shape
     for j in range(3):
         cr[j] = lo
         cl[j] = NONE
         cs[j] = s_floor
     for st in range(starts.shape[0]):
-        r = _clamp_r(starts[st], lo, step, K)
+        r = _clamp_r(starts[st], lo, hi)
         s = _s_moment(y, val, noise, r, lo, step, s_floor, cst)
         e = cst[0]
         for outer in range(max_outer):
             s = _s_fixed_point(y, val, noise, r, s, lo, step, s_iters, tol_s, s_floor, cst)
             e = _neg_loglik(y, val, noise, r, s, lo, step, cst)
-            rn, e = _r_descent(y, val, d1t, d2t, noise, r, s, e, lo, step, r_iters, tol_r, max_step, cst)
+            rn, s, e = _r_descent(y, val, d1t, d2t, noise, r, s, e, lo, hi, step, r_iters, tol_r, max_step, s_floor, cst)
             dr = abs(rn - r)
             r = rn
             if dr < tol_r:
+                break
+            dup = False
+            for j in range(3):
+                if cl[j] > NONE and abs(cr[j] - r) < dup_tol:
+                    dup = True
+            if dup:
                 break
         s = _s_fixed_point(y, val, noise, r, s, lo, step, s_iters, tol_s, s_floor, cst)
         e = _neg_loglik(y, val, noise, r, s, lo, step, cst)
@@ -219,8 +247,8 @@ def _search_pixel(y, val, d1t, d2t, noise, starts, lo, step, max_outer, s_iters,
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def blurmap_search(power, val, d1t, d2t, noise, starts, lo, step, max_outer, s_iters, r_iters,
-                   tol_r, tol_s, max_step, s_floor, merge_tol, r_out, l_out, s_out):
+def blurmap_search(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
+                   tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, r_out, l_out, s_out):
     """Top-3 likelihood maxima per pixel.
 
     Parameters
@@ -253,8 +281,8 @@ def blurmap_search(power, val, d1t, d2t, noise, starts, lo, step, max_outer, s_i
         for p in range(p0, p1):
             for i in range(F):
                 yb[i] = power[i, p]
-            _search_pixel(yb, val, d1t, d2t, noise, starts, lo, step, max_outer, s_iters, r_iters,
-                          tol_r, tol_s, max_step, s_floor, merge_tol, cr, cl, cs, cst)
+            _search_pixel(yb, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
+                          tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, cr, cl, cs, cst)
             for j in range(3):
                 r_out[j, p] = cr[j]
                 l_out[j, p] = cl[j]

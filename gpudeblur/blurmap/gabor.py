@@ -139,8 +139,10 @@ def block_plan(shape, window: int, max_block: int = MAX_BLOCK) -> BlockPlan:
         if need <= max_block:
             b = next_smooth_len(need)
         else:
-            b = next_smooth_len(max(max_block, 2 * halo + 2))
-            b = max(b, halo + 8)
+            # fewest blocks of side <= max_block, balanced so that the last
+            # one is not mostly padding
+            n = -(-m // max(1, max_block - halo))
+            b = next_smooth_len(-(-m // n) + halo)
         v = b - halo
         blk.append(b)
         val.append(v)
@@ -194,7 +196,6 @@ def gabor_response_power(D, spectra, plan: BlockPlan, rows, cols, be, out, filte
     filter_batch : int
         Filters per inverse-FFT batch (memory budget).
     """
-    xp = be.xp
     fft = be.fft
     kw = be.fft_kwargs()
     Lm, Ln = plan.block

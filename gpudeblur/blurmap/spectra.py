@@ -8,8 +8,9 @@ are fitted by ``σ̃_i²(r) = exp(Σ_k α_{i,k} T_k(u))`` (eq. 12; ``T_k``
 Chebyshev polynomials of ``u = 2 (r - r_lo)/(r_hi - r_lo) - 1``, which is
 the same function space as powers of ``r`` but better conditioned), by
 weighted least squares on ``log σ_i²``. The weights
-``σ_i² / (σ_i² + floor · max_r σ_i²)`` keep near-zeros of the spectrum (where
-the noise term dominates the likelihood anyway) from pulling the fit.
+``σ_i² / (σ_i² + floor · max_r σ_i²) + min_weight`` keep near-zeros of the
+spectrum (where the noise term dominates the likelihood anyway) from
+pulling the fit, while still constraining the tails.
 The fit is resampled into look-up tables of value, first and second
 derivative on a fine ``r`` grid (default step 0.01).
 
@@ -115,7 +116,7 @@ def noise_spectrum(bank: GaborBank, noise: float, vertical: bool = False) -> np.
     return noise * _energy_through([derivative_kernel(vertical)], bank)[0]
 
 
-def fit_spectra(radii, spectra, lo, hi, degree: int = 20, floor: float = 1e-3) -> np.ndarray:
+def fit_spectra(radii, spectra, lo, hi, degree: int = 20, floor: float = 1e-3, min_weight: float = 0.02) -> np.ndarray:
     """Chebyshev coefficients ``(degree + 1, F)`` of ``log σ̃_i²`` (eq. 12), weighted LS."""
     r = np.asarray(radii, dtype=np.float64)
     S = np.maximum(np.asarray(spectra, dtype=np.float64), 1e-300)
@@ -123,7 +124,7 @@ def fit_spectra(radii, spectra, lo, hi, degree: int = 20, floor: float = 1e-3) -
     u = 2 * (r - lo) / (hi - lo) - 1
     V = np.polynomial.chebyshev.chebvander(u, deg)
     logS = np.log(S)
-    w = S / (S + floor * S.max(axis=0)) if floor > 0 else np.ones_like(S)
+    w = S / (S + floor * S.max(axis=0)) + min_weight if floor > 0 else np.ones_like(S)
     coef = np.empty((deg + 1, S.shape[1]))
     for i in range(S.shape[1]):
         coef[:, i] = np.linalg.lstsq(V * w[:, i, None], logS[:, i] * w[:, i], rcond=None)[0]

@@ -1,0 +1,469 @@
+"""Defocus blur map from a single image (Zhu, Cohen, Schiller, Milanfar, TIP 2013).
+
+Pipeline (Sec. III):
+
+1. luminance ``Y`` (BT.601) of the input, horizontal (or vertical)
+   derivative ``g^∇`` (eq. 2), Gabor responses ``|g_i^∇[x]|²`` of the 60
+   filters of :mod:`.gabor` (eq. 4) by overlap-save FFT convolution;
+2. blur spectra ``σ_i²(r)`` of the PSF family (eq. 6), fitted by
+   ``exp(polynomial in r)`` (eq. 12) and tabulated with derivatives; noise
+   spectrum ``σ_n² σ_∇i²`` (eq. 7);
+3. per pixel, the fixed-point search of Sec. III-A (eqs. 11 and 13) from
+   the starts ``r0 = 1..8`` keeps the top 3 distinct local maxima
+   ``(r̂_l, p̂_l)`` of the likelihood (5) — CUDA kernel or Numba twin;
+4. coherent labeling (eqs. 14-16) by :func:`gpudeblur.blurmap.labeling.coherent_labeling`
+   (optional; without it the map is the global maximum ``r̂_1``).
+
+High-resolution input is processed in tiles of whole FFT blocks whose
+working memory fits ``memory_budget``; a pixel's result does not depend
+on the tiling (same FFT blocks, per-pixel search).
+
+What ``p̂`` is
+-------------
+``likelihoods[..., l] = p̂_l / p̂_1 = exp(log p̂_l - log p̂_1)``: the
+likelihood (5) at candidate ``l``, at its own optimal ``ŝ`` (eq. 9),
+divided by that of the best candidate of the same pixel (so the best is 1;
+a per-pixel factor does not change ``p̃_x`` of Sec. III-B, which is
+normalized to sum 1). A missing candidate (fewer than 3 distinct maxima)
+has ``p̂ = 0`` and repeats the best radius. ``log_likelihoods`` holds the
+un-normalized ``log p̂ = -Σ_i (|g_i^∇|²/v_i + log v_i)`` (``v_i = ŝ σ_i²(r̂) +
+σ_ni²``, the constant ``-F log π`` dropped).
+
+Pixels without texture (``ŝ`` at its floor: the responses do not exceed
+the noise spectrum) carry no blur information: their radius is set to
+``max_radius`` (``r̂ = (max_radius,)*3, p̂ = (1, 0, 0)``) and their
+``confidence`` is 0. ``confidence = ŝ Σσ_i²(r̂) / (ŝ Σσ_i²(r̂) + Σσ_ni²)`` is the
+fraction of the expected response power explained by the signal.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from .._backend import Backend, as_backend_array, get_backend, to_output
+from .._validate import check_choice, check_image, check_positive
+from .gabor import GaborBank, block_plan, filter_spectra, gabor_bank, gabor_response_power, padded_derivative, MAX_BLOCK
+from .likelihood import NONE, SearchSettings, device_lut, likelihood_search
+from .spectra import BlurSpectrumLUT, PSFCalibration, build_lut
+
+__all__ = ["BlurMapEstimator", "BlurMapResult", "estimate_blur_map", "PSFCalibration", "SearchSettings"]
+
+LABELING_METHODS = ("primal-dual", "alpha-expansion")
+#: Default working-memory budget on the CPU backend (bytes).
+CPU_MEMORY_BUDGET = 1 << 30
+#: Fraction of free device memory used by default on the cuda backend.
+CUDA_MEMORY_FRACTION = 0.5
+
+_LUMA = (0.299, 0.587, 0.114)
+
+
+class BlurMapResult(NamedTuple):
+    """Everything :meth:`BlurMapEstimator.estimate` computes (caller's array type).
+
+    radius : (M, N) float
+        Blur radius map in pixels (after labeling when enabled).
+    raw_radius : (M, N) float
+        Global maximum ``r̂_1`` per pixel (before labeling).
+    candidates : (M, N, 3) float
+        ``r̂_1, r̂_2, r̂_3`` (sorted by likelihood, descending).
+    likelihoods : (M, N, 3) float
+        ``p̂_l / p̂_1`` (see the module docstring).
+    log_likelihoods : (M, N, 3) float
+        ``log p̂_l`` (``-1e30`` for a missing candidate).
+    confidence : (M, N) float
+        Signal fraction of the response power at ``r̂_1`` in [0, 1); 0 without texture.
+    info : dict
+        ``timings`` (seconds per stage), ``tiles``, ``labeling`` info, ...
+    """
+
+    radius: object
+    raw_radius: object
+    candidates: object
+    likelihoods: object
+    log_likelihoods: object
+    confidence: object
+    info: dict
+
+
+def _luminance(x, xp):
+    if x.ndim == 2:
+        return x
+    if x.shape[2] >= 3:
+        w = _LUMA
+        return (w[0] * x[..., 0] + w[1] * x[..., 1] + w[2] * x[..., 2]).astype(x.dtype, copy=False)
+    return x[..., 0]
+
+
+class BlurMapEstimator:
+    """Holds the settings and reusable state (filter bank, LUTs, FFT block spectra, kernels).
+
+    Parameters
+    ----------
+    window : int
+        Odd analysis window side ``N`` (paper: 41).
+    noise : float
+        Noise variance ``σ_n²`` for intensities in [0, 1] (paper: 1e-4; 1e-6 for very clean images).
+    max_radius : float
+        Largest blur scale ``r`` (paper: 8). The search domain is ``[0, max_radius]``.
+    psf_family : {'disc', 'gaussian'}, callable or PSFCalibration
+        Single-parameter PSF model ``h(r)``.
+    starts : iterable of float
+        Initial radii of the fixed-point search (paper: 1, 2, ..., 8).
+    labeling : {'primal-dual', 'alpha-expansion'} or None
+        Coherent labeling method (eqs. 14-16); ``None`` returns the raw map.
+    vertical_derivative : bool
+        Use the vertical derivative ``[1, -1]ᵀ`` instead of the horizontal one.
+    memory_budget : int, optional
+        Bytes of working memory (default: half the free device memory on
+        cuda, 1 GiB on the CPU). Larger images are processed in tiles.
+    backend : {'auto', 'cuda', 'cpu'}, optional
+    dtype : float32 (default) or float64
+    settings : SearchSettings, optional
+        Tolerances of the per-pixel search.
+    lut_step, fit_degree, sample_step : float, int, float
+        LUT resolution (0.01), degree of the exp-polynomial fit (20) and the
+        ``r`` step of the PSF samples that are fitted (0.1).
+    labeling_kwargs : dict, optional
+        Extra arguments of ``coherent_labeling`` (``lambda0``, ``sigma_lambda``, ...).
+    fft_block : int
+        Largest overlap-save FFT block side (512).
+    timings : bool
+        Record device-synchronized stage times in ``info['timings']``.
+    """
+
+    def __init__(self, window: int = 41, noise: float = 1e-4, max_radius: float = 8.0, psf_family="disc",
+                 starts=range(1, 9), labeling: str | None = "primal-dual", vertical_derivative: bool = False,
+                 memory_budget: int | None = None, backend=None, dtype=np.float32,
+                 settings: SearchSettings | None = None, lut_step: float = 0.01, fit_degree: int = 20,
+                 sample_step: float = 0.1, labeling_kwargs: dict | None = None, fft_block: int = MAX_BLOCK,
+                 timings: bool = False):
+        self.bank: GaborBank = gabor_bank(window)
+        self.window = self.bank.window
+        self.noise = check_positive(noise, "noise")
+        self.max_radius = check_positive(max_radius, "max_radius")
+        st = np.asarray(list(starts), dtype=np.float64).ravel()
+        if st.size == 0 or not np.all(np.isfinite(st)):
+            raise ValueError("starts must be a non-empty sequence of finite radii")
+        self.starts = st
+        if labeling is not None:
+            check_choice(labeling, LABELING_METHODS, "labeling")
+        self.labeling = labeling
+        self.vertical_derivative = bool(vertical_derivative)
+        if memory_budget is not None and (isinstance(memory_budget, bool) or int(memory_budget) <= 0):
+            raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+        self.memory_budget = None if memory_budget is None else int(memory_budget)
+        self.backend = backend
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.settings = settings or SearchSettings()
+        self.labeling_kwargs = dict(labeling_kwargs or {})
+        if isinstance(fft_block, bool) or int(fft_block) < 2 * self.window:
+            raise ValueError(f"fft_block must be an integer >= 2 * window ({2 * self.window}), got {fft_block!r}")
+        self.fft_block = int(fft_block)
+        self.timings = bool(timings)
+        self.lut: BlurSpectrumLUT = build_lut(
+            self.bank, psf_family, self.max_radius, self.noise, self.vertical_derivative,
+            degree=fit_degree, step=lut_step, sample_step=sample_step,
+        )
+        self._dev_luts: dict = {}
+        self._spectra: dict = {}
+
+    # -- cached device state ------------------------------------------------
+    def _device_lut(self, be: Backend, dtype):
+        key = (be.name, _device_id(be), np.dtype(dtype).str)
+        if key not in self._dev_luts:
+            dl = device_lut(self.lut, be, dtype)
+            ssum = be.xp.asarray(self.lut.val.sum(axis=1).astype(dtype))
+            grid = be.xp.asarray((self.lut.lo + self.lut.step * np.arange(self.lut.nr)).astype(dtype))
+            self._dev_luts[key] = (dl, ssum, grid, float(self.lut.noise.sum()))
+        return self._dev_luts[key]
+
+    def _filter_spectra(self, be: Backend, block, dtype):
+        cdt = np.complex64 if np.dtype(dtype) == np.float32 else np.complex128
+        key = (be.name, _device_id(be), tuple(block), np.dtype(cdt).str)
+        if key not in self._spectra:
+            if len(self._spectra) > 4:
+                self._spectra.clear()
+            self._spectra[key] = filter_spectra(self.bank, block, be.xp, cdt)
+        return self._spectra[key]
+
+    def _budget(self, be: Backend) -> int:
+        if self.memory_budget is not None:
+            return self.memory_budget
+        if be.name == "cuda":
+            free, _total = be.xp.cuda.runtime.memGetInfo()
+            return int(CUDA_MEMORY_FRACTION * free)
+        return CPU_MEMORY_BUDGET
+
+    # -- stages -----------------------------------------------------------
+    def candidates(self, image, backend=None, progress: Callable | None = None):
+        """Stages 1-3: top-3 candidates per pixel, on the backend.
+
+        Returns ``(be, x, kind, r, logl, s, info)``: ``x`` the validated
+        image on the backend, ``kind`` the caller's array type (for
+        :func:`~gpudeblur._backend.to_output`), ``r, logl, s`` of shape
+        ``(3, M, N)`` (radii, log-likelihoods, ``ŝ``; see
+        :func:`~gpudeblur.blurmap.likelihood.likelihood_search`).
+        """
+        be = get_backend(backend if backend is not None else self.backend, like=image)
+        xp = be.xp
+        x, kind = as_backend_array(image, be, self.dtype)
+        check_image(x, xp)
+        M, N = int(x.shape[0]), int(x.shape[1])
+        if M < self.window or N < self.window:
+            raise ValueError(
+                f"image ({M}x{N}) is smaller than the analysis window ({self.window}x{self.window}); "
+                "use a smaller window or a larger image"
+            )
+        dt = x.dtype
+        info: dict = {"timings": {}, "backend": be.name}
+        tm = info["timings"]
+        clock = _Clock(be, self.timings)
+
+        dl, _ssum, _grid, _nsum = self._device_lut(be, dt)
+        plan = block_plan((M, N), self.window, self.fft_block)
+        spectra = self._filter_spectra(be, plan.block, dt)
+        F = self.bank.size
+
+        clock.start()
+        lum = _luminance(x, xp)
+        D = padded_derivative(lum, self.window, self.vertical_derivative, xp)
+        Md = plan.nblocks[0] * plan.valid[0] + plan.halo
+        Nd = plan.nblocks[1] * plan.valid[1] + plan.halo
+        D = xp.pad(D, ((0, Md - D.shape[0]), (0, Nd - D.shape[1])))
+        tm["derivative"] = clock.stop()
+
+        # -- tiles of whole blocks within the budget ------------------------
+        tile_rows, tile_cols, fbatch = self._tiling(plan, F, dt, be)
+        info["tiles"] = len(tile_rows) * len(tile_cols)
+        info["tile_blocks"] = (len(tile_rows[0]), len(tile_cols[0]))
+        info["fft_block"] = plan.block
+        info["filter_batch"] = fbatch
+        r_all = xp.empty((3, M, N), dtype=dt)
+        l_all = xp.empty((3, M, N), dtype=dt)
+        s_all = xp.empty((3, M, N), dtype=dt)
+        t_gabor = 0.0
+        t_like = 0.0
+        ntiles = info["tiles"]
+        done = 0
+        Vm, Vn = plan.valid
+        for rows in tile_rows:
+            for cols in tile_cols:
+                y0, x0 = rows[0] * Vm, cols[0] * Vn
+                th = min(len(rows) * Vm, M - y0)
+                tw = min(len(cols) * Vn, N - x0)
+                clock.start()
+                power = xp.empty((F, th, tw), dtype=dt)
+                gabor_response_power(D, spectra, plan, rows, cols, be, power, fbatch)
+                t_gabor += clock.stop()
+                clock.start()
+                outs = likelihood_search(power.reshape(F, th * tw), dl, self.starts, self.noise, be, self.settings)
+                del power
+                for a, o in zip((r_all, l_all, s_all), outs):
+                    a[:, y0 : y0 + th, x0 : x0 + tw] = o.reshape(3, th, tw)
+                del outs
+                t_like += clock.stop()
+                done += 1
+                if progress is not None:
+                    progress("likelihood", done, ntiles)
+        tm["gabor"] = t_gabor
+        tm["likelihood"] = t_like
+        info["fft_count"] = {
+            "forward": plan.nblocks[0] * plan.nblocks[1],
+            "inverse": plan.nblocks[0] * plan.nblocks[1] * F,
+            "size": plan.block,
+        }
+        return be, x, kind, r_all, l_all, s_all, info
+
+    def _tiling(self, plan, F, dt, be):
+        """Tiles (lists of block-row and block-column ranges) and the filter batch."""
+        budget = self._budget(be)
+        isz = np.dtype(dt).itemsize
+        csz = 2 * isz
+        Lm, Ln = plan.block
+        Vm, Vn = plan.valid
+        fixed = F * Lm * Ln * csz  # filter spectra on the block grid
+        fixed += (plan.nblocks[0] * Vm + plan.halo) * (plan.nblocks[1] * Vn + plan.halo) * isz  # padded derivative
+        per_fft = 2 * Lm * Ln * csz  # product and inverse FFT of one filter on one block
+        per_px = (F + 9 + 9) * isz  # powers + kernel outputs + copies into the full maps
+        avail = budget - fixed - Lm * Ln * csz
+        fb = max(1, min(F, int((avail - Vm * Vn * per_px) // per_fft))) if avail > 0 else 0
+        need_min = fixed + Lm * Ln * csz + per_fft + Vm * Vn * per_px
+        if fb < 1 or budget < need_min:
+            raise ValueError(
+                f"memory_budget {budget} bytes is too small: this image needs at least {need_min} bytes "
+                f"(FFT block {Lm}x{Ln}, {F} filters)"
+            )
+        avail_px = avail - fb * per_fft
+        nb_px = max(1, int(avail_px // (Vm * Vn * per_px)))
+        nbm, nbn = plan.nblocks
+        # whole block rows first (wide tiles), then fewer columns
+        if nb_px >= nbn:
+            tm_, tn_ = min(nbm, nb_px // nbn), nbn
+        else:
+            tm_, tn_ = 1, nb_px
+        tile_rows = [range(i, min(nbm, i + tm_)) for i in range(0, nbm, tm_)]
+        tile_cols = [range(j, min(nbn, j + tn_)) for j in range(0, nbn, tn_)]
+        return tile_rows, tile_cols, fb
+
+    def estimate(self, image, *, return_candidates: bool = False, backend=None, progress: Callable | None = None):
+        """Blur radius map of ``image`` (``(M, N)`` gray or ``(M, N, 3)`` RGB in [0, 1]).
+
+        Returns the ``(M, N)`` radius map (pixels, working dtype) or, with
+        ``return_candidates=True``, a :class:`BlurMapResult`.
+        """
+        be, x, kind, r_all, l_all, s_all, info = self.candidates(image, backend=backend, progress=progress)
+        xp = be.xp
+        dt = x.dtype
+        clock = _Clock(be, self.timings)
+        clock.start()
+        dl, ssum, grid, nsum = self._device_lut(be, dt)
+        s_floor = self.settings.s_floor_rel * self.noise
+        flat = s_all[0] <= dt.type(2 * s_floor)
+        valid = l_all > dt.type(0.5 * NONE)
+        lrel = xp.where(valid, l_all - l_all[:1], dt.type(0))
+        p = xp.where(valid, xp.exp(xp.minimum(lrel, 0)), dt.type(0)).astype(dt, copy=False)
+        S = xp.interp(r_all[0], grid, ssum).astype(dt, copy=False)
+        sig = s_all[0] * S
+        conf = (sig / (sig + dt.type(nsum))).astype(dt, copy=False)
+        rmax = dt.type(self.lut.lo + self.lut.step * (self.lut.nr - 1))
+        r_c = xp.where(flat[None], rmax, r_all)
+        p = xp.where(flat[None], xp.asarray([1, 0, 0], dtype=dt)[:, None, None], p)
+        conf = xp.where(flat, dt.type(0), conf)
+        info["no_texture_pixels"] = int(flat.sum())
+        raw = r_c[0]
+        info["timings"]["postprocess"] = clock.stop()
+        cand = xp.ascontiguousarray(xp.moveaxis(r_c, 0, -1))
+        pc = xp.ascontiguousarray(xp.moveaxis(p, 0, -1))
+        radius = raw
+        if self.labeling is not None:
+            if progress is not None:
+                progress("labeling", 0, 1)
+            clock.start()
+            coherent_labeling = _import_labeling("coherent_labeling")
+            kw = dict(self.labeling_kwargs)
+            kw.setdefault("labels", np.arange(0.0, self.max_radius + 1e-9, 0.1))
+            kw.setdefault("max_radius", self.max_radius)
+            guide = x[..., :3] if (x.ndim == 3 and x.shape[2] >= 3) else (x[..., 0] if x.ndim == 3 else x)
+            radius, linfo = coherent_labeling(cand, pc, guide, method=self.labeling, backend=be, **kw)
+            radius = be.xp.asarray(radius).astype(dt, copy=False)
+            info["labeling"] = linfo
+            info["timings"]["labeling"] = clock.stop()
+            if progress is not None:
+                progress("labeling", 1, 1)
+        if not return_candidates:
+            return to_output(radius, kind)
+        return BlurMapResult(
+            radius=to_output(radius, kind),
+            raw_radius=to_output(raw, kind),
+            candidates=to_output(cand, kind),
+            likelihoods=to_output(pc, kind),
+            log_likelihoods=to_output(xp.ascontiguousarray(xp.moveaxis(l_all, 0, -1)), kind),
+            confidence=to_output(conf, kind),
+            info=info,
+        )
+
+    def segment(self, image, radius_map=None, *, candidates: BlurMapResult | None = None, tau: float = 2.0,
+                lambda0: float = 1000.0, sigma_lambda: float = 0.04, method: str = "primal-dual", backend=None):
+        """In-focus mask (True = in focus, eqs. 17-18) via :func:`~gpudeblur.blurmap.labeling.segment_in_focus`.
+
+        ``radius_map`` and ``candidates`` (a :class:`BlurMapResult`) default
+        to :meth:`estimate` of ``image``; with candidates the data term is
+        eq. (18) on ``p̃`` built from them. Returns ``(mask, info)``.
+        """
+        if radius_map is None and candidates is None:
+            candidates = self.estimate(image, return_candidates=True, backend=backend)
+        if radius_map is None:
+            radius_map = candidates.radius
+        segment_in_focus = _import_labeling("segment_in_focus")
+        kw = {}
+        if candidates is not None:
+            kw = dict(r_cand=candidates.candidates, p_cand=candidates.likelihoods)
+        be = backend if backend is not None else self.backend
+        return segment_in_focus(radius_map, image, tau=tau, lambda0=lambda0, sigma_lambda=sigma_lambda,
+                                method=method, backend=be, **kw)
+
+
+def _import_labeling(name: str):
+    try:
+        from . import labeling  # noqa: PLC0415  (lazy: written separately)
+    except ImportError as exc:
+        raise ImportError(
+            f"gpudeblur.blurmap.labeling is not available ({exc}); pass labeling=None for the raw top-1 map"
+        ) from exc
+    return getattr(labeling, name)
+
+
+def _device_id(be: Backend):
+    return be.xp.cuda.Device().id if be.name == "cuda" else None
+
+
+class _Clock:
+    """Stage timer; synchronizes the device only when timings are requested."""
+
+    def __init__(self, be: Backend, enabled: bool):
+        self.be = be
+        self.enabled = enabled
+        self.t0 = 0.0
+
+    def start(self):
+        if self.enabled:
+            self.be.synchronize()
+            self.t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        if not self.enabled:
+            return float("nan")
+        self.be.synchronize()
+        return time.perf_counter() - self.t0
+
+
+def estimate_blur_map(image, *, window: int = 41, noise: float = 1e-4, max_radius: float = 8.0, psf_family="disc",
+                      starts=range(1, 9), labeling: str | None = "primal-dual", vertical_derivative: bool = False,
+                      memory_budget: int | None = None, return_candidates: bool = False, backend=None,
+                      progress: Callable | None = None, dtype=np.float32, **kwargs):
+    """Defocus blur map of one image (Zhu et al., TIP 2013).
+
+    Parameters
+    ----------
+    image : (M, N) or (M, N, 3) array
+        Gray or RGB image with intensities in [0, 1] (NumPy, CuPy or DLPack).
+    window : int
+        Odd analysis window side (41).
+    noise : float
+        Noise variance ``σ_n²`` (1e-4).
+    max_radius : float
+        Largest blur radius searched (8 pixels).
+    psf_family : {'disc', 'gaussian'}, callable or PSFCalibration
+    starts : iterable of float
+        Starts of the fixed-point search (1..8).
+    labeling : {'primal-dual', 'alpha-expansion'} or None
+        Coherent labeling (eqs. 14-16); ``None``: global-maximum map.
+    vertical_derivative : bool
+    memory_budget : int, optional
+        Working-memory bytes (tiles beyond it).
+    return_candidates : bool
+        Return a :class:`BlurMapResult` instead of the map alone.
+    backend : {'auto', 'cuda', 'cpu'}, optional
+    progress : callable(stage, done, total), optional
+    dtype : float32 or float64
+    **kwargs
+        Further :class:`BlurMapEstimator` arguments (``settings``, ``labeling_kwargs``, ...).
+
+    Returns
+    -------
+    radius : (M, N) array (caller's array type), or BlurMapResult
+
+    References
+    ----------
+    X. Zhu, S. Cohen, S. Schiller, P. Milanfar, "Estimating spatially varying
+    defocus blur from a single image", IEEE TIP 22(12), 2013.
+    """
+    est = BlurMapEstimator(window=window, noise=noise, max_radius=max_radius, psf_family=psf_family, starts=starts,
+                           labeling=labeling, vertical_derivative=vertical_derivative, memory_budget=memory_budget,
+                           backend=backend, dtype=dtype, **kwargs)
+    return est.estimate(image, return_candidates=return_candidates, progress=progress)

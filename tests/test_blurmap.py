@@ -1,0 +1,361 @@
+"""Defocus blur map (Zhu et al., TIP 2013): Gabor bank, spectra/LUTs, per-pixel search, tiling, API."""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+from scipy.signal import fftconvolve as sp_fftconvolve
+
+from conftest import build_host_shim, ptr, to_host
+from gpudeblur import psf
+from gpudeblur.blurmap import BlurMapEstimator, PSFCalibration, SearchSettings, build_lut, estimate_blur_map, gabor_bank
+from gpudeblur.blurmap.gabor import derivative_kernel, gabor_frequencies
+from gpudeblur.blurmap.likelihood import device_lut, likelihood_search
+from gpudeblur.blurmap.spectra import blur_spectra, noise_spectrum
+from gpudeblur.convolution import fftconvolve
+from gpudeblur._backend import get_backend
+
+
+# ---------------------------------------------------------------------------
+# Gabor bank (eq. 3)
+# ---------------------------------------------------------------------------
+
+
+def test_gabor_bank_has_60_filters_for_n41():
+    b = gabor_bank(41)
+    assert b.size == 60
+    assert b.filters.shape == (60, 41, 41)
+    a = b.freqs
+    assert np.all(a % 2 == 0)
+    assert np.all(np.abs(a) <= 10) and np.all(a[:, 1] >= 0)
+    assert not np.any((a[:, 0] == 0) & (a[:, 1] == 0))  # no DC
+    # no filter is the conjugate (negated frequency) of another
+    s = {tuple(v) for v in a}
+    assert not any((-v[0], -v[1]) in s for v in a)
+    assert np.all(a[a[:, 1] == 0, 0] <= -2)
+
+
+@pytest.mark.parametrize("n, count", [(9, 4), (21, 12), (31, 24), (41, 60)])
+def test_gabor_bank_count_formula(n, count):
+    # k = floor((N-1)/8) positive even values: k (2k+1) filters with a2 > 0, k with a2 = 0
+    assert len(gabor_frequencies(n)) == count
+
+
+def test_gabor_filters_unit_energy_near_orthogonal():
+    b = gabor_bank(41)
+    t = b.filters.reshape(60, -1)
+    G = t.conj() @ t.T
+    np.testing.assert_allclose(np.diag(G).real, 1.0, atol=1e-12)
+    off = np.abs(G - np.diag(np.diag(G)))
+    # Gaussian window std N/4: neighbours 2/N apart overlap by ~exp(-π²/4) ≈ 0.085
+    assert off.max() < 0.1
+    om = b.freqs / 41.0
+    d2 = ((om[:, None, :] - om[None, :, :]) ** 2).sum(-1)
+    approx = np.exp(-np.pi**2 * (41 / 4.0) ** 2 * d2)
+    np.fill_diagonal(approx, 0)
+    assert np.abs(off - approx).max() < 0.01
+    # window is a centred, symmetric Gaussian of std N/4
+    w = np.abs(b.filters[0])
+    np.testing.assert_allclose(w, w[::-1, ::-1], atol=1e-15)
+    np.testing.assert_allclose(w[20, 20 + 10] / w[20, 20], np.exp(-0.5 * (10 / 10.25) ** 2), rtol=1e-12)
+
+
+def test_gabor_response_peaks_at_matching_frequency():
+    b = gabor_bank(41)
+    k = 37
+    a1, a2 = b.freqs[k]
+    yy, xx = np.mgrid[0:96, 0:96]
+    img = 0.5 + 0.2 * np.cos(2 * np.pi * (a1 * xx + a2 * yy) / 41.0)
+    # responses of the image itself (no derivative) at the centre pixel
+    patch = img[48 - 20 : 48 + 21, 48 - 20 : 48 + 21]
+    resp = np.abs((b.filters * patch[::-1, ::-1][None]).sum(axis=(1, 2))) ** 2
+    assert int(np.argmax(resp)) == k
+
+
+# ---------------------------------------------------------------------------
+# spectra (eqs. 6, 7) and LUT fit (eq. 12)
+# ---------------------------------------------------------------------------
+
+
+def test_blur_spectrum_equals_direct_convolution():
+    b = gabor_bank(21)
+    hs = [psf.disc(0.0), psf.disc(2.3), psf.gaussian(1.7)]
+    S = blur_spectra(hs, b)
+    for j, h in enumerate(hs):
+        direct = np.array([(np.abs(sp_fftconvolve(t, h)) ** 2).sum() for t in b.filters])
+        np.testing.assert_allclose(S[j], direct, rtol=1e-10)
+    np.testing.assert_allclose(S[0], 1.0, atol=1e-12)  # delta PSF: unit-energy filters
+    n = noise_spectrum(b, 1e-4, vertical=False)
+    direct = 1e-4 * np.array([(np.abs(sp_fftconvolve(t, derivative_kernel(False))) ** 2).sum() for t in b.filters])
+    np.testing.assert_allclose(n, direct, rtol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def disc_lut():
+    return build_lut(gabor_bank(41), "disc", 8.0, 1e-4)
+
+
+def test_lut_fit_error_disc(disc_lut):
+    e = disc_lut.fit_error()
+    # the pixelated disc has sharp spectral notches in r; the exp-polynomial
+    # smooths them: small typical error, bounded worst case (relative to the
+    # filter's peak over r)
+    assert e["log_median"] < 0.08
+    assert e["lin_rel_median"] < 2e-3
+    assert e["lin_rel_max"] < 0.2
+    assert disc_lut.val.shape == (801, 60)
+    assert np.all(disc_lut.val > 0)
+
+
+def test_lut_fit_error_gaussian_and_derivatives():
+    lut = build_lut(gabor_bank(41), "gaussian", 8.0, 1e-4)
+    e = lut.fit_error()
+    assert e["lin_rel_max"] < 0.05
+    assert e["lin_rel_median"] < 1e-5
+    # tabulated derivatives agree with finite differences of the tabulated value
+    r = lut.lo + lut.step * np.arange(lut.nr)
+    fd1 = np.gradient(lut.val, r, axis=0)
+    fd2 = np.gradient(lut.d1, r, axis=0)
+    sl = slice(2, -2)
+    assert np.abs(fd1[sl] - lut.d1[sl]).max() < 2e-2 * np.abs(lut.d1).max()
+    assert np.abs(fd2[sl] - lut.d2[sl]).max() < 5e-2 * np.abs(lut.d2).max()
+
+
+def test_calibration_family_matches_analytic_family():
+    b = gabor_bank(21)
+    radii = np.linspace(0, 4, 41)
+    cal = PSFCalibration(radii, [psf.gaussian(r) for r in radii])
+    a = build_lut(b, "gaussian", 4.0, 1e-4)
+    c = build_lut(b, cal, 4.0, 1e-4)
+    np.testing.assert_allclose(c.val, a.val, rtol=1e-9)
+    with pytest.raises(ValueError, match="max_radius"):
+        build_lut(b, cal, 6.0, 1e-4)
+
+
+# ---------------------------------------------------------------------------
+# per-pixel search: host build of blurmap.cuh vs the Numba twin
+# ---------------------------------------------------------------------------
+
+
+def _model_powers(lut, n_px, rng, dtype):
+    """Powers drawn from the model (5): y_i ~ Exp(mean s σ_i²(r) + n_i)."""
+    r = rng.uniform(0, 8, n_px)
+    s = 10 ** rng.uniform(-3, -2, n_px)  # SNR 10..100 per filter
+    k = np.clip(np.round(r / lut.step).astype(int), 0, lut.nr - 1)
+    mean = s[:, None] * lut.val[k] + lut.noise[None]
+    y = rng.exponential(1.0, mean.shape) * mean
+    y[:5] = 0.0  # no texture
+    return np.ascontiguousarray(y.T.astype(dtype)), r
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    return build_host_shim("blurmap", tmp_path_factory.mktemp("blurmap_shim"))
+
+
+@pytest.mark.parametrize("dt", [np.float64, np.float32])
+def test_search_host_vs_numba(host, disc_lut, dt):
+    rng = np.random.default_rng(3)
+    be = get_backend("cpu")
+    y, _ = _model_powers(disc_lut, 300, rng, dt)
+    F, P = y.shape
+    dl = device_lut(disc_lut, be, dt)
+    st = SearchSettings()
+    starts = np.arange(1, 9, dtype=dt)
+    r_n, l_n, s_n = likelihood_search(y, dl, starts, 1e-4, be, st)
+    outs = [np.zeros((3, P), dt) for _ in range(3)]
+    c = ctypes.c_float if dt == np.float32 else ctypes.c_double
+    fn = host.blurmap_search_f32 if dt == np.float32 else host.blurmap_search_f64
+    fn(ptr(y), ctypes.c_longlong(P), F, ptr(dl.val), ptr(dl.d1), ptr(dl.d2), ptr(dl.noise), dl.val.shape[0],
+       ptr(starts), len(starts), c(dl.lo), c(dl.hi), c(dl.step), st.max_outer, st.s_iters, st.r_iters,
+       c(st.tol_r), c(st.tol_s), c(st.max_step), c(st.s_floor_rel * 1e-4), c(st.merge_tol), c(st.dup_tol),
+       *[ptr(o) for o in outs])
+    r_h, l_h, s_h = outs
+    err_r = np.abs(r_h - r_n)
+    if dt == np.float64:
+        # same operations in the same order: equal up to libm differences
+        assert err_r.max() < 1e-9, err_r.max()
+        np.testing.assert_allclose(l_h, l_n, rtol=1e-12)
+    else:
+        # float32: rounding may flip a backtracking test at a few pixels;
+        # the top candidate agrees everywhere but a handful of near-ties
+        good = err_r[0] < 1e-3
+        assert good.mean() > 0.97, (good.mean(), err_r.max())
+        np.testing.assert_allclose(l_h[0][good], l_n[0][good], rtol=1e-4)
+
+
+def _brute_force_profile(y, lut, r_grid, n_iter=100):
+    """``max_s log p(r, s)`` (eq. 9) on a grid of r, float64 NumPy: s by iterating eq. (11) to convergence."""
+    k = np.round((r_grid - lut.lo) / lut.step).astype(int)
+    sg = lut.val[k]  # (R, F)
+    n = lut.noise
+    yy = y.T[:, None, :]  # (P, 1, F)
+    s = np.maximum(((yy - n).sum(-1)) / sg.sum(-1)[None], 1e-10)  # (P, R)
+    for _ in range(n_iter):
+        q = s[..., None] * sg / (s[..., None] * sg + n)
+        rho = q * q
+        s = np.maximum((rho * (yy - n) / sg).sum(-1) / rho.sum(-1), 1e-10)
+    v = s[..., None] * sg + n
+    return -(yy / v + np.log(v)).sum(-1)  # (P, R)
+
+
+def test_search_finds_model_radius_and_global_maximum(disc_lut):
+    """Powers drawn from the model (5): the search finds the brute-force global
+    maximum of the profile likelihood (9), and the true r is among the top 3."""
+    rng = np.random.default_rng(5)
+    be = get_backend("cpu")
+    y, r_true = _model_powers(disc_lut, 400, rng, np.float64)
+    dl = device_lut(disc_lut, be, np.float64)
+    r, l, s = likelihood_search(y, dl, np.arange(1, 9), 1e-4, be)
+    assert np.all(np.diff(l, axis=0) <= 0)  # sorted by likelihood
+    assert np.all(np.isfinite(r)) and np.all(r >= 0) and np.all(r <= 8)
+    # true radius among the candidates where the model is identifiable
+    # (below r = 0.5 the pixelated disc is a delta; beyond ~5 px few filters see signal)
+    hit = (np.abs(r - r_true[None]) < 0.3).any(axis=0)
+    sel = (r_true >= 0.7) & (r_true <= 5.0)
+    sel[:5] = False
+    assert hit[sel].mean() > 0.85
+    # global maximum: compare with a brute-force grid search (r step 0.04)
+    grid = np.round(np.arange(0, 8.0001, 0.04), 6)
+    prof = _brute_force_profile(y[:, 5:65], disc_lut, grid)
+    best = prof.max(axis=1)
+    found = l[0, 5:65]
+    assert np.mean(found >= best - 0.05) > 0.9
+    r_bf = grid[prof.argmax(axis=1)]
+    assert np.mean((np.abs(r[:, 5:65] - r_bf[None]) < 0.1).any(axis=0)) > 0.9
+    print(f"hit {hit[sel].mean():.3f}, found>=brute-0.05: {np.mean(found >= best - 0.05):.3f}, max shortfall {np.max(best - found):.3g}")
+
+
+# ---------------------------------------------------------------------------
+# whole estimator
+# ---------------------------------------------------------------------------
+
+
+def _texture(n, seed):
+    """A texture whose horizontal derivative is white Gaussian (the model's prior, eq. 2)."""
+    rng = np.random.default_rng(seed)
+    t = np.cumsum(rng.normal(size=(n, n)), axis=1)
+    t -= t.mean(axis=1, keepdims=True)
+    return 0.5 + 0.4 * t / np.abs(t).max()
+
+
+@pytest.fixture(scope="module")
+def estimator_lownoise():
+    return BlurMapEstimator(noise=1e-6, labeling=None)
+
+
+@pytest.mark.parametrize("radius", [1.5, 3.0, 5.0])
+def test_recovers_uniform_disc_radius(backend, estimator_lownoise, radius):
+    rng = np.random.default_rng(int(radius * 10))
+    sharp = _texture(96, 0)
+    blurred = fftconvolve(sharp, psf.disc(radius), boundary="reflect") + rng.normal(0, 1e-3, sharp.shape)
+    res = estimator_lownoise.estimate(be_array(backend, blurred), return_candidates=True, backend=backend)
+    raw = to_host(res.raw_radius)
+    assert raw.dtype == np.float32 and raw.shape == (96, 96)
+    c = raw[24:-24, 24:-24]
+    assert abs(np.median(c) - radius) < 0.3
+    cand = to_host(res.candidates)[24:-24, 24:-24]
+    assert (np.abs(cand - radius) < 0.3).any(axis=-1).mean() > 0.9
+    p = to_host(res.likelihoods)
+    assert np.all(p[..., 0] == 1) and np.all((p >= 0) & (p <= 1))
+    assert np.all(np.isfinite(to_host(res.log_likelihoods)[..., 0]))
+
+
+def be_array(be, a):
+    return be.xp.asarray(a)
+
+
+def test_tiled_equals_untiled(backend):
+    rng = np.random.default_rng(7)
+    img = np.clip(_texture(150, 1)[:, :130] + 0.01 * rng.normal(size=(150, 130)), 0, 1)
+    kw = dict(window=21, noise=1e-5, labeling=None, fft_block=64, starts=(1, 4, 7))
+    big = BlurMapEstimator(memory_budget=1 << 30, **kw).estimate(img, return_candidates=True, backend=backend)
+    small = BlurMapEstimator(memory_budget=900_000, **kw).estimate(img, return_candidates=True, backend=backend)
+    assert big.info["tiles"] == 1
+    assert small.info["tiles"] > 4
+    for a, b in [(big.candidates, small.candidates), (big.log_likelihoods, small.log_likelihoods),
+                 (big.confidence, small.confidence)]:
+        np.testing.assert_array_equal(to_host(a), to_host(b))
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="smaller than the analysis window"):
+        estimate_blur_map(np.zeros((30, 60)), labeling=None, backend="cpu")
+    with pytest.raises(ValueError, match="window"):
+        BlurMapEstimator(window=40)
+    with pytest.raises(ValueError, match="NaN"):
+        estimate_blur_map(np.full((64, 64), np.nan), labeling=None, backend="cpu")
+    with pytest.raises(ValueError, match="labeling"):
+        BlurMapEstimator(labeling="graphcut")
+    with pytest.raises(ValueError, match="noise"):
+        BlurMapEstimator(noise=0)
+    with pytest.raises(ValueError, match="too small"):
+        estimate_blur_map(np.zeros((64, 64)), labeling=None, memory_budget=1000, backend="cpu")
+    with pytest.raises(ValueError, match="psf_family"):
+        BlurMapEstimator(psf_family="square")
+
+
+def test_flat_image_is_low_confidence_not_nan(backend):
+    est = BlurMapEstimator(window=21, labeling=None, max_radius=6.0)
+    img = be_array(backend, np.full((48, 50, 3), 0.4))
+    res = est.estimate(img, return_candidates=True, backend=backend)
+    r = to_host(res.radius)
+    assert np.all(r == 6.0)
+    assert np.all(to_host(res.confidence) == 0)
+    assert res.info["no_texture_pixels"] == 48 * 50
+    np.testing.assert_array_equal(to_host(res.likelihoods)[0, 0], [1, 0, 0])
+
+
+def test_rgb_uses_luminance_and_returns_callers_type(backend):
+    est = BlurMapEstimator(window=21, labeling=None, starts=(2, 5))
+    gray = _texture(48, 2)
+    rgb = np.repeat(gray[..., None], 3, axis=-1)
+    a = to_host(est.estimate(be_array(backend, gray), backend=backend))
+    b = est.estimate(be_array(backend, rgb), backend=backend)
+    assert type(b) is type(be_array(backend, rgb))
+    # luminance of a gray RGB equals the gray image up to float32 rounding;
+    # the search stops within tol_r = 1e-3 of a maximum (a flat likelihood
+    # may stop a little farther at a rare pixel)
+    d = np.abs(a - to_host(b))
+    assert np.mean(d < 1e-2) > 0.99 and np.median(d) < 1e-3
+
+
+def test_cli_writes_map_picture_candidates_and_mask(tmp_path):
+    from gpudeblur.cli import main
+    from gpudeblur.io import read_image, write_image
+
+    img = np.clip(_texture(64, 3), 0, 1)
+    rgb = np.repeat(img[..., None], 3, axis=-1).astype(np.float32)
+    src = tmp_path / "in.png"
+    write_image(src, rgb)
+    base = ["blurmap", str(src), "--window", "21", "--backend", "cpu", "--max-radius", "6"]
+    assert main(base + [str(tmp_path / "r.npy"), "--labeling", "none", "--candidates", str(tmp_path / "c.npz")]) == 0
+    r = np.load(tmp_path / "r.npy")
+    assert r.shape == (64, 64) and r.dtype == np.float32 and np.all((r >= 0) & (r <= 6))
+    c = np.load(tmp_path / "c.npz")
+    assert c["radius"].shape == (64, 64, 3) and c["likelihood"].shape == (64, 64, 3)
+    assert main(base + [str(tmp_path / "r.png"), "--labeling", "none", "--mask", str(tmp_path / "m.png")]) == 0
+    pic, _ = read_image(tmp_path / "r.png")
+    assert pic.shape[0] == 64 and pic.shape[1] > 64 and pic.shape[2] == 3  # map + colour bar
+    mask, _ = read_image(tmp_path / "m.png")
+    assert mask.shape[:2] == (64, 64) and set(np.unique(mask)) <= {0.0, 1.0}
+    # existing output without --overwrite: one-line error, status 2
+    assert main(base + [str(tmp_path / "r.npy"), "--labeling", "none"]) == 2
+
+
+@pytest.mark.parametrize("method", ["primal-dual", "alpha-expansion"])
+def test_labeling_integration(method):
+    pytest.importorskip("gpudeblur.blurmap.labeling")
+    img = _texture(48, 4)
+    est = BlurMapEstimator(window=21, labeling=method, max_radius=4.0, backend="cpu")
+    res = est.estimate(img, return_candidates=True)
+    r = to_host(res.radius)
+    assert r.dtype == np.float32 and r.shape == (48, 48)
+    # labels are {0, 0.1, ..., max_radius} (Sec. IV)
+    np.testing.assert_allclose(r * 10, np.round(r * 10), atol=1e-4)
+    assert r.min() >= 0 and r.max() <= 4.0 + 1e-6
+    assert np.isfinite(res.info["labeling"]["energy"])
+    mask, info = est.segment(img, candidates=res, method="min-cut")
+    assert to_host(mask).dtype == bool and to_host(mask).shape == (48, 48)
