@@ -49,12 +49,17 @@ class Timing:
     """Wall-clock seconds of the timed repeats (warm-up excluded)."""
 
     times: list[float] = field(default_factory=list)
+    cpu_times: list[float] = field(default_factory=list)  # process CPU seconds (all threads) per repeat
     warmup_s: float | None = None
     note: str = ""
 
     @property
     def median(self) -> float:
         return statistics.median(self.times) if self.times else math.nan
+
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu_times) if self.cpu_times else math.nan
 
     @property
     def best(self) -> float:
@@ -70,6 +75,8 @@ class Timing:
             "min_s": self.best,
             "repeats": self.repeats,
             "times_s": self.times,
+            "cpu_median_s": self.cpu_median,
+            "cpu_times_s": self.cpu_times,
             "warmup_s": self.warmup_s,
             "note": self.note,
         }
@@ -88,6 +95,10 @@ def time_call(
     min_repeats: int = 1,
 ) -> tuple[Timing, object]:
     """Time ``fn()`` between device synchronizations; return ``(Timing, last result)``.
+
+    Besides wall time, the process CPU time of each repeat (all threads) is
+    kept: on a machine shared with other jobs it tells how much work a call
+    did, independent of how long it waited for a core.
 
     Parameters
     ----------
@@ -120,10 +131,12 @@ def time_call(
     spent = 0.0
     for k in range(max(1, repeats)):
         sync()
+        c0 = time.process_time()
         t0 = time.perf_counter()
         out = fn()
         sync()
         dt = time.perf_counter() - t0
+        timing.cpu_times.append(time.process_time() - c0)
         timing.times.append(dt)
         spent += dt
         if k + 1 >= min_repeats and spent >= budget_s:
@@ -222,8 +235,42 @@ def machine_info(gpu_name: str | None = None, extra_modules: Sequence[str] = ())
         "date_utc": now.strftime("%Y-%m-%d %H:%M:%S"),
         "commit": git_commit(),
         "versions": {m: _version(m) for m in mods},
-        "env": {k: os.environ[k] for k in ("GPUDEBLUR_CPU_WORKERS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS") if k in os.environ},
+        "env": {k: os.environ[k] for k in _ENV_KEYS if k in os.environ},
+        "loadavg_start": _loadavg(),
     }
+
+
+_ENV_KEYS = (
+    "GPUDEBLUR_BACKEND",
+    "GPUDEBLUR_CPU_WORKERS",
+    "OMP_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "GOMP_SPINCOUNT",
+    "NUMBA_NUM_THREADS",
+    "NUMBA_THREADING_LAYER",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+)
+
+
+def _loadavg() -> list[float] | None:
+    """1/5/15-minute load averages (other processes compete for the CPU)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def finish_machine_info(info: dict) -> dict:
+    """Add what is only known after the run: load average, Numba threading layer."""
+    info["loadavg_end"] = _loadavg()
+    try:
+        import numba  # noqa: PLC0415
+
+        info["numba_threading_layer"] = numba.threading_layer()
+    except Exception:  # no parallel Numba function has run
+        info["numba_threading_layer"] = None
+    return info
 
 
 def _slug(s: str) -> str:
@@ -275,6 +322,10 @@ def machine_markdown(info: dict) -> str:
         f"- date (UTC): {info['date_utc']}, commit `{info['commit']}`",
         f"- versions: {v}",
     ]
+    if info.get("loadavg_start") is not None:
+        lines.append(f"- load average (1/5/15 min) at start {info['loadavg_start']}, at end {info.get('loadavg_end')}")
+    if info.get("numba_threading_layer"):
+        lines.append(f"- Numba threading layer: {info['numba_threading_layer']}")
     if info.get("env"):
         lines.append("- env: " + ", ".join(f"{k}={val}" for k, val in info["env"].items()))
     return "\n".join(lines)
@@ -292,13 +343,26 @@ def _json_default(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
+def _finite(o):
+    """NaN/inf → None (strict JSON)."""
+    if isinstance(o, Timing):
+        o = o.as_dict()
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if isinstance(o, (float, np.floating)) and not math.isfinite(float(o)):
+        return None
+    return o
+
+
 def write_results(out_dir: str | Path, stem: str, payload: dict, markdown: str) -> tuple[Path, Path]:
     """Write ``<stem>.json`` and ``<stem>.md`` into ``out_dir``; return both paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pj = out_dir / f"{stem}.json"
     pm = out_dir / f"{stem}.md"
-    pj.write_text(json.dumps(payload, indent=2, default=_json_default, allow_nan=True) + "\n")
+    pj.write_text(json.dumps(_finite(payload), indent=2, default=_json_default, allow_nan=False) + "\n")
     pm.write_text(markdown.rstrip() + "\n")
     return pj, pm
 

@@ -144,6 +144,7 @@ class BlurOperator:
         self.pad = (_pad_widths(M, kh, boundary, extra_pad), _pad_widths(N, kw, boundary, extra_pad))
         self.grid_shape = (M + sum(self.pad[0]), N + sum(self.pad[1]))
         self.otf = psf2otf(self.psf, self.grid_shape, be, self.dtype)
+        self._otf_conj = None
         self._abs2 = None
 
     # -- grid <-> image ---------------------------------------------------
@@ -187,18 +188,42 @@ class BlurOperator:
         sigma = max(2.0, 0.5 * min(max(t, b), max(l, r)) if min(t + b, l + r) > 0 else 2.0)
         g = _gaussian_otf(self.grid_shape, sigma, xp, self.dtype)
         kw = self.be.fft_kwargs()
-        smooth = fft.irfft2(fft.rfft2(ext, **kw) * g, s=self.grid_shape, **kw)
-        return (w * ext + (1 - w) * smooth).astype(self.dtype, copy=False)
+        smooth = fft.irfft2(fft.rfft2(ext, **kw) * g, s=self.grid_shape, **kw).astype(self.dtype, copy=False)
+        # w·ext + (1 − w)·smooth as ext += (1 − w)·(smooth − ext): in place,
+        # and exact (ext unchanged) where w = 1, i.e. on the image itself
+        smooth -= ext
+        smooth *= 1 - w
+        ext += smooth
+        return ext
 
     # -- operators on the grid --------------------------------------------
+    def irfft2(self, spec):
+        """Inverse real FFT of a grid spectrum; ``spec`` is overwritten.
+
+        On the CPU this runs as two 1-D passes: an in-place complex inverse
+        FFT down the columns, then the complex-to-real pass along the rows.
+        ``scipy.fft.irfft2`` allocates a hidden full-size complex temporary
+        (even with ``overwrite_x=True``); for batched RGB grids that buffer is
+        larger than glibc's mmap threshold, so every call page-faults it in
+        afresh, which cost ~40 % of the call (bench/README.md).
+        """
+        fft = self.be.fft
+        kw = self.be.fft_kwargs()
+        if self.be.name == "cpu":
+            spec = fft.ifft(spec, axis=-2, overwrite_x=True, **kw)
+            return fft.irfft(spec, n=self.grid_shape[1], axis=-1, **kw)
+        return fft.irfft2(spec, s=self.grid_shape, overwrite_x=True, **kw)
+
     def _apply(self, x, transfer):
         fft = self.be.fft
         kw = self.be.fft_kwargs()
         if self.boundary == "zero":
             # linear convolution: zero-pad, circular on the grid, crop back
-            y = fft.irfft2(fft.rfft2(self.be.xp.pad(x, ((0, 0),) + self.pad), **kw) * transfer, s=self.grid_shape, **kw)
-            return self.crop(y)
-        return fft.irfft2(fft.rfft2(x, **kw) * transfer, s=self.grid_shape, **kw)
+            x = self.be.xp.pad(x, ((0, 0),) + self.pad)
+        spec = fft.rfft2(x, **kw)
+        spec *= transfer  # in place: no second spectrum-sized array
+        y = self.irfft2(spec)
+        return self.crop(y) if self.boundary == "zero" else y
 
     def forward(self, x):
         """``H x`` (convolution)."""
@@ -206,7 +231,9 @@ class BlurOperator:
 
     def adjoint(self, x):
         """``Hᵀ x`` (correlation)."""
-        return self._apply(x, self.otf.conj())
+        if self._otf_conj is None:
+            self._otf_conj = self.otf.conj()
+        return self._apply(x, self._otf_conj)
 
     @property
     def otf_abs2(self):

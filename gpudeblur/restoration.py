@@ -361,8 +361,8 @@ def richardson_lucy(
     nxt = xp.empty_like(y)
     for i in range(num_iter):
         est = op.forward(x)
-        kern.rl_ratio(y, est.astype(p.dtype, copy=False), ratio, eps)
-        corr = op.adjoint(ratio).astype(p.dtype, copy=False)
+        kern.rl_ratio(y, est, ratio, eps)
+        corr = op.adjoint(ratio)
         if tv_weight > 0:
             kern.rl_tv_update(x, corr, nxt, t(tv_weight), t(_TV_EPS))
             x, nxt = nxt, x
@@ -464,7 +464,9 @@ def admm_tv(
     for i in range(num_iter):
         if i:
             kern.admm_tv_rhs(hty, wx, wy, rhs, t(rho))
-        x = fft.irfft2(fft.rfft2(rhs, **kw) / denom, s=shape, **kw).astype(p.dtype, copy=False)
+        spec = fft.rfft2(rhs, **kw)
+        spec /= denom
+        x = op.irfft2(spec)
         kern.admm_tv_dual(x, ux, uy, wx, wy, t(lam / rho), isotropic)
         if callback is not None:
             callback(i)
