@@ -305,7 +305,10 @@ def test_flat_image_is_low_confidence_not_nan(backend):
     assert np.all(r == 6.0)
     assert np.all(to_host(res.confidence) == 0)
     assert res.info["no_texture_pixels"] == 48 * 50
-    np.testing.assert_array_equal(to_host(res.likelihoods)[0, 0], [1, 0, 0])
+    np.testing.assert_array_equal(to_host(res.likelihoods)[0, 0], [0, 0, 0])
+    # with labeling: uniform data cost, still finite everywhere
+    lab = BlurMapEstimator(window=21, labeling="primal-dual", max_radius=6.0).estimate(img, backend=backend)
+    assert np.isfinite(to_host(lab)).all()
 
 
 def test_rgb_uses_luminance_and_returns_callers_type(backend):

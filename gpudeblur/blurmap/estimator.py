@@ -30,9 +30,10 @@ un-normalized ``log p̂ = -Σ_i (|g_i^∇|²/v_i + log v_i)`` (``v_i = ŝ σ_i²
 σ_ni²``, the constant ``-F log π`` dropped).
 
 Pixels without texture (``ŝ`` at its floor: the responses do not exceed
-the noise spectrum) carry no blur information: their radius is set to
-``max_radius`` (``r̂ = (max_radius,)*3, p̂ = (1, 0, 0)``) and their
-``confidence`` is 0. ``confidence = ŝ Σσ_i²(r̂) / (ŝ Σσ_i²(r̂) + Σσ_ni²)`` is the
+the noise spectrum) carry no blur information: their raw radius is set to
+``max_radius`` (``r̂ = (max_radius,)*3``) with ``p̂ = (0, 0, 0)``, so the
+coherent labeling gives them a uniform data cost and fills them from their
+neighbours, and their ``confidence`` is 0. ``confidence = ŝ Σσ_i²(r̂) / (ŝ Σσ_i²(r̂) + Σσ_ni²)`` is the
 fraction of the expected response power explained by the signal.
 """
 
@@ -332,7 +333,7 @@ class BlurMapEstimator:
         conf = (sig / (sig + dt.type(nsum))).astype(dt, copy=False)
         rmax = dt.type(self.lut.lo + self.lut.step * (self.lut.nr - 1))
         r_c = xp.where(flat[None], rmax, r_all)
-        p = xp.where(flat[None], xp.asarray([1, 0, 0], dtype=dt)[:, None, None], p)
+        p = xp.where(flat[None], dt.type(0), p)  # no information: uniform data cost in the labeling
         conf = xp.where(flat, dt.type(0), conf)
         info["no_texture_pixels"] = int(flat.sum())
         raw = r_c[0]
