@@ -43,7 +43,7 @@ _LAZY = {
     "spatially_varying": ("gpudeblur.spatially_varying", None),
     "estimate_blur_map": ("gpudeblur.blurmap", "estimate_blur_map"),
     "BlurMapEstimator": ("gpudeblur.blurmap", "BlurMapEstimator"),
-    "segment_in_focus": ("gpudeblur.blurmap.labeling", "segment_in_focus"),
+    "segment_in_focus": ("gpudeblur.blurmap", "segment_in_focus"),
     "deconvolve_spatially_varying": ("gpudeblur.spatially_varying", "deconvolve_spatially_varying"),
     "blind_deblur_layer": ("gpudeblur.blind", "blind_deblur_layer"),
     "AllInFocus": ("gpudeblur.allinfocus", "AllInFocus"),

@@ -7,6 +7,15 @@ and noise spectra, fit and LUTs, eqs. 6, 7, 12) and :mod:`.likelihood`
 """
 
 from .estimator import BlurMapEstimator, BlurMapResult, estimate_blur_map
+from .labeling import (
+    coherent_labeling,
+    data_cost_from_candidates,
+    edge_weights,
+    labeling_energy,
+    segment_in_focus,
+    solve_binary,
+    solve_multilabel,
+)
 from .gabor import GaborBank, gabor_bank
 from .likelihood import SearchSettings
 from .spectra import BlurSpectrumLUT, PSFCalibration, build_lut
@@ -19,6 +28,13 @@ __all__ = [
     "PSFCalibration",
     "SearchSettings",
     "build_lut",
+    "coherent_labeling",
+    "data_cost_from_candidates",
+    "edge_weights",
+    "labeling_energy",
+    "segment_in_focus",
+    "solve_binary",
+    "solve_multilabel",
     "estimate_blur_map",
     "gabor_bank",
 ]

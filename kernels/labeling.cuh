@@ -1,0 +1,149 @@
+// Per-pixel math of the lifted primal-dual labeling solver
+// (gpudeblur/blurmap/labeling.py, method 'primal-dual').
+//
+// The lifted primal variable of a pixel is the column u_k = [l >= k],
+// k = 1..K (K = L - 1 labels steps), relaxed to
+//     1 >= u_1 >= u_2 >= ... >= u_K >= 0.
+// Arrays are label-major (K, M, N), C-contiguous: the K entries of one pixel
+// are `stride` = M * N apart, so adjacent threads touch adjacent pixels.
+// Called by the __global__ wrappers in labeling.cu and by the host shim in
+// tests/shims/labeling.cu; the Numba twin is
+// gpudeblur/blurmap/_numba_labeling.py.
+#pragma once
+#include "common.cuh"
+
+namespace gd {
+
+// Primal step of one pixel of the lifted labeling problem:
+//     u_new = argmin_{v in C} ||v - (u - tau * G)||^2,
+//     C = {1 >= v_1 >= ... >= v_K >= 0},
+// i.e. the projection onto the monotone cone (pool-adjacent-violators,
+// non-increasing isotonic regression, uniform weights) followed by a clip
+// to [0, 1] (which keeps the result the projection onto C); then
+//     ubar = 2 u_new - u_old   (over-relaxation of Chambolle-Pock).
+// u is overwritten with u_new. G and ubar serve as scratch for the PAVA
+// blocks (block mean in G[b], block size in ubar[b], b <= k: every entry is
+// read before it is overwritten), so no per-thread arrays are needed and K
+// is unbounded. Block sizes are stored as T (exact up to 2^24).
+template <typename T>
+GD_HD void lifted_primal_at(T* u, T* G, T* ubar, long long stride, int K, T tau) {
+    int nb = 0;
+    for (int k = 0; k < K; ++k) {
+        T val = u[k * stride] - tau * G[k * stride];
+        T w = T(1);
+        while (nb > 0 && G[(long long)(nb - 1) * stride] < val) {
+            T pw = ubar[(long long)(nb - 1) * stride];
+            val = (G[(long long)(nb - 1) * stride] * pw + val * w) / (pw + w);
+            w += pw;
+            --nb;
+        }
+        G[(long long)nb * stride] = val;
+        ubar[(long long)nb * stride] = w;
+        ++nb;
+    }
+    int k = K;
+    for (int b = nb - 1; b >= 0; --b) {
+        T val = G[(long long)b * stride];
+        int w = (int)ubar[(long long)b * stride];
+        val = gd_min(gd_max(val, T(0)), T(1));
+        for (int i = 0; i < w; ++i) {
+            --k;
+            T old = u[(long long)k * stride];
+            u[(long long)k * stride] = val;
+            ubar[(long long)k * stride] = T(2) * val - old;
+        }
+    }
+}
+
+// Edge directions, as EDGE_OFFSETS in labeling.py: edge d joins pixel
+// (i, j) and (i + di, j + dj). d < E (E = 4: 8 neighbours, E = 2: 4).
+GD_HD void edge_offset(int d, int* di, int* dj) {
+    switch (d) {
+        case 0: *di = 0; *dj = 1; break;
+        case 1: *di = 1; *dj = 0; break;
+        case 2: *di = 1; *dj = 1; break;
+        default: *di = 1; *dj = -1; break;
+    }
+}
+
+// Dual step of the lifted edge variables at label step k, pixel (i, j):
+//     p[d, k, i, j] <- clip(p + sigma (ubar[k, i+di, j+dj] - ubar[k, i, j]), +-W[d, i, j] delta[k])
+// (0 where the neighbour is outside the image). p: (E, K, M, N),
+// ubar: (K, M, N), W: (E, M, N), delta: (K,).
+template <typename T>
+GD_HD void lifted_dual_at(const T* ubar, T* p, const T* W, const T* delta, int k, int i, int j, int K, int M,
+                          int N, int E, T sigma) {
+    const long long plane = (long long)M * N;
+    const long long x = (long long)i * N + j;
+    const T uc = ubar[(long long)k * plane + x];
+    const T dk = delta[k];
+    for (int d = 0; d < E; ++d) {
+        int di, dj;
+        edge_offset(d, &di, &dj);
+        const int i2 = i + di, j2 = j + dj;
+        const long long idx = ((long long)d * K + k) * plane + x;
+        if (i2 < M && j2 >= 0 && j2 < N) {
+            const T b = W[(long long)d * plane + x] * dk;
+            const T v = p[idx] + sigma * (ubar[(long long)k * plane + (long long)i2 * N + j2] - uc);
+            p[idx] = gd_min(gd_max(v, -b), b);
+        } else {
+            p[idx] = T(0);
+        }
+    }
+}
+
+// Fused primal step of pixel (i, j): the same projection as
+// lifted_primal_at, with G = c + K^T p computed on the fly,
+//     G_k = c_k - sum_d p[d, k, x] + sum_d p[d, k, x - off_d],
+// and the pixel's term of the dual bound written to *lb:
+//     min(0, min_k sum_{j <= k} G_j).
+// u, ubar, scratch, c: (K, M, N); p: (E, K, M, N). scratch holds the PAVA
+// block means, ubar the block sizes (then 2 u_new - u_old).
+template <typename T>
+GD_HD void lifted_primal_fused_at(T* u, T* ubar, T* scratch, const T* c, const T* p, int i, int j, int K, int M,
+                                  int N, int E, T tau, T* lb) {
+    const long long plane = (long long)M * N;
+    const long long x = (long long)i * N + j;
+    int nb = 0;
+    T prefix = T(0), minpref = T(0);
+    for (int k = 0; k < K; ++k) {
+        T G = c[(long long)k * plane + x];
+        for (int d = 0; d < E; ++d) {
+            int di, dj;
+            edge_offset(d, &di, &dj);
+            const long long base = ((long long)d * K + k) * plane;
+            G -= p[base + x];
+            const int i0 = i - di, j0 = j - dj;
+            if (i0 >= 0 && j0 >= 0 && j0 < N) G += p[base + (long long)i0 * N + j0];
+        }
+        prefix += G;
+        minpref = gd_min(minpref, prefix);
+        T val = u[(long long)k * plane + x] - tau * G;
+        T w = T(1);
+        while (nb > 0 && scratch[(long long)(nb - 1) * plane + x] < val) {
+            const T pw = ubar[(long long)(nb - 1) * plane + x];
+            val = (scratch[(long long)(nb - 1) * plane + x] * pw + val * w) / (pw + w);
+            w += pw;
+            --nb;
+        }
+        scratch[(long long)nb * plane + x] = val;
+        ubar[(long long)nb * plane + x] = w;
+        ++nb;
+    }
+    *lb = minpref;
+    int k = K;
+    for (int b = nb - 1; b >= 0; --b) {
+        T val = scratch[(long long)b * plane + x];
+        const int w = (int)ubar[(long long)b * plane + x];
+        val = gd_min(gd_max(val, T(0)), T(1));
+        for (int q = 0; q < w; ++q) {
+            --k;
+            const long long o = (long long)k * plane + x;
+            const T old = u[o];
+            u[o] = val;
+            ubar[o] = T(2) * val - old;
+        }
+    }
+}
+
+}  // namespace gd

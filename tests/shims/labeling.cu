@@ -1,0 +1,29 @@
+// Host build of kernels/labeling.cuh for tests/test_labeling.py: a plain
+// loop over pixels calling the same __host__ __device__ function as the
+// CUDA kernel in kernels/labeling.cu.
+#include "labeling.cuh"
+
+#define SHIM(T, S)                                                                                   \
+    extern "C" void lifted_primal_##S(T* u, T* G, T* ubar, const T* tau, long long npix, int K) {    \
+        for (long long x = 0; x < npix; ++x) gd::lifted_primal_at(u + x, G + x, ubar + x, npix, K, tau[x]); \
+    }
+
+#define SHIM2(T, S)                                                                                  \
+    extern "C" void lifted_dual_##S(const T* ubar, T* p, const T* W, const T* delta, int K, int M, int N, int E, \
+                                    T sigma) {                                                       \
+        for (int k = 0; k < K; ++k)                                                                  \
+            for (int i = 0; i < M; ++i)                                                              \
+                for (int j = 0; j < N; ++j) gd::lifted_dual_at(ubar, p, W, delta, k, i, j, K, M, N, E, sigma); \
+    }                                                                                                \
+    extern "C" void lifted_primal_fused_##S(T* u, T* ubar, T* scratch, const T* c, const T* p, const T* tau, \
+                                            T* lb, int K, int M, int N, int E) {                     \
+        for (int i = 0; i < M; ++i)                                                                  \
+            for (int j = 0; j < N; ++j)                                                              \
+                gd::lifted_primal_fused_at(u, ubar, scratch, c, p, i, j, K, M, N, E, tau[(long long)i * N + j], \
+                                           lb + (long long)i * N + j);                               \
+    }
+
+SHIM(float, f32)
+SHIM(double, f64)
+SHIM2(float, f32)
+SHIM2(double, f64)

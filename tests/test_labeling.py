@@ -1,0 +1,495 @@
+"""Coherent blur-map labeling and in-focus segmentation (Zhu et al. 2013, eq. 14-18).
+
+References used here: brute-force enumeration of every labeling (tiny
+problems), the exact Ishikawa min cut (PyMaxflow) for the primal-dual
+solver, plain-loop re-implementations of the edge weights, of p~ and of the
+energy, an O(K^3) min-max formula for the isotonic projection of the custom
+kernel, and a host build of ``kernels/labeling.cuh``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+
+import numpy as np
+import pytest
+
+from conftest import build_host_shim, ptr, to_host
+from gpudeblur.blurmap import labeling as lb
+
+
+def _xp(backend, a):
+    return backend.xp.asarray(a)
+
+
+# ---------------------------------------------------------------------------
+# test problems
+# ---------------------------------------------------------------------------
+
+
+def planted_problem(M=40, N=40, seed=0, hole_frac=0.25, lost_frac=0.04, flat_frac=0.03):
+    """Piecewise-constant true radius map with noisy top-3 candidates.
+
+    Holes: the top-1 candidate is wrong and the truth is the 2nd candidate;
+    'lost' pixels have no candidate near the truth; 'flat' pixels have all
+    likelihoods zero. The image's colors follow the radius regions.
+    """
+    rng = np.random.default_rng(seed)
+    ii, jj = np.mgrid[:M, :N]
+    true = np.where((ii - M / 2) ** 2 + (jj - N / 2) ** 2 < (M / 3) ** 2, 1.0, 5.0)
+    true[: M // 4, :] = 3.0
+    img = np.stack([true / 8, 0.5 - true / 16, np.full_like(true, 0.3)], axis=-1)
+    img = np.clip(img + rng.normal(0, 0.01, img.shape), 0, 1)
+    r = np.empty((M, N, 3))
+    p = np.empty((M, N, 3))
+    r[..., 0] = true + rng.normal(0, 0.15, (M, N))
+    p[..., 0] = 1.0
+    r[..., 1] = rng.uniform(0, 8, (M, N))
+    p[..., 1] = rng.uniform(0.1, 0.6, (M, N))
+    r[..., 2] = rng.uniform(0, 8, (M, N))
+    p[..., 2] = rng.uniform(0.01, 0.1, (M, N))
+    holes = rng.random((M, N)) < hole_frac
+    wrong = rng.uniform(0, 8, (M, N))
+    r[holes, 1] = r[holes, 0]
+    r[holes, 0] = wrong[holes]
+    p[holes, 1] = 0.5
+    lost = rng.random((M, N)) < lost_frac
+    r[lost, 0] = wrong[lost]
+    r[lost, 1] = rng.uniform(0, 8, int(lost.sum()))
+    flat = rng.random((M, N)) < flat_frac
+    p[flat] = 0.0
+    return r, p, img, true
+
+
+def random_problem(M, N, L, seed, sigma=0.3):
+    rng = np.random.default_rng(seed)
+    D = rng.uniform(0, 10, (M, N, L))
+    img = rng.uniform(0, 1, (M, N, 3))
+    W = lb.edge_weights(img, 20.0, sigma)
+    return D, W
+
+
+# ---------------------------------------------------------------------------
+# building blocks
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("connectivity", [8, 4])
+def test_edge_weights_match_loop(connectivity):
+    rng = np.random.default_rng(3)
+    img = rng.uniform(0, 1, (5, 6, 3))
+    W = lb.edge_weights(img, 20.0, 0.3, connectivity=connectivity, diagonal_scale=0.5)
+    assert W.shape == ((4 if connectivity == 8 else 2), 5, 6)
+    ref = np.zeros(W.shape)
+    for d, (di, dj) in enumerate(lb.EDGE_OFFSETS[: W.shape[0]]):
+        for i in range(5):
+            for j in range(6):
+                if 0 <= i + di < 5 and 0 <= j + dj < 6:
+                    diff = img[i, j] - img[i + di, j + dj]
+                    ref[d, i, j] = 20.0 * np.exp(-(diff @ diff) / (2 * 0.3**2)) * (0.5 if d >= 2 else 1.0)
+    assert W.dtype == np.float32
+    np.testing.assert_allclose(W, ref, rtol=2e-6, atol=0)
+    W64 = lb.edge_weights(img, 20.0, 0.3, connectivity=connectivity, diagonal_scale=0.5, dtype=np.float64)
+    np.testing.assert_allclose(W64, ref, rtol=1e-12, atol=0)
+
+
+def test_candidate_likelihood_matches_paper_steps():
+    """p~: place p^ at the nearest label, convolve with kappa, normalize (§III-B)."""
+    labels = lb.default_labels()
+    r = np.zeros((2, 2, 3))
+    p = np.zeros((2, 2, 3))
+    r[0, 0] = [2.03, 5.0, 7.96]
+    p[0, 0] = [1.0, 0.5, 0.01]
+    P = lb.candidate_likelihood(r, p, labels, dtype=np.float64)
+    assert P.shape == (2, 2, labels.size)
+    arr = np.zeros(labels.size)
+    arr[20], arr[50], arr[80] = 1.0, 0.5, 0.01
+    ref = np.convolve(arr, np.array(lb.KAPPA), mode="same")
+    ref /= ref.sum()
+    np.testing.assert_allclose(P[0, 0], ref, rtol=1e-12, atol=1e-300)
+    # pixels without candidates: uniform
+    np.testing.assert_allclose(P[1, 1], 1.0 / labels.size)
+    # scale of p^ does not matter; log-likelihood input gives the same p~
+    P2 = lb.candidate_likelihood(r, p * 1e-200, labels, dtype=np.float64)
+    np.testing.assert_allclose(P2[0, 0], ref, rtol=1e-12, atol=1e-300)
+    with np.errstate(divide="ignore"):
+        P3 = lb.candidate_likelihood(r, np.log(p) - 900.0, labels, log_likelihood=True, dtype=np.float64)
+    np.testing.assert_allclose(P3[0, 0], ref, rtol=1e-12, atol=1e-300)
+
+
+def test_data_cost_all_zero_likelihood_no_nan(backend):
+    M, N = 12, 10
+    r = np.random.default_rng(0).uniform(0, 8, (M, N, 3))
+    p = np.zeros((M, N, 3))
+    D = to_host(lb.data_cost_from_candidates(_xp(backend, r), _xp(backend, p)))
+    assert np.isfinite(D).all()
+    np.testing.assert_allclose(D, np.log(81), rtol=1e-6)
+    img = np.random.default_rng(1).uniform(0, 1, (M, N, 3))
+    for method in ("primal-dual", "exact"):
+        rm, info = lb.coherent_labeling(_xp(backend, r), _xp(backend, p), _xp(backend, img), method=method)
+        assert np.isfinite(to_host(rm)).all() and np.isfinite(info["energy"])
+    # NaN candidates are ignored, not propagated
+    r[0, 0, 0] = np.nan
+    D = to_host(lb.data_cost_from_candidates(_xp(backend, r), _xp(backend, p + 1.0)))
+    assert np.isfinite(D).all()
+
+
+def test_labeling_energy_matches_loop():
+    rng = np.random.default_rng(5)
+    M, N, L = 4, 5, 6
+    D = rng.uniform(0, 3, (M, N, L))
+    W = lb.edge_weights(rng.uniform(0, 1, (M, N)), 2.0, 0.2)
+    vals = np.sort(rng.uniform(0, 4, L))
+    lab = rng.integers(0, L, (M, N))
+    e = sum(D[i, j, lab[i, j]] for i in range(M) for j in range(N))
+    for d, (di, dj) in enumerate(lb.EDGE_OFFSETS):
+        for i in range(M):
+            for j in range(N):
+                if 0 <= i + di < M and 0 <= j + dj < N:
+                    e += W[d, i, j] * abs(vals[lab[i, j]] - vals[lab[i + di, j + dj]])
+    assert lb.labeling_energy(lab, D, W, vals) == pytest.approx(e, rel=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# exactness against brute force
+# ---------------------------------------------------------------------------
+
+
+def _brute_force(D, W, vals):
+    """Minimum energy over all L^(M N) labelings (vectorized enumeration)."""
+    M, N, L = D.shape
+    vals = np.asarray(vals, dtype=np.float64)
+    labs = np.array(list(itertools.product(range(L), repeat=M * N))).reshape(-1, M, N)
+    e = np.take_along_axis(np.broadcast_to(D, (labs.shape[0],) + D.shape), labs[..., None], axis=-1)[..., 0]
+    e = e.sum(axis=(1, 2))
+    r = vals[labs]
+    for d, (di, dj) in enumerate(lb.EDGE_OFFSETS):
+        for i in range(M):
+            for j in range(N):
+                if 0 <= i + di < M and 0 <= j + dj < N:
+                    e = e + W[d, i, j] * np.abs(r[:, i, j] - r[:, i + di, j + dj])
+    k = int(np.argmin(e))
+    assert lb.labeling_energy(labs[k], D, W, vals) == pytest.approx(e[k], rel=1e-12)
+    return float(e[k])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_exact_solvers_match_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    D = rng.uniform(0, 5, (3, 3, 3))
+    W = lb.edge_weights(rng.uniform(0, 1, (3, 3, 3)), 3.0, 0.4, dtype=np.float64)
+    vals = np.array([0.0, 0.7, 2.0])  # non-uniform steps
+    best = _brute_force(D, W, vals)
+    _, info = lb.solve_multilabel(D, W, vals, "exact")
+    assert info["energy"] == pytest.approx(best, rel=1e-9)
+    _, info = lb.solve_multilabel(D, W, vals, "alpha-expansion")
+    assert best - 1e-9 <= info["energy"] <= 2 * best  # factor-2 bound of expansion moves for |r_x - r_v|
+    _, info = lb.solve_multilabel(D, W, vals, "primal-dual", tol=1e-6)
+    assert info["energy"] == pytest.approx(best, rel=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_min_cut_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    U = rng.uniform(0, 5, (3, 3, 2))
+    W = lb.edge_weights(rng.uniform(0, 1, (3, 3, 3)), 4.0, 0.5, dtype=np.float64)
+    best = _brute_force(U, W, np.array([0.0, 1.0]))
+    mask, info = lb.solve_binary(U, W, "min-cut")
+    assert mask.dtype == bool
+    assert info["energy"] == pytest.approx(best, rel=1e-9)
+    assert lb.labeling_energy(mask.astype(int), U, W, [0, 1]) == pytest.approx(best, rel=1e-9)
+
+
+# ---------------------------------------------------------------------------
+# primal-dual against the exact reference
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_primal_dual_within_1pct_random(backend, seed):
+    vals = lb.default_labels()
+    D, W = random_problem(16, 16, vals.size, seed)
+    _, ref = lb.solve_multilabel(D, W, vals, "exact")
+    lab, info = lb.solve_multilabel(_xp(backend, D), _xp(backend, W), vals, "primal-dual")
+    e = lb.labeling_energy(to_host(lab), D, W, vals)
+    assert e == pytest.approx(info["energy"], rel=1e-5)
+    assert e <= ref["energy"] * 1.01
+    # the dual bound is a valid lower bound on the optimum
+    assert info["lower_bound"] <= ref["energy"] * (1 + 1e-5)
+
+
+def test_primal_dual_within_1pct_structured(backend):
+    r, p, img, _ = planted_problem()
+    _, ref = lb.coherent_labeling(r, p, img, method="exact")
+    _, alpha = lb.coherent_labeling(r, p, img, method="alpha-expansion")
+    rm, info = lb.coherent_labeling(_xp(backend, r), _xp(backend, p), _xp(backend, img), method="primal-dual")
+    assert info["method"] == "primal-dual" and info["iterations"] >= 1
+    assert ref["energy"] - 1e-6 * ref["energy"] <= alpha["energy"]
+    assert info["energy"] <= ref["energy"] * 1.01
+    assert info["lower_bound"] <= ref["energy"] * (1 + 1e-5)
+    rm = to_host(rm)
+    assert rm.dtype == np.float32 and rm.shape == img.shape[:2]
+
+
+def test_planted_labeling_fixes_holes(backend):
+    r, p, img, true = planted_problem(seed=4)
+    top1 = r[..., 0]
+    err_top1 = np.abs(top1 - true).mean()
+    for method in ("primal-dual", "exact", "alpha-expansion"):
+        rm, _ = lb.coherent_labeling(_xp(backend, r), _xp(backend, p), _xp(backend, img), method=method)
+        err = np.abs(to_host(rm) - true).mean()
+        assert err < 0.1 * err_top1, (method, err, err_top1)
+
+
+# ---------------------------------------------------------------------------
+# binary segmentation
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_binary_primal_dual_equals_min_cut(backend, seed):
+    rng = np.random.default_rng(seed)
+    U = rng.uniform(0, 10, (24, 24, 2))
+    W = lb.edge_weights(rng.uniform(0, 1, (24, 24, 3)), 20.0, 0.5)
+    _, ref = lb.solve_binary(U, W, "min-cut")
+    mask, info = lb.solve_binary(_xp(backend, U), _xp(backend, W), "primal-dual", tol=1e-6)
+    assert info["energy"] <= ref["energy"] * (1 + 1e-6)
+    assert to_host(mask).dtype == bool
+    # difference form of the unary gives the same problem
+    _, info2 = lb.solve_binary(U[..., 1] - U[..., 0], W, "min-cut")
+    assert info2["energy"] + U[..., 0].sum() == pytest.approx(ref["energy"], rel=1e-9)
+
+
+def test_segment_in_focus(backend):
+    r, p, img, true = planted_problem(seed=2)
+    sharp = true < 2.0
+    rng = np.random.default_rng(0)
+    noisy = np.clip(true + rng.normal(0, 0.8, true.shape), 0, 8)
+    masks = {}
+    for method in ("min-cut", "primal-dual"):
+        mask, info = lb.segment_in_focus(_xp(backend, noisy), _xp(backend, img), method=method)
+        masks[method] = (to_host(mask), info["energy"])
+    (m_ref, e_ref), (m_pd, e_pd) = masks["min-cut"], masks["primal-dual"]
+    assert e_pd <= e_ref * 1.001
+    assert (m_ref == sharp).mean() > 0.99
+    assert ((noisy <= 2.0) == sharp).mean() < 0.95  # thresholding alone is worse
+    # eq. 18 from the candidates directly
+    mask, info = lb.segment_in_focus(None, img, r_cand=r, p_cand=p, method="min-cut")
+    mask2, info2 = lb.segment_in_focus(None, _xp(backend, img), r_cand=_xp(backend, r), p_cand=_xp(backend, p),
+                                       method="primal-dual")
+    assert info2["energy"] <= info["energy"] * 1.001
+    assert (mask == sharp).mean() > 0.97
+
+
+def test_in_focus_data_cost_eq18():
+    labels = lb.default_labels()
+    r = np.array([[[1.0, 6.0]]]).repeat(2, 0).repeat(2, 1)
+    p = np.array([[[1.0, 0.1]]]).repeat(2, 0).repeat(2, 1)
+    U = lb.in_focus_data_cost(r_cand=r, p_cand=p, tau=2.0, labels=labels)
+    P = lb.candidate_likelihood(r, p, labels)
+    np.testing.assert_allclose(U[..., 0], -np.log(P[..., labels > 2.0].max(-1)), rtol=1e-6)
+    np.testing.assert_allclose(U[..., 1], -np.log(P[..., labels <= 2.0].max(-1)), rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# custom kernel: Numba twin vs host build of the CUDA header vs a reference
+# ---------------------------------------------------------------------------
+
+
+def _iso_project_reference(v):
+    """Projection onto {1 >= u_1 >= ... >= u_K >= 0}: clip of the
+    non-increasing isotonic regression, by the min-max formula
+    f_k = min_{i <= k} max_{j >= k} mean(v_i..v_j)."""
+    K = v.size
+    f = np.empty(K)
+    for k in range(K):
+        f[k] = min(max(v[i : j + 1].mean() for j in range(k, K)) for i in range(k + 1))
+    return np.clip(f, 0, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lifted_primal_kernel(dtype, host_build_dir):
+    from gpudeblur.blurmap import _numba_labeling
+
+    rng = np.random.default_rng(7)
+    K, M, N = 9, 5, 4
+    u = rng.uniform(0, 1, (K, M, N)).astype(dtype)
+    G = rng.normal(0, 2, (K, M, N)).astype(dtype)
+    tau = rng.uniform(0.05, 0.5, (M, N)).astype(dtype)
+    v = u.astype(np.float64) - tau * G
+    ref = np.stack([_iso_project_reference(v[:, i, j]) for i in range(M) for j in range(N)], axis=1).reshape(K, M, N)
+    u1, G1, b1 = u.copy(), G.copy(), np.empty_like(u)
+    _numba_labeling.lifted_primal(u1, G1, b1, tau)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(u1, ref, atol=tol)
+    np.testing.assert_allclose(b1, 2 * ref - u, atol=2 * tol)
+    lib = build_host_shim("labeling", host_build_dir)
+    fn = lib.lifted_primal_f32 if dtype == np.float32 else lib.lifted_primal_f64
+    fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_longlong, ctypes.c_int]
+    u2, G2, b2 = u.copy(), G.copy(), np.empty_like(u)
+    fn(ptr(u2), ptr(G2), ptr(b2), ptr(tau), M * N, K)
+    # same math, same order of operations: agreement to the last bits
+    assert np.max(np.abs(u2 - u1)) <= 4 * np.finfo(dtype).eps
+    assert np.max(np.abs(b2 - b1)) <= 8 * np.finfo(dtype).eps
+
+
+# ---------------------------------------------------------------------------
+# input validation
+# ---------------------------------------------------------------------------
+
+
+def test_bad_inputs_raise():
+    r, p, img, _ = planted_problem(M=8, N=8)
+    with pytest.raises(ValueError, match="p_cand shape"):
+        lb.coherent_labeling(r, p[..., :2], img)
+    with pytest.raises(ValueError, match="image shape"):
+        lb.coherent_labeling(r, p, img[:5])
+    with pytest.raises(ValueError, match="r_cand must be"):
+        lb.coherent_labeling(r[None], p[None], img)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        lb.coherent_labeling(r, p, img, labels=[0.0, 2.0, 1.0])
+    with pytest.raises(ValueError, match="unknown method"):
+        lb.coherent_labeling(r, p, img, method="icm")
+    with pytest.raises(ValueError, match="kappa"):
+        lb.coherent_labeling(r, p, img, kappa=[1.0, 1.0])
+    D = np.zeros((8, 8, 5))
+    W = lb.edge_weights(img, 20.0, 0.1)
+    with pytest.raises(ValueError, match="data_cost must be"):
+        lb.solve_multilabel(D[..., 0], W, np.arange(5.0))
+    with pytest.raises(ValueError, match="weights must be"):
+        lb.solve_multilabel(D, W[:, :4], np.arange(5.0))
+    with pytest.raises(ValueError, match="label_values has"):
+        lb.solve_multilabel(D, W, np.arange(4.0))
+    with pytest.raises(ValueError, match="NaN"):
+        lb.solve_multilabel(D * np.nan, W, np.arange(5.0))
+    with pytest.raises(ValueError, match="unary must be"):
+        lb.solve_binary(np.zeros((8, 8, 3)), W)
+    with pytest.raises(ValueError, match="radius_map must be"):
+        lb.segment_in_focus(np.zeros((8, 8, 1)), img)
+    with pytest.raises(ValueError, match="tau"):
+        lb.segment_in_focus(np.zeros((8, 8)), img, tau=9.0)
+    with pytest.raises(ValueError, match="sigma_lambda"):
+        lb.edge_weights(img, 20.0, 0.0)
+    with pytest.raises(ValueError, match="image must be"):
+        lb.edge_weights(np.zeros((8, 8, 2)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_kernels_match_host_build_and_array_code(dtype, host_build_dir):
+    """lifted_dual / lifted_primal_fused: Numba twin vs host build of the CUDA
+    header vs the plain array code (slices + isotonic projection)."""
+    from gpudeblur.blurmap import _numba_labeling
+
+    rng = np.random.default_rng(11)
+    E, K, M, N = 4, 6, 7, 5
+    ubar = rng.uniform(-0.5, 1.5, (K, M, N)).astype(dtype)
+    P = rng.normal(0, 0.3, (E, K, M, N)).astype(dtype)
+    W = rng.uniform(0, 2, (E, M, N)).astype(dtype)
+    delta = rng.uniform(0.05, 0.3, K).astype(dtype)
+    sigma = dtype(0.7)
+    # reference for the dual step
+    ref = P.astype(np.float64).copy()
+    for d, (di, dj) in enumerate(lb.EDGE_OFFSETS):
+        for k in range(K):
+            for i in range(M):
+                for j in range(N):
+                    if i + di < M and 0 <= j + dj < N:
+                        b = W[d, i, j] * delta[k]
+                        ref[d, k, i, j] = np.clip(ref[d, k, i, j] + sigma * (ubar[k, i + di, j + dj] - ubar[k, i, j]),
+                                                  -b, b)
+                    else:
+                        ref[d, k, i, j] = 0
+    P1 = P.copy()
+    _numba_labeling.lifted_dual(ubar, P1, W, delta, sigma)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(P1, ref, atol=tol)
+    lib = build_host_shim("labeling", host_build_dir)
+    S = "f32" if dtype == np.float32 else "f64"
+    ct = ctypes.c_float if dtype == np.float32 else ctypes.c_double
+    fd = getattr(lib, f"lifted_dual_{S}")
+    fd.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 4 + [ct]
+    P2 = P.copy()
+    fd(ptr(ubar), ptr(P2), ptr(W), ptr(delta), K, M, N, E, sigma)
+    assert np.max(np.abs(P2 - P1)) <= 2 * np.finfo(dtype).eps
+    # fused primal step vs: G by slices, then the (separately tested) projection
+    u = rng.uniform(0, 1, (K, M, N)).astype(dtype)
+    c = rng.normal(0, 1, (K, M, N)).astype(dtype)
+    tau = rng.uniform(0.05, 0.2, (M, N)).astype(dtype)
+    G = c.astype(np.float64).copy()
+    for d, (di, dj) in enumerate(lb.EDGE_OFFSETS):
+        src, dst = lb._edge_slices(di, dj, M, N)
+        G[(slice(None),) + src] -= P1[d][(slice(None),) + src]
+        G[(slice(None),) + dst] += P1[d][(slice(None),) + src]
+    lb_ref = np.minimum(np.cumsum(G, axis=0).min(axis=0), 0)
+    v = u - tau * G
+    uref = np.stack([_iso_project_reference(v[:, i, j]) for i in range(M) for j in range(N)], axis=1).reshape(K, M, N)
+    outs = []
+    for impl in ("numba", "host"):
+        u1, b1, s1, l1 = u.copy(), np.empty_like(u), np.empty_like(u), np.empty((M, N), dtype)
+        if impl == "numba":
+            _numba_labeling.lifted_primal_fused(u1, b1, s1, c, P1, tau, l1)
+        else:
+            fp = getattr(lib, f"lifted_primal_fused_{S}")
+            fp.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int] * 4
+            fp(ptr(u1), ptr(b1), ptr(s1), ptr(c), ptr(P1), ptr(tau), ptr(l1), K, M, N, E)
+        np.testing.assert_allclose(u1, uref, atol=10 * tol)
+        np.testing.assert_allclose(b1, 2 * uref - u, atol=20 * tol)
+        np.testing.assert_allclose(l1, lb_ref, atol=10 * tol)
+        outs.append((u1, b1, l1))
+    for a, b in zip(outs[0], outs[1]):
+        assert np.max(np.abs(a - b)) <= 8 * np.finfo(dtype).eps
+
+
+def test_fused_and_array_code_iterates_agree():
+    """The kernel path and the plain array path run the same iteration."""
+    from gpudeblur._backend import get_backend
+
+    be = get_backend("cpu")
+    r, p, img, _ = planted_problem(M=20, N=16, seed=3)
+    vals = lb.default_labels()
+    D = np.ascontiguousarray(np.moveaxis(np.asarray(lb.data_cost_from_candidates(r, p)), -1, 0))
+    W = lb.edge_weights(img)
+    a = lb._primal_dual(D, W, vals, be, 60, 0.0, fused=True)
+    b = lb._primal_dual(D, W, vals, be, 60, 0.0, fused=False)
+    assert a[1]["energy"] == pytest.approx(b[1]["energy"], rel=1e-6)
+    assert a[1]["lower_bound"] == pytest.approx(b[1]["lower_bound"], rel=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cuda_labeling_kernels_equal_numba_twins(backend, dtype):
+    if backend.name != "cuda":
+        pytest.skip("compares the CUDA kernels of labeling.cu with the Numba twins; needs a GPU")
+    from gpudeblur.blurmap import _numba_labeling
+
+    xp = backend.xp
+    rng = np.random.default_rng(12)
+    E, K, M, N = 4, 7, 37, 45
+    ubar = rng.uniform(-0.5, 1.5, (K, M, N)).astype(dtype)
+    P = rng.normal(0, 0.3, (E, K, M, N)).astype(dtype)
+    W = rng.uniform(0, 2, (E, M, N)).astype(dtype)
+    delta = rng.uniform(0.05, 0.3, K).astype(dtype)
+    u = rng.uniform(0, 1, (K, M, N)).astype(dtype)
+    c = rng.normal(0, 1, (K, M, N)).astype(dtype)
+    tau = rng.uniform(0.05, 0.2, (M, N)).astype(dtype)
+    eps = np.finfo(dtype).eps
+    # dual
+    Pg = xp.asarray(P)
+    lb._lifted_dual(backend, xp.asarray(ubar), Pg, xp.asarray(W), xp.asarray(delta), 0.7)
+    _numba_labeling.lifted_dual(ubar, P, W, delta, dtype(0.7))
+    assert np.max(np.abs(to_host(Pg) - P)) <= 4 * eps
+    # fused primal
+    g = [xp.asarray(a) for a in (u, ubar, np.empty_like(u), c, P, tau)] + [xp.empty((M, N), dtype=dtype)]
+    lb._lifted_primal_fused(backend, *g)
+    u1, b1, l1 = u.copy(), ubar.copy(), np.empty((M, N), dtype)
+    _numba_labeling.lifted_primal_fused(u1, b1, np.empty_like(u), c, P, tau, l1)
+    for a, b in ((g[0], u1), (g[1], b1), (g[6], l1)):
+        assert np.max(np.abs(to_host(a) - b)) <= 16 * eps
+    # standalone projection
+    G = rng.normal(0, 2, (K, M, N)).astype(dtype)
+    g2 = [xp.asarray(a) for a in (u, G, np.empty_like(u), tau)]
+    lb._lifted_primal(backend, *g2)
+    u2, G2, b2 = u.copy(), G.copy(), np.empty_like(u)
+    _numba_labeling.lifted_primal(u2, G2, b2, tau)
+    assert np.max(np.abs(to_host(g2[0]) - u2)) <= 16 * eps
+    assert np.max(np.abs(to_host(g2[2]) - b2)) <= 32 * eps
