@@ -59,6 +59,9 @@ def _raw_module(filename: str, device_id: int, names: tuple[str, ...]):
 #: float and double). A new kernel file registers its names here.
 KERNEL_NAMES: dict[str, tuple[str, ...]] = {
     "deconv.cu": ("rl_ratio_kernel", "rl_tv_update_kernel", "admm_tv_dual_kernel", "admm_tv_rhs_kernel"),
+    "labeling.cu": ("lifted_primal_kernel", "lifted_dual_kernel", "lifted_primal_fused_kernel"),
+    "blurmap.cu": ("blurmap_search_kernel",),
+    "blind.cu": ("framelet_shrink_kernel", "framelet_adjoint_diff_kernel"),
 }
 
 

@@ -37,6 +37,9 @@ __all__ = ["AllInFocus", "AllInFocusResult", "split_layers", "compose_layers"]
 
 MODES = ("sv-admm", "fast", "blind")
 DEFAULT_MODE = "sv-admm"
+#: Small-radius preference in the coherent labeling of the estimated map
+#: (see ``radius_prior`` in :func:`gpudeblur.blurmap.coherent_labeling`).
+RADIUS_PRIOR = 3.0
 
 
 @dataclass
@@ -201,7 +204,10 @@ class AllInFocus:
         from .blurmap import BlurMapEstimator
 
         if self._estimator is None:
-            self._estimator = BlurMapEstimator(backend=self.backend, **self.estimator_options)
+            opts = dict(self.estimator_options)
+            lk = dict(opts.pop("labeling_kwargs", {}) or {})
+            lk.setdefault("radius_prior", RADIUS_PRIOR)
+            self._estimator = BlurMapEstimator(backend=self.backend, labeling_kwargs=lk, **opts)
         return self._estimator.estimate(image)
 
     def run(self, image, radius_map=None):

@@ -493,3 +493,21 @@ def test_cuda_labeling_kernels_equal_numba_twins(backend, dtype):
     _numba_labeling.lifted_primal(u2, G2, b2, tau)
     assert np.max(np.abs(to_host(g2[0]) - u2)) <= 16 * eps
     assert np.max(np.abs(to_host(g2[2]) - b2)) <= 32 * eps
+
+
+def test_radius_prior_prefers_small_radius_only_where_ambiguous():
+    from gpudeblur.blurmap.labeling import coherent_labeling
+
+    M, N = 12, 12
+    r = np.full((M, N, 3), 5.0, np.float32)
+    p = np.zeros((M, N, 3), np.float32)
+    p[:, : N // 2, 0] = 1.0  # left half: confident r = 5; right half: no information
+    img = np.full((M, N), 0.5, np.float32)
+    img[:, N // 2 :] = 0.9  # an edge between the halves weakens the coupling
+    base, _ = coherent_labeling(r, p, img, method="exact")
+    pri, _ = coherent_labeling(r, p, img, method="exact", radius_prior=3.0)
+    np.testing.assert_allclose(pri[:, : N // 2 - 1], 5.0)  # confident pixels keep their radius
+    assert pri[:, N // 2 + 1 :].max() < base[:, N // 2 + 1 :].max() or base[:, N // 2 + 1 :].max() == 0
+    assert pri[:, N // 2 + 1 :].mean() <= 0.5
+    with pytest.raises(ValueError, match="radius_prior"):
+        coherent_labeling(r, p, img, radius_prior=-1.0)
