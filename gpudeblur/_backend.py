@@ -274,16 +274,20 @@ def as_backend_array(x, be: Backend, dtype=None, name: str = "image"):
     else:
         raise TypeError(f"{name} must be a NumPy/CuPy array or DLPack tensor, got {type(x).__name__}")
     ft = resolve_float_dtype(x.dtype, dtype)
+    # order="C": the custom kernels (CUDA raw pointers, Numba twins' ravel())
+    # assume C-contiguous arrays, and arrays made with *_like from a
+    # Fortran-ordered or strided input would inherit its layout. No copy for
+    # the usual C-contiguous input.
     if be.name == "cuda":
         if out_kind.kind == "cupy":
             with be.xp.cuda.Device(out_kind.device):
-                arr = x.astype(ft, copy=False)
+                arr = x.astype(ft, order="C", copy=False)
         else:
-            arr = be.xp.asarray(x, dtype=ft)
+            arr = be.xp.asarray(x, dtype=ft, order="C")
     else:
         if out_kind.kind == "cupy":
             x = x.get()
-        arr = np.asarray(x, dtype=ft)
+        arr = np.asarray(x, dtype=ft, order="C")
     return arr, out_kind
 
 

@@ -9,6 +9,7 @@ through :class:`cupy.RawModule`) or their Numba twins in
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.resources
 from pathlib import Path
 
@@ -42,6 +43,11 @@ def _raw_module(filename: str, device_id: int, names: tuple[str, ...]):
     src_dir = kernel_source_dir()
     path = src_dir / filename
     code = path.read_text()
+    # CuPy's on-disk kernel cache is keyed by this source string and the
+    # options only, not by the headers found through -I: hash them into the
+    # code, or an edited .cuh would keep loading the stale cached cubin.
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(src_dir.glob("*.cuh")))).hexdigest()
+    code += f"\n// gpudeblur headers sha256 {digest}\n"
     with cupy.cuda.Device(device_id):
         try:
             mod = cupy.RawModule(
@@ -74,11 +80,38 @@ def cuda_function(be: Backend, filename: str, name: str, dtype):
 
 
 class _CudaKernels:
+    """CUDA launches. The kernels index raw pointers as C-contiguous
+    ``(C, M, N)`` planes, so every array argument must be C-contiguous:
+    read-only inputs are made so (a no-op when they already are; views such
+    as the crop of ``boundary='zero'`` are copied) and an output that is not
+    is computed in a contiguous buffer and copied back.
+    """
+
     def __init__(self, be: Backend):
         self.be = be
 
     def _get(self, name: str, dtype):
         return cuda_function(self.be, "deconv.cu", name, dtype)
+
+    def _cin(self, a):
+        return a if a.flags.c_contiguous else self.be.xp.ascontiguousarray(a)
+
+    def _launch(self, name, dtype, grid, block, args):
+        """Launch with C-contiguous array arguments; non-contiguous outputs are copied back."""
+        xp = self.be.xp
+        fixed, back = [], []
+        for a in args:
+            if isinstance(a, xp.ndarray):
+                if a.dtype != dtype:  # the kernel is instantiated for one T: no silent reinterpretation
+                    raise TypeError(f"{name}: array of dtype {a.dtype} passed to the {np.dtype(dtype)} kernel")
+                if not a.flags.c_contiguous:  # an output (inputs went through _cin)
+                    c = xp.ascontiguousarray(a)
+                    back.append((a, c))
+                    a = c
+            fixed.append(a)
+        self._get(name, dtype)(grid, block, tuple(fixed))
+        for orig, c in back:
+            orig[...] = c
 
     @staticmethod
     def _grid2d(shape):
@@ -87,30 +120,31 @@ class _CudaKernels:
 
     def rl_ratio(self, y, est, out, eps):
         n = y.size
-        f = self._get("rl_ratio_kernel", y.dtype)
         threads = 256
         blocks = min((n + threads - 1) // threads, 65535 * 4)
-        f((blocks,), (threads,), (y, est, out, np.int64(n), y.dtype.type(eps)))
+        self._launch("rl_ratio_kernel", y.dtype, (blocks,), (threads,),
+                     (self._cin(y), self._cin(est), out, np.int64(n), y.dtype.type(eps)))
         return out
 
     def rl_tv_update(self, x, corr, out, lam, eps):
         C, M, N = x.shape
         grid, block = self._grid2d(x.shape)
         t = x.dtype.type
-        self._get("rl_tv_update_kernel", x.dtype)(grid, block, (x, corr, out, np.int32(M), np.int32(N), t(lam), t(eps)))
+        self._launch("rl_tv_update_kernel", x.dtype, grid, block,
+                     (self._cin(x), self._cin(corr), out, np.int32(M), np.int32(N), t(lam), t(eps)))
         return out
 
     def admm_tv_dual(self, x, ux, uy, wx, wy, t, iso):
         C, M, N = x.shape
         grid, block = self._grid2d(x.shape)
-        self._get("admm_tv_dual_kernel", x.dtype)(
-            grid, block, (x, ux, uy, wx, wy, np.int32(M), np.int32(N), x.dtype.type(t), np.int32(bool(iso)))
-        )
+        self._launch("admm_tv_dual_kernel", x.dtype, grid, block,
+                     (self._cin(x), ux, uy, wx, wy, np.int32(M), np.int32(N), x.dtype.type(t), np.int32(bool(iso))))
 
     def admm_tv_rhs(self, b, wx, wy, out, rho):
         C, M, N = b.shape
         grid, block = self._grid2d(b.shape)
-        self._get("admm_tv_rhs_kernel", b.dtype)(grid, block, (b, wx, wy, out, np.int32(M), np.int32(N), b.dtype.type(rho)))
+        self._launch("admm_tv_rhs_kernel", b.dtype, grid, block,
+                     (self._cin(b), self._cin(wx), self._cin(wy), out, np.int32(M), np.int32(N), b.dtype.type(rho)))
         return out
 
 

@@ -113,6 +113,11 @@ def likelihood_search(power, dl: DeviceLUT, starts, noise: float, be: Backend, s
         from .._kernels import cuda_function  # noqa: PLC0415
 
         f = cuda_function(be, "blurmap.cu", "blurmap_search_kernel", dt)
+        # the kernel indexes raw pointers: C-contiguous arrays of the LUT dtype only
+        power = xp.ascontiguousarray(power, dtype=dt)
+        for o in (r_out, l_out, s_out):
+            if o.dtype != dt or not o.flags.c_contiguous or o.shape != (3, P):
+                raise ValueError(f"out arrays must be C-contiguous (3, {P}) {dt} arrays")
         threads = 128
         blocks = (P + threads - 1) // threads
         if blocks:
