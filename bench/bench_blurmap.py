@@ -42,14 +42,6 @@ from gpudeblur.blurmap import BlurMapEstimator  # noqa: E402
 CUHK = "/work/shared/data/cuhk"
 
 
-def _has_labeling() -> bool:
-    try:
-        from gpudeblur.blurmap import labeling  # noqa: F401, PLC0415
-    except ImportError:
-        return False
-    return True
-
-
 def sharp_images(size: int):
     from skimage import data  # noqa: PLC0415
 
@@ -200,7 +192,7 @@ def stage_timing(size: int, backend, time_labeling: bool = False) -> dict:
     t_lut = time.perf_counter()
     BlurMapEstimator(labeling=None, backend=backend)
     out["stages"]["lut_build(init)"] = time.perf_counter() - t_lut
-    if time_labeling and _has_labeling():
+    if time_labeling:
         from gpudeblur.blurmap.labeling import coherent_labeling  # noqa: PLC0415
 
         t0 = time.perf_counter()
@@ -223,7 +215,7 @@ def main(argv=None) -> int:
     ap.add_argument("--time-labeling", action="store_true")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    labeling = _has_labeling() and not args.no_labeling
+    labeling = not args.no_labeling
     be = get_backend(args.backend)
     info = machine_info(gpu_name=be.device_name() if be.name == "cuda" else None)
     payload = {"machine": info, "backend": be.name, "labeling": labeling}

@@ -157,8 +157,12 @@ class BlurOperator:
     def crop(self, x):
         return x[self.crop_slices]
 
-    def extend(self, img):
-        """Put a ``(C, M, N)`` image on the FFT grid (padding per boundary)."""
+    def extend(self, img, taper=None):
+        """Put a ``(C, M, N)`` image on the FFT grid (padding per boundary).
+
+        ``taper`` overrides the operator's setting: ``False`` gives plain
+        symmetric padding (exact for synthesis by convolution).
+        """
         xp = self.be.xp
         if self.boundary == "periodic":
             return img
@@ -166,7 +170,7 @@ class BlurOperator:
         if self.boundary == "zero":
             return xp.pad(img, pw, mode="constant")
         ext = xp.pad(img, pw, mode="symmetric")
-        if self.taper:
+        if self.taper if taper is None else taper:
             ext = self._edge_taper(ext)
         return ext
 

@@ -168,15 +168,8 @@ def blur_spatially_varying(image, radius_map, *, radius_step=0.5, family="disc",
     """
     be, x, kind, r = _prepare(image, radius_map, backend, dtype)
     op = SpatiallyVaryingBlur(r, be, x.dtype, radius_step, family)
-    y = op.grid.crop(op.forward(_reflect(op, to_channels_first(x))))
+    y = op.grid.crop(op.forward(op.grid.extend(to_channels_first(x), taper=False)))
     return to_output(from_channels_first(y, x.ndim), kind)
-
-
-def _reflect(op: SpatiallyVaryingBlur, xc):
-    """Symmetric padding onto the grid, no taper (exact for synthesis)."""
-    if op.grid.boundary == "periodic":
-        return xc
-    return op.be.xp.pad(xc, ((0, 0),) + op.grid.pad, mode="symmetric")
 
 
 def deconvolve_spatially_varying(

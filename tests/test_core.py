@@ -6,7 +6,7 @@ from scipy import ndimage as ndi
 
 import gpudeblur as gd
 from gpudeblur import _backend
-from gpudeblur.convolution import BlurOperator, next_smooth_len, to_channels_first
+from gpudeblur.convolution import BlurOperator, next_smooth_len
 from gpudeblur.operators import difference_otfs, div, grad, laplacian_otf_abs2
 from gpudeblur.solvers import conjugate_gradient, hard_threshold, shrink_isotropic, soft_threshold
 
