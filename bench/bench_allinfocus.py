@@ -104,7 +104,7 @@ def quality(size, modes, estimate=True):
                     if m is None:
                         continue
                     t0 = time.perf_counter()
-                    out, _ = AllInFocus(mode=mode).run(y, radius_map=m)
+                    out, _ = AllInFocus(mode=mode).run(y, radius_map=m, map_estimated=which == "est")
                     rec[f"{mode}_{which}_psnr"] = psnr(out, img)
                     rec[f"{mode}_{which}_ssim"] = ssim(out, img)
                     rec[f"{mode}_{which}_s"] = time.perf_counter() - t0

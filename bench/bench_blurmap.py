@@ -196,8 +196,12 @@ def stage_timing(size: int, backend, time_labeling: bool = False) -> dict:
         from gpudeblur.blurmap.labeling import coherent_labeling  # noqa: PLC0415
 
         t0 = time.perf_counter()
-        coherent_labeling(res.candidates, res.likelihoods, b, max_radius=8.0, method="primal-dual", backend=backend)
+        _, linfo = coherent_labeling(res.candidates, res.likelihoods, b, max_radius=8.0, method="primal-dual",
+                                     backend=backend)
+        be.synchronize()
         out["stages"]["labeling(primal-dual)"] = time.perf_counter() - t0
+        out["labeling"] = {k: linfo[k] for k in ("energy", "lower_bound", "gap", "iterations", "levels",
+                                                 "level_iterations") if k in linfo}
     log(f"timing {size}: {out}")
     return out
 
@@ -257,6 +261,8 @@ def main(argv=None) -> int:
         md += [f"## Time per stage, {t['size']}x{t['size']} ({t['device']})", "", markdown_table(["stage", "time"], tab),
                "", f"FFTs: {t['fft_count']}; process CPU time {t['process_cpu_s']:.1f} s "
                f"(wall x cores when the machine is idle); load average during the run {t['load_avg']}", ""]
+        if "labeling" in t:
+            md += [f"Labeling (primal-dual, L = 81): {t['labeling']}", ""]
     stem = result_stem("blurmap", info)
     pj, pm = write_results(args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"), stem,
                            payload, "\n".join(md))

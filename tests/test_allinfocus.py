@@ -108,3 +108,32 @@ def test_cli_allinfocus_with_map(tmp_path, natural_rgb):
     assert cli.main(["-q", "allinfocus", str(src), str(tmp_path / "o3.png"), "--layers", "2"]) == 2
     assert cli.main(["-q", "allinfocus", str(src), str(out)]) == 2  # exists without --overwrite
     assert not (tmp_path / "o2.png").exists() and not (tmp_path / "o3.png").exists()
+
+
+def test_map_noise_measured_given_and_floored(natural_rgb):
+    from gpudeblur.allinfocus import NOISE_FLOOR
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:96, :96] / 95.0
+    smooth = np.stack([0.2 + 0.5 * xx, 0.3 + 0.4 * yy * xx, 0.6 - 0.3 * yy], axis=-1)
+    noisy = np.clip(smooth + 0.01 * rng.standard_normal(smooth.shape), 0, 1)
+    # RGB-averaged noise has sigma 0.01/sqrt(3) (variance 3.3e-5)
+    v = AllInFocus().map_noise(noisy)
+    assert 0.8 * (0.01**2 / 3) < v < 1.25 * (0.01**2 / 3)
+    assert AllInFocus(estimator_options={"noise": 3e-5}).map_noise(noisy) == 3e-5
+    flat = np.full((64, 64), 0.5)
+    assert AllInFocus().map_noise(flat) == NOISE_FLOOR
+
+
+def test_estimated_map_uses_the_robust_tv_weight(natural_rgb):
+    from gpudeblur.allinfocus import ESTIMATED_MAP_LAM
+    from gpudeblur.spatially_varying import deconvolve_spatially_varying
+
+    rm, y = _scene(natural_rgb)
+    given, _ = AllInFocus(num_iter=5).run(y, radius_map=rm)
+    as_est, _ = AllInFocus(num_iter=5).run(y, radius_map=rm, map_estimated=True)
+    ref_given = deconvolve_spatially_varying(y, rm, num_iter=5)
+    ref_est = deconvolve_spatially_varying(y, rm, num_iter=5, lam=ESTIMATED_MAP_LAM)
+    np.testing.assert_allclose(given, ref_given, atol=1e-6)
+    np.testing.assert_allclose(as_est, ref_est, atol=1e-6)
+    assert np.abs(given - as_est).max() > 1e-3

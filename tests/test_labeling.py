@@ -511,3 +511,81 @@ def test_radius_prior_prefers_small_radius_only_where_ambiguous():
     assert pri[:, N // 2 + 1 :].mean() <= 0.5
     with pytest.raises(ValueError, match="radius_prior"):
         coherent_labeling(r, p, img, radius_prior=-1.0)
+
+
+# ---------------------------------------------------------------------------
+# coarse-to-fine warm start
+# ---------------------------------------------------------------------------
+
+
+def _KTp(P):
+    """``K^T p`` per pixel, written from the edge definition (reference)."""
+    E, K, M, N = P.shape
+    out = np.zeros((K, M, N))
+    for d, (di, dj) in enumerate(lb.EDGE_OFFSETS[:E]):
+        for i in range(M):
+            for j in range(N):
+                i2, j2 = i + di, j + dj
+                if 0 <= i2 < M and 0 <= j2 < N:
+                    out[:, i, j] -= P[d, :, i, j]
+                    out[:, i2, j2] += P[d, :, i, j]
+    return out
+
+
+def _block_sum(a, M, N):
+    Mc, Nc = (M + 1) // 2, (N + 1) // 2
+    p = np.zeros(a.shape[:-2] + (2 * Mc, 2 * Nc))
+    p[..., :M, :N] = a
+    return p[..., 0::2, 0::2] + p[..., 1::2, 0::2] + p[..., 0::2, 1::2] + p[..., 1::2, 1::2]
+
+
+@pytest.mark.parametrize("shape", [(10, 12), (9, 7)])
+@pytest.mark.parametrize("connectivity", [8, 4])
+def test_coarsened_problem_is_the_block_constant_restriction(shape, connectivity):
+    """Coarse energy of any coarse labeling == fine energy of its 2x2 replication;
+    the prolonged dual is feasible and aggregates back to the coarse K^T p."""
+    M, N = shape
+    rng = np.random.default_rng(7)
+    vals = np.array([0.0, 0.5, 1.5, 2.0, 4.0])
+    D = rng.uniform(0, 5, (vals.size, M, N))
+    W = lb.edge_weights(rng.uniform(0, 1, (M, N, 3)), 20.0, 0.3, connectivity=connectivity, dtype="float64")
+    Dc, Wc = lb._coarsen(D, W, np)
+    Mc, Nc = (M + 1) // 2, (N + 1) // 2
+    assert Dc.shape == (vals.size, Mc, Nc) and Wc.shape == (W.shape[0], Mc, Nc)
+    for seed in range(3):
+        labc = np.random.default_rng(seed).integers(0, vals.size, (Mc, Nc))
+        labf = np.repeat(np.repeat(labc, 2, 0), 2, 1)[:M, :N]
+        ec = lb._energy_lmn(labc, Dc, Wc, vals, np)
+        ef = lb._energy_lmn(labf, D, W, vals, np)
+        assert ec == pytest.approx(ef, rel=1e-12)
+    # a feasible coarse dual, |p| <= w delta, prolonged
+    delta = np.diff(vals)
+    Pc = rng.uniform(-1, 1, (Wc.shape[0], vals.size - 1, Mc, Nc)) * Wc[:, None] * delta[None, :, None, None]
+    uc = rng.uniform(0, 1, (vals.size - 1, Mc, Nc))
+    u, P = lb._prolong(uc, Pc, W, Wc, np)
+    assert u.shape == (vals.size - 1, M, N) and P.shape == (W.shape[0], vals.size - 1, M, N)
+    np.testing.assert_array_equal(u, np.repeat(np.repeat(uc, 2, 1), 2, 2)[:, :M, :N])
+    bound = W[:, None] * delta[None, :, None, None]
+    assert np.all(np.abs(P) <= bound * (1 + 1e-12) + 1e-15)
+    # coarse K^T p has no entries for coarse edges leaving the image
+    np.testing.assert_allclose(_block_sum(_KTp(P), M, N), _KTp(Pc * (Wc > 0)[:, None]), rtol=1e-10, atol=1e-10)
+
+
+def test_multiscale_primal_dual_certified_like_single_level(backend):
+    """The warm-started solver (2 coarse levels) reaches the same certificate on the planted problem."""
+    r, p, img, true = planted_problem(M=64, N=72, seed=5)
+    _, ref = lb.coherent_labeling(r, p, img, method="exact")
+    _, info = lb.coherent_labeling(_xp(backend, r), _xp(backend, p), _xp(backend, img), method="primal-dual")
+    assert info["levels"] == 0  # 64 // 2 < 64: no coarse level at the default
+    D = lb._data_cost_lmn(np.asarray(r, np.float32), np.asarray(p, np.float32), lb.default_labels(),
+                          lb._check_kappa(lb.KAPPA), np, False, np.dtype(np.float32), lb.P_FLOOR)
+    W = lb.edge_weights(img, 20.0, 0.1).astype(np.float32)
+    be = backend
+    lab, info = lb._primal_dual_multiscale(be.xp.asarray(D), be.xp.asarray(W), lb.default_labels(), be, 3000, 1e-2,
+                                           levels=2)
+    assert info["levels"] == 2 and len(info["level_iterations"]) == 3
+    assert info["converged"] and info["gap"] <= 1e-2
+    assert info["energy"] <= ref["energy"] * 1.01
+    assert info["lower_bound"] <= ref["energy"] * (1 + 1e-5)
+    e = lb.labeling_energy(to_host(lab), np.moveaxis(D, 0, -1), W, lb.default_labels())
+    assert e == pytest.approx(info["energy"], rel=1e-5)

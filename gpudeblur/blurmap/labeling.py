@@ -582,7 +582,8 @@ def _lifted_primal_fused(be: Backend, u, ubar, scratch, c, P, tau, lb):
         _numba_labeling.lifted_primal_fused(u, ubar, scratch, c, P, tau, lb)
 
 
-def _primal_dual(D, W, vals, be: Backend, max_iter, tol, check_every=10, balance=None, init=None, fused=True):
+def _primal_dual(D, W, vals, be: Backend, max_iter, tol, check_every=10, balance=None, init=None, fused=True,
+                 warm=None):
     """Diagonally preconditioned primal-dual (Chambolle-Pock) on the lifted LP.
 
     Primal ``u`` (K = L-1, M, N), ``u_k(x) ~ [l_x >= k]``, in the set
@@ -631,13 +632,19 @@ def _primal_dual(D, W, vals, be: Backend, max_iter, tol, check_every=10, balance
     tau = xp.ascontiguousarray((1.0 / (s * deg)).astype(dt))
     sig = t(s / 2.0)
 
-    if init is None:
-        init = D.argmin(axis=0)
-    kk = xp.arange(1, L).reshape(K, 1, 1)
-    u = (init[None] >= kk).astype(dt)
+    if warm is not None:  # (u, P) from a coarser level: _prolong
+        if not fused:
+            raise ValueError("warm start needs the fused kernels")
+        u, P = warm
+        init = (u > t(0.5)).sum(axis=0)
+    else:
+        if init is None:
+            init = D.argmin(axis=0)
+        kk = xp.arange(1, L).reshape(K, 1, 1)
+        u = (init[None] >= kk).astype(dt)
+        P = xp.zeros((E, K, M, N), dtype=dt) if fused else None
     ubar = u.copy()
     if fused:  # two custom kernels per iteration (dual; primal with K^T p on the fly)
-        P = xp.zeros((E, K, M, N), dtype=dt)
         Wc = xp.ascontiguousarray(W, dtype=dt)
         delta_x = xp.asarray(delta, dtype=dt)
         scratch = xp.empty_like(u)
@@ -678,8 +685,143 @@ def _primal_dual(D, W, vals, be: Backend, max_iter, tol, check_every=10, balance
             if En < best_E:
                 best_E, best_lab = En, lab
         gap = (best_E - best_lb) / max(abs(best_E), 1e-12)
-    return best_lab, dict(energy=best_E, lower_bound=best_lb, gap=gap, iterations=it, converged=bool(gap <= tol),
-                          history=history, balance=s)
+    info = dict(energy=best_E, lower_bound=best_lb, gap=gap, iterations=it, converged=bool(gap <= tol),
+                history=history, balance=s)
+    if fused:
+        info["state"] = (u, P)
+    return best_lab, info
+
+
+# ---------------------------------------------------------------------------
+# coarse-to-fine warm start of the primal-dual solver
+# ---------------------------------------------------------------------------
+#
+# A 2x2 block of pixels is one coarse pixel. A coarse labeling (constant on
+# blocks) has exactly the fine energy of the coarse problem whose data cost is
+# the sum over the block and whose edge weight between two blocks is the sum
+# of the fine edge weights crossing between them (4 fine edges between side
+# neighbours: 2 straight + 2 diagonal; 1 between corner neighbours). The
+# coarse solution (u, P) is prolonged back: u by replication, each coarse
+# edge variable shared among its fine edges in proportion to their weights
+# (so the fine |p_e| <= w_e delta still holds and K^T p aggregates back to
+# the coarse one), 0 on edges inside a block. The fine level then only has to
+# correct details: the slow part of primal-dual, propagating the smoothness
+# across the image, was done on 4x (16x, ...) fewer pixels. The fine level is
+# still run to its own certified gap, so this changes speed, not the result's
+# guarantee.
+
+
+def _edge_map(d: int, pi: int, pj: int):
+    """Where fine edge direction ``d`` from a pixel of parity ``(pi, pj)`` lands.
+
+    Returns ``None`` (edge inside a 2x2 block) or ``(dc, si, sj, sign)``:
+    coarse direction ``dc``, offset ``(si, sj)`` of the coarse *source* block
+    relative to the fine source's block, and the orientation ``sign`` (-1
+    when the fine edge runs against the coarse one).
+    """
+    di, dj = EDGE_OFFSETS[d]
+    bi, bj = (pi + di) // 2, (pj + dj) // 2  # destination block offset
+    if (bi, bj) == (0, 0):
+        return None
+    for dc, off in enumerate(EDGE_OFFSETS):
+        if (bi, bj) == off:
+            return dc, 0, 0, 1.0
+        if (bi, bj) == (-off[0], -off[1]):
+            return dc, bi, bj, -1.0
+    raise AssertionError("unreachable")
+
+
+def _coarsen(D, W, xp):
+    """Coarse problem ``(Dc, Wc)`` of 2x2 blocks (see above). ``D``: (L, M, N); ``W``: (E, M, N)."""
+    L, M, N = D.shape
+    E = W.shape[0]
+    Mc, Nc = (M + 1) // 2, (N + 1) // 2
+    Dp = xp.zeros((L, 2 * Mc, 2 * Nc), dtype=D.dtype)
+    Dp[:, :M, :N] = D
+    Dc = Dp[:, 0::2, 0::2] + Dp[:, 1::2, 0::2] + Dp[:, 0::2, 1::2] + Dp[:, 1::2, 1::2]
+    # weights on a grid with one extra block on each side, so that shifted
+    # coarse sources stay in range; out-of-image fine weights are 0 already
+    Wp = xp.zeros((E, 2 * Mc, 2 * Nc), dtype=W.dtype)
+    Wp[:, :M, :N] = W
+    Wc = xp.zeros((E, Mc + 2, Nc + 2), dtype=W.dtype)
+    for d in range(E):
+        for pi in (0, 1):
+            for pj in (0, 1):
+                m = _edge_map(d, pi, pj)
+                if m is None:
+                    continue
+                dc, si, sj, _ = m
+                Wc[dc, 1 + si : 1 + si + Mc, 1 + sj : 1 + sj + Nc] += Wp[d, pi::2, pj::2]
+    return xp.ascontiguousarray(Dc), xp.ascontiguousarray(Wc[:, 1:-1, 1:-1])
+
+
+def _prolong(u_c, P_c, W, Wc, xp):
+    """Fine ``(u, P)`` from the coarse solution (see above)."""
+    K = u_c.shape[0]
+    E, M, N = W.shape
+    Mc, Nc = u_c.shape[1:]
+    u = xp.repeat(xp.repeat(u_c, 2, axis=1), 2, axis=2)[:, :M, :N]
+    u = xp.ascontiguousarray(u)
+    # share of each coarse edge variable per unit fine weight
+    pos = (Wc > 0)[:, None]
+    ratio = xp.where(pos, P_c / xp.where(Wc > 0, Wc, 1)[:, None], 0).astype(P_c.dtype)
+    rp = xp.zeros((E, K, Mc + 2, Nc + 2), dtype=P_c.dtype)
+    rp[:, :, 1:-1, 1:-1] = ratio
+    Wp = xp.zeros((E, 2 * Mc, 2 * Nc), dtype=W.dtype)
+    Wp[:, :M, :N] = W
+    P = xp.zeros((E, K, 2 * Mc, 2 * Nc), dtype=P_c.dtype)
+    for d in range(E):
+        for pi in (0, 1):
+            for pj in (0, 1):
+                m = _edge_map(d, pi, pj)
+                if m is None:
+                    continue
+                dc, si, sj, sign = m
+                r = rp[dc, :, 1 + si : 1 + si + Mc, 1 + sj : 1 + sj + Nc]
+                P[d, :, pi::2, pj::2] = (sign * r) * Wp[d, pi::2, pj::2][None]
+    return u, xp.ascontiguousarray(P[:, :, :M, :N])
+
+
+#: Coarse levels stop when the short side would drop below this.
+PYRAMID_MIN_SIDE = 64
+
+
+def _pyramid_levels(shape, min_side=PYRAMID_MIN_SIDE) -> int:
+    levels, m = 0, min(shape)
+    while m // 2 >= min_side:
+        m //= 2
+        levels += 1
+    return levels
+
+
+def _primal_dual_multiscale(D, W, vals, be: Backend, max_iter, tol, levels=None, min_side=PYRAMID_MIN_SIDE,
+                            coarse_tol=None):
+    """Coarse-to-fine primal-dual: solve 2x2-block problems first, warm-start each finer level.
+
+    ``levels`` coarse levels (default: halve while the short side stays
+    >= ``min_side``). Coarse levels run to ``coarse_tol`` (default
+    ``max(tol, 0.01)``) or ``max_iter``. Returns the finest level's result,
+    with ``levels`` and per-level ``level_iterations`` in ``info``.
+    """
+    xp = be.xp
+    if levels is None:
+        levels = _pyramid_levels(D.shape[1:], min_side)
+    coarse_tol = max(tol, 0.01) if coarse_tol is None else coarse_tol
+    problems = [(D, W)]
+    for _ in range(levels):
+        problems.append(_coarsen(*problems[-1], xp))
+    warm = None
+    its = []
+    for lev in range(levels, -1, -1):
+        Dl, Wl = problems[lev]
+        if warm is not None:
+            warm = _prolong(*warm, Wl, problems[lev + 1][1], xp)
+        lab, info = _primal_dual(Dl, Wl, vals, be, max_iter, tol if lev == 0 else coarse_tol, warm=warm)
+        warm = info.pop("state")
+        its.append(int(info["iterations"]))
+    info["levels"] = levels
+    info["level_iterations"] = its[::-1]  # finest first
+    return lab, info
 
 
 def _pd_step_xp(xp, u, ubar, G, c, p, bounds, slices, tau, sig, be, check, D0sum, best_lb):
@@ -722,16 +864,21 @@ def _default_balance(W, slices, delta):
 # public solvers
 # ---------------------------------------------------------------------------
 
-_PD_DEFAULTS = dict(max_iter=3000, tol=1e-3)
+_PD_DEFAULTS = dict(max_iter=3000, tol=1e-2)
 
 
-def _solve_lmn(D, W, vals, method, be, max_iter, tol, init=None):
+def _solve_lmn(D, W, vals, method, be, max_iter, tol, init=None, multiscale=False):
     """Dispatch on an (L, M, N) cost volume already on backend ``be``."""
     t0 = time.perf_counter()
     if method == "primal-dual":
         max_iter = _PD_DEFAULTS["max_iter"] if max_iter is None else check_positive_int(max_iter, "max_iter")
         tol = _PD_DEFAULTS["tol"] if tol is None else check_positive(tol, "tol", allow_zero=True)
-        lab, info = _primal_dual(D, W, vals, be, max_iter, tol, init=init)
+        if multiscale and init is None and _pyramid_levels(D.shape[1:]) > 0:
+            lab, info = _primal_dual_multiscale(D, W, vals, be, max_iter, tol)
+        else:
+            lab, info = _primal_dual(D, W, vals, be, max_iter, tol, init=init)
+        info.pop("state", None)
+        info.setdefault("levels", 0)
     else:
         Dh, Wh = be.to_host(D), be.to_host(W)
         if method == "alpha-expansion":
@@ -767,7 +914,7 @@ def _prepare_volume(data_cost, weights, be, name="data_cost", method="primal-dua
 
 
 def solve_multilabel(data_cost, weights, label_values, method: str = "primal-dual", *, max_iter=None, tol=None,
-                     backend=None):
+                     multiscale: bool = False, backend=None):
     """Minimize ``sum_x D_x(l_x) + sum_e w_e |r_{l_s} - r_{l_t}|`` (eq. 14) over labelings.
 
     Parameters
@@ -785,8 +932,17 @@ def solve_multilabel(data_cost, weights, label_values, method: str = "primal-dua
         Primal-dual iterations (default 3000) or expansion cycles (default 10).
     tol : float, optional
         Primal-dual: stop when ``(E_best - lower_bound) / E_best <= tol``
-        (default 1e-3, checked every 10 iterations); ``tol=0`` runs
-        ``max_iter`` iterations.
+        (default 1e-2, checked every 10 iterations): the labeling is then
+        certified within 1 % of the global optimum, hence of any other
+        solver's energy (α-expansion included); ``tol=0`` runs ``max_iter``
+        iterations.
+    multiscale : bool
+        Primal-dual: warm-start from the solutions of 2x2-block coarsened
+        problems (coarse levels while the short side stays >= 64). Same
+        certificate at the finest level. Off by default: on two real
+        500x500 maps (81 labels, 1 % gap) it took the fine level from 240
+        to 150 iterations on one (1.6x faster overall) but from 340 to 330
+        on the other (10 % slower overall, counting the coarse levels).
 
     Returns
     -------
@@ -802,7 +958,7 @@ def solve_multilabel(data_cost, weights, label_values, method: str = "primal-dua
     vals = _check_labels(label_values)
     if vals.size != D.shape[0]:
         raise ValueError(f"label_values has {vals.size} entries but data_cost has L = {D.shape[0]} labels")
-    lab, info = _solve_lmn(D, W, vals, method, be, max_iter, tol)
+    lab, info = _solve_lmn(D, W, vals, method, be, max_iter, tol, multiscale=multiscale)
     return to_output(lab, kind), info
 
 
@@ -853,7 +1009,7 @@ def coherent_labeling(r_cand, p_cand, image, *, labels=None, max_radius: float =
                       lambda0: float = 20.0, sigma_lambda: float = 0.1, method: str = "primal-dual",
                       max_iter=None, tol=None, connectivity: int = 8, diagonal_scale: float = 1.0,
                       p_floor: float = P_FLOOR, log_likelihood: bool = False, radius_prior: float = 0.0,
-                      backend=None):
+                      multiscale: bool = False, backend=None):
     """Coherent defocus blur map by discrete labeling (eq. 14-16).
 
     Parameters
@@ -874,7 +1030,7 @@ def coherent_labeling(r_cand, p_cand, image, *, labels=None, max_radius: float =
         ``'alpha-expansion'`` is the paper's optimizer; ``'exact'`` is the
         global minimum (Ishikawa graph, CPU); ``'primal-dual'`` runs on the
         chosen backend and certifies its gap to the optimum.
-    max_iter, tol : optional
+    max_iter, tol, multiscale : optional
         See :func:`solve_multilabel`.
     connectivity, diagonal_scale : see :func:`edge_weights`.
     p_floor : float
@@ -910,7 +1066,7 @@ def coherent_labeling(r_cand, p_cand, image, *, labels=None, max_radius: float =
         D += xp.asarray(np.float32(radius_prior) * lab.astype(np.float32))[:, None, None]
     W = edge_weights(img, lambda0, sigma_lambda, connectivity=connectivity, diagonal_scale=diagonal_scale,
                      backend=be).astype(np.float32)
-    idx, info = _solve_lmn(D, W, lab, method, be, max_iter, tol)
+    idx, info = _solve_lmn(D, W, lab, method, be, max_iter, tol, multiscale=multiscale)
     radius = xp.asarray(lab, dtype=np.float32)[idx]
     info["label_index"] = to_output(idx, kind)
     return to_output(radius, kind), info
