@@ -589,3 +589,33 @@ def test_multiscale_primal_dual_certified_like_single_level(backend):
     assert info["lower_bound"] <= ref["energy"] * (1 + 1e-5)
     e = lb.labeling_energy(to_host(lab), np.moveaxis(D, 0, -1), W, lb.default_labels())
     assert e == pytest.approx(info["energy"], rel=1e-5)
+
+
+def test_label_pruning_is_exact(backend):
+    """Candidates only in [1, 4] of a 0..8 label set: the solver drops the dominated
+    labels (radius prior makes the tail increase) and still reaches the exact optimum."""
+    r, p, img, _ = planted_problem(M=24, N=24, seed=2)
+    r = 1.0 + 3.0 * (r - r.min()) / (r.max() - r.min())
+    kw = dict(radius_prior=0.5)
+    _, ref = lb.coherent_labeling(r, p, img, method="exact", **kw)
+    rm, info = lb.coherent_labeling(_xp(backend, r), _xp(backend, p), _xp(backend, img), method="primal-dual",
+                                    tol=1e-3, **kw)
+    lo, hi = info["label_range"]
+    assert lo == 0 and hi < 50, (lo, hi)  # flat pixels + prior prefer r = 0: no pruning from below
+    assert ref["energy"] * (1 - 1e-5) <= info["energy"] <= ref["energy"] * 1.001
+    assert info["lower_bound"] <= ref["energy"] * (1 + 1e-5)
+    # the kept range is the tight one: one label further in on either side is not always dominated
+    D = lb._data_cost_lmn(np.asarray(r, np.float32), np.asarray(p, np.float32), lb.default_labels(),
+                          lb._check_kappa(lb.KAPPA), np, False, np.dtype(np.float32), lb.P_FLOOR)
+    D = D + (0.5 * lb.default_labels().astype(np.float32))[:, None, None]
+    assert not (D[hi - 1] <= D[hi:].min(axis=0)).all()
+    assert not (D[lo + 1] <= D[: lo + 1].min(axis=0)).all()
+    assert (D[hi] <= D[hi + 1 :].min(axis=0)).all()
+
+
+def test_label_pruning_single_label():
+    D = np.stack([np.full((5, 6), 3.0), np.full((5, 6), 1.0), np.full((5, 6), 2.0)])
+    assert lb._label_range(D, np) == (1, 1)
+    W = np.ones((4, 5, 6))
+    lab, info = lb.solve_multilabel(np.moveaxis(D, 0, -1), W, np.array([0.0, 1.0, 2.0]))
+    assert (np.asarray(lab) == 1).all() and info["energy"] == pytest.approx(30.0)

@@ -867,18 +867,61 @@ def _default_balance(W, slices, delta):
 _PD_DEFAULTS = dict(max_iter=3000, tol=1e-2)
 
 
+def _label_range(D, xp):
+    """Exact label pruning: the smallest index range ``[lo, hi]`` that holds a global minimizer.
+
+    If every pixel's cost at ``hi`` is no larger than at any label above it,
+    clamping any labeling to ``<= hi`` does not raise the data term, and
+    cannot raise the pairwise term (clamping is 1-Lipschitz, so
+    ``|r_s - r_t|`` does not grow); likewise from below at ``lo``. So the
+    problem restricted to ``[lo, hi]`` has the same optimum. With the
+    ``p~`` data term all labels beyond every pixel's candidates cost the
+    same floor, plus ``radius_prior * r`` when set, so on a photo whose
+    largest blur is well below ``max_radius`` the top labels drop out.
+    """
+    L = D.shape[0]
+    ok_hi = xp.zeros(L, dtype=bool)
+    ok_lo = xp.zeros(L, dtype=bool)
+    run = D[L - 1].copy()
+    ok_hi[L - 1] = True
+    for h in range(L - 2, -1, -1):
+        ok_hi[h] = (D[h] <= run).all()
+        xp.minimum(run, D[h], out=run)
+    run = D[0].copy()
+    ok_lo[0] = True
+    for h in range(1, L):
+        ok_lo[h] = (D[h] <= run).all()
+        xp.minimum(run, D[h], out=run)
+    ok_hi = np.asarray(ok_hi.get() if hasattr(ok_hi, "get") else ok_hi)
+    ok_lo = np.asarray(ok_lo.get() if hasattr(ok_lo, "get") else ok_lo)
+    hi = int(np.flatnonzero(ok_hi)[0])
+    lo = int(np.flatnonzero(ok_lo)[-1])
+    if lo > hi:  # both clampings valid: any label in [hi, lo] is optimal for every pixel
+        lo = hi
+    return lo, hi
+
+
 def _solve_lmn(D, W, vals, method, be, max_iter, tol, init=None, multiscale=False):
     """Dispatch on an (L, M, N) cost volume already on backend ``be``."""
     t0 = time.perf_counter()
     if method == "primal-dual":
         max_iter = _PD_DEFAULTS["max_iter"] if max_iter is None else check_positive_int(max_iter, "max_iter")
         tol = _PD_DEFAULTS["tol"] if tol is None else check_positive(tol, "tol", allow_zero=True)
-        if multiscale and init is None and _pyramid_levels(D.shape[1:]) > 0:
-            lab, info = _primal_dual_multiscale(D, W, vals, be, max_iter, tol)
+        lo, hi = _label_range(D, be.xp) if init is None else (0, D.shape[0] - 1)
+        if hi == lo:  # one label dominates everywhere
+            lab = be.xp.full(D.shape[1:], lo, dtype=np.int32)
+            En = _energy_lmn(lab, D, W, be.xp.asarray(vals, dtype=np.float64), be.xp)
+            info = dict(energy=En, lower_bound=En, gap=0.0, iterations=0, converged=True)
         else:
-            lab, info = _primal_dual(D, W, vals, be, max_iter, tol, init=init)
+            Dr, vr = D[lo : hi + 1], vals[lo : hi + 1]
+            if multiscale and init is None and _pyramid_levels(D.shape[1:]) > 0:
+                lab, info = _primal_dual_multiscale(Dr, W, vr, be, max_iter, tol)
+            else:
+                lab, info = _primal_dual(Dr, W, vr, be, max_iter, tol, init=init)
+            lab = lab + np.int32(lo)
         info.pop("state", None)
         info.setdefault("levels", 0)
+        info["label_range"] = (int(lo), int(hi))
     else:
         Dh, Wh = be.to_host(D), be.to_host(W)
         if method == "alpha-expansion":
