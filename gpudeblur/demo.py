@@ -142,8 +142,7 @@ def run(out_dir: str = "gpudeblur-demo", backend=None, overwrite: bool = False, 
         f"demo: {sharp.shape[1]}x{sharp.shape[0]} RGB, spatially varying disc blur (subject r=0, band r=2.5, "
         f"background r=5), noise sigma {SCENE_NOISE_SIGMA:g}, 8-bit; backend {be.name} ({be.device_name()})"
     )
-    stages = []
-    pipe = AllInFocus(backend=be, progress=lambda name: (stages.append(name), report(f"  {name} ...")))
+    pipe = AllInFocus(backend=be, progress=lambda name: report(f"  {name} ..."))
     t0 = time.perf_counter()
     out, res = pipe.run(blurred)
     be.synchronize()

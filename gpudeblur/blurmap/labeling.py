@@ -731,6 +731,16 @@ def _edge_map(d: int, pi: int, pj: int):
     raise AssertionError("unreachable")
 
 
+def _crossing_edges(E: int):
+    """``(d, pi, pj, dc, si, sj, sign)`` for every fine edge class that crosses between blocks."""
+    for d in range(E):
+        for pi in (0, 1):
+            for pj in (0, 1):
+                m = _edge_map(d, pi, pj)
+                if m is not None:
+                    yield (d, pi, pj) + m
+
+
 def _coarsen(D, W, xp):
     """Coarse problem ``(Dc, Wc)`` of 2x2 blocks (see above). ``D``: (L, M, N); ``W``: (E, M, N)."""
     L, M, N = D.shape
@@ -744,14 +754,8 @@ def _coarsen(D, W, xp):
     Wp = xp.zeros((E, 2 * Mc, 2 * Nc), dtype=W.dtype)
     Wp[:, :M, :N] = W
     Wc = xp.zeros((E, Mc + 2, Nc + 2), dtype=W.dtype)
-    for d in range(E):
-        for pi in (0, 1):
-            for pj in (0, 1):
-                m = _edge_map(d, pi, pj)
-                if m is None:
-                    continue
-                dc, si, sj, _ = m
-                Wc[dc, 1 + si : 1 + si + Mc, 1 + sj : 1 + sj + Nc] += Wp[d, pi::2, pj::2]
+    for d, pi, pj, dc, si, sj, _ in _crossing_edges(E):
+        Wc[dc, 1 + si : 1 + si + Mc, 1 + sj : 1 + sj + Nc] += Wp[d, pi::2, pj::2]
     return xp.ascontiguousarray(Dc), xp.ascontiguousarray(Wc[:, 1:-1, 1:-1])
 
 
@@ -763,22 +767,16 @@ def _prolong(u_c, P_c, W, Wc, xp):
     u = xp.repeat(xp.repeat(u_c, 2, axis=1), 2, axis=2)[:, :M, :N]
     u = xp.ascontiguousarray(u)
     # share of each coarse edge variable per unit fine weight
-    pos = (Wc > 0)[:, None]
-    ratio = xp.where(pos, P_c / xp.where(Wc > 0, Wc, 1)[:, None], 0).astype(P_c.dtype)
+    has = Wc > 0
+    ratio = xp.where(has[:, None], P_c / xp.where(has, Wc, 1)[:, None], 0).astype(P_c.dtype)
     rp = xp.zeros((E, K, Mc + 2, Nc + 2), dtype=P_c.dtype)
     rp[:, :, 1:-1, 1:-1] = ratio
     Wp = xp.zeros((E, 2 * Mc, 2 * Nc), dtype=W.dtype)
     Wp[:, :M, :N] = W
     P = xp.zeros((E, K, 2 * Mc, 2 * Nc), dtype=P_c.dtype)
-    for d in range(E):
-        for pi in (0, 1):
-            for pj in (0, 1):
-                m = _edge_map(d, pi, pj)
-                if m is None:
-                    continue
-                dc, si, sj, sign = m
-                r = rp[dc, :, 1 + si : 1 + si + Mc, 1 + sj : 1 + sj + Nc]
-                P[d, :, pi::2, pj::2] = (sign * r) * Wp[d, pi::2, pj::2][None]
+    for d, pi, pj, dc, si, sj, sign in _crossing_edges(E):
+        r = rp[dc, :, 1 + si : 1 + si + Mc, 1 + sj : 1 + sj + Nc]
+        P[d, :, pi::2, pj::2] = (sign * r) * Wp[d, pi::2, pj::2][None]
     return u, xp.ascontiguousarray(P[:, :, :M, :N])
 
 
