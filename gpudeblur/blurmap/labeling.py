@@ -741,18 +741,24 @@ def _crossing_edges(E: int):
                     yield (d, pi, pj) + m
 
 
+def _pad_even(a, xp):
+    """``a`` (..., M, N) zero-padded to even ``M`` and ``N`` (whole 2x2 blocks)."""
+    M, N = a.shape[-2:]
+    out = xp.zeros(a.shape[:-2] + (M + M % 2, N + N % 2), dtype=a.dtype)
+    out[..., :M, :N] = a
+    return out
+
+
 def _coarsen(D, W, xp):
     """Coarse problem ``(Dc, Wc)`` of 2x2 blocks (see above). ``D``: (L, M, N); ``W``: (E, M, N)."""
     L, M, N = D.shape
     E = W.shape[0]
     Mc, Nc = (M + 1) // 2, (N + 1) // 2
-    Dp = xp.zeros((L, 2 * Mc, 2 * Nc), dtype=D.dtype)
-    Dp[:, :M, :N] = D
+    Dp = _pad_even(D, xp)
     Dc = Dp[:, 0::2, 0::2] + Dp[:, 1::2, 0::2] + Dp[:, 0::2, 1::2] + Dp[:, 1::2, 1::2]
     # weights on a grid with one extra block on each side, so that shifted
     # coarse sources stay in range; out-of-image fine weights are 0 already
-    Wp = xp.zeros((E, 2 * Mc, 2 * Nc), dtype=W.dtype)
-    Wp[:, :M, :N] = W
+    Wp = _pad_even(W, xp)
     Wc = xp.zeros((E, Mc + 2, Nc + 2), dtype=W.dtype)
     for d, pi, pj, dc, si, sj, _ in _crossing_edges(E):
         Wc[dc, 1 + si : 1 + si + Mc, 1 + sj : 1 + sj + Nc] += Wp[d, pi::2, pj::2]
@@ -771,8 +777,7 @@ def _prolong(u_c, P_c, W, Wc, xp):
     ratio = xp.where(has[:, None], P_c / xp.where(has, Wc, 1)[:, None], 0).astype(P_c.dtype)
     rp = xp.zeros((E, K, Mc + 2, Nc + 2), dtype=P_c.dtype)
     rp[:, :, 1:-1, 1:-1] = ratio
-    Wp = xp.zeros((E, 2 * Mc, 2 * Nc), dtype=W.dtype)
-    Wp[:, :M, :N] = W
+    Wp = _pad_even(W, xp)
     P = xp.zeros((E, K, 2 * Mc, 2 * Nc), dtype=P_c.dtype)
     for d, pi, pj, dc, si, sj, sign in _crossing_edges(E):
         r = rp[dc, :, 1 + si : 1 + si + Mc, 1 + sj : 1 + sj + Nc]
@@ -865,7 +870,7 @@ def _default_balance(W, slices, delta):
 _PD_DEFAULTS = dict(max_iter=3000, tol=1e-2)
 
 
-def _label_range(D, xp):
+def _label_range(D, be: Backend):
     """Exact label pruning: the smallest index range ``[lo, hi]`` that holds a global minimizer.
 
     If every pixel's cost at ``hi`` is no larger than at any label above it,
@@ -877,6 +882,7 @@ def _label_range(D, xp):
     same floor, plus ``radius_prior * r`` when set, so on a photo whose
     largest blur is well below ``max_radius`` the top labels drop out.
     """
+    xp = be.xp
     L = D.shape[0]
     ok_hi = xp.zeros(L, dtype=bool)
     ok_lo = xp.zeros(L, dtype=bool)
@@ -890,8 +896,7 @@ def _label_range(D, xp):
     for h in range(1, L):
         ok_lo[h] = (D[h] <= run).all()
         xp.minimum(run, D[h], out=run)
-    ok_hi = np.asarray(ok_hi.get() if hasattr(ok_hi, "get") else ok_hi)
-    ok_lo = np.asarray(ok_lo.get() if hasattr(ok_lo, "get") else ok_lo)
+    ok_hi, ok_lo = be.to_host(ok_hi), be.to_host(ok_lo)
     hi = int(np.flatnonzero(ok_hi)[0])
     lo = int(np.flatnonzero(ok_lo)[-1])
     if lo > hi:  # both clampings valid: any label in [hi, lo] is optimal for every pixel
@@ -905,7 +910,7 @@ def _solve_lmn(D, W, vals, method, be, max_iter, tol, init=None, multiscale=Fals
     if method == "primal-dual":
         max_iter = _PD_DEFAULTS["max_iter"] if max_iter is None else check_positive_int(max_iter, "max_iter")
         tol = _PD_DEFAULTS["tol"] if tol is None else check_positive(tol, "tol", allow_zero=True)
-        lo, hi = _label_range(D, be.xp) if init is None else (0, D.shape[0] - 1)
+        lo, hi = _label_range(D, be) if init is None else (0, D.shape[0] - 1)
         if hi == lo:  # one label dominates everywhere
             lab = be.xp.full(D.shape[1:], lo, dtype=np.int32)
             En = _energy_lmn(lab, D, W, be.xp.asarray(vals, dtype=np.float64), be.xp)
