@@ -8,7 +8,8 @@
 // are `stride` = M * N apart, so adjacent threads touch adjacent pixels.
 // Called by the __global__ wrappers in labeling.cu and by the host shim in
 // tests/shims/labeling.cu; the Numba twin is
-// gpudeblur/blurmap/_numba_labeling.py.
+// gpudeblur/blurmap/_numba_labeling.py (same math per element, but on
+// pixel-major arrays (M, N, K), which suit one CPU thread per pixel).
 #pragma once
 #include "common.cuh"
 

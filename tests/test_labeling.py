@@ -297,6 +297,16 @@ def test_in_focus_data_cost_eq18():
 # ---------------------------------------------------------------------------
 
 
+def _pm(a):
+    """Pixel-major copy (label axis last), the Numba twins' memory order."""
+    return np.ascontiguousarray(np.moveaxis(a, -3, -1))
+
+
+def _lm(a):
+    """Back to the label-major (..., K, M, N) axes of the CUDA kernels."""
+    return np.ascontiguousarray(np.moveaxis(a, -1, -3))
+
+
 def _iso_project_reference(v):
     """Projection onto {1 >= u_1 >= ... >= u_K >= 0}: clip of the
     non-increasing isotonic regression, by the min-max formula
@@ -319,8 +329,10 @@ def test_lifted_primal_kernel(dtype, host_build_dir):
     tau = rng.uniform(0.05, 0.5, (M, N)).astype(dtype)
     v = u.astype(np.float64) - tau * G
     ref = np.stack([_iso_project_reference(v[:, i, j]) for i in range(M) for j in range(N)], axis=1).reshape(K, M, N)
-    u1, G1, b1 = u.copy(), G.copy(), np.empty_like(u)
+    # the Numba twin takes pixel-major arrays (label axis last)
+    u1, G1, b1 = _pm(u), _pm(G), _pm(np.empty_like(u))
     _numba_labeling.lifted_primal(u1, G1, b1, tau)
+    u1, b1 = _lm(u1), _lm(b1)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(u1, ref, atol=tol)
     np.testing.assert_allclose(b1, 2 * ref - u, atol=2 * tol)
@@ -400,8 +412,9 @@ def test_fused_kernels_match_host_build_and_array_code(dtype, host_build_dir):
                                                   -b, b)
                     else:
                         ref[d, k, i, j] = 0
-    P1 = P.copy()
-    _numba_labeling.lifted_dual(ubar, P1, W, delta, sigma)
+    P1 = _pm(P)
+    _numba_labeling.lifted_dual(_pm(ubar), P1, W, delta, sigma)
+    P1 = _lm(P1)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(P1, ref, atol=tol)
     lib = build_host_shim("labeling", host_build_dir)
@@ -428,7 +441,9 @@ def test_fused_kernels_match_host_build_and_array_code(dtype, host_build_dir):
     for impl in ("numba", "host"):
         u1, b1, s1, l1 = u.copy(), np.empty_like(u), np.empty_like(u), np.empty((M, N), dtype)
         if impl == "numba":
-            _numba_labeling.lifted_primal_fused(u1, b1, s1, c, P1, tau, l1)
+            u1, b1 = _pm(u1), _pm(b1)
+            _numba_labeling.lifted_primal_fused(u1, b1, _pm(s1), _pm(c), _pm(P1), tau, l1)
+            u1, b1 = _lm(u1), _lm(b1)
         else:
             fp = getattr(lib, f"lifted_primal_fused_{S}")
             fp.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int] * 4
@@ -476,21 +491,25 @@ def test_cuda_labeling_kernels_equal_numba_twins(backend, dtype):
     # dual
     Pg = xp.asarray(P)
     lb._lifted_dual(backend, xp.asarray(ubar), Pg, xp.asarray(W), xp.asarray(delta), 0.7)
-    _numba_labeling.lifted_dual(ubar, P, W, delta, dtype(0.7))
+    P = _pm(P)
+    _numba_labeling.lifted_dual(_pm(ubar), P, W, delta, dtype(0.7))
+    P = _lm(P)
     assert np.max(np.abs(to_host(Pg) - P)) <= 4 * eps
     # fused primal
     g = [xp.asarray(a) for a in (u, ubar, np.empty_like(u), c, P, tau)] + [xp.empty((M, N), dtype=dtype)]
     lb._lifted_primal_fused(backend, *g)
-    u1, b1, l1 = u.copy(), ubar.copy(), np.empty((M, N), dtype)
-    _numba_labeling.lifted_primal_fused(u1, b1, np.empty_like(u), c, P, tau, l1)
+    u1, b1, l1 = _pm(u), _pm(ubar), np.empty((M, N), dtype)
+    _numba_labeling.lifted_primal_fused(u1, b1, _pm(u), _pm(c), _pm(P), tau, l1)
+    u1, b1 = _lm(u1), _lm(b1)
     for a, b in ((g[0], u1), (g[1], b1), (g[6], l1)):
         assert np.max(np.abs(to_host(a) - b)) <= 16 * eps
     # standalone projection
     G = rng.normal(0, 2, (K, M, N)).astype(dtype)
     g2 = [xp.asarray(a) for a in (u, G, np.empty_like(u), tau)]
     lb._lifted_primal(backend, *g2)
-    u2, G2, b2 = u.copy(), G.copy(), np.empty_like(u)
+    u2, G2, b2 = _pm(u), _pm(G), _pm(np.empty_like(u))
     _numba_labeling.lifted_primal(u2, G2, b2, tau)
+    u2, b2 = _lm(u2), _lm(b2)
     assert np.max(np.abs(to_host(g2[0]) - u2)) <= 16 * eps
     assert np.max(np.abs(to_host(g2[2]) - b2)) <= 32 * eps
 

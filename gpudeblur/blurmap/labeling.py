@@ -535,6 +535,36 @@ def _solve_alpha_expansion(D, W, vals, max_cycles, init=None):
 # ---------------------------------------------------------------------------
 
 
+def _lifted_empty(be: Backend, lead, K, M, N, dtype):
+    """A ``lead + (K, M, N)`` array in the backend's lifted memory order.
+
+    CUDA: label-major (C order), so adjacent threads touch adjacent pixels.
+    CPU: pixel-major (label axis last in memory), so the Numba kernels walk
+    one pixel's labels contiguously; the array code sees the same
+    ``(K, M, N)`` axes through a view.
+    """
+    xp = be.xp
+    lead = tuple(lead)
+    if be.name == "cuda":
+        return xp.empty(lead + (K, M, N), dtype=dtype)
+    return xp.moveaxis(xp.empty(lead + (M, N, K), dtype=dtype), -1, len(lead))
+
+
+def _as_lifted(be: Backend, a, dtype=None):
+    """A copy of ``a`` (``(..., K, M, N)``) in the backend's lifted memory order."""
+    out = _lifted_empty(be, a.shape[:-3], *a.shape[-3:], a.dtype if dtype is None else dtype)
+    out[...] = a
+    return out
+
+
+def _pixel_major(a):
+    """The C-contiguous ``(..., M, N, K)`` array behind a CPU lifted view ``(..., K, M, N)``."""
+    v = np.moveaxis(a, -3, -1)
+    if not v.flags.c_contiguous:
+        raise RuntimeError("lifted arrays must be allocated by _lifted_empty (pixel-major on the CPU)")
+    return v
+
+
 def _lifted_primal(be: Backend, u, G, ubar, tau):
     """Custom kernel: per-pixel projection onto the monotone lifted set + over-relaxation."""
     if be.name == "cuda":
@@ -549,7 +579,7 @@ def _lifted_primal(be: Backend, u, G, ubar, tau):
     else:
         from . import _numba_labeling  # noqa: PLC0415
 
-        _numba_labeling.lifted_primal(u, G, ubar, tau)
+        _numba_labeling.lifted_primal(_pixel_major(u), _pixel_major(G), _pixel_major(ubar), tau)
 
 
 def _lifted_dual(be: Backend, ubar, P, W, delta, sigma):
@@ -564,7 +594,7 @@ def _lifted_dual(be: Backend, ubar, P, W, delta, sigma):
     else:
         from . import _numba_labeling  # noqa: PLC0415
 
-        _numba_labeling.lifted_dual(ubar, P, W, delta, P.dtype.type(sigma))
+        _numba_labeling.lifted_dual(_pixel_major(ubar), _pixel_major(P), W, delta, P.dtype.type(sigma))
 
 
 def _lifted_primal_fused(be: Backend, u, ubar, scratch, c, P, tau, lb):
@@ -579,7 +609,8 @@ def _lifted_primal_fused(be: Backend, u, ubar, scratch, c, P, tau, lb):
     else:
         from . import _numba_labeling  # noqa: PLC0415
 
-        _numba_labeling.lifted_primal_fused(u, ubar, scratch, c, P, tau, lb)
+        _numba_labeling.lifted_primal_fused(_pixel_major(u), _pixel_major(ubar), _pixel_major(scratch),
+                                            _pixel_major(c), _pixel_major(P), tau, lb)
 
 
 def _primal_dual(D, W, vals, be: Backend, max_iter, tol, check_every=10, balance=None, init=None, fused=True,
@@ -609,7 +640,7 @@ def _primal_dual(D, W, vals, be: Backend, max_iter, tol, check_every=10, balance
     offs = EDGE_OFFSETS[:E]
     vals_x = xp.asarray(vals, dtype=np.float64)
     D0sum = float(D[0].sum(dtype=np.float64))
-    c = D[1:] - D[:-1]
+    c = _as_lifted(be, D[1:] - D[:-1])
     delta = np.diff(vals)
     uniform = bool(np.allclose(delta, delta[0], rtol=1e-6, atol=0))
     slices = [_edge_slices(di, dj, M, N) for di, dj in offs]
@@ -635,23 +666,25 @@ def _primal_dual(D, W, vals, be: Backend, max_iter, tol, check_every=10, balance
     if warm is not None:  # (u, P) from a coarser level: _prolong
         if not fused:
             raise ValueError("warm start needs the fused kernels")
-        u, P = warm
+        u, P = (_as_lifted(be, a, dt) for a in warm)
         init = (u > t(0.5)).sum(axis=0)
     else:
         if init is None:
             init = D.argmin(axis=0)
         kk = xp.arange(1, L).reshape(K, 1, 1)
-        u = (init[None] >= kk).astype(dt)
-        P = xp.zeros((E, K, M, N), dtype=dt) if fused else None
-    ubar = u.copy()
+        u = _as_lifted(be, init[None] >= kk, dt)
+        if fused:
+            P = _lifted_empty(be, (E,), K, M, N, dt)
+            P[...] = 0
+    ubar = _as_lifted(be, u)
     if fused:  # two custom kernels per iteration (dual; primal with K^T p on the fly)
         Wc = xp.ascontiguousarray(W, dtype=dt)
         delta_x = xp.asarray(delta, dtype=dt)
-        scratch = xp.empty_like(u)
+        scratch = _lifted_empty(be, (), K, M, N, dt)
         lbpix = xp.empty((M, N), dtype=dt)
     else:  # plain array code (reference for the kernels; same iterates)
         p = [xp.zeros((K, src[0].stop - src[0].start, src[1].stop - src[1].start), dtype=dt) for src, _ in slices]
-        G = xp.empty_like(u)
+        G = _lifted_empty(be, (), K, M, N, dt)
 
     best_lab = init.astype(np.int32)
     best_E = _energy_lmn(best_lab, D, W, vals_x, xp)
