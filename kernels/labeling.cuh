@@ -23,19 +23,21 @@ namespace gd {
 // to [0, 1] (which keeps the result the projection onto C); then
 //     ubar = 2 u_new - u_old   (over-relaxation of Chambolle-Pock).
 // u is overwritten with u_new. G and ubar serve as scratch for the PAVA
-// blocks (block mean in G[b], block size in ubar[b], b <= k: every entry is
+// blocks (block sum in G[b], block size in ubar[b], b <= k: every entry is
 // read before it is overwritten), so no per-thread arrays are needed and K
-// is unbounded. Block sizes are stored as T (exact up to 2^24).
+// is unbounded. Block sizes are stored as T (exact up to 2^24). Blocks keep
+// sums, not means: a block merges into the one before it while
+// mean_prev < mean, tested as sum_prev * w < sum * w_prev (sizes > 0), so
+// the merge loop has no division (one per block at the end).
 template <typename T>
 GD_HD void lifted_primal_at(T* u, T* G, T* ubar, long long stride, int K, T tau) {
     int nb = 0;
     for (int k = 0; k < K; ++k) {
         T val = u[k * stride] - tau * G[k * stride];
         T w = T(1);
-        while (nb > 0 && G[(long long)(nb - 1) * stride] < val) {
-            T pw = ubar[(long long)(nb - 1) * stride];
-            val = (G[(long long)(nb - 1) * stride] * pw + val * w) / (pw + w);
-            w += pw;
+        while (nb > 0 && G[(long long)(nb - 1) * stride] * w < val * ubar[(long long)(nb - 1) * stride]) {
+            val += G[(long long)(nb - 1) * stride];
+            w += ubar[(long long)(nb - 1) * stride];
             --nb;
         }
         G[(long long)nb * stride] = val;
@@ -44,8 +46,9 @@ GD_HD void lifted_primal_at(T* u, T* G, T* ubar, long long stride, int K, T tau)
     }
     int k = K;
     for (int b = nb - 1; b >= 0; --b) {
-        T val = G[(long long)b * stride];
-        int w = (int)ubar[(long long)b * stride];
+        const T wb = ubar[(long long)b * stride];
+        T val = G[(long long)b * stride] / wb;
+        int w = (int)wb;
         val = gd_min(gd_max(val, T(0)), T(1));
         for (int i = 0; i < w; ++i) {
             --k;
@@ -99,7 +102,7 @@ GD_HD void lifted_dual_at(const T* ubar, T* p, const T* W, const T* delta, int k
 // and the pixel's term of the dual bound written to *lb:
 //     min(0, min_k sum_{j <= k} G_j).
 // u, ubar, scratch, c: (K, M, N); p: (E, K, M, N). scratch holds the PAVA
-// block means, ubar the block sizes (then 2 u_new - u_old).
+// block sums, ubar the block sizes (then 2 u_new - u_old).
 template <typename T>
 GD_HD void lifted_primal_fused_at(T* u, T* ubar, T* scratch, const T* c, const T* p, int i, int j, int K, int M,
                                   int N, int E, T tau, T* lb) {
@@ -121,10 +124,9 @@ GD_HD void lifted_primal_fused_at(T* u, T* ubar, T* scratch, const T* c, const T
         minpref = gd_min(minpref, prefix);
         T val = u[(long long)k * plane + x] - tau * G;
         T w = T(1);
-        while (nb > 0 && scratch[(long long)(nb - 1) * plane + x] < val) {
-            const T pw = ubar[(long long)(nb - 1) * plane + x];
-            val = (scratch[(long long)(nb - 1) * plane + x] * pw + val * w) / (pw + w);
-            w += pw;
+        while (nb > 0 && scratch[(long long)(nb - 1) * plane + x] * w < val * ubar[(long long)(nb - 1) * plane + x]) {
+            val += scratch[(long long)(nb - 1) * plane + x];
+            w += ubar[(long long)(nb - 1) * plane + x];
             --nb;
         }
         scratch[(long long)nb * plane + x] = val;
@@ -134,8 +136,9 @@ GD_HD void lifted_primal_fused_at(T* u, T* ubar, T* scratch, const T* c, const T
     *lb = minpref;
     int k = K;
     for (int b = nb - 1; b >= 0; --b) {
-        T val = scratch[(long long)b * plane + x];
-        const int w = (int)ubar[(long long)b * plane + x];
+        const T wb = ubar[(long long)b * plane + x];
+        T val = scratch[(long long)b * plane + x] / wb;
+        const int w = (int)wb;
         val = gd_min(gd_max(val, T(0)), T(1));
         for (int q = 0; q < w; ++q) {
             --k;
