@@ -201,7 +201,8 @@ def stage_timing(size: int, backend, time_labeling: bool = False) -> dict:
         be.synchronize()
         out["stages"]["labeling(primal-dual)"] = time.perf_counter() - t0
         out["labeling"] = {k: linfo[k] for k in ("energy", "lower_bound", "gap", "iterations", "levels",
-                                                 "level_iterations") if k in linfo}
+                                                 "level_iterations", "label_steps", "label_iterations",
+                                                 "label_range") if k in linfo}
     log(f"timing {size}: {out}")
     return out
 

@@ -17,6 +17,7 @@ import pytest
 
 from conftest import build_host_shim, ptr, to_host
 from gpudeblur.blurmap import labeling as lb
+from gpudeblur._backend import get_backend
 
 
 def _xp(backend, a):
@@ -640,3 +641,54 @@ def test_label_pruning_single_label():
     W = np.ones((4, 5, 6))
     lab, info = lb.solve_multilabel(np.moveaxis(D, 0, -1), W, np.array([0.0, 1.0, 2.0]))
     assert (np.asarray(lab) == 1).all() and info["energy"] == pytest.approx(30.0)
+
+
+@pytest.mark.parametrize("L, step", [(81, 5), (12, 4), (7, 2)])
+def test_coarse_labels_prolong_feasible_and_aggregating(L, step):
+    """Label coarsening: bins cover every label once, the coarse cost is the bin
+    minimum; the prolonged dual is feasible and sums back to the coarse one per
+    step; a thresholded coarse labeling maps to the same radii."""
+    rng = np.random.default_rng(L)
+    M, N = 6, 7
+    vals = np.cumsum(np.concatenate([[0.0], rng.uniform(0.05, 0.5, L - 1)]))  # non-uniform steps
+    D = rng.uniform(0, 5, (L, M, N))
+    idx, layer = lb._label_groups(L, step)
+    assert idx[0] == 0 and idx[-1] == L - 1 and np.all(np.diff(idx) >= 1) and np.all(np.diff(idx) <= step)
+    assert layer.shape == (L - 1,) and layer[0] == 1 and layer[-1] == idx.size - 1
+    Dc, vc = lb._coarsen_labels(D, vals, step, np)
+    np.testing.assert_array_equal(vc, vals[idx])
+    # every coarse label's cost is the minimum over the fine labels nearest to it (by index)
+    nearest = np.abs(np.arange(L)[:, None] - idx[None, :]).argmin(axis=1)
+    for j in range(idx.size):
+        np.testing.assert_array_equal(Dc[j], D[nearest == j].min(axis=0))
+    W = lb.edge_weights(rng.uniform(0, 1, (M, N, 3)), 20.0, 0.3, dtype="float64")
+    Dl = np.diff(vc)
+    Pc = rng.uniform(-1, 1, (4, idx.size - 1, M, N)) * W[:, None] * Dl[None, :, None, None]
+    labc = rng.integers(0, idx.size, (M, N))
+    uc = (labc[None] >= np.arange(1, idx.size)[:, None, None]).astype(float)
+    u, P = lb._prolong_labels(uc, Pc, vals, step, get_backend("cpu"))
+    assert u.shape == (L - 1, M, N) and P.shape == (4, L - 1, M, N)
+    bound = W[:, None] * np.diff(vals)[None, :, None, None]
+    assert np.all(np.abs(P) <= bound * (1 + 1e-12))
+    for j in range(1, idx.size):
+        np.testing.assert_allclose(P[:, layer == j].sum(axis=1), Pc[:, j - 1], rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(vals[(u > 0.5).sum(axis=0)], vc[labc])
+
+
+def test_label_coarse_to_fine_certified_like_single_level(backend):
+    """Warm start from every 5th label (and every 10th via 2x5): same certificate, exact reference."""
+    r, p, img, _ = planted_problem(M=40, N=44, seed=6)
+    _, ref = lb.coherent_labeling(r, p, img, method="exact")
+    vals = lb.default_labels()
+    D = lb._data_cost_lmn(np.asarray(r, np.float32), np.asarray(p, np.float32), vals,
+                          lb._check_kappa(lb.KAPPA), np, False, np.dtype(np.float32), lb.P_FLOOR)
+    W = lb.edge_weights(img, 20.0, 0.1).astype(np.float32)
+    be = backend
+    for steps in ((5,), (2, 5)):
+        lab, info = lb._primal_dual_labels(be.xp.asarray(D), be.xp.asarray(W), vals, be, 3000, 1e-2, steps=steps)
+        assert info["label_steps"] == steps and len(info["label_iterations"]) == len(steps) + 1
+        assert info["converged"] and info["gap"] <= 1e-2
+        assert ref["energy"] * (1 - 1e-5) <= info["energy"] <= ref["energy"] * 1.01
+        assert info["lower_bound"] <= ref["energy"] * (1 + 1e-5)
+        e = lb.labeling_energy(to_host(lab), np.moveaxis(D, 0, -1), W, vals)
+        assert e == pytest.approx(info["energy"], rel=1e-5)

@@ -46,7 +46,11 @@ edge weights from :func:`edge_weights`, and report the same energy,
     adjacent violators); each iteration is two custom kernels
     (``kernels/labeling.cu``, Numba twins in ``_numba_labeling.py``): the
     edge-dual update and the fused primal step (``K^T p`` on the fly,
-    projection, over-relaxation, per-pixel dual bound).
+    projection, over-relaxation, per-pixel dual bound). By default the
+    iterations are warm-started from the same problem on every 5th label
+    (``label_step``), whose iterations cost a fifth; optionally also from
+    2x2-block coarsened problems (``multiscale``). Both keep the certificate
+    of the full problem.
 
 Memory of the primal-dual solver: about ``9 (L-1) M N`` floats (float32):
 500 x 500 with ``L = 81`` is ~0.7 GB; a 12 MP image with ``L = 81`` would
@@ -551,10 +555,17 @@ def _lifted_empty(be: Backend, lead, K, M, N, dtype):
 
 
 def _as_lifted(be: Backend, a, dtype=None):
-    """A copy of ``a`` (``(..., K, M, N)``) in the backend's lifted memory order."""
+    """``a`` (``(..., K, M, N)``) in the backend's lifted memory order (a copy unless it already is)."""
+    if (dtype is None or a.dtype == dtype) and _is_lifted(be, a):
+        return a
     out = _lifted_empty(be, a.shape[:-3], *a.shape[-3:], a.dtype if dtype is None else dtype)
     out[...] = a
     return out
+
+
+def _is_lifted(be: Backend, a) -> bool:
+    order = a if be.name == "cuda" else be.xp.moveaxis(a, -3, -1)
+    return bool(order.flags.c_contiguous)
 
 
 def _pixel_major(a):
@@ -676,7 +687,8 @@ def _primal_dual(D, W, vals, be: Backend, max_iter, tol, check_every=10, balance
         if fused:
             P = _lifted_empty(be, (E,), K, M, N, dt)
             P[...] = 0
-    ubar = _as_lifted(be, u)
+    ubar = _lifted_empty(be, (), K, M, N, dt)
+    ubar[...] = u
     if fused:  # two custom kernels per iteration (dual; primal with K^T p on the fly)
         Wc = xp.ascontiguousarray(W, dtype=dt)
         delta_x = xp.asarray(delta, dtype=dt)
@@ -853,10 +865,90 @@ def _primal_dual_multiscale(D, W, vals, be: Backend, max_iter, tol, levels=None,
         if warm is not None:
             warm = _prolong(*warm, Wl, problems[lev + 1][1], xp)
         lab, info = _primal_dual(Dl, Wl, vals, be, max_iter, tol if lev == 0 else coarse_tol, warm=warm)
-        warm = info.pop("state")
+        warm = info["state"]
         its.append(int(info["iterations"]))
     info["levels"] = levels
     info["level_iterations"] = its[::-1]  # finest first
+    return lab, info
+
+
+# ---------------------------------------------------------------------------
+# coarse-to-fine in the labels
+# ---------------------------------------------------------------------------
+#
+# The cost of an iteration grows with the number of label steps K. Every
+# ``step``-th label (both end labels kept) makes a coarse problem whose data
+# cost at a coarse label is the smallest fine cost in its bin (the fine
+# labels nearer to it than to the other coarse labels), so the narrow wells
+# of -log p~ around each candidate are not stepped over. Its solution warms
+# the fine problem: fine layer k lies in the coarse step j that covers it,
+# u_k = u_c[j], and the coarse edge variable is split over the fine layers
+# of its step in proportion to their label steps (p_k = p_c[j] delta_k /
+# Delta_j), which keeps |p_k| <= w delta_k and gives the same K^T p summed
+# over the step. The fine problem is then run to its own certified gap, so
+# this too changes the speed, not the guarantee.
+
+
+def _label_groups(L: int, step: int):
+    """Coarse label indices (0, step, 2 step, ..., L-1) and, per fine layer k = 1..L-1, its coarse layer."""
+    idx = list(range(0, L - 1, step)) + [L - 1]
+    layer = np.searchsorted(np.asarray(idx), np.arange(1, L), side="left")  # 1-based coarse layer
+    return np.asarray(idx), layer
+
+
+def _coarsen_labels(D, vals, step, xp):
+    """Coarse ``(Dc, vals_c)``: min of ``D`` over each coarse label's bin."""
+    L = D.shape[0]
+    idx, _ = _label_groups(L, step)
+    mids = (idx[1:] + idx[:-1]) / 2.0
+    lo = np.concatenate([[0], np.floor(mids).astype(int) + 1])
+    hi = np.concatenate([np.floor(mids).astype(int) + 1, [L]])
+    Dc = xp.stack([D[a:b].min(axis=0) for a, b in zip(lo, hi)])
+    return Dc, np.asarray(vals)[idx]
+
+
+def _prolong_labels(u_c, P_c, vals, step, be: Backend):
+    """Fine lifted ``(u, P)`` from the coarse-label solution (see above), in the lifted memory order."""
+    L = len(vals)
+    idx, layer = _label_groups(L, step)
+    delta = np.diff(np.asarray(vals, dtype=np.float64))
+    Delta = np.diff(np.asarray(vals, dtype=np.float64)[idx])
+    E, Kc, M, N = P_c.shape
+    u = _lifted_empty(be, (), L - 1, M, N, u_c.dtype)
+    P = _lifted_empty(be, (E,), L - 1, M, N, P_c.dtype)
+    for k in range(L - 1):  # one fine layer at a time: no full-size temporaries
+        j = int(layer[k]) - 1
+        u[k] = u_c[j]
+        P[:, k] = P_c[:, j] * P_c.dtype.type(delta[k] / Delta[j])
+    return u, P
+
+
+def _primal_dual_labels(D, W, vals, be: Backend, max_iter, tol, steps=(5,), coarse_tol=None, multiscale=False):
+    """Primal-dual warm-started by coarser label sets.
+
+    ``steps``: label subsampling factors, finest first: ``(5,)`` solves the
+    problem on every 5th label, then the full one; ``(2, 5)`` goes through
+    every 2nd and every 10th label. Coarse problems run to ``coarse_tol``
+    (default ``max(tol, 0.01)``), the coarsest one coarse-to-fine in space
+    too when ``multiscale``; the full one runs to ``tol``. ``info`` gains
+    ``label_steps`` and ``label_iterations`` (iterations per label level,
+    finest first).
+    """
+    xp = be.xp
+    coarse_tol = max(tol, 0.01) if coarse_tol is None else coarse_tol
+    step = int(steps[0])
+    Dc, vc = _coarsen_labels(D, vals, step, xp)
+    if len(steps) > 1:
+        _, ci = _primal_dual_labels(Dc, W, vc, be, max_iter, coarse_tol, steps[1:], coarse_tol, multiscale)
+    elif multiscale and _pyramid_levels(D.shape[1:]) > 0:
+        _, ci = _primal_dual_multiscale(Dc, W, vc, be, max_iter, coarse_tol)
+    else:
+        _, ci = _primal_dual(Dc, W, vc, be, max_iter, coarse_tol)
+    warm = _prolong_labels(*ci["state"], vals, step, be)
+    del ci["state"]
+    lab, info = _primal_dual(D, W, vals, be, max_iter, tol, warm=warm)
+    info["label_steps"] = tuple(int(s) for s in steps)
+    info["label_iterations"] = [int(info["iterations"])] + list(ci.get("label_iterations", [ci["iterations"]]))
     return lab, info
 
 
@@ -937,7 +1029,12 @@ def _label_range(D, be: Backend):
     return lo, hi
 
 
-def _solve_lmn(D, W, vals, method, be, max_iter, tol, init=None, multiscale=False):
+#: Default label subsampling of the primal-dual warm start (1 = off). Used
+#: when the problem (after pruning) keeps at least 4 coarse label steps.
+LABEL_STEP = 5
+
+
+def _solve_lmn(D, W, vals, method, be, max_iter, tol, init=None, multiscale=False, label_step=LABEL_STEP):
     """Dispatch on an (L, M, N) cost volume already on backend ``be``."""
     t0 = time.perf_counter()
     if method == "primal-dual":
@@ -950,7 +1047,11 @@ def _solve_lmn(D, W, vals, method, be, max_iter, tol, init=None, multiscale=Fals
             info = dict(energy=En, lower_bound=En, gap=0.0, iterations=0, converged=True)
         else:
             Dr, vr = D[lo : hi + 1], vals[lo : hi + 1]
-            if multiscale and init is None and _pyramid_levels(D.shape[1:]) > 0:
+            label_step = check_positive_int(label_step, "label_step")
+            if label_step > 1 and init is None and (hi - lo) >= 4 * label_step:
+                lab, info = _primal_dual_labels(Dr, W, vr, be, max_iter, tol, steps=(label_step,),
+                                                multiscale=multiscale)
+            elif multiscale and init is None and _pyramid_levels(D.shape[1:]) > 0:
                 lab, info = _primal_dual_multiscale(Dr, W, vr, be, max_iter, tol)
             else:
                 lab, info = _primal_dual(Dr, W, vr, be, max_iter, tol, init=init)
@@ -993,7 +1094,7 @@ def _prepare_volume(data_cost, weights, be, name="data_cost", method="primal-dua
 
 
 def solve_multilabel(data_cost, weights, label_values, method: str = "primal-dual", *, max_iter=None, tol=None,
-                     multiscale: bool = False, backend=None):
+                     multiscale: bool = False, label_step: int = LABEL_STEP, backend=None):
     """Minimize ``sum_x D_x(l_x) + sum_e w_e |r_{l_s} - r_{l_t}|`` (eq. 14) over labelings.
 
     Parameters
@@ -1022,6 +1123,18 @@ def solve_multilabel(data_cost, weights, label_values, method: str = "primal-dua
         500x500 maps (81 labels, 1 % gap) it took the fine level from 240
         to 150 iterations on one (1.6x faster overall) but from 340 to 330
         on the other (10 % slower overall, counting the coarse levels).
+        With ``label_step > 1`` it applies to the coarse-label problem.
+    label_step : int
+        Primal-dual: first solve the problem on every ``label_step``-th
+        label (both ends kept; the coarse cost of a label is the smallest
+        fine cost of the labels nearest to it), then warm-start the full
+        problem from it (``u`` copied per step, edge duals split over the
+        step's labels: feasible, same ``K^T p``). Same certificate on the
+        full problem. 1 = off; used when at least 4 coarse steps remain
+        after label pruning. Default 5: on a real 500x500 map with 81
+        labels it took the solve from 33.5 s to 27.5 s on 2 CPU cores (230
+        full iterations -> 260 coarse + 100 full ones; the coarse ones cost
+        about a fifth).
 
     Returns
     -------
@@ -1037,7 +1150,7 @@ def solve_multilabel(data_cost, weights, label_values, method: str = "primal-dua
     vals = _check_labels(label_values)
     if vals.size != D.shape[0]:
         raise ValueError(f"label_values has {vals.size} entries but data_cost has L = {D.shape[0]} labels")
-    lab, info = _solve_lmn(D, W, vals, method, be, max_iter, tol, multiscale=multiscale)
+    lab, info = _solve_lmn(D, W, vals, method, be, max_iter, tol, multiscale=multiscale, label_step=label_step)
     return to_output(lab, kind), info
 
 
@@ -1088,7 +1201,7 @@ def coherent_labeling(r_cand, p_cand, image, *, labels=None, max_radius: float =
                       lambda0: float = 20.0, sigma_lambda: float = 0.1, method: str = "primal-dual",
                       max_iter=None, tol=None, connectivity: int = 8, diagonal_scale: float = 1.0,
                       p_floor: float = P_FLOOR, log_likelihood: bool = False, radius_prior: float = 0.0,
-                      multiscale: bool = False, backend=None):
+                      multiscale: bool = False, label_step: int = LABEL_STEP, backend=None):
     """Coherent defocus blur map by discrete labeling (eq. 14-16).
 
     Parameters
@@ -1109,7 +1222,7 @@ def coherent_labeling(r_cand, p_cand, image, *, labels=None, max_radius: float =
         ``'alpha-expansion'`` is the paper's optimizer; ``'exact'`` is the
         global minimum (Ishikawa graph, CPU); ``'primal-dual'`` runs on the
         chosen backend and certifies its gap to the optimum.
-    max_iter, tol, multiscale : optional
+    max_iter, tol, multiscale, label_step : optional
         See :func:`solve_multilabel`.
     connectivity, diagonal_scale : see :func:`edge_weights`.
     p_floor : float
@@ -1145,7 +1258,7 @@ def coherent_labeling(r_cand, p_cand, image, *, labels=None, max_radius: float =
         D += xp.asarray(np.float32(radius_prior) * lab.astype(np.float32))[:, None, None]
     W = edge_weights(img, lambda0, sigma_lambda, connectivity=connectivity, diagonal_scale=diagonal_scale,
                      backend=be).astype(np.float32)
-    idx, info = _solve_lmn(D, W, lab, method, be, max_iter, tol, multiscale=multiscale)
+    idx, info = _solve_lmn(D, W, lab, method, be, max_iter, tol, multiscale=multiscale, label_step=label_step)
     radius = xp.asarray(lab, dtype=np.float32)[idx]
     info["label_index"] = to_output(idx, kind)
     return to_output(radius, kind), info
