@@ -376,6 +376,8 @@ def test_bad_inputs_raise():
         lb.solve_multilabel(D, W, np.arange(4.0))
     with pytest.raises(ValueError, match="NaN"):
         lb.solve_multilabel(D * np.nan, W, np.arange(5.0))
+    with pytest.raises(ValueError, match="label_step"):
+        lb.solve_multilabel(D, W, np.arange(5.0), "exact", label_step=0)
     with pytest.raises(ValueError, match="unary must be"):
         lb.solve_binary(np.zeros((8, 8, 3)), W)
     with pytest.raises(ValueError, match="radius_map must be"):
@@ -684,8 +686,10 @@ def test_label_coarse_to_fine_certified_like_single_level(backend):
                           lb._check_kappa(lb.KAPPA), np, False, np.dtype(np.float32), lb.P_FLOOR)
     W = lb.edge_weights(img, 20.0, 0.1).astype(np.float32)
     be = backend
-    for steps in ((5,), (2, 5)):
-        lab, info = lb._primal_dual_labels(be.xp.asarray(D), be.xp.asarray(W), vals, be, 3000, 1e-2, steps=steps)
+    for steps, ms in (((5,), False), ((2, 5), False), ((5,), True)):
+        lab, info = lb._primal_dual_labels(be.xp.asarray(D), be.xp.asarray(W), vals, be, 3000, 1e-2, steps=steps,
+                                           multiscale=ms)
+        assert info.get("levels", 0) == 0  # 40x44: no spatial level above the 64-pixel floor
         assert info["label_steps"] == steps and len(info["label_iterations"]) == len(steps) + 1
         assert info["converged"] and info["gap"] <= 1e-2
         assert ref["energy"] * (1 - 1e-5) <= info["energy"] <= ref["energy"] * 1.01

@@ -863,10 +863,11 @@ def _primal_dual_multiscale(D, W, vals, be: Backend, max_iter, tol, levels=None,
     for lev in range(levels, -1, -1):
         Dl, Wl = problems[lev]
         if warm is not None:
-            warm = _prolong(*warm, Wl, problems[lev + 1][1], xp)
+            warm = tuple(_as_lifted(be, a) for a in _prolong(*warm, Wl, problems[lev + 1][1], xp))
         lab, info = _primal_dual(Dl, Wl, vals, be, max_iter, tol if lev == 0 else coarse_tol, warm=warm)
-        warm = info["state"]
+        warm = info.pop("state")  # the only reference: freed once prolonged
         its.append(int(info["iterations"]))
+    info["state"] = warm
     info["levels"] = levels
     info["level_iterations"] = its[::-1]  # finest first
     return lab, info
@@ -914,12 +915,19 @@ def _prolong_labels(u_c, P_c, vals, step, be: Backend):
     delta = np.diff(np.asarray(vals, dtype=np.float64))
     Delta = np.diff(np.asarray(vals, dtype=np.float64)[idx])
     E, Kc, M, N = P_c.shape
+    u_c, P_c = _as_lifted(be, u_c), _as_lifted(be, P_c)  # no copy for a solver state
     u = _lifted_empty(be, (), L - 1, M, N, u_c.dtype)
     P = _lifted_empty(be, (E,), L - 1, M, N, P_c.dtype)
-    for k in range(L - 1):  # one fine layer at a time: no full-size temporaries
-        j = int(layer[k]) - 1
-        u[k] = u_c[j]
-        P[:, k] = P_c[:, j] * P_c.dtype.type(delta[k] / Delta[j])
+    frac = (delta / Delta[layer - 1]).astype(P_c.dtype)
+    if be.name == "cpu":  # pixel-major: gather along the contiguous label axis
+        np.take(_pixel_major(u_c), layer - 1, axis=-1, out=_pixel_major(u))
+        np.take(_pixel_major(P_c), layer - 1, axis=-1, out=_pixel_major(P))
+        _pixel_major(P)[...] *= frac
+    else:  # one fine layer at a time: no full-size temporaries
+        for k in range(L - 1):
+            j = int(layer[k]) - 1
+            u[k] = u_c[j]
+            P[:, k] = P_c[:, j] * frac[k]
     return u, P
 
 
@@ -944,9 +952,12 @@ def _primal_dual_labels(D, W, vals, be: Backend, max_iter, tol, steps=(5,), coar
         _, ci = _primal_dual_multiscale(Dc, W, vc, be, max_iter, coarse_tol)
     else:
         _, ci = _primal_dual(Dc, W, vc, be, max_iter, coarse_tol)
-    warm = _prolong_labels(*ci["state"], vals, step, be)
-    del ci["state"]
+    warm = _prolong_labels(*ci.pop("state"), vals, step, be)
+    del Dc
     lab, info = _primal_dual(D, W, vals, be, max_iter, tol, warm=warm)
+    for key in ("levels", "level_iterations"):  # spatial levels of the coarsest label level
+        if key in ci:
+            info[key] = ci[key]
     info["label_steps"] = tuple(int(s) for s in steps)
     info["label_iterations"] = [int(info["iterations"])] + list(ci.get("label_iterations", [ci["iterations"]]))
     return lab, info
@@ -1037,6 +1048,7 @@ LABEL_STEP = 5
 def _solve_lmn(D, W, vals, method, be, max_iter, tol, init=None, multiscale=False, label_step=LABEL_STEP):
     """Dispatch on an (L, M, N) cost volume already on backend ``be``."""
     t0 = time.perf_counter()
+    label_step = check_positive_int(label_step, "label_step")
     if method == "primal-dual":
         max_iter = _PD_DEFAULTS["max_iter"] if max_iter is None else check_positive_int(max_iter, "max_iter")
         tol = _PD_DEFAULTS["tol"] if tol is None else check_positive(tol, "tol", allow_zero=True)
@@ -1047,7 +1059,6 @@ def _solve_lmn(D, W, vals, method, be, max_iter, tol, init=None, multiscale=Fals
             info = dict(energy=En, lower_bound=En, gap=0.0, iterations=0, converged=True)
         else:
             Dr, vr = D[lo : hi + 1], vals[lo : hi + 1]
-            label_step = check_positive_int(label_step, "label_step")
             if label_step > 1 and init is None and (hi - lo) >= 4 * label_step:
                 lab, info = _primal_dual_labels(Dr, W, vr, be, max_iter, tol, steps=(label_step,),
                                                 multiscale=multiscale)
@@ -1134,7 +1145,9 @@ def solve_multilabel(data_cost, weights, label_values, method: str = "primal-dua
         after label pruning. Default 5: on a real 500x500 map with 81
         labels it took the solve from 33.5 s to 27.5 s on 2 CPU cores (230
         full iterations -> 260 coarse + 100 full ones; the coarse ones cost
-        about a fifth).
+        about a fifth). ``max_iter`` bounds each label level; ``iterations``
+        counts the full problem's, ``label_iterations`` all levels' (full
+        first).
 
     Returns
     -------
