@@ -20,6 +20,21 @@ import numpy as np
 from numba import prange
 
 
+@numba.njit(inline="always", cache=True, error_model="numpy")
+def _pava_push(BS, BW, nb, val, one):
+    """Push one value onto the PAVA block stack (sums ``BS``, sizes ``BW``), merging
+    while the previous block's mean is below the new one (``sum_prev * w < sum *
+    w_prev``, as in labeling.cuh). Returns the new number of blocks."""
+    w = one
+    while nb > 0 and BS[nb - 1] * w < val * BW[nb - 1]:
+        val += BS[nb - 1]
+        w += BW[nb - 1]
+        nb -= 1
+    BS[nb] = val
+    BW[nb] = w
+    return nb + 1
+
+
 @numba.njit(parallel=True, nogil=True, cache=True, fastmath=False, error_model="numpy")
 def lifted_primal(u, G, ubar, tau):
     """Lifted primal step of every pixel (``lifted_primal_at`` in labeling.cuh).
@@ -46,15 +61,7 @@ def lifted_primal(u, G, ubar, tau):
         bx = bf[x]
         nb = 0
         for k in range(K):
-            val = ux[k] - t * gx[k]
-            w = one
-            while nb > 0 and gx[nb - 1] * w < val * bx[nb - 1]:
-                val += gx[nb - 1]
-                w += bx[nb - 1]
-                nb -= 1
-            gx[nb] = val
-            bx[nb] = w
-            nb += 1
+            nb = _pava_push(gx, bx, nb, ux[k] - t * gx[k], one)
         k = K
         for b in range(nb - 1, -1, -1):
             wb = bx[b]
@@ -156,16 +163,8 @@ def lifted_primal_fused(u, ubar, scratch, c, p, tau, lb):
             for k in range(K):
                 prefix += G[k]
                 minpref = min(minpref, prefix)
-                val = ux[k] - t * G[k]
-                w = one
-                while nb > 0 and BM[nb - 1] * w < val * BW[nb - 1]:
-                    val += BM[nb - 1]
-                    w += BW[nb - 1]
-                    nb -= 1
-                BM[nb] = val
-                BW[nb] = w
-                BE[nb] = k + 1
-                nb += 1
+                nb = _pava_push(BM, BW, nb, ux[k] - t * G[k], one)
+                BE[nb - 1] = k + 1
             lb[i, j] = minpref
             b = 0
             val = min(max(BM[0] / BW[0], zero), one)
