@@ -16,6 +16,7 @@ from numba import prange
 
 NONE = -1e30  # log-likelihood of a missing candidate (GD_BLURMAP_NONE)
 
+_FM = {"reassoc", "contract", "arcp", "afn"}
 _inl = dict(inline="always", cache=True, nogil=True)
 
 
@@ -246,10 +247,36 @@ def _search_pixel(y, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_it
             cs[j] = cs[0]
 
 
+@numba.njit(**_inl)
+def _search_chunk(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
+                  tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, r_out, l_out, s_out, p0, p1):
+    F = power.shape[0]
+    yb = np.empty(F, dtype=power.dtype)
+    cr = np.empty(3, dtype=power.dtype)
+    cl = np.empty(3, dtype=power.dtype)
+    cs = np.empty(3, dtype=power.dtype)
+    cst = np.empty(4, dtype=power.dtype)
+    cst[0] = 0
+    cst[1] = 1
+    cst[2] = 0.5
+    for p in range(p0, p1):
+        for i in range(F):
+            yb[i] = power[i, p]
+        _search_pixel(yb, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
+                      tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, cr, cl, cs, cst)
+        for j in range(3):
+            r_out[j, p] = cr[j]
+            l_out[j, p] = cl[j]
+            s_out[j, p] = cs[j]
+
+
+_CHUNK = 256
+
+
 @numba.njit(parallel=True, nogil=True, cache=True)
 def blurmap_search(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
                    tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, r_out, l_out, s_out):
-    """Top-3 likelihood maxima per pixel.
+    """Top-3 likelihood maxima per pixel (IEEE order of operations: the exact twin of the CUDA kernel).
 
     Parameters
     ----------
@@ -264,27 +291,27 @@ def blurmap_search(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer,
     r_out, l_out, s_out : (3, P) arrays
         Candidate radii, log-likelihoods ``-E`` (``NONE`` when missing), ``ŝ``.
     """
-    F, P = power.shape
-    chunk = 256
-    nchunks = (P + chunk - 1) // chunk
+    P = power.shape[1]
+    nchunks = (P + _CHUNK - 1) // _CHUNK
     for c in prange(nchunks):
-        yb = np.empty(F, dtype=power.dtype)
-        cr = np.empty(3, dtype=power.dtype)
-        cl = np.empty(3, dtype=power.dtype)
-        cs = np.empty(3, dtype=power.dtype)
-        cst = np.empty(4, dtype=power.dtype)
-        cst[0] = 0
-        cst[1] = 1
-        cst[2] = 0.5
-        p0 = c * chunk
-        p1 = min(P, p0 + chunk)
-        for p in range(p0, p1):
-            for i in range(F):
-                yb[i] = power[i, p]
-            _search_pixel(yb, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
-                          tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, cr, cl, cs, cst)
-            for j in range(3):
-                r_out[j, p] = cr[j]
-                l_out[j, p] = cl[j]
-                s_out[j, p] = cs[j]
+        _search_chunk(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
+                      tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, r_out, l_out, s_out,
+                      c * _CHUNK, min(P, (c + 1) * _CHUNK))
+    return r_out, l_out, s_out
+
+
+@numba.njit(parallel=True, nogil=True, cache=True, fastmath=_FM)
+def blurmap_search_fast(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
+                        tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, r_out, l_out, s_out):
+    """:func:`blurmap_search` compiled with reassociation, contraction, reciprocal and
+    approximate-function flags (no finite-math or no-NaN assumptions, so the
+    NaN/flat-pixel guards keep their meaning). The sums over the filters
+    vectorize: ~2x faster on the CPU; results differ from the exact twin by
+    rounding (near-ties between candidates may swap)."""
+    P = power.shape[1]
+    nchunks = (P + _CHUNK - 1) // _CHUNK
+    for c in prange(nchunks):
+        _search_chunk(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
+                      tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, r_out, l_out, s_out,
+                      c * _CHUNK, min(P, (c + 1) * _CHUNK))
     return r_out, l_out, s_out
