@@ -1004,6 +1004,24 @@ def _default_balance(W, slices, delta):
 # ---------------------------------------------------------------------------
 
 _PD_DEFAULTS = dict(max_iter=3000, tol=1e-2)
+#: Primal-dual gap tolerance of the blur-map labeling (:func:`coherent_labeling`).
+#: Certifies the energy within 3 % of the global optimum. What the issue asks
+#: is an energy within 1 % of α-expansion's (the paper's optimizer) or lower,
+#: and α-expansion itself stops 1–3 % above the optimum on real maps. Measured
+#: on 2 CPU cores at 500x500 (81 labels):
+#:
+#: ============================  ===========  ==============  =======
+#: problem, tol                  time         E vs α-exp.     map MSE
+#: ============================  ===========  ==============  =======
+#: pipeline timing map, 0.01     34.4 s       −0.94 %         5.853
+#: pipeline timing map, 0.02     24.2 s       −0.57 %         5.864
+#: pipeline timing map, 0.03     18.9 s       −0.28 %         5.845
+#: real astronaut map, 0.01      28.8 s       −2.83 %
+#: real astronaut map, 0.03      18.5 s       −1.41 %
+#: ============================  ===========  ==============  =======
+#:
+#: (α-expansion: 120 s and 133 s.) Pass ``tol=1e-2`` for the 1 % certificate.
+BLURMAP_TOL = 3e-2
 
 
 def _label_range(D, be: Backend):
@@ -1236,7 +1254,9 @@ def coherent_labeling(r_cand, p_cand, image, *, labels=None, max_radius: float =
         global minimum (Ishikawa graph, CPU); ``'primal-dual'`` runs on the
         chosen backend and certifies its gap to the optimum.
     max_iter, tol, multiscale, label_step : optional
-        See :func:`solve_multilabel`.
+        See :func:`solve_multilabel`; ``tol`` defaults to :data:`BLURMAP_TOL`
+        (3e-2) here, the generic solver's 1e-2 certificate costing ~1.8x the
+        time for an energy ~0.7 % lower (both below α-expansion's).
     connectivity, diagonal_scale : see :func:`edge_weights`.
     p_floor : float
         Floor on ``p~`` before the log (:data:`P_FLOOR`).
@@ -1271,6 +1291,8 @@ def coherent_labeling(r_cand, p_cand, image, *, labels=None, max_radius: float =
         D += xp.asarray(np.float32(radius_prior) * lab.astype(np.float32))[:, None, None]
     W = edge_weights(img, lambda0, sigma_lambda, connectivity=connectivity, diagonal_scale=diagonal_scale,
                      backend=be).astype(np.float32)
+    if tol is None and method == "primal-dual":
+        tol = BLURMAP_TOL
     idx, info = _solve_lmn(D, W, lab, method, be, max_iter, tol, multiscale=multiscale, label_step=label_step)
     radius = xp.asarray(lab, dtype=np.float32)[idx]
     info["label_index"] = to_output(idx, kind)
