@@ -259,6 +259,8 @@ def main(argv=None) -> int:
         payload["timing"] = t
         tab = [[k, fmt_s(v)] for k, v in t["stages"].items()]
         tab.append(["total (candidates, no labeling)", fmt_s(t["total_s"])])
+        if "labeling(primal-dual)" in t["stages"]:
+            tab.append(["**total (candidates + labeling)**", fmt_s(t["total_s"] + t["stages"]["labeling(primal-dual)"])])
         md += [f"## Time per stage, {t['size']}x{t['size']} ({t['device']})", "", markdown_table(["stage", "time"], tab),
                "", f"FFTs: {t['fft_count']}; process CPU time {t['process_cpu_s']:.1f} s "
                f"(wall x cores when the machine is idle); load average during the run {t['load_avg']}", ""]
