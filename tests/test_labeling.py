@@ -702,3 +702,48 @@ def test_label_coarse_to_fine_certified_like_single_level(backend):
         assert info["lower_bound"] <= ref["energy"] * (1 + 1e-5)
         e = lb.labeling_energy(to_host(lab), np.moveaxis(D, 0, -1), W, vals)
         assert e == pytest.approx(info["energy"], rel=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# tiled labeling (memory budget)
+# ---------------------------------------------------------------------------
+
+
+def test_label_tiles_cover_and_fit_budget():
+    bpp = lb.labeling_bytes_per_pixel(81)
+    assert bpp == 4 * (81 + 8 * 80 + 9 * 18 + 8 + 16)
+    assert lb.label_tiles((50, 70), 81, 50 * 70 * bpp) == [(0, 50, 0, 70)]
+    for shape, budget, halo in [((300, 500), 60_000 * bpp, 32), ((123, 77), 5_000 * bpp, 8), ((40, 40), 900 * bpp, 4)]:
+        tiles = lb.label_tiles(shape, 81, budget, halo)
+        assert len(tiles) > 1
+        cover = np.zeros(shape, int)
+        for y0, y1, x0, x1 in tiles:
+            cover[y0:y1, x0:x1] += 1
+            h = min(y1 + halo, shape[0]) - max(y0 - halo, 0)
+            w = min(x1 + halo, shape[1]) - max(x0 - halo, 0)
+            assert h * w * bpp <= budget
+        assert (cover == 1).all()
+    with pytest.raises(ValueError, match="memory_budget .* too small"):
+        lb.label_tiles((300, 300), 81, 100 * bpp, 32)
+
+
+def test_tiled_labeling_close_to_untiled(backend):
+    r, p, img, true = planted_problem(48, 56, seed=2)
+    vals = lb.default_labels()
+    D = lb.data_cost_from_candidates(r, p, vals)
+    W = lb.edge_weights(img)
+    full, info_f = lb.coherent_labeling(_xp(backend, r), _xp(backend, p), _xp(backend, img), tol=1e-3)
+    budget = 36 * 40 * lb.labeling_bytes_per_pixel(vals.size)  # 2x2 tiles of 24x28 + 6-pixel halos
+    tiled, info_t = lb.coherent_labeling(_xp(backend, r), _xp(backend, p), _xp(backend, img), tol=1e-3,
+                                         memory_budget=budget, tile_halo=6)
+    assert info_t["tiles"] == 4 and len(info_t["tile_gaps"]) == 4 and info_t["converged"]
+    e_full = lb.labeling_energy(to_host(info_f["label_index"]), D, W, vals)
+    e_tiled = lb.labeling_energy(to_host(info_t["label_index"]), D, W, vals)
+    assert e_tiled <= e_full * 1.01, (e_tiled, e_full)
+    same = np.abs(to_host(tiled) - to_host(full)) < 0.05
+    assert same.mean() > 0.95, same.mean()
+    # a budget that holds the whole problem does not tile: same result
+    again, info_a = lb.coherent_labeling(_xp(backend, r), _xp(backend, p), _xp(backend, img), tol=1e-3,
+                                         memory_budget=10**9)
+    assert "tiles" not in info_a
+    np.testing.assert_array_equal(to_host(again), to_host(full))

@@ -57,6 +57,13 @@ LABELING_METHODS = ("primal-dual", "alpha-expansion")
 CPU_MEMORY_BUDGET = 1 << 30
 #: Fraction of free device memory used by default on the cuda backend.
 CUDA_MEMORY_FRACTION = 0.5
+#: Default working-memory budget of the primal-dual labeling, both backends
+#: (bytes; ``labeling_kwargs={'memory_budget': ...}`` overrides). About 3.6 kB
+#: per pixel with 81 labels, so up to ~1.2 MP is labeled in one piece and
+#: larger maps in overlapping tiles (see ``coherent_labeling``). A fixed
+#: number, not a fraction of free memory, so that the tiling, hence the
+#: result, does not depend on what else runs.
+LABELING_MEMORY_BUDGET = 4 << 30
 
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -118,8 +125,10 @@ class BlurMapEstimator:
     vertical_derivative : bool
         Use the vertical derivative ``[1, -1]ᵀ`` instead of the horizontal one.
     memory_budget : int, optional
-        Bytes of working memory (default: half the free device memory on
-        cuda, 1 GiB on the CPU). Larger images are processed in tiles.
+        Bytes of working memory of the candidate stages (default: half the
+        free device memory on cuda, 1 GiB on the CPU). Larger images are
+        processed in tiles (bit-identical to untiled). The labeling has its
+        own budget, :data:`LABELING_MEMORY_BUDGET`.
     backend : {'auto', 'cuda', 'cpu'}, optional
     dtype : float32 (default) or float64
     settings : SearchSettings, optional
@@ -349,6 +358,8 @@ class BlurMapEstimator:
             kw = dict(self.labeling_kwargs)
             kw.setdefault("labels", np.arange(0.0, self.max_radius + 1e-9, 0.1))
             kw.setdefault("max_radius", self.max_radius)
+            if self.labeling == "primal-dual":
+                kw.setdefault("memory_budget", LABELING_MEMORY_BUDGET)
             guide = x[..., :3] if (x.ndim == 3 and x.shape[2] >= 3) else (x[..., 0] if x.ndim == 3 else x)
             radius, linfo = coherent_labeling(cand, pc, guide, method=self.labeling, backend=be, **kw)
             radius = be.xp.asarray(radius).astype(dt, copy=False)
