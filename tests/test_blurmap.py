@@ -174,6 +174,9 @@ def test_search_host_vs_numba(host, disc_lut, dt, fast):
        c(st.tol_r), c(st.tol_s), c(st.max_step), c(st.s_floor_rel * 1e-4), c(st.merge_tol), c(st.dup_tol),
        *[ptr(o) for o in outs])
     r_h, l_h, s_h = outs
+    from gpudeblur.blurmap._numba_likelihood import blurmap_search, blurmap_search_fast
+
+    assert any(str(sig[0].dtype) == np.dtype(dt).name for sig in (blurmap_search_fast if fast else blurmap_search).signatures)
     err_r = np.abs(r_h - r_n)
     if dt == np.float64 and not fast:
         # same operations in the same order: equal up to libm differences

@@ -50,7 +50,7 @@ def register(subparsers, parents) -> None:
     p.add_argument("--vertical", action="store_true", help="use the vertical derivative")
     p.add_argument("--tau", type=finite_float, default=2.0, help="in-focus threshold for --mask (pixels, 2)")
     p.add_argument("--memory-budget", type=positive_int, default=None, metavar="BYTES",
-                   help="working memory (default: half the free GPU memory, 1 GiB on the CPU)")
+                   help="working memory of the candidate stages (default: half the free GPU memory, 1 GiB on the CPU; the labeling has its own 4 GiB budget)")
     p.set_defaults(func=run)
 
 

@@ -61,6 +61,7 @@ of the image; the data-cost volume itself is one such array.
 
 from __future__ import annotations
 
+import numbers
 import time
 
 import numpy as np
@@ -1280,11 +1281,13 @@ def coherent_labeling(r_cand, p_cand, image, *, labels=None, max_radius: float =
         tile's core plus ``tile_halo`` pixels of context on every side is
         labeled on its own (own label pruning, own certificate) and only the
         core is kept. Not the joint minimizer: a seam can differ where the
-        smoothness would carry information further than the halo
-        (``info['tiles']``, ``info['tile_gaps']``; the energy difference is
-        measured in the tests). The layout depends only on the shape, the
-        labels and the budget, so results stay deterministic. ``None``:
-        never tile.
+        smoothness would carry information further than the halo. ``info``
+        then has the stitched labeling's ``energy`` but no joint
+        ``lower_bound``/``gap`` (``max_tile_gap``, ``tile_gaps``,
+        ``tile_iterations``, ``tiles``; ``converged`` = every tile
+        converged). The layout depends only on the shape, the labels, the
+        halo and the budget, so results stay deterministic. ``None``: never
+        tile.
     tile_halo : int
         Context pixels around each tile's core (default 64).
 
@@ -1307,7 +1310,9 @@ def coherent_labeling(r_cand, p_cand, image, *, labels=None, max_radius: float =
     radius_prior = check_positive(radius_prior, "radius_prior", allow_zero=True)
     if memory_budget is not None:
         memory_budget = check_positive_int(memory_budget, "memory_budget")
-    tile_halo = int(check_positive(tile_halo, "tile_halo", allow_zero=True))
+    if isinstance(tile_halo, bool) or not isinstance(tile_halo, numbers.Integral) or tile_halo < 0:
+        raise ValueError(f"tile_halo must be a non-negative integer, got {tile_halo!r}")
+    tile_halo = int(tile_halo)
     if tol is None and method == "primal-dual":
         tol = BLURMAP_TOL
 
@@ -1318,25 +1323,40 @@ def coherent_labeling(r_cand, p_cand, image, *, labels=None, max_radius: float =
             D += xp.asarray(np.float32(radius_prior) * lab.astype(np.float32))[:, None, None]
         W = edge_weights(img[y0:y1, x0:x1], lambda0, sigma_lambda, connectivity=connectivity,
                          diagonal_scale=diagonal_scale, backend=be).astype(np.float32)
-        return _solve_lmn(D, W, lab, method, be, max_iter, tol, multiscale=multiscale, label_step=label_step)
+        t_idx, t_info = _solve_lmn(D, W, lab, method, be, max_iter, tol, multiscale=multiscale,
+                                   label_step=label_step)
+        return t_idx, t_info, D
 
     tiles = [(0, M, 0, N)]
     if memory_budget is not None and method == "primal-dual":
         tiles = label_tiles((M, N), lab.size, memory_budget, tile_halo, 4 if connectivity == 8 else 2)
     if len(tiles) == 1:
-        idx, info = solve(0, M, 0, N)
+        idx, info, _ = solve(0, M, 0, N)
     else:
+        t0 = time.perf_counter()
         idx = xp.empty((M, N), dtype=np.int32)
-        gaps, its = [], []
+        gaps, its, conv = [], [], []
+        data = 0.0
         for c0, c1, d0, d1 in tiles:
             y0, y1 = max(c0 - tile_halo, 0), min(c1 + tile_halo, M)
             x0, x1 = max(d0 - tile_halo, 0), min(d1 + tile_halo, N)
-            t_idx, t_info = solve(y0, y1, x0, x1)
-            idx[c0:c1, d0:d1] = t_idx[c0 - y0 : c1 - y0, d0 - x0 : d1 - x0]
+            t_idx, t_info, D = solve(y0, y1, x0, x1)
+            core = (slice(c0 - y0, c1 - y0), slice(d0 - x0, d1 - x0))
+            idx[c0:c1, d0:d1] = t_idx[core]
+            data += float(xp.take_along_axis(D[(slice(None),) + core], t_idx[core][None].astype(np.intp),
+                                             axis=0).sum(dtype=np.float64))
+            del D
             gaps.append(float(t_info["gap"]))
             its.append(int(t_info["iterations"]))
-        info = dict(method=method, tiles=len(tiles), tile_halo=tile_halo, tile_gaps=gaps, tile_iterations=its,
-                    gap=max(gaps), iterations=max(its), converged=bool(max(gaps) <= tol))
+            conv.append(bool(t_info["converged"]))
+        # the stitched labeling's energy: data terms per core + all edges of the full grid
+        W = edge_weights(img, lambda0, sigma_lambda, connectivity=connectivity, diagonal_scale=diagonal_scale,
+                         backend=be).astype(np.float32)
+        no_data = xp.zeros((1, 1, 1), dtype=np.float32)
+        pair = _energy_lmn(idx, xp.broadcast_to(no_data, (lab.size, M, N)), W, xp.asarray(lab, dtype=np.float64), xp)
+        info = dict(method=method, energy=data + pair, tiles=len(tiles), tile_halo=tile_halo, max_tile_gap=max(gaps),
+                    tile_gaps=gaps, tile_iterations=its, iterations=max(its), converged=all(conv),
+                    time=time.perf_counter() - t0)
     radius = xp.asarray(lab, dtype=np.float32)[idx]
     info["label_index"] = to_output(idx, kind)
     return to_output(radius, kind), info
@@ -1358,16 +1378,21 @@ def labeling_bytes_per_pixel(n_labels: int, n_edges: int = 4) -> int:
 def label_tiles(shape, n_labels: int, memory_budget: int, halo: int = 64, n_edges: int = 4):
     """Tile cores ``(y0, y1, x0, x1)`` covering ``shape`` whose haloed tiles fit ``memory_budget`` bytes.
 
-    The smallest grid (split along the longer tile side first) whose largest
-    haloed tile needs at most ``memory_budget`` bytes
-    (:func:`labeling_bytes_per_pixel`); ``[(0, M, 0, N)]`` when the whole
-    problem fits.
+    A grid grown greedily (one more split along the longer tile side at a
+    time) until its largest haloed tile needs at most ``memory_budget``
+    bytes (:func:`labeling_bytes_per_pixel`); ``[(0, M, 0, N)]`` when the
+    whole problem fits.
     """
-    M, N = (int(a) for a in shape)
+    M, N = (check_positive_int(int(a), "shape") for a in shape)
+    if check_positive_int(n_labels, "n_labels") < 2:
+        raise ValueError(f"n_labels must be >= 2, got {n_labels}")
+    memory_budget = check_positive_int(memory_budget, "memory_budget")
+    if isinstance(halo, bool) or not isinstance(halo, numbers.Integral) or halo < 0:
+        raise ValueError(f"halo must be a non-negative integer, got {halo!r}")
     bpp = labeling_bytes_per_pixel(n_labels, n_edges)
     if M * N * bpp <= memory_budget:
         return [(0, M, 0, N)]
-    smallest = (2 * halo + 16) ** 2 * bpp
+    smallest = min(2 * halo + 16, M) * min(2 * halo + 16, N) * bpp
     if smallest > memory_budget:
         raise ValueError(f"memory_budget {memory_budget} bytes is too small for the labeling: a tile with a "
                          f"{halo}-pixel halo needs at least {smallest} bytes")
