@@ -101,8 +101,12 @@ def synthesize_scene(sharp: np.ndarray, sigma: float = SCENE_NOISE_SIGMA, seed: 
     return quantized.astype(np.float32), rmap
 
 
-def _prepare_out(out_dir, files, overwrite):
-    from .cli import check_output_path  # noqa: PLC0415
+def _prepare_out(out_dir, files, overwrite, backend, verbose):
+    """Check every output (existing files refused unless ``overwrite``), pick the
+    backend, create ``out_dir`` before the work (a folder we cannot create fails
+    early). Returns ``(out_dir, paths, backend, report)``."""
+    from ._backend import get_backend  # noqa: PLC0415
+    from .cli import check_output_path, say  # noqa: PLC0415
 
     out_dir = os.fspath(out_dir)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
@@ -111,7 +115,10 @@ def _prepare_out(out_dir, files, overwrite):
     if os.path.isdir(out_dir):
         for p in paths.values():
             check_output_path(None, p, overwrite, kind="image")
-    return out_dir, paths
+    be = get_backend(backend)
+    os.makedirs(out_dir, exist_ok=True)
+    report = say if verbose else (lambda _msg: None)
+    return out_dir, paths, be, report
 
 
 def run(out_dir: str = "gpudeblur-demo", backend=None, overwrite: bool = False, verbose: bool = True,
@@ -125,16 +132,11 @@ def run(out_dir: str = "gpudeblur-demo", backend=None, overwrite: bool = False, 
     if uniform:
         return _run_uniform(out_dir, backend, overwrite, verbose)
     from . import AllInFocus  # noqa: PLC0415
-    from ._backend import get_backend  # noqa: PLC0415
     from .blurmap.cli import colorize  # noqa: PLC0415
-    from .cli import say  # noqa: PLC0415
     from .data import sharp as load_sharp  # noqa: PLC0415
     from .io import write_image  # noqa: PLC0415
 
-    out_dir, paths = _prepare_out(out_dir, _SCENE_FILES, overwrite)
-    be = get_backend(backend)
-    os.makedirs(out_dir, exist_ok=True)
-    report = say if verbose else (lambda _msg: None)
+    out_dir, paths, be, report = _prepare_out(out_dir, _SCENE_FILES, overwrite, backend, verbose)
 
     sharp = load_sharp()
     blurred, true_map = synthesize_scene(sharp)
@@ -178,15 +180,11 @@ def run(out_dir: str = "gpudeblur-demo", backend=None, overwrite: bool = False, 
 
 def _run_uniform(out_dir, backend, overwrite, verbose) -> dict:
     from . import admm_tv, richardson_lucy, wiener  # noqa: PLC0415
-    from ._backend import get_backend  # noqa: PLC0415
-    from .cli import _default_iters, progress, say  # noqa: PLC0415
+    from .cli import _default_iters, progress  # noqa: PLC0415
     from .data import sharp as load_sharp  # noqa: PLC0415
     from .io import write_image  # noqa: PLC0415
 
-    out_dir, paths = _prepare_out(out_dir, _FILES, overwrite)
-    be = get_backend(backend)
-    os.makedirs(out_dir, exist_ok=True)  # before the work: a folder we cannot create fails early
-    report = say if verbose else (lambda _msg: None)
+    out_dir, paths, be, report = _prepare_out(out_dir, _FILES, overwrite, backend, verbose)
 
     sharp = load_sharp()
     blurred, k = synthesize(sharp)

@@ -273,6 +273,18 @@ def _search_chunk(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, 
 _CHUNK = 256
 
 
+@numba.njit(**_inl)
+def _search_all(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
+                tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, r_out, l_out, s_out):
+    # inlined into both kernels, so the parallel loop and the math take each kernel's flags
+    P = power.shape[1]
+    nchunks = (P + _CHUNK - 1) // _CHUNK
+    for c in prange(nchunks):
+        _search_chunk(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
+                      tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, r_out, l_out, s_out,
+                      c * _CHUNK, min(P, (c + 1) * _CHUNK))
+
+
 @numba.njit(parallel=True, nogil=True, cache=True)
 def blurmap_search(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
                    tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, r_out, l_out, s_out):
@@ -291,12 +303,8 @@ def blurmap_search(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer,
     r_out, l_out, s_out : (3, P) arrays
         Candidate radii, log-likelihoods ``-E`` (``NONE`` when missing), ``ŝ``.
     """
-    P = power.shape[1]
-    nchunks = (P + _CHUNK - 1) // _CHUNK
-    for c in prange(nchunks):
-        _search_chunk(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
-                      tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, r_out, l_out, s_out,
-                      c * _CHUNK, min(P, (c + 1) * _CHUNK))
+    _search_all(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
+                tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, r_out, l_out, s_out)
     return r_out, l_out, s_out
 
 
@@ -308,10 +316,6 @@ def blurmap_search_fast(power, val, d1t, d2t, noise, starts, lo, hi, step, max_o
     NaN/flat-pixel guards keep their meaning). The sums over the filters
     vectorize: ~2x faster on the CPU; results differ from the exact twin by
     rounding (near-ties between candidates may swap)."""
-    P = power.shape[1]
-    nchunks = (P + _CHUNK - 1) // _CHUNK
-    for c in prange(nchunks):
-        _search_chunk(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
-                      tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, r_out, l_out, s_out,
-                      c * _CHUNK, min(P, (c + 1) * _CHUNK))
+    _search_all(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
+                tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, r_out, l_out, s_out)
     return r_out, l_out, s_out

@@ -390,14 +390,19 @@ def _check_weights(W, M, N, name="weights"):
 
 def _energy_lmn(lab_idx, D, W, vals, xp):
     """Energy (eq. 14) of an integer labeling; D (L, M, N), W (E, M, N), vals (L,) on xp. float64."""
-    M, N = lab_idx.shape
     data = xp.take_along_axis(D, lab_idx[None].astype(np.intp), axis=0).sum(dtype=np.float64)
+    return float(data) + _pairwise_energy(lab_idx, W, vals, xp)
+
+
+def _pairwise_energy(lab_idx, W, vals, xp):
+    """Smoothness part of eq. 14 of an integer labeling (float64)."""
+    M, N = lab_idx.shape
     r = vals[lab_idx]
     pair = 0.0
     for d, (di, dj) in enumerate(EDGE_OFFSETS[: W.shape[0]]):
         src, dst = _edge_slices(di, dj, M, N)
         pair = pair + (W[(d,) + src].astype(np.float64) * xp.abs(r[dst] - r[src])).sum()
-    return float(data + pair)
+    return float(pair)
 
 
 def labeling_energy(labels_idx, data_cost, weights, label_values) -> float:
@@ -1331,7 +1336,8 @@ def coherent_labeling(r_cand, p_cand, image, *, labels=None, max_radius: float =
     if memory_budget is not None and method == "primal-dual":
         tiles = label_tiles((M, N), lab.size, memory_budget, tile_halo, 4 if connectivity == 8 else 2)
     if len(tiles) == 1:
-        idx, info, _ = solve(0, M, 0, N)
+        idx, info, D = solve(0, M, 0, N)
+        del D
     else:
         t0 = time.perf_counter()
         idx = xp.empty((M, N), dtype=np.int32)
@@ -1352,8 +1358,7 @@ def coherent_labeling(r_cand, p_cand, image, *, labels=None, max_radius: float =
         # the stitched labeling's energy: data terms per core + all edges of the full grid
         W = edge_weights(img, lambda0, sigma_lambda, connectivity=connectivity, diagonal_scale=diagonal_scale,
                          backend=be).astype(np.float32)
-        no_data = xp.zeros((1, 1, 1), dtype=np.float32)
-        pair = _energy_lmn(idx, xp.broadcast_to(no_data, (lab.size, M, N)), W, xp.asarray(lab, dtype=np.float64), xp)
+        pair = _pairwise_energy(idx, W, xp.asarray(lab, dtype=np.float64), xp)
         info = dict(method=method, energy=data + pair, tiles=len(tiles), tile_halo=tile_halo, max_tile_gap=max(gaps),
                     tile_gaps=gaps, tile_iterations=its, iterations=max(its), converged=all(conv),
                     time=time.perf_counter() - t0)
