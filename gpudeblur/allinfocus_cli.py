@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .allinfocus import DEFAULT_MODE, MODES
+from .allinfocus import DEFAULT_MODE, MAP_WINDOW, MODES
 
 
 def register(subparsers, parents) -> None:
@@ -38,6 +38,8 @@ def register(subparsers, parents) -> None:
     p.add_argument("--lam", type=positive_float, metavar="X", help="regularization weight (default: from the noise level)")
     p.add_argument("--iters", type=positive_int, metavar="N", help="ADMM iterations (sv-admm)")
     p.add_argument("--max-radius", type=positive_float, default=8.0, metavar="R", help="largest blur radius estimated (8)")
+    p.add_argument("--window", type=positive_int, default=MAP_WINDOW, metavar="N",
+                   help=f"odd analysis window of the blur-map estimate (default {MAP_WINDOW}; the paper's 41)")
     p.add_argument("--noise", type=positive_float, metavar="VAR",
                    help="noise variance for the blur-map estimator (default: measured on the image, at least 1e-6)")
     p.add_argument("--save-map", metavar="M", help="write the blur map (.png colour-mapped, .npy/.tif float)")
@@ -95,7 +97,7 @@ def run(args) -> int:
         layers=args.layers,
         lam=args.lam,
         num_iter=args.iters,
-        estimator_options={"max_radius": args.max_radius, **({"noise": args.noise} if args.noise else {})},
+        estimator_options={"max_radius": args.max_radius, "window": args.window, **({"noise": args.noise} if args.noise else {})},
         backend=args.backend,
         progress=stage,
     )

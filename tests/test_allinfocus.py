@@ -137,3 +137,39 @@ def test_estimated_map_uses_the_robust_tv_weight(natural_rgb):
     np.testing.assert_allclose(given, ref_given, atol=1e-6)
     np.testing.assert_allclose(as_est, ref_est, atol=1e-6)
     assert np.abs(given - as_est).max() > 1e-3
+
+
+def test_estimator_gets_the_pipeline_window_and_prior(monkeypatch):
+    """estimate_map builds the estimator with MAP_WINDOW and RADIUS_PRIOR unless the caller overrides them."""
+    import gpudeblur.blurmap as bm
+    from gpudeblur.allinfocus import MAP_WINDOW, RADIUS_PRIOR
+
+    made = []
+
+    class Recorder:
+        def __init__(self, **kw):
+            made.append(kw)
+            self.noise = kw["noise"]
+
+        def estimate(self, image):
+            return np.zeros(image.shape[:2], np.float32)
+
+    monkeypatch.setattr(bm, "BlurMapEstimator", Recorder)
+    img = np.full((32, 32, 3), 0.5)
+    AllInFocus(estimator_options={"noise": 1e-5}).estimate_map(img)
+    assert made[-1]["window"] == MAP_WINDOW == 51
+    assert made[-1]["labeling_kwargs"] == {"radius_prior": RADIUS_PRIOR}
+    AllInFocus(estimator_options={"noise": 1e-5, "window": 41, "labeling_kwargs": {"radius_prior": 0.0}}).estimate_map(img)
+    assert made[-1]["window"] == 41 and made[-1]["labeling_kwargs"] == {"radius_prior": 0.0}
+
+
+def test_cli_allinfocus_bad_window(tmp_path, natural_rgb):
+    from gpudeblur import cli
+    from gpudeblur.io import write_image
+
+    src = tmp_path / "in.png"
+    write_image(src, natural_rgb[:64, :64])
+    out = tmp_path / "o.png"
+    assert cli.main(["-q", "allinfocus", str(src), str(out), "--window", "40"]) == 2
+    assert cli.main(["-q", "allinfocus", str(src), str(out), "--window", "0"]) == 2
+    assert not out.exists()
