@@ -51,11 +51,11 @@ NOISE_FLOOR = 1e-6
 #: Small-radius preference in the coherent labeling of the estimated map
 #: (see ``radius_prior`` in :func:`gpudeblur.blurmap.coherent_labeling`).
 #: Without it, smooth regions of in-focus subjects read as large radii and
-#: ring (astronaut/layered, window 41: 20.8 dB against 24.3 dB at 2). It is a constant
-#: pull of ``RADIUS_PRIOR`` nats per pixel of radius, so a large value also
-#: pulls genuinely large, low-contrast blur down: at 3, a 0→8 ramp on the
-#: grass texture was read as 4 px at its 8 px end (map MSE 2.95 against
-#: 0.09 at 1). 2 was the best deblurred PSNR over the 14 scenes of the
+#: ring (astronaut/layered, window 41: 20.8 dB against 24.3 dB at 2). It is
+#: a constant pull of ``RADIUS_PRIOR`` nats per pixel of radius, so a large
+#: value also pulls genuinely large, low-contrast blur down: at 3, a 0→8
+#: ramp on the grass texture was read as 4 px at its 8 px end (map MSE
+#: 2.95 against 0.09 at 1). 2 was the best deblurred PSNR over the 14 scenes of the
 #: window sweep below (25.57 dB; 25.54 at 1, 25.56 at 3).
 RADIUS_PRIOR = 2.0
 #: Analysis window of the blur-map estimate in the pipeline (the estimator's

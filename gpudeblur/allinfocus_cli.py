@@ -97,7 +97,11 @@ def run(args) -> int:
         layers=args.layers,
         lam=args.lam,
         num_iter=args.iters,
-        estimator_options={"max_radius": args.max_radius, "window": args.window, **({"noise": args.noise} if args.noise else {})},
+        estimator_options={
+            "max_radius": args.max_radius,
+            "window": args.window,
+            **({"noise": args.noise} if args.noise else {}),
+        },
         backend=args.backend,
         progress=stage,
     )
