@@ -6,7 +6,8 @@ two background layers) and smoothly varying (ramp 0→8 px) — synthesised with
 a fine PSF bank (0.1 px steps, so the solvers' 0.5 px bank is not an
 inverse crime), plus white noise σ_n² = 1e-6 (the paper's level). For every
 mode we report PSNR/SSIM of the result with the TRUE map and with the
-ESTIMATED map (gpudeblur.blurmap), the input, and the Gaussian-kernel
+ESTIMATED map (gpudeblur.blurmap; the pipeline then treats it as uncertain,
+``allinfocus.MAP_UNCERTAINTY``), the input, and the Gaussian-kernel
 baseline (the same solver with Gaussian PSFs of equal second moment,
 σ = r/2, instead of discs).
 
@@ -19,6 +20,7 @@ warm-up excluded, device-synchronized, median of repeats.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -40,7 +42,7 @@ from _common import (  # noqa: E402
 )
 
 import gpudeblur as gd  # noqa: E402
-from gpudeblur.allinfocus import AllInFocus  # noqa: E402
+from gpudeblur.allinfocus import MAP_UNCERTAINTY, AllInFocus  # noqa: E402
 from gpudeblur.spatially_varying import blur_spatially_varying, deconvolve_spatially_varying  # noqa: E402
 
 
@@ -131,43 +133,26 @@ def timing(sizes_mp, modes, backends, max_cpu_svadmm_mp=4.0):
             be = gd.get_backend(bname)
             x = be.xp.asarray(img)
             r = be.xp.asarray(rm)
-            for mode in modes:
+            for mode, mapkind in itertools.product(modes, ("exact", "uncertain")):
                 if mode == "sv-admm" and bname == "cpu" and mp > max_cpu_svadmm_mp:
                     log(f"{mp} MP {bname} {mode}: skipped (above --max-cpu-svadmm-mp {max_cpu_svadmm_mp:g})")
                     continue
+                # 'uncertain': the weights an estimated map gets in the pipeline (MAP_UNCERTAINTY)
+                unc = dict(zip(("radius_sigma", "spatial_sigma"), MAP_UNCERTAINTY if mapkind == "uncertain" else (0.0, 0.0)))
                 kw = {"num_iter": 1} if mode == "sv-admm" else {}
                 t, _ = time_call(
-                    lambda: deconvolve_spatially_varying(x, r, method=mode, backend=be),
+                    lambda: deconvolve_spatially_varying(x, r, method=mode, backend=be, **unc),
                     sync=be.synchronize,
                     repeats=3,
-                    warmup=lambda: deconvolve_spatially_varying(x[:256, :256], r[:256, :256], method=mode, backend=be, **kw),
+                    warmup=lambda: deconvolve_spatially_varying(x[:256, :256], r[:256, :256], method=mode, backend=be, **kw, **unc),
                     budget_s=60,
                 )
-                rows.append({"megapixels": mp, "shape": [M, N, 3], "backend": bname, "mode": mode, **t.as_dict()})
-                log(f"{mp} MP {bname} {mode}: {fmt_s(t.median)}")
+                rows.append({"megapixels": mp, "shape": [M, N, 3], "backend": bname, "mode": mode, "map": mapkind, **t.as_dict()})
+                log(f"{mp} MP {bname} {mode} ({mapkind} map): {fmt_s(t.median)}")
     return rows
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=192, help="side of the quality images")
-    ap.add_argument("--modes", default="fast,sv-admm")
-    ap.add_argument("--timing-sizes", default="1", help="megapixels, comma-separated (e.g. 1,12)")
-    ap.add_argument("--timing-modes", default="fast,sv-admm")
-    ap.add_argument("--no-estimate", action="store_true", help="true maps only")
-    ap.add_argument("--max-cpu-svadmm-mp", type=float, default=4.0, help="largest size timed for sv-admm on the CPU")
-    ap.add_argument("--skip-timing", action="store_true")
-    ap.add_argument("--out", default=str(DEFAULT_OUT))
-    args = ap.parse_args(argv)
-
-    backends = ["cpu"] + (["cuda"] if gd.cuda_available() else [])
-    info = machine_info(gpu_name=gd.get_backend("cuda").device_name() if "cuda" in backends else None)
-    modes = args.modes.split(",")
-    q = quality(args.size, modes, estimate=not args.no_estimate)
-    t = [] if args.skip_timing else timing([float(s) for s in args.timing_sizes.split(",")], args.timing_modes.split(","), backends,
-                                         args.max_cpu_svadmm_mp)
-    info = finish_machine_info(info)
-
+def quality_markdown(q, modes):
     cols = ["image", "map", "input"] + [f"{m} ({w})" for m in modes for w in ("true", "est") if f"{m}_{w}_psnr" in q[0]] + ["gaussian (true)"]
     rows = []
     for r in q:
@@ -185,12 +170,41 @@ def main(argv=None):
                 mean.append(f"{np.mean([r[f'{m}_{w}_psnr'] for r in q]):.2f}")
     mean.append(f"{np.mean([r['gaussian_true_psnr'] for r in q]):.2f}")
     rows.append(mean)
-    md = [f"# All-in-focus benchmark\n\n{machine_markdown(info)}\n", "## Quality (PSNR dB / SSIM), σ_n² = 1e-6\n", markdown_table(cols, rows)]
+    md = ["## Quality (PSNR dB / SSIM), σ_n² = 1e-6\n", markdown_table(cols, rows)]
     if "map_mse" in q[0]:
         md.append("\nBlur-map MSE (px²): " + ", ".join(f"{r['image']}/{r['map']}: {r['map_mse']:.3f}" for r in q))
+    return md
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=192, help="side of the quality images")
+    ap.add_argument("--modes", default="fast,sv-admm")
+    ap.add_argument("--timing-sizes", default="1", help="megapixels, comma-separated (e.g. 1,12)")
+    ap.add_argument("--timing-modes", default="fast,sv-admm")
+    ap.add_argument("--no-estimate", action="store_true", help="true maps only")
+    ap.add_argument("--max-cpu-svadmm-mp", type=float, default=4.0, help="largest size timed for sv-admm on the CPU")
+    ap.add_argument("--skip-timing", action="store_true")
+    ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--out", default=str(DEFAULT_OUT))
+    args = ap.parse_args(argv)
+
+    backends = ["cpu"] + (["cuda"] if gd.cuda_available() else [])
+    info = machine_info(gpu_name=gd.get_backend("cuda").device_name() if "cuda" in backends else None)
+    modes = args.modes.split(",")
+    q = [] if args.skip_quality else quality(args.size, modes, estimate=not args.no_estimate)
+    t = [] if args.skip_timing else timing([float(s) for s in args.timing_sizes.split(",")], args.timing_modes.split(","), backends,
+                                         args.max_cpu_svadmm_mp)
+    info = finish_machine_info(info)
+
+    md = [f"# All-in-focus benchmark\n\n{machine_markdown(info)}\n"]
+    if q:
+        md += quality_markdown(q, modes)
     if t:
         md.append("\n## Time (median s, warm-up excluded)\n")
-        md.append(markdown_table(["MP", "shape", "backend", "mode", "median", "repeats"], [[r["megapixels"], "×".join(map(str, r["shape"])), r["backend"], r["mode"], fmt_s(r["median_s"]), r["repeats"]] for r in t]))
+        md.append(markdown_table(["MP", "shape", "backend", "mode", "map", "median", "repeats"],
+                                 [[r["megapixels"], "×".join(map(str, r["shape"])), r["backend"], r["mode"], r.get("map", "exact"),
+                                   fmt_s(r["median_s"]), r["repeats"]] for r in t]))
     text = "\n".join(md) + "\n"
     paths = write_results(args.out, result_stem("allinfocus", info), {"machine": info, "quality": q, "timing": t}, text)
     print(text)

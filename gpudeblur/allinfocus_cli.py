@@ -2,7 +2,8 @@
 
     gpudeblur allinfocus IN OUT [--map MAP.npy | --estimate] [--mode sv-admm|fast|blind]
                          [--layers L] [--save-map M.png|.npy|.tif] [--save-layers DIR]
-                         [--report R.json] [--lam X] [--iters N] [--backend ...] [--overwrite]
+                         [--report R.json] [--lam X] [--iters N] [--map-uncertainty S,SP]
+                         [--backend ...] [--overwrite]
 
 Every output path is checked before any work; all writes are atomic.
 """
@@ -15,7 +16,22 @@ import time
 
 import numpy as np
 
-from .allinfocus import DEFAULT_MODE, MAP_WINDOW, MODES
+from .allinfocus import DEFAULT_MODE, MAP_UNCERTAINTY, MAP_WINDOW, MODES
+
+
+def uncertainty_pair(text: str) -> tuple:
+    """argparse type: ``S,SP``, two finite non-negative floats (pixels)."""
+    import argparse  # noqa: PLC0415
+
+    from .cli import finite_float  # noqa: PLC0415
+
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected RADIUS_SIGMA,SPATIAL_SIGMA (e.g. 0.5,3), got {text!r}")
+    vals = tuple(finite_float(v.strip()) for v in parts)
+    if min(vals) < 0:
+        raise argparse.ArgumentTypeError(f"must be non-negative, got {text!r}")
+    return vals
 
 
 def register(subparsers, parents) -> None:
@@ -37,6 +53,9 @@ def register(subparsers, parents) -> None:
     p.add_argument("--layers", type=positive_int, metavar="L", help="out-of-focus layers for --mode blind (default: from the map)")
     p.add_argument("--lam", type=positive_float, metavar="X", help="regularization weight (default: from the noise level)")
     p.add_argument("--iters", type=positive_int, metavar="N", help="ADMM iterations (sv-admm)")
+    p.add_argument("--map-uncertainty", type=uncertainty_pair, metavar="S,SP",
+                   help="treat the map as uncertain: radius spread S px and neighbourhood SP px of the expected-misfit "
+                   f"data term (default {MAP_UNCERTAINTY[0]:g},{MAP_UNCERTAINTY[1]:g} for an estimated map, 0,0 for --map)")
     p.add_argument("--max-radius", type=positive_float, default=8.0, metavar="R", help="largest blur radius estimated (8)")
     p.add_argument("--window", type=positive_int, default=MAP_WINDOW, metavar="N",
                    help=f"odd analysis window of the blur-map estimate (default {MAP_WINDOW}; the paper's 41)")
@@ -83,6 +102,8 @@ def run(args) -> int:
         raise NotADirectoryError(f"--save-layers is not a folder: {args.save_layers}")
     if args.layers is not None and args.mode != "blind":
         raise ValueError("--layers applies to --mode blind only")
+    if args.map_uncertainty is not None and args.mode == "blind":
+        raise ValueError("--map-uncertainty applies to --mode sv-admm and fast only")
 
     image, meta = read_image(args.input)
     radius_map = _read_map(args.map) if args.map else None
@@ -97,6 +118,7 @@ def run(args) -> int:
         layers=args.layers,
         lam=args.lam,
         num_iter=args.iters,
+        map_uncertainty=args.map_uncertainty,
         estimator_options={
             "max_radius": args.max_radius,
             "window": args.window,

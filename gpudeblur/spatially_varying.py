@@ -7,6 +7,22 @@ family (disc by default). With a bank of ``K`` PSFs ``h_k`` at sampled radii
 
     H f = Σ_k w_k ⊙ (h_k ∗ f),        Hᵀ g = Σ_k h_k ⋆ (w_k ⊙ g).
 
+An *estimated* map is off by a fraction of a pixel almost everywhere and by
+more near blur boundaries; deconvolving with a disc that is too large
+rings. ``radius_sigma``/``spatial_sigma`` make the operator treat the map as
+uncertain: each pixel's radius is a distribution — the map's value blurred
+by a Gaussian of ``radius_sigma`` px in ``r`` and pooled over a Gaussian
+neighbourhood of ``spatial_sigma`` px (the local histogram of the map) —
+with bank weights ``w_k(x)`` its interpolated masses, and the data term is
+the *expected* misfit over it,
+
+    E_r ‖H_r f − g‖² = Σ_k ‖√w_k ⊙ (h_k ∗ f − g)‖²,   normal operator Σ_k h_kᵀ w_k h_k.
+
+Frequencies on which the likely radii disagree (near the zeros of the disc
+spectra, where a wrong radius rings) are then left to the TV prior instead
+of being inverted. With both at 0 the weights are the hat functions above
+and the forward model is the interpolated ``H``.
+
 Two solvers:
 
 ``'sv-admm'``
@@ -82,17 +98,22 @@ class SpatiallyVaryingBlur:
         Geometry (padding, extend/crop) for the largest PSF.
     """
 
-    def __init__(self, radius_map, be: Backend, dtype=np.float32, radius_step=0.5, family="disc", boundary="reflect"):
+    def __init__(self, radius_map, be: Backend, dtype=np.float32, radius_step=0.5, family="disc", boundary="reflect",
+                 radius_sigma=0.0, spatial_sigma=0.0):
         check_choice(boundary, ("reflect", "periodic"), "boundary")
         self.be = be
         self.dtype = np.dtype(dtype)
         xp = be.xp
         self.step = check_positive(radius_step, "radius_step")
+        self.radius_sigma = check_positive(radius_sigma, "radius_sigma", allow_zero=True)
+        self.spatial_sigma = check_positive(spatial_sigma, "spatial_sigma", allow_zero=True)
+        #: True when the map is treated as uncertain (expected-misfit data term)
+        self.uncertain = self.radius_sigma > 0 or self.spatial_sigma > 0
         self.family = _FAMILIES[family] if isinstance(family, str) and family in _FAMILIES else family
         if not callable(self.family):
             raise ValueError(f"unknown PSF family {family!r}; expected 'disc', 'gaussian' or a callable")
-        rmax = float(radius_map.max())
-        rmin = float(radius_map.min())
+        rmax = float(radius_map.max()) + _SIGMA_TAIL * self.radius_sigma
+        rmin = max(0.0, float(radius_map.min()) - _SIGMA_TAIL * self.radius_sigma)
         k_lo = int(math.floor(rmin / self.step))
         k_hi = int(math.ceil(rmax / self.step))
         radii = np.arange(k_lo, k_hi + 1) * self.step
@@ -104,11 +125,20 @@ class SpatiallyVaryingBlur:
         pad = self.grid.pad
         rg = radius_map.astype(self.dtype, copy=False)
         self.rgrid = xp.pad(rg, pad, mode="edge") if boundary == "reflect" else rg
-        # keep only radii whose weight is non-zero somewhere
-        keep = []
-        for i, r in enumerate(radii):
-            if bool((xp.abs(self.rgrid - r) < self.step).any()):
-                keep.append(i)
+        self._w = None
+        if self.uncertain:
+            # stored (K, Mg, Ng): the pooled weights are not a function of r(x) alone
+            w = _uncertain_weights(rg, radii, self.step, self.radius_sigma, self.spatial_sigma, be, self.dtype)
+            if boundary == "reflect":
+                w = xp.pad(w, ((0, 0),) + tuple(pad), mode="edge")
+            keep = [i for i in range(len(radii)) if float(w[i].max()) > _W_MIN]
+            self._w = w[keep] if len(keep) < len(radii) else w
+        else:
+            # keep only radii whose weight is non-zero somewhere
+            keep = []
+            for i, r in enumerate(radii):
+                if bool((xp.abs(self.rgrid - r) < self.step).any()):
+                    keep.append(i)
         self.radii = radii[keep]
         self.psfs = [self.psfs[i] for i in keep]
         self.otfs = [psf2otf(k, self.grid.grid_shape, be, self.dtype) for k in self.psfs]
@@ -118,7 +148,10 @@ class SpatiallyVaryingBlur:
         return self.grid.grid_shape
 
     def weight(self, k: int):
-        """Hat weight ``w_k`` on the grid, shape ``(Mg, Ng)``."""
+        """Weight ``w_k`` on the grid, shape ``(Mg, Ng)`` (hat function, or the stored
+        weights of an uncertain map)."""
+        if self._w is not None:
+            return self._w[k]
         xp = self.be.xp
         t = self.dtype.type
         return xp.maximum(t(0), t(1) - xp.abs(self.rgrid - t(self.radii[k])) / t(self.step))
@@ -126,11 +159,24 @@ class SpatiallyVaryingBlur:
     def mean_otf_abs2(self):
         """``|H̄|²`` of the weight-averaged PSF (for the preconditioner)."""
         acc = None
-        total = float(np.prod(self.grid_shape))
-        for k, otf in enumerate(self.otfs):
-            share = float(self.weight(k).sum()) / total
+        for share, otf in zip(self._shares(), self.otfs):
             acc = share * otf if acc is None else acc + share * otf
         return (acc.real**2 + acc.imag**2).astype(self.dtype)
+
+    def normal_otf_abs2(self):
+        """Fourier symbol of :meth:`normal` when the weights are spatially constant
+        (their means): the exact inverse there, the preconditioner otherwise."""
+        if not self.uncertain:
+            return self.mean_otf_abs2()
+        acc = None
+        for share, otf in zip(self._shares(), self.otfs):
+            term = share * (otf.real**2 + otf.imag**2)
+            acc = term if acc is None else acc + term
+        return acc.astype(self.dtype)
+
+    def _shares(self):
+        total = float(np.prod(self.grid_shape))
+        return [float(self.weight(k).sum()) / total for k in range(len(self.otfs))]
 
     def forward(self, f):
         """``H f`` for grid arrays ``(C, Mg, Ng)``."""
@@ -150,6 +196,83 @@ class SpatiallyVaryingBlur:
             term = fft.rfft2(self.weight(k) * g, **kw) * otf.conj()
             acc = term if acc is None else acc + term
         return fft.irfft2(acc, s=self.grid_shape, **kw).astype(self.dtype, copy=False)
+
+    def normal(self, f):
+        """Normal operator of the data term for grid arrays ``(C, Mg, Ng)``: ``HᵀH f``,
+        or for an uncertain map ``Σ_k h_kᵀ (w_k ⊙ (h_k ∗ f))`` (expected misfit; its
+        right-hand side ``Σ_k h_kᵀ (w_k ⊙ g)`` is :meth:`adjoint` of ``g``)."""
+        if not self.uncertain:
+            return self.adjoint(self.forward(f))
+        fft, kw = self.be.fft, self.be.fft_kwargs()
+        F = fft.rfft2(f, **kw)
+        acc = None
+        for k, otf in enumerate(self.otfs):
+            term = fft.rfft2(self.weight(k) * fft.irfft2(F * otf, s=self.grid_shape, **kw), **kw) * otf.conj()
+            acc = term if acc is None else acc + term
+        return fft.irfft2(acc, s=self.grid_shape, **kw).astype(self.dtype, copy=False)
+
+
+#: Bank radii reach this many ``radius_sigma`` beyond the map's range.
+_SIGMA_TAIL = 4.0
+#: Bank entries whose weight stays below this everywhere are dropped.
+_W_MIN = 1e-5
+_GAUSS_TRUNCATE = 3.5
+
+
+def _gauss_hat_tables(step, sigma, n=8193):
+    """``ψ(μ) = E[hat(μ + σZ)]`` and ``ψ₊(μ) = E[ramp₁(μ + σZ)]``, ``Z ~ N(0, 1)``: the
+    bank's hat function and its upper-open version (0 below 0, 1 above Δ, linear
+    between) smoothed by a Gaussian of ``sigma`` px, tabulated for ``xp.interp``.
+
+    With ``R(μ) = E[max(0, μ + σZ)] = μΦ(μ/σ) + σφ(μ/σ)``,
+    ``ψ = (R(μ + Δ) − 2R(μ) + R(μ − Δ))/Δ`` and ``ψ₊ = (R(μ) − R(μ − Δ))/Δ``
+    exactly; both are smooth, so linear interpolation on ``n`` nodes is
+    accurate to ~1e-7.
+    """
+    from scipy.special import ndtr
+
+    half = step + (_SIGMA_TAIL + 3.0) * sigma
+    mu = np.linspace(-half, half + step, n)
+
+    def R(m):
+        return m * ndtr(m / sigma) + sigma * np.exp(-0.5 * (m / sigma) ** 2) / np.sqrt(2 * np.pi)
+
+    psi = (R(mu + step) - 2 * R(mu) + R(mu - step)) / step
+    psi_up = (R(mu) - R(mu - step)) / step
+    return mu, np.clip(psi, 0, 1), np.clip(psi_up, 0, 1)  # clip: cancellation leaves ±1e-15
+
+
+def _uncertain_weights(rmap, radii, step, radius_sigma, spatial_sigma, be, dtype):
+    """Bank weights ``(K, M, N)`` of an uncertain map (see the module docstring).
+
+    Mass of the radius distribution below the first bank radius (negative
+    radii, as the map is clipped at 0) goes to that radius and mass above the
+    last to the last, so the weights sum to one at every pixel.
+    """
+    xp = be.xp
+    t = np.dtype(dtype).type
+    K = len(radii)
+    w = xp.empty((K,) + tuple(rmap.shape), dtype=dtype)
+    if radius_sigma > 0:
+        mu, psi, psi_up = (xp.asarray(a, dtype=dtype) for a in _gauss_hat_tables(step, radius_sigma))
+        for k in range(1, K - 1):
+            w[k] = xp.interp(rmap - t(radii[k]), mu, psi, left=0.0, right=0.0)
+        if K > 1:
+            w[K - 1] = xp.interp(rmap - t(radii[K - 2]), mu, psi_up, left=0.0, right=1.0)
+    else:
+        for k in range(1, K):
+            w[k] = xp.maximum(t(0), t(1) - xp.abs(rmap - t(radii[k])) / t(step))
+    w[0] = t(1) - w[1:].sum(axis=0) if K > 1 else t(1)
+    xp.maximum(w[0], t(0), out=w[0])
+    w /= w.sum(axis=0)  # exact partition of unity despite the table's rounding
+    if spatial_sigma > 0:
+        # local histogram: pool the weights over a Gaussian neighbourhood (reflect)
+        sig = min(spatial_sigma, (math.floor((min(rmap.shape) - 1) / 2) - 1e-6) / _GAUSS_TRUNCATE)
+        if sig > 0.3:
+            op = BlurOperator(_psf.gaussian(sig, _GAUSS_TRUNCATE), rmap.shape, be, dtype, boundary="reflect", taper=False)
+            w = op.crop(op.forward(op.extend(w)))
+            xp.maximum(w, t(0), out=w)
+    return w
 
 
 def _prepare(image, radius_map, backend, dtype):
@@ -183,6 +306,8 @@ def deconvolve_spatially_varying(
     rho=None,
     radius_step=0.5,
     family="disc",
+    radius_sigma=0.0,
+    spatial_sigma=0.0,
     clip=None,
     callback: Callable[[int], None] | None = None,
     backend=None,
@@ -215,6 +340,12 @@ def deconvolve_spatially_varying(
     radius_step : float
         Spacing of the PSF bank (linear interpolation in between).
     family : {'disc', 'gaussian'} or callable
+    radius_sigma, spatial_sigma : float
+        Uncertainty of an estimated map (see the module docstring): spread
+        in ``r`` (px) and neighbourhood (px) of each pixel's radius
+        distribution; the data term becomes the expected misfit over it
+        (``sv-admm``) and the per-radius results are blended by it
+        (``fast``). 0 and 0 (default): the map is exact.
     clip : bool or (low, high), optional
     callback : callable, optional
         ``callback(i)`` after each ADMM iteration.
@@ -231,7 +362,7 @@ def deconvolve_spatially_varying(
     be, x, kind, r = _prepare(image, radius_map, backend, dtype)
     xp = be.xp
     t = x.dtype.type
-    op = SpatiallyVaryingBlur(r, be, x.dtype, radius_step, family)
+    op = SpatiallyVaryingBlur(r, be, x.dtype, radius_step, family, radius_sigma=radius_sigma, spatial_sigma=spatial_sigma)
     g = op.grid.extend(to_channels_first(x))
     if lam is None:
         sigma = estimate_noise(x, backend=be)
@@ -279,14 +410,14 @@ def _sv_admm(op: SpatiallyVaryingBlur, g, lam, rho, num_iter, cg_iter, callback)
     t = op.dtype.type
     shape = op.grid_shape
     d2 = laplacian_otf_abs2(shape, xp, op.dtype)
-    pre_denom = op.mean_otf_abs2() + t(rho) * d2
+    pre_denom = op.normal_otf_abs2() + t(rho) * d2
 
     def precond(v):
         return fft.irfft2(fft.rfft2(v, **kw) / pre_denom, s=shape, **kw).astype(op.dtype, copy=False)
 
     def normal(v):
         dv = fft.irfft2(fft.rfft2(v, **kw) * d2, s=shape, **kw)  # DᵀD v (periodic)
-        return op.adjoint(op.forward(v)) + t(rho) * dv.astype(op.dtype, copy=False)
+        return op.normal(v) + t(rho) * dv.astype(op.dtype, copy=False)
 
     htg = op.adjoint(g)
     ux = xp.zeros_like(g)

@@ -125,18 +125,36 @@ def test_map_noise_measured_given_and_floored(natural_rgb):
     assert AllInFocus().map_noise(flat) == NOISE_FLOOR
 
 
-def test_estimated_map_uses_the_robust_tv_weight(natural_rgb):
-    from gpudeblur.allinfocus import ESTIMATED_MAP_LAM
+def test_estimated_map_uses_the_robust_tv_weight_and_uncertainty(natural_rgb):
+    from gpudeblur.allinfocus import ESTIMATED_MAP_LAM, MAP_UNCERTAINTY
     from gpudeblur.spatially_varying import deconvolve_spatially_varying
 
     rm, y = _scene(natural_rgb)
-    given, _ = AllInFocus(num_iter=5).run(y, radius_map=rm)
-    as_est, _ = AllInFocus(num_iter=5).run(y, radius_map=rm, map_estimated=True)
+    rs, ss = MAP_UNCERTAINTY
+    given, res_given = AllInFocus(num_iter=5).run(y, radius_map=rm)
+    as_est, res_est = AllInFocus(num_iter=5).run(y, radius_map=rm, map_estimated=True)
     ref_given = deconvolve_spatially_varying(y, rm, num_iter=5)
-    ref_est = deconvolve_spatially_varying(y, rm, num_iter=5, lam=ESTIMATED_MAP_LAM)
+    ref_est = deconvolve_spatially_varying(y, rm, num_iter=5, lam=ESTIMATED_MAP_LAM, radius_sigma=rs, spatial_sigma=ss)
     np.testing.assert_allclose(given, ref_given, atol=1e-6)
     np.testing.assert_allclose(as_est, ref_est, atol=1e-6)
     assert np.abs(given - as_est).max() > 1e-3
+    assert res_given.map_uncertainty == (0.0, 0.0) and res_est.map_uncertainty == MAP_UNCERTAINTY
+    assert res_est.report()["map_uncertainty"] == list(MAP_UNCERTAINTY)
+    # an explicit setting applies to any map, also for the fast mode
+    exact, _ = AllInFocus(num_iter=5, map_uncertainty=(0, 0)).run(y, radius_map=rm, map_estimated=True)
+    np.testing.assert_allclose(exact, deconvolve_spatially_varying(y, rm, num_iter=5, lam=ESTIMATED_MAP_LAM), atol=1e-6)
+    fast, res_fast = AllInFocus(mode="fast", map_uncertainty=(0.3, 2)).run(y, radius_map=rm)
+    np.testing.assert_allclose(fast, deconvolve_spatially_varying(y, rm, method="fast", radius_sigma=0.3, spatial_sigma=2), atol=1e-6)
+    assert res_fast.map_uncertainty == (0.3, 2.0)
+
+
+@pytest.mark.parametrize("bad", [(0.5,), (0.5, -1), "0.5,3", (np.nan, 1), None])
+def test_bad_map_uncertainty(bad):
+    if bad is None:
+        AllInFocus(map_uncertainty=None)  # the default: fine
+        return
+    with pytest.raises(ValueError, match="map_uncertainty"):
+        AllInFocus(map_uncertainty=bad)
 
 
 def test_estimator_gets_the_pipeline_window_and_prior(monkeypatch):
@@ -173,3 +191,22 @@ def test_cli_allinfocus_bad_window(tmp_path, natural_rgb):
     assert cli.main(["-q", "allinfocus", str(src), str(out), "--window", "40"]) == 2
     assert cli.main(["-q", "allinfocus", str(src), str(out), "--window", "0"]) == 2
     assert not out.exists()
+
+
+def test_cli_allinfocus_map_uncertainty(tmp_path, natural_rgb):
+    import json
+
+    from gpudeblur import cli
+    from gpudeblur.io import write_image
+
+    rm, y = _scene(natural_rgb[:64, :64])
+    src, mp = tmp_path / "in.png", tmp_path / "map.npy"
+    write_image(src, y)
+    np.save(mp, rm.astype(np.float32))
+    out, rep = tmp_path / "o.png", tmp_path / "r.json"
+    for bad in (["0.5"], ["0.5,x"], ["-1,3"], ["0.5,3", "--mode", "blind"]):
+        assert cli.main(["-q", "allinfocus", str(src), str(out), "--map", str(mp), "--map-uncertainty", *bad]) == 2
+        assert not out.exists()
+    assert cli.main(["-q", "allinfocus", str(src), str(out), "--map", str(mp), "--map-uncertainty", "0.5,3", "--iters", "3",
+                     "--report", str(rep)]) == 0
+    assert json.loads(rep.read_text())["map_uncertainty"] == [0.5, 3.0]

@@ -99,3 +99,112 @@ def test_zero_map_leaves_image_nearly_unchanged(natural_gray):
 def test_bad_maps(natural_gray, rm, needle):
     with pytest.raises(ValueError, match=needle):
         deconvolve_spatially_varying(natural_gray, rm)
+
+
+# --- uncertain maps: expected misfit over a per-pixel radius distribution ---
+
+
+def _quad_weights(r, radii, step, s):
+    """Reference: ∫ hat_k(ρ) N(ρ; r, s²) dρ by the trapezoid rule (float64), mass below
+    the first bank radius given to it (the map is clipped at 0)."""
+    grid = np.linspace(r - 8 * s, r + 8 * s, 20001)
+    pdf = np.exp(-0.5 * ((grid - r) / s) ** 2) / (s * np.sqrt(2 * np.pi))
+    rho = np.clip(grid, radii[0], radii[-1])
+    w = [np.trapezoid(np.maximum(0, 1 - np.abs(rho - q) / step) * pdf, grid) for q in radii]
+    return np.array(w)
+
+
+def test_uncertain_weights_match_quadrature_and_moments(backend):
+    rng = np.random.default_rng(4)
+    rm = rng.uniform(0.0, 5.5, (24, 28))
+    rm[0, :4] = [0.0, 0.1, 0.45, 1.3]  # near 0, where the Gaussian is clipped
+    s, step = 0.4, 0.5
+    op = SpatiallyVaryingBlur(backend.xp.asarray(rm), backend, np.float64, radius_step=step, radius_sigma=s)
+    assert op.uncertain and op.radii[0] == 0.0 and op.radii[-1] >= rm.max() + 2 * s
+    w = np.stack([to_host(op.grid.crop(op.weight(k)[None]))[0] for k in range(len(op.radii))])
+    assert w.min() >= 0
+    np.testing.assert_allclose(w.sum(0), 1.0, atol=1e-9)
+    for i, j in [(0, 0), (0, 1), (0, 2), (0, 3), (5, 7), (23, 27)]:
+        ref = _quad_weights(rm[i, j], op.radii, step, s)
+        np.testing.assert_allclose(w[:, i, j], ref, atol=2e-6)
+    # away from 0: mean r̂; second moment r̂² + s² plus the hat interpolation bias in [0, Δ²/4]
+    far = rm > 4 * s + 0.01
+    m1 = np.tensordot(op.radii, w, 1)
+    m2 = np.tensordot(op.radii**2, w, 1)
+    np.testing.assert_allclose(m1[far], rm[far], atol=1e-5)
+    bias = m2[far] - rm[far] ** 2 - s**2
+    assert bias.min() > -1e-4 and bias.max() < step**2 / 4 + 1e-4
+
+
+def test_uncertain_weights_limits(backend):
+    xp = backend.xp
+    rm = np.random.default_rng(5).uniform(0.3, 4.0, (20, 24))
+    hat = SpatiallyVaryingBlur(xp.asarray(rm), backend, np.float64)
+    thin = SpatiallyVaryingBlur(xp.asarray(rm), backend, np.float64, radius_sigma=1e-3)
+    for k, r in enumerate(thin.radii):
+        if r in hat.radii:
+            j = int(np.flatnonzero(hat.radii == r)[0])
+            np.testing.assert_allclose(to_host(thin.weight(k)), to_host(hat.weight(j)), atol=2e-3)
+        else:
+            assert float(thin.weight(k).max()) < 2e-3
+    # pooling a constant map changes nothing; pooling a step spreads it over both sides
+    const = xp.full((20, 24), 2.2)
+    a = SpatiallyVaryingBlur(const, backend, np.float64, radius_sigma=0.3)
+    b = SpatiallyVaryingBlur(const, backend, np.float64, radius_sigma=0.3, spatial_sigma=2.0)
+    assert list(a.radii) == list(b.radii)
+    for k in range(len(a.radii)):
+        np.testing.assert_allclose(to_host(a.weight(k)), to_host(b.weight(k)), atol=1e-12)
+    step_map = np.zeros((20, 24))
+    step_map[:, 12:] = 4.0
+    p = SpatiallyVaryingBlur(xp.asarray(step_map), backend, np.float64, spatial_sigma=2.0)
+    w4 = to_host(p.grid.crop(p.weight(int(np.flatnonzero(p.radii == 4.0)[0]))[None]))[0]
+    assert 0.3 < w4[10, 11] < 0.5 and 0.5 < w4[10, 12] < 0.7 and w4[10, 2] < 1e-6 and w4[10, 22] > 1 - 1e-6
+
+
+def test_uncertain_normal_operator_is_the_expected_misfit(backend):
+    """⟨N x, x⟩ = Σ_k Σ_pixels w_k (h_k ⊛ x)² with the convolutions by SciPy (periodic)."""
+    rng = np.random.default_rng(6)
+    rm = rng.uniform(0.5, 3.0, (24, 28))
+    op = SpatiallyVaryingBlur(backend.xp.asarray(rm), backend, np.float64, boundary="periodic",
+                              radius_sigma=0.4, spatial_sigma=1.5)
+    assert op.grid_shape == rm.shape
+    x = rng.standard_normal((1,) + rm.shape)
+    y = rng.standard_normal((1,) + rm.shape)
+    nx = to_host(op.normal(backend.xp.asarray(x)))
+    ny = to_host(op.normal(backend.xp.asarray(y)))
+    ref = sum(float((to_host(op.weight(k)) * ndi.convolve(x[0], h, mode="wrap") ** 2).sum()) for k, h in enumerate(op.psfs))
+    assert abs(float((nx * x).sum()) - ref) < 1e-10 * ref
+    assert abs(float((nx * y).sum()) - float((x * ny).sum())) < 1e-10 * abs(ref)
+    # its right-hand side Σ_k h_kᵀ(w_k g) is the adjoint
+    g = rng.standard_normal((1,) + rm.shape)
+    rhs = sum(float((ndi.correlate(to_host(op.weight(k)) * g[0], h, mode="wrap") * x[0]).sum()) for k, h in enumerate(op.psfs))
+    assert abs(float((to_host(op.adjoint(backend.xp.asarray(g))) * x).sum()) - rhs) < 1e-9 * abs(ref)
+
+
+def test_uncertain_preconditioner_exact_for_constant_map(backend):
+    op = SpatiallyVaryingBlur(backend.xp.full((30, 26), 2.3), backend, np.float64, boundary="periodic", radius_sigma=0.5)
+    v = backend.xp.asarray(np.random.default_rng(7).standard_normal((2,) + op.grid_shape))
+    fft, kw = backend.fft, backend.fft_kwargs()
+    via_symbol = fft.irfft2(fft.rfft2(v, **kw) * op.normal_otf_abs2(), s=op.grid_shape, **kw)
+    np.testing.assert_allclose(to_host(via_symbol), to_host(op.normal(v)), atol=1e-12)
+
+
+def test_uncertain_map_survives_an_overestimated_radius(natural_gray):
+    """A map 0.6 px too large rings with the exact data term (below the input); the expected
+    misfit over radius_sigma 0.5 stays well above the input."""
+    r = np.full(natural_gray.shape, 2.0)
+    y = blur_spatially_varying(natural_gray, r, dtype="float64")
+    y = y + 1e-3 * np.random.default_rng(8).standard_normal(y.shape)
+    wrong = np.full(natural_gray.shape, 2.6)
+    exact = deconvolve_spatially_varying(y, wrong, lam=3e-4)
+    unc = deconvolve_spatially_varying(y, wrong, lam=3e-4, radius_sigma=0.5, spatial_sigma=3.0)
+    p_in, p_exact, p_unc = psnr(y, natural_gray), psnr(exact, natural_gray), psnr(unc, natural_gray)
+    assert p_exact < p_in < p_unc - 1.0 and p_unc > p_exact + 2.0, (p_in, p_exact, p_unc)
+    fast = deconvolve_spatially_varying(y, wrong, method="fast", radius_sigma=0.5, spatial_sigma=3.0)
+    assert psnr(fast, natural_gray) > p_in
+
+
+@pytest.mark.parametrize("kw,needle", [({"radius_sigma": -0.1}, "radius_sigma"), ({"spatial_sigma": np.nan}, "spatial_sigma")])
+def test_bad_uncertainty(natural_gray, kw, needle):
+    with pytest.raises(ValueError, match=needle):
+        deconvolve_spatially_varying(natural_gray, np.ones(natural_gray.shape), **kw)
