@@ -143,14 +143,22 @@ def _check_uncertainty(value):
             check_positive(ss, "map_uncertainty spatial_sigma", allow_zero=True))
 
 
+#: Bin width (px) of the radius histogram that :func:`split_layers` clusters.
+LAYER_BIN = 0.05
+
+
 def split_layers(radius_map, n_layers=None, in_focus_radius=1.0, xp=np):
     """Cut a blur map into an in-focus layer and ``L`` out-of-focus layers.
 
-    Pixels with ``r < in_focus_radius`` form layer 0. The rest is split at
-    the quantiles of its radius histogram into ``L`` layers of equal pixel
-    count; ``L`` defaults to ``clip(round((r_99 − in_focus_radius)/2), 1, 4)``
-    (one layer per ~2 px of radius spread, which keeps each layer's radius
-    range within the tolerance a single disc kernel absorbs).
+    Pixels with ``r < in_focus_radius`` form layer 0. The rest is split by
+    thresholds on the radius chosen from its histogram (bins of
+    :data:`LAYER_BIN` px): the ``L`` contiguous radius ranges with the least
+    within-layer squared deviation (optimal 1-D k-means, by dynamic
+    programming over the bins), so a map with a few distinct blur levels is
+    cut between them whatever their pixel counts. ``L`` defaults to
+    ``clip(round((r_99 − in_focus_radius)/2), 1, 4)`` (one layer per ~2 px of
+    radius spread, which keeps each layer's radius range within the
+    tolerance a single disc kernel absorbs).
 
     Returns ``(labels (M, N) int32, radii list)`` with each layer's median radius.
     """
@@ -164,9 +172,14 @@ def split_layers(radius_map, n_layers=None, in_focus_radius=1.0, xp=np):
         spread = float(xp.percentile(vals, 99)) - in_focus_radius
         n_layers = int(np.clip(round(spread / 2.0), 1, 4))
     n_layers = check_positive_int(n_layers, "layers")
-    edges = [float(xp.percentile(vals, 100.0 * q)) for q in np.linspace(0, 1, n_layers + 1)[1:-1]]
+    lo, hi = float(vals.min()), float(vals.max())
+    nb = max(1, int(np.ceil((hi - lo) / LAYER_BIN)) + 1)
+    counts, edges = xp.histogram(vals, bins=nb, range=(lo, lo + nb * LAYER_BIN))
+    counts = np.asarray(counts.get() if hasattr(counts, "get") else counts, dtype=np.float64)
+    centers = lo + (np.arange(nb) + 0.5) * LAYER_BIN
+    thresholds = _histogram_breaks(counts, centers, n_layers)
     lab = xp.ones(vals.shape, dtype=xp.int32)
-    for e in edges:
+    for e in thresholds:
         lab += (vals > e).astype(xp.int32)
     labels[out] = lab
     radii = [float(xp.median(r[labels == 0])) if bool((labels == 0).any()) else 0.0]
@@ -174,6 +187,48 @@ def split_layers(radius_map, n_layers=None, in_focus_radius=1.0, xp=np):
         sel = labels == i
         radii.append(float(xp.median(r[sel])) if bool(sel.any()) else float("nan"))
     return labels, radii
+
+
+def _histogram_breaks(counts, centers, n_layers):
+    """Thresholds between ``n_layers`` contiguous groups of histogram bins that
+    minimize the total within-group weighted squared deviation (exact DP).
+
+    Empty bins are skipped; with fewer occupied bins than layers every occupied
+    bin is a group (the surplus layers stay empty). A threshold lies halfway
+    between the last occupied bin of a group and the first of the next.
+    """
+    occ = np.flatnonzero(counts > 0)
+    w, x = counts[occ], centers[occ]
+    n = len(occ)
+    L = min(n_layers, n)
+    if L <= 1:
+        return []
+    # prefix sums for the SSE of any run of bins [i, j)
+    cw = np.concatenate([[0.0], np.cumsum(w)])
+    cx = np.concatenate([[0.0], np.cumsum(w * x)])
+    cxx = np.concatenate([[0.0], np.cumsum(w * x * x)])
+
+    def sse(i, j):  # vectorized over i (array), j scalar
+        sw = cw[j] - cw[i]
+        sx = cx[j] - cx[i]
+        return (cxx[j] - cxx[i]) - sx * sx / np.maximum(sw, 1e-300)
+
+    cost = np.full((L + 1, n + 1), np.inf)
+    arg = np.zeros((L + 1, n + 1), dtype=np.int64)
+    cost[0, 0] = 0.0
+    for g in range(1, L + 1):
+        for j in range(g, n + 1):
+            i = np.arange(g - 1, j)
+            c = cost[g - 1, i] + sse(i, j)
+            k = int(np.argmin(c))
+            cost[g, j], arg[g, j] = c[k], i[k]
+    cuts, j = [], n
+    for g in range(L, 0, -1):
+        i = int(arg[g, j])
+        cuts.append(i)
+        j = i
+    cuts = sorted(cuts)[1:]  # start index of groups 2..L
+    return [0.5 * (x[c - 1] + x[c]) for c in cuts]
 
 
 def compose_layers(layers, labels, feather=2.0, backend=None):

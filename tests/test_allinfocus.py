@@ -38,17 +38,54 @@ def test_no_blur_returns_input_essentially_unchanged(natural_rgb):
     assert psnr(out, natural_rgb) > 38
 
 
-def test_split_layers_quantiles():
+def test_split_layers_cuts_between_blur_levels():
+    # three levels with very unequal counts: a quantile split would cut inside the big one
+    r = np.concatenate([np.zeros(100), np.full(50, 2.5), np.full(250, 5.0)]).reshape(20, 20)
+    labels, radii = split_layers(r, n_layers=2)
+    assert (labels[r == 0] == 0).all() and (labels[r == 2.5] == 1).all() and (labels[r == 5] == 2).all()
+    assert radii == [0.0, 2.5, 5.0]
+    auto, _ = split_layers(r)
+    assert auto.max() == 2  # (5 - 1) / 2 -> 2 layers
+    # a ramp: near-equal ranges and counts
     r = np.concatenate([np.zeros(100), np.linspace(2, 8, 300)]).reshape(20, 20)
     labels, radii = split_layers(r, n_layers=3, in_focus_radius=1.0)
     assert (labels[r < 1] == 0).all() and set(np.unique(labels)) == {0, 1, 2, 3}
     counts = [(labels == i).sum() for i in (1, 2, 3)]
-    assert max(counts) - min(counts) <= 2
+    assert max(counts) - min(counts) <= 4
     assert radii[0] == 0 and radii[1] < radii[2] < radii[3]
     auto, _ = split_layers(r)
     assert auto.max() == 3  # (8 - 1) / 2 -> 3 layers (rounded), within [1, 4]
     flat, radii = split_layers(np.zeros((5, 5)))
     assert (flat == 0).all() and radii == [0.0]
+    # more layers than distinct levels: the surplus layers stay empty
+    two = np.where(np.arange(36).reshape(6, 6) < 18, 2.0, 4.0)
+    labels, radii = split_layers(two, n_layers=3)
+    assert set(np.unique(labels)) == {1, 2} and np.isnan(radii[3])
+
+
+def test_histogram_breaks_are_optimal():
+    """The DP's thresholds reach the least within-group SSE found by brute force."""
+    import itertools
+
+    from gpudeblur.allinfocus import _histogram_breaks
+
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        nb = int(rng.integers(3, 13))
+        counts = rng.integers(0, 30, nb).astype(float)
+        counts[rng.integers(0, nb)] += 1  # at least one occupied bin
+        x = np.arange(nb) * 0.05 + 1.0
+        L = int(rng.integers(1, 5))
+
+        def total(ths):
+            g = np.searchsorted(np.asarray(ths), x)  # group of each bin
+            return sum(((x[g == i] - np.average(x[g == i], weights=counts[g == i])) ** 2 * counts[g == i]).sum()
+                       for i in np.unique(g[counts > 0]))
+
+        occ = np.flatnonzero(counts > 0)
+        best = min(total([0.5 * (x[occ[c - 1]] + x[occ[c]]) for c in cuts])
+                   for cuts in itertools.combinations(range(1, len(occ)), min(L, len(occ)) - 1))
+        assert total(_histogram_breaks(counts, x, L)) <= best + 1e-9
 
 
 def test_compose_layers_partition_and_seam():
