@@ -255,10 +255,15 @@ def _uncertain_weights(rmap, radii, step, radius_sigma, spatial_sigma, be, dtype
     w = xp.empty((K,) + tuple(rmap.shape), dtype=dtype)
     if radius_sigma > 0:
         mu, psi, psi_up = (xp.asarray(a, dtype=dtype) for a in _gauss_hat_tables(step, radius_sigma))
+        flat = rmap.ravel()  # cupy.interp is documented for 1-D x
+
+        def table(tab, r0, right):
+            return xp.interp(flat - t(r0), mu, tab, left=0.0, right=right).reshape(rmap.shape)
+
         for k in range(1, K - 1):
-            w[k] = xp.interp(rmap - t(radii[k]), mu, psi, left=0.0, right=0.0)
+            w[k] = table(psi, radii[k], 0.0)
         if K > 1:
-            w[K - 1] = xp.interp(rmap - t(radii[K - 2]), mu, psi_up, left=0.0, right=1.0)
+            w[K - 1] = table(psi_up, radii[K - 2], 1.0)
     else:
         for k in range(1, K):
             w[k] = xp.maximum(t(0), t(1) - xp.abs(rmap - t(radii[k])) / t(step))

@@ -337,7 +337,7 @@ class BlurMapEstimator:
         valid = l_all > dt.type(0.5 * NONE)
         lrel = xp.where(valid, l_all - l_all[:1], dt.type(0))
         p = xp.where(valid, xp.exp(xp.minimum(lrel, 0)), dt.type(0)).astype(dt, copy=False)
-        S = xp.interp(r_all[0], grid, ssum).astype(dt, copy=False)
+        S = xp.interp(r_all[0].ravel(), grid, ssum).reshape(r_all[0].shape).astype(dt, copy=False)  # 1-D x, as cupy.interp documents
         sig = s_all[0] * S
         conf = (sig / (sig + dt.type(nsum))).astype(dt, copy=False)
         rmax = dt.type(self.lut.lo + self.lut.step * (self.lut.nr - 1))
