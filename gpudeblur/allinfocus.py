@@ -127,7 +127,7 @@ class AllInFocusResult:
             "mode": self.mode,
             "radius_map": {"min": float(r.min()), "max": float(r.max()), "mean": float(r.mean())},
             "layers": len(self.layer_radii),
-            "layer_radii": [float(x) for x in self.layer_radii],
+            "layer_radii": [None if not np.isfinite(x) else float(x) for x in self.layer_radii],  # None: empty layer
             "kernel_sizes": [list(k.shape) for k in self.kernels],
             "map_uncertainty": None if self.map_uncertainty is None else [float(v) for v in self.map_uncertainty],
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
@@ -139,8 +139,12 @@ def _check_uncertainty(value):
         rs, ss = value
     except (TypeError, ValueError):
         raise ValueError(f"map_uncertainty must be a pair (radius_sigma, spatial_sigma), got {value!r}") from None
-    return (check_positive(rs, "map_uncertainty radius_sigma", allow_zero=True),
-            check_positive(ss, "map_uncertainty spatial_sigma", allow_zero=True))
+    from .spatially_varying import MAX_RADIUS_SIGMA
+
+    rs = check_positive(rs, "map_uncertainty radius_sigma", allow_zero=True)
+    if rs > MAX_RADIUS_SIGMA:
+        raise ValueError(f"map_uncertainty radius_sigma must be at most {MAX_RADIUS_SIGMA:g} px, got {rs!r}")
+    return rs, check_positive(ss, "map_uncertainty spatial_sigma", allow_zero=True)
 
 
 #: Bin width (px) of the radius histogram that :func:`split_layers` clusters.
@@ -151,8 +155,8 @@ def split_layers(radius_map, n_layers=None, in_focus_radius=1.0, xp=np):
     """Cut a blur map into an in-focus layer and ``L`` out-of-focus layers.
 
     Pixels with ``r < in_focus_radius`` form layer 0. The rest is split by
-    thresholds on the radius chosen from its histogram (bins of
-    :data:`LAYER_BIN` px): the ``L`` contiguous radius ranges with the least
+    cuts in its radius histogram (bins of :data:`LAYER_BIN` px from the
+    smallest radius): the ``L`` contiguous radius ranges with the least
     within-layer squared deviation (optimal 1-D k-means, by dynamic
     programming over the bins), so a map with a few distinct blur levels is
     cut between them whatever their pixel counts. ``L`` defaults to
@@ -173,14 +177,17 @@ def split_layers(radius_map, n_layers=None, in_focus_radius=1.0, xp=np):
         n_layers = int(np.clip(round(spread / 2.0), 1, 4))
     n_layers = check_positive_int(n_layers, "layers")
     lo, hi = float(vals.min()), float(vals.max())
-    nb = max(1, int(np.ceil((hi - lo) / LAYER_BIN)) + 1)
-    counts, edges = xp.histogram(vals, bins=nb, range=(lo, lo + nb * LAYER_BIN))
+    # bin index per pixel (+1e-6: radii on multiples of the bin, e.g. 2.0 and 2.05,
+    # land in their own bins despite rounding); the cuts are bin indices, so a
+    # pixel and its bin always agree
+    nb = max(1, int(np.floor((hi - lo) / LAYER_BIN + 1e-6)) + 1)
+    b = xp.clip(xp.floor((vals - lo) / LAYER_BIN + 1e-6).astype(xp.int64), 0, nb - 1)
+    counts = xp.bincount(b, minlength=nb)
     counts = np.asarray(counts.get() if hasattr(counts, "get") else counts, dtype=np.float64)
     centers = lo + (np.arange(nb) + 0.5) * LAYER_BIN
-    thresholds = _histogram_breaks(counts, centers, n_layers)
     lab = xp.ones(vals.shape, dtype=xp.int32)
-    for e in thresholds:
-        lab += (vals > e).astype(xp.int32)
+    for c in _histogram_breaks(counts, centers, n_layers):
+        lab += (b >= c).astype(xp.int32)
     labels[out] = lab
     radii = [float(xp.median(r[labels == 0])) if bool((labels == 0).any()) else 0.0]
     for i in range(1, n_layers + 1):
@@ -190,12 +197,13 @@ def split_layers(radius_map, n_layers=None, in_focus_radius=1.0, xp=np):
 
 
 def _histogram_breaks(counts, centers, n_layers):
-    """Thresholds between ``n_layers`` contiguous groups of histogram bins that
+    """Cuts between ``n_layers`` contiguous groups of histogram bins that
     minimize the total within-group weighted squared deviation (exact DP).
 
-    Empty bins are skipped; with fewer occupied bins than layers every occupied
-    bin is a group (the surplus layers stay empty). A threshold lies halfway
-    between the last occupied bin of a group and the first of the next.
+    Returns the bin index that starts each group after the first (a bin
+    ``j`` belongs to group ``1 + #{cuts ≤ j}``). Empty bins are skipped; with
+    fewer occupied bins than layers every occupied bin is a group (the
+    surplus layers stay empty).
     """
     occ = np.flatnonzero(counts > 0)
     w, x = counts[occ], centers[occ]
@@ -227,8 +235,8 @@ def _histogram_breaks(counts, centers, n_layers):
         i = int(arg[g, j])
         cuts.append(i)
         j = i
-    cuts = sorted(cuts)[1:]  # start index of groups 2..L
-    return [0.5 * (x[c - 1] + x[c]) for c in cuts]
+    cuts = sorted(cuts)[1:]  # start (among occupied bins) of groups 2..L
+    return [int(occ[c]) for c in cuts]
 
 
 def compose_layers(layers, labels, feather=2.0, backend=None):

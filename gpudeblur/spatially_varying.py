@@ -21,16 +21,21 @@ the *expected* misfit over it,
 Frequencies on which the likely radii disagree (near the zeros of the disc
 spectra, where a wrong radius rings) are then left to the TV prior instead
 of being inverted. With both at 0 the weights are the hat functions above
-and the forward model is the interpolated ``H``.
+and the forward model is the interpolated ``H``; as soon as either is
+positive the data term is the mixture over the bank's radii, so even a
+vanishing ``radius_sigma`` is not the same model as 0 (a radius between two
+bank entries is then "one or the other", not their interpolated PSF).
 
 Two solvers:
 
 ``'sv-admm'``
-    ``min_f ½‖H f − g‖² + λ·TV(f)`` (eq. 19) by ADMM: the f-update solves
-    ``(HᵀH + ρDᵀD) f = Hᵀg + ρDᵀ(z − u)`` by preconditioned conjugate
-    gradients (``H`` is not diagonal in Fourier; the preconditioner is the
-    exact Fourier inverse for the weight-averaged PSF), warm-started; the
-    z/u updates are the fused TV kernels of :func:`gpudeblur.admm_tv`.
+    ``min_f ½‖H f − g‖² + λ·TV(f)`` (eq. 19; the expected misfit above for an
+    uncertain map) by ADMM: the f-update solves
+    ``(HᵀH + ρDᵀD) f = Hᵀg + ρDᵀ(z − u)`` (``HᵀH`` → ``Σ_k h_kᵀ w_k h_k``)
+    by preconditioned conjugate gradients (not diagonal in Fourier; the
+    preconditioner is the exact Fourier inverse for spatially constant
+    weights at their means), warm-started; the z/u updates are the fused TV
+    kernels of :func:`gpudeblur.admm_tv`.
 ``'fast'``
     Per-radius closed-form deconvolution (Tikhonov with gradient prior, one
     FFT of ``g`` and one inverse FFT per radius in use) blended by
@@ -38,8 +43,9 @@ Two solvers:
     near blur discontinuities it mixes kernels.
 
 Everything runs on the padded FFT grid of :class:`~gpudeblur.convolution.BlurOperator`
-(reflect + edge taper), all channels batched; weights are computed on the
-fly from the radius map, so memory is ``O(K)`` OTFs plus a few images.
+(reflect + edge taper), all channels batched; hat weights are computed on
+the fly from the radius map, so memory is ``O(K)`` OTFs plus a few images;
+an uncertain map's ``K`` weight maps are stored as well (~1 GB at 12 MP).
 """
 
 from __future__ import annotations
@@ -57,7 +63,8 @@ from .operators import laplacian_otf_abs2
 from .restoration import _LAM_PER_SIGMA, estimate_noise
 from .solvers import conjugate_gradient
 
-__all__ = ["SpatiallyVaryingBlur", "deconvolve_spatially_varying", "blur_spatially_varying", "check_radius_map"]
+__all__ = ["SpatiallyVaryingBlur", "deconvolve_spatially_varying", "blur_spatially_varying", "check_radius_map",
+           "MAX_RADIUS_SIGMA"]
 
 _FAMILIES = {"disc": _psf.disc, "gaussian": _psf.gaussian}
 
@@ -106,6 +113,8 @@ class SpatiallyVaryingBlur:
         xp = be.xp
         self.step = check_positive(radius_step, "radius_step")
         self.radius_sigma = check_positive(radius_sigma, "radius_sigma", allow_zero=True)
+        if self.radius_sigma > MAX_RADIUS_SIGMA:
+            raise ValueError(f"radius_sigma must be at most {MAX_RADIUS_SIGMA:g} px, got {radius_sigma!r}")
         self.spatial_sigma = check_positive(spatial_sigma, "spatial_sigma", allow_zero=True)
         #: True when the map is treated as uncertain (expected-misfit data term)
         self.uncertain = self.radius_sigma > 0 or self.spatial_sigma > 0
@@ -117,30 +126,28 @@ class SpatiallyVaryingBlur:
         k_lo = int(math.floor(rmin / self.step))
         k_hi = int(math.ceil(rmax / self.step))
         radii = np.arange(k_lo, k_hi + 1) * self.step
-        self.psfs = [self.family(float(r)) for r in radii]
+        rg = radius_map.astype(self.dtype, copy=False)
+        w = None
+        if self.uncertain:
+            # stored (K, M, N): the pooled weights are not a function of r(x) alone
+            w = _uncertain_weights(rg, radii, self.step, self.radius_sigma, self.spatial_sigma, be, self.dtype)
+            keep = [i for i in range(len(radii)) if float(w[i].max()) > _W_MIN]
+            if len(keep) < len(radii):
+                w = w[keep]
+                w /= w.sum(axis=0)  # the dropped tails (< _W_MIN each) spread back
+        else:
+            # keep only radii whose weight is non-zero somewhere
+            keep = [i for i, r in enumerate(radii) if bool((xp.abs(rg - r) < self.step).any())]
+        self.radii = radii[keep]
+        self.psfs = [self.family(float(r)) for r in self.radii]
         big = max(self.psfs, key=lambda k: k.shape[0] * k.shape[1])
         M, N = radius_map.shape
         self.grid = BlurOperator(big, (M, N), be, self.dtype, boundary=boundary, taper=True)
-        # radius map on the grid (edge-extended), weights computed on the fly
+        # radius map on the grid (edge-extended); hat weights are computed on the fly
         pad = self.grid.pad
-        rg = radius_map.astype(self.dtype, copy=False)
-        self.rgrid = xp.pad(rg, pad, mode="edge") if boundary == "reflect" else rg
-        self._w = None
-        if self.uncertain:
-            # stored (K, Mg, Ng): the pooled weights are not a function of r(x) alone
-            w = _uncertain_weights(rg, radii, self.step, self.radius_sigma, self.spatial_sigma, be, self.dtype)
-            if boundary == "reflect":
-                w = xp.pad(w, ((0, 0),) + tuple(pad), mode="edge")
-            keep = [i for i in range(len(radii)) if float(w[i].max()) > _W_MIN]
-            self._w = w[keep] if len(keep) < len(radii) else w
-        else:
-            # keep only radii whose weight is non-zero somewhere
-            keep = []
-            for i, r in enumerate(radii):
-                if bool((xp.abs(self.rgrid - r) < self.step).any()):
-                    keep.append(i)
-        self.radii = radii[keep]
-        self.psfs = [self.psfs[i] for i in keep]
+        reflect = boundary == "reflect"
+        self.rgrid = xp.pad(rg, pad, mode="edge") if reflect else rg
+        self._w = None if w is None else (xp.pad(w, ((0, 0),) + tuple(pad), mode="edge") if reflect else w)
         self.otfs = [psf2otf(k, self.grid.grid_shape, be, self.dtype) for k in self.psfs]
 
     @property
@@ -214,8 +221,12 @@ class SpatiallyVaryingBlur:
 
 #: Bank radii reach this many ``radius_sigma`` beyond the map's range.
 _SIGMA_TAIL = 4.0
-#: Bank entries whose weight stays below this everywhere are dropped.
-_W_MIN = 1e-5
+#: Bank entries whose weight stays below this everywhere are dropped (and
+#: the rest renormalized): the far tails of the Gaussian cost FFTs, not accuracy.
+_W_MIN = 1e-3
+#: Largest ``radius_sigma`` accepted (px): beyond it the bank spans more than
+#: ±16 px around every radius, which no defocus estimate needs.
+MAX_RADIUS_SIGMA = 4.0
 _GAUSS_TRUNCATE = 3.5
 
 
@@ -271,11 +282,13 @@ def _uncertain_weights(rmap, radii, step, radius_sigma, spatial_sigma, be, dtype
     xp.maximum(w[0], t(0), out=w[0])
     w /= w.sum(axis=0)  # exact partition of unity despite the table's rounding
     if spatial_sigma > 0:
-        # local histogram: pool the weights over a Gaussian neighbourhood (reflect)
+        # local histogram: pool the weights over a Gaussian neighbourhood (reflect),
+        # one entry at a time (an FFT of the whole stack would need ~4x its memory)
         sig = min(spatial_sigma, (math.floor((min(rmap.shape) - 1) / 2) - 1e-6) / _GAUSS_TRUNCATE)
         if sig > 0.3:
             op = BlurOperator(_psf.gaussian(sig, _GAUSS_TRUNCATE), rmap.shape, be, dtype, boundary="reflect", taper=False)
-            w = op.crop(op.forward(op.extend(w)))
+            for k in range(K):
+                w[k] = op.crop(op.forward(op.extend(w[k][None])))[0]
             xp.maximum(w, t(0), out=w)
     return w
 

@@ -61,6 +61,10 @@ def test_split_layers_cuts_between_blur_levels():
     two = np.where(np.arange(36).reshape(6, 6) < 18, 2.0, 4.0)
     labels, radii = split_layers(two, n_layers=3)
     assert set(np.unique(labels)) == {1, 2} and np.isnan(radii[3])
+    # levels one histogram bin apart are still told apart, each pixel with its own bin
+    close = np.where(np.arange(36).reshape(6, 6) < 18, 2.0, 2.05)
+    labels, radii = split_layers(close, n_layers=2)
+    assert (labels[close == 2.0] == 1).all() and (labels[close == 2.05] == 2).all() and radii[1:] == [2.0, 2.05]
 
 
 def test_histogram_breaks_are_optimal():
@@ -77,15 +81,16 @@ def test_histogram_breaks_are_optimal():
         x = np.arange(nb) * 0.05 + 1.0
         L = int(rng.integers(1, 5))
 
-        def total(ths):
-            g = np.searchsorted(np.asarray(ths), x)  # group of each bin
+        def total(cuts):
+            g = np.searchsorted(np.asarray(cuts, dtype=int), np.arange(nb), side="right")  # group of each bin
             return sum(((x[g == i] - np.average(x[g == i], weights=counts[g == i])) ** 2 * counts[g == i]).sum()
                        for i in np.unique(g[counts > 0]))
 
         occ = np.flatnonzero(counts > 0)
-        best = min(total([0.5 * (x[occ[c - 1]] + x[occ[c]]) for c in cuts])
-                   for cuts in itertools.combinations(range(1, len(occ)), min(L, len(occ)) - 1))
-        assert total(_histogram_breaks(counts, x, L)) <= best + 1e-9
+        best = min(total([occ[c] for c in cuts]) for cuts in itertools.combinations(range(1, len(occ)), min(L, len(occ)) - 1))
+        cuts = _histogram_breaks(counts, x, L)
+        assert len(cuts) == min(L, len(occ)) - 1 and all(counts[c] > 0 for c in cuts)
+        assert total(cuts) <= best + 1e-9
 
 
 def test_compose_layers_partition_and_seam():
@@ -177,6 +182,8 @@ def test_estimated_map_uses_the_robust_tv_weight_and_uncertainty(natural_rgb):
     assert np.abs(given - as_est).max() > 1e-3
     assert res_given.map_uncertainty == (0.0, 0.0) and res_est.map_uncertainty == MAP_UNCERTAINTY
     assert res_est.report()["map_uncertainty"] == list(MAP_UNCERTAINTY)
+    res_est.layer_radii = [0.0, 2.0, float("nan")]  # an empty layer reports null (strict JSON)
+    assert res_est.report()["layer_radii"] == [0.0, 2.0, None]
     # an explicit setting applies to any map, also for the fast mode
     exact, _ = AllInFocus(num_iter=5, map_uncertainty=(0, 0)).run(y, radius_map=rm, map_estimated=True)
     np.testing.assert_allclose(exact, deconvolve_spatially_varying(y, rm, num_iter=5, lam=ESTIMATED_MAP_LAM), atol=1e-6)
@@ -185,7 +192,7 @@ def test_estimated_map_uses_the_robust_tv_weight_and_uncertainty(natural_rgb):
     assert res_fast.map_uncertainty == (0.3, 2.0)
 
 
-@pytest.mark.parametrize("bad", [(0.5,), (0.5, -1), "0.5,3", (np.nan, 1), None])
+@pytest.mark.parametrize("bad", [(0.5,), (0.5, -1), "0.5,3", (np.nan, 1), (4.5, 3), None])
 def test_bad_map_uncertainty(bad):
     if bad is None:
         AllInFocus(map_uncertainty=None)  # the default: fine

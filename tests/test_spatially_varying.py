@@ -110,30 +110,50 @@ def _quad_weights(r, radii, step, s):
     grid = np.linspace(r - 8 * s, r + 8 * s, 20001)
     pdf = np.exp(-0.5 * ((grid - r) / s) ** 2) / (s * np.sqrt(2 * np.pi))
     rho = np.clip(grid, radii[0], radii[-1])
-    w = [np.trapezoid(np.maximum(0, 1 - np.abs(rho - q) / step) * pdf, grid) for q in radii]
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # NumPy < 2 has only trapz
+    w = [trapezoid(np.maximum(0, 1 - np.abs(rho - q) / step) * pdf, grid) for q in radii]
     return np.array(w)
 
 
 def test_uncertain_weights_match_quadrature_and_moments(backend):
+    from gpudeblur.spatially_varying import _SIGMA_TAIL, _uncertain_weights
+
     rng = np.random.default_rng(4)
     rm = rng.uniform(0.0, 5.5, (24, 28))
     rm[0, :4] = [0.0, 0.1, 0.45, 1.3]  # near 0, where the Gaussian is clipped
+    rm[23, 27] = rm.max() + 0.3  # the top, where the upper-open last entry takes the tail
     s, step = 0.4, 0.5
-    op = SpatiallyVaryingBlur(backend.xp.asarray(rm), backend, np.float64, radius_step=step, radius_sigma=s)
-    assert op.uncertain and op.radii[0] == 0.0 and op.radii[-1] >= rm.max() + 2 * s
-    w = np.stack([to_host(op.grid.crop(op.weight(k)[None]))[0] for k in range(len(op.radii))])
+    radii = np.arange(0, int(np.ceil((rm.max() + _SIGMA_TAIL * s) / step)) + 1) * step
+    w = to_host(_uncertain_weights(backend.xp.asarray(rm), radii, step, s, 0.0, backend, np.float64))
     assert w.min() >= 0
-    np.testing.assert_allclose(w.sum(0), 1.0, atol=1e-9)
+    np.testing.assert_allclose(w.sum(0), 1.0, atol=1e-12)
     for i, j in [(0, 0), (0, 1), (0, 2), (0, 3), (5, 7), (23, 27)]:
-        ref = _quad_weights(rm[i, j], op.radii, step, s)
+        ref = _quad_weights(rm[i, j], radii, step, s)
         np.testing.assert_allclose(w[:, i, j], ref, atol=2e-6)
+    # the last entry is upper-open: a radius beyond it keeps all its mass there
+    far_top = to_host(_uncertain_weights(backend.xp.asarray(np.full((8, 8), 9.0)), np.array([0.0, 0.5, 1.0]), step, s, 0.0,
+                                         backend, np.float64))
+    np.testing.assert_allclose(far_top[-1], 1.0, atol=1e-12)
     # away from 0: mean r̂; second moment r̂² + s² plus the hat interpolation bias in [0, Δ²/4]
     far = rm > 4 * s + 0.01
-    m1 = np.tensordot(op.radii, w, 1)
-    m2 = np.tensordot(op.radii**2, w, 1)
+    m1 = np.tensordot(radii, w, 1)
+    m2 = np.tensordot(radii**2, w, 1)
     np.testing.assert_allclose(m1[far], rm[far], atol=1e-5)
     bias = m2[far] - rm[far] ** 2 - s**2
     assert bias.min() > -1e-4 and bias.max() < step**2 / 4 + 1e-4
+    # the operator keeps the entries that matter (tails < 1e-3 dropped, the rest renormalized)
+    op = SpatiallyVaryingBlur(backend.xp.asarray(rm), backend, np.float64, radius_step=step, radius_sigma=s)
+    assert op.uncertain and op.radii[0] == 0.0 and op.radii[-1] >= rm.max() + 2 * s and len(op.radii) < len(radii)
+    wo = np.stack([to_host(op.grid.crop(op.weight(k)[None]))[0] for k in range(len(op.radii))])
+    np.testing.assert_allclose(wo.sum(0), 1.0, atol=1e-12)
+    np.testing.assert_allclose(np.tensordot(op.radii, wo, 1)[far], rm[far], atol=5e-3)
+    assert op.grid.psf.shape == op.psfs[-1].shape  # the FFT grid is sized for the kept bank
+
+
+@pytest.mark.parametrize("bad,needle", [(-0.1, "radius_sigma"), (4.5, "at most 4")])
+def test_radius_sigma_range(backend, bad, needle):
+    with pytest.raises(ValueError, match=needle):
+        SpatiallyVaryingBlur(backend.xp.full((16, 16), 2.0), backend, np.float64, radius_sigma=bad)
 
 
 def test_uncertain_weights_limits(backend):
@@ -202,6 +222,31 @@ def test_uncertain_map_survives_an_overestimated_radius(natural_gray):
     assert p_exact < p_in < p_unc - 1.0 and p_unc > p_exact + 2.0, (p_in, p_exact, p_unc)
     fast = deconvolve_spatially_varying(y, wrong, method="fast", radius_sigma=0.5, spatial_sigma=3.0)
     assert psnr(fast, natural_gray) > p_in
+
+
+def test_fast_mode_blends_by_the_uncertain_weights(backend, natural_gray):
+    """fast = Σ_k w_k ⊙ (per-radius Tikhonov result), with the uncertain weights, built by hand."""
+    from gpudeblur.convolution import from_channels_first, to_channels_first
+    from gpudeblur.operators import laplacian_otf_abs2
+
+    xp = backend.xp
+    rm = np.where(np.arange(128)[None, :] < 64, 1.0, 3.2) * np.ones((128, 1))
+    y = blur_spatially_varying(natural_gray, rm, dtype="float64")
+    lam = 0.015
+    out = to_host(deconvolve_spatially_varying(xp.asarray(y), rm, method="fast", lam=lam, radius_sigma=0.5, spatial_sigma=2.0,
+                                               dtype="float64", backend=backend.name))
+    op = SpatiallyVaryingBlur(xp.asarray(rm), backend, np.float64, radius_sigma=0.5, spatial_sigma=2.0)
+    g = op.grid.extend(to_channels_first(xp.asarray(y)))
+    G = backend.fft.rfft2(g)
+    d2 = laplacian_otf_abs2(op.grid_shape, xp, np.float64)
+    ref = 0
+    for k, otf in enumerate(op.otfs):
+        u = backend.fft.irfft2(G * otf.conj() / (abs(otf) ** 2 + lam * d2), s=op.grid_shape)
+        ref = ref + op.weight(k) * u
+    ref = to_host(from_channels_first(op.grid.crop(ref), 2))
+    np.testing.assert_allclose(out, ref, atol=1e-10)
+    hat = to_host(deconvolve_spatially_varying(xp.asarray(y), rm, method="fast", lam=lam, dtype="float64", backend=backend.name))
+    assert np.abs(hat - out).max() > 1e-3  # and that is not the plain hat blend
 
 
 @pytest.mark.parametrize("kw,needle", [({"radius_sigma": -0.1}, "radius_sigma"), ({"spatial_sigma": np.nan}, "spatial_sigma")])
