@@ -31,7 +31,7 @@ import numpy as np
 
 from ._backend import as_backend_array, get_backend, to_output
 from ._validate import check_choice, check_image, check_positive, check_positive_int
-from .spatially_varying import check_radius_map, deconvolve_spatially_varying
+from .spatially_varying import check_radius_map, check_uncertainty, deconvolve_spatially_varying
 
 __all__ = ["AllInFocus", "AllInFocusResult", "split_layers", "compose_layers"]
 
@@ -135,16 +135,15 @@ class AllInFocusResult:
 
 
 def _check_uncertainty(value):
+    """``map_uncertainty`` as a validated pair (:func:`~gpudeblur.spatially_varying.check_uncertainty`)."""
     try:
         rs, ss = value
     except (TypeError, ValueError):
         raise ValueError(f"map_uncertainty must be a pair (radius_sigma, spatial_sigma), got {value!r}") from None
-    from .spatially_varying import MAX_RADIUS_SIGMA
-
-    rs = check_positive(rs, "map_uncertainty radius_sigma", allow_zero=True)
-    if rs > MAX_RADIUS_SIGMA:
-        raise ValueError(f"map_uncertainty radius_sigma must be at most {MAX_RADIUS_SIGMA:g} px, got {rs!r}")
-    return rs, check_positive(ss, "map_uncertainty spatial_sigma", allow_zero=True)
+    try:
+        return check_uncertainty(rs, ss)
+    except ValueError as exc:
+        raise ValueError(f"map_uncertainty: {exc}") from None
 
 
 #: Bin width (px) of the radius histogram that :func:`split_layers` clusters.

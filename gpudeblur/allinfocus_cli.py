@@ -20,18 +20,19 @@ from .allinfocus import DEFAULT_MODE, MAP_UNCERTAINTY, MAP_WINDOW, MODES
 
 
 def uncertainty_pair(text: str) -> tuple:
-    """argparse type: ``S,SP``, two finite non-negative floats (pixels)."""
+    """argparse type: ``S,SP``, checked as ``AllInFocus(map_uncertainty=...)`` checks it."""
     import argparse  # noqa: PLC0415
 
+    from .allinfocus import _check_uncertainty  # noqa: PLC0415
     from .cli import finite_float  # noqa: PLC0415
 
     parts = text.split(",")
     if len(parts) != 2:
         raise argparse.ArgumentTypeError(f"expected RADIUS_SIGMA,SPATIAL_SIGMA (e.g. 0.5,3), got {text!r}")
-    vals = tuple(finite_float(v.strip()) for v in parts)
-    if min(vals) < 0:
-        raise argparse.ArgumentTypeError(f"must be non-negative, got {text!r}")
-    return vals
+    try:
+        return _check_uncertainty(tuple(finite_float(v.strip()) for v in parts))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(subparsers, parents) -> None:

@@ -64,7 +64,7 @@ from .restoration import _LAM_PER_SIGMA, estimate_noise
 from .solvers import conjugate_gradient
 
 __all__ = ["SpatiallyVaryingBlur", "deconvolve_spatially_varying", "blur_spatially_varying", "check_radius_map",
-           "MAX_RADIUS_SIGMA"]
+           "check_uncertainty", "MAX_RADIUS_SIGMA"]
 
 _FAMILIES = {"disc": _psf.disc, "gaussian": _psf.gaussian}
 
@@ -112,10 +112,7 @@ class SpatiallyVaryingBlur:
         self.dtype = np.dtype(dtype)
         xp = be.xp
         self.step = check_positive(radius_step, "radius_step")
-        self.radius_sigma = check_positive(radius_sigma, "radius_sigma", allow_zero=True)
-        if self.radius_sigma > MAX_RADIUS_SIGMA:
-            raise ValueError(f"radius_sigma must be at most {MAX_RADIUS_SIGMA:g} px, got {radius_sigma!r}")
-        self.spatial_sigma = check_positive(spatial_sigma, "spatial_sigma", allow_zero=True)
+        self.radius_sigma, self.spatial_sigma = check_uncertainty(radius_sigma, spatial_sigma)
         #: True when the map is treated as uncertain (expected-misfit data term)
         self.uncertain = self.radius_sigma > 0 or self.spatial_sigma > 0
         self.family = _FAMILIES[family] if isinstance(family, str) and family in _FAMILIES else family
@@ -159,9 +156,7 @@ class SpatiallyVaryingBlur:
         weights of an uncertain map)."""
         if self._w is not None:
             return self._w[k]
-        xp = self.be.xp
-        t = self.dtype.type
-        return xp.maximum(t(0), t(1) - xp.abs(self.rgrid - t(self.radii[k])) / t(self.step))
+        return _hat(self.rgrid, self.radii[k], self.step, self.be.xp, self.dtype.type)
 
     def mean_otf_abs2(self):
         """``|H̄|²`` of the weight-averaged PSF (for the preconditioner)."""
@@ -230,6 +225,20 @@ MAX_RADIUS_SIGMA = 4.0
 _GAUSS_TRUNCATE = 3.5
 
 
+def check_uncertainty(radius_sigma, spatial_sigma):
+    """Validated ``(radius_sigma, spatial_sigma)``: finite, non-negative, ``radius_sigma ≤``
+    :data:`MAX_RADIUS_SIGMA` (one-line ``ValueError`` otherwise)."""
+    rs = check_positive(radius_sigma, "radius_sigma", allow_zero=True)
+    if rs > MAX_RADIUS_SIGMA:
+        raise ValueError(f"radius_sigma must be at most {MAX_RADIUS_SIGMA:g} px, got {radius_sigma!r}")
+    return rs, check_positive(spatial_sigma, "spatial_sigma", allow_zero=True)
+
+
+def _hat(r, rho, step, xp, t):
+    """Hat weight of the bank entry at radius ``rho`` for radii ``r`` (linear interpolation)."""
+    return xp.maximum(t(0), t(1) - xp.abs(r - t(rho)) / t(step))
+
+
 def _gauss_hat_tables(step, sigma, n=8193):
     """``ψ(μ) = E[hat(μ + σZ)]`` and ``ψ₊(μ) = E[ramp₁(μ + σZ)]``, ``Z ~ N(0, 1)``: the
     bank's hat function and its upper-open version (0 below 0, 1 above Δ, linear
@@ -277,7 +286,7 @@ def _uncertain_weights(rmap, radii, step, radius_sigma, spatial_sigma, be, dtype
             w[K - 1] = table(psi_up, radii[K - 2], 1.0)
     else:
         for k in range(1, K):
-            w[k] = xp.maximum(t(0), t(1) - xp.abs(rmap - t(radii[k])) / t(step))
+            w[k] = _hat(rmap, radii[k], step, xp, t)
     w[0] = t(1) - w[1:].sum(axis=0) if K > 1 else t(1)
     xp.maximum(w[0], t(0), out=w[0])
     w /= w.sum(axis=0)  # exact partition of unity despite the table's rounding
