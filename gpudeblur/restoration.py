@@ -121,25 +121,30 @@ def _fourier_solve(p: _Problem, denom_extra):
 
 
 def estimate_noise(image, backend=None) -> float:
-    """Standard deviation of additive white Gaussian noise.
+    """Standard deviation of additive white Gaussian noise (per channel).
 
-    The image (RGB averaged over channels) is filtered with Immerkær's
-    (1996) 3×3 difference-of-Laplacians mask ``N``, which cancels locally
-    linear structure, leaving ``N∗noise ~ 𝒩(0, 36σ²)`` plus residual
-    texture. Immerkær averages ``|N∗I|``; we take the median instead
+    Each channel is filtered with Immerkær's (1996) 3×3
+    difference-of-Laplacians mask ``N``, which cancels locally linear
+    structure, leaving ``N∗noise ~ 𝒩(0, 36σ²)`` plus residual texture.
+    Immerkær averages ``|N∗I|``; we take the median instead
     (``σ = median|N∗I| / (6·0.6745)``), which ignores the minority of
     pixels on edges and texture: on partially blurred photos (a sharp
     subject on a smooth background) the mean over-estimates σ several
     times, the median stays within ~15 %.
+
+    For a multi-channel image the median is over the residuals of all
+    channels together, so ``σ̂`` is the noise of one channel whether the
+    channels' noise is independent (synthetic noise, raw sensors) or shared
+    (a grey image stored as RGB). Averaging the channels first, as earlier
+    versions did, divides independent noise by √3.
     """
     be = get_backend(backend, like=image)
     x, _ = as_backend_array(image, be)
     check_image(x, be.xp)
     xp = be.xp
-    g = x.mean(axis=2) if x.ndim == 3 else x
-    if min(g.shape) < 3:
+    if min(x.shape[:2]) < 3:
         raise ValueError("image is too small to estimate noise (need at least 3x3)")
-    g = g.astype(xp.float64)
+    g = (x[..., :3] if x.ndim == 3 else x).astype(xp.float64)  # an alpha channel is not image
     c = g[1:-1, 1:-1]
     r = (
         g[:-2, :-2] - 2 * g[:-2, 1:-1] + g[:-2, 2:]

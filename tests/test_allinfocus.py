@@ -159,9 +159,15 @@ def test_map_noise_measured_given_and_floored(natural_rgb):
     yy, xx = np.mgrid[:96, :96] / 95.0
     smooth = np.stack([0.2 + 0.5 * xx, 0.3 + 0.4 * yy * xx, 0.6 - 0.3 * yy], axis=-1)
     noisy = np.clip(smooth + 0.01 * rng.standard_normal(smooth.shape), 0, 1)
-    # RGB-averaged noise has sigma 0.01/sqrt(3) (variance 3.3e-5)
+    # the estimator analyses the luminance: independent channel noise of sigma 0.01
+    # leaves sigma 0.01 * |(0.299, 0.587, 0.114)| = 0.00668 there (variance 4.46e-5)
+    lum_var = 0.01**2 * (0.299**2 + 0.587**2 + 0.114**2)
     v = AllInFocus().map_noise(noisy)
-    assert 0.8 * (0.01**2 / 3) < v < 1.25 * (0.01**2 / 3)
+    assert 0.8 * lum_var < v < 1.25 * lum_var, v
+    # noise shared by the channels (a grey image stored as RGB) is all in the luminance
+    grey = np.clip(smooth[..., :1] + 0.01 * rng.standard_normal(smooth.shape[:2] + (1,)), 0, 1)
+    v = AllInFocus().map_noise(np.repeat(grey, 3, axis=2))
+    assert 0.8 * 0.01**2 < v < 1.25 * 0.01**2, v
     assert AllInFocus(estimator_options={"noise": 3e-5}).map_noise(noisy) == 3e-5
     flat = np.full((64, 64), 0.5)
     assert AllInFocus().map_noise(flat) == NOISE_FLOOR

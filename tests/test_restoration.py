@@ -145,6 +145,20 @@ def test_estimate_noise_accuracy(natural_gray):
         assert abs(est - sigma) / sigma < 0.15, (sigma, est)
 
 
+@pytest.mark.parametrize("shared", [False, True])
+def test_estimate_noise_rgb_is_per_channel(natural_rgb, shared):
+    # independent channel noise used to come out sigma/sqrt(3) (channels averaged first)
+    rng = np.random.default_rng(3)
+    sigma = 0.01
+    n = rng.standard_normal(natural_rgb.shape[:2] + ((1,) if shared else (3,)))
+    k = gd.psf.disc(3)
+    y = np.stack([ndi.convolve(natural_rgb[..., c], k, mode="reflect") for c in range(3)], -1) + sigma * n
+    est = gd.estimate_noise(y)
+    assert abs(est - sigma) / sigma < 0.15, (shared, est)
+    rgba = np.concatenate([y, np.ones(y.shape[:2] + (1,))], axis=2)  # alpha carries no noise
+    assert gd.estimate_noise(rgba) == est
+
+
 def test_wiener_estimated_balance_near_oracle(natural_gray):
     k = gd.psf.disc(4)
     y = _observe(natural_gray, k, 0.01)
