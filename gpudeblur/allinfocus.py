@@ -49,6 +49,9 @@ DEFAULT_MODE = "sv-admm"
 #: on real photos (CUHK 0223) the estimated radii are ~1.5–2x too large
 #: (a constant 3 px map deblurs the walkers cleanly, the estimate reads 4–8)
 #: and the low weight rings visibly; 3e-3 stays until the map is right there.
+#: A weight scaled with the measured noise (∝ σ̂², 3e-4 on the bench, ~2–3e-3
+#: on the CUHK JPEGs) was rejected: at σ_n = 3.2e-3 the bench's best weight is
+#: still 3e-4, so what the photos need is model error, not noise.
 ESTIMATED_MAP_LAM = 3e-3
 #: Lowest noise variance handed to the blur-map estimator (the paper's
 #: simulations use 1e-6).
