@@ -12,15 +12,17 @@ baseline (the same solver with Gaussian PSFs of equal second moment,
 σ = r/2, instead of discs).
 
 Speed: seconds per mode on 1 MP and 12 MP RGB (CPU, and GPU when present),
-warm-up excluded, device-synchronized, median of repeats.
+warm-up excluded, device-synchronized, median of repeats: the ``fast`` and
+``sv-admm`` deconvolutions with an exact and an uncertain map, and the whole
+``blind`` pipeline on a layered map (see :func:`timing`).
 
-    python bench/bench_allinfocus.py [--quick] [--size 192] [--timing-sizes 1,12]
+    python bench/bench_allinfocus.py [--size 192] [--modes fast,sv-admm,blind]
+    python bench/bench_allinfocus.py --skip-quality --timing-sizes 1,12 [--timing-modes fast]
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 import time
 from pathlib import Path
@@ -72,8 +74,12 @@ def images(size):
 
 
 def maps(size):
-    yy, xx = np.mgrid[:size, :size] / (size - 1)
-    layered = np.full((size, size), 5.0)
+    """The two ground-truth maps on a ``size`` square, or an ``(M, N)`` ``size``."""
+    M, N = (size, size) if np.isscalar(size) else size
+    yy, xx = np.mgrid[:M, :N].astype(np.float64)
+    yy /= M - 1
+    xx /= N - 1
+    layered = np.full((M, N), 5.0)
     layered[yy > 0.55] = 2.5  # nearer background layer
     subject = (yy - 0.45) ** 2 / 0.09 + (xx - 0.5) ** 2 / 0.04 < 1  # in-focus ellipse
     layered[subject] = 0.0
@@ -118,37 +124,54 @@ def quality(size, modes, estimate=True):
     return rows
 
 
-def timing(sizes_mp, modes, backends, max_cpu_svadmm_mp=4.0):
-    """Median time per mode, size and backend. ``sv-admm`` on the CPU is skipped above
-    ``max_cpu_svadmm_mp`` megapixels (1 MP takes about 2 minutes on 2 cores; 12 MP would
-    take about half an hour per run)."""
+def timing(sizes_mp, modes, backends, max_cpu_svadmm_mp=4.0, max_cpu_blind_mp=4.0):
+    """Median time per mode, size and backend.
+
+    ``fast``/``sv-admm``: the deconvolution alone on a ramp map 0→8 px, once
+    with the map taken as exact and once with the uncertainty an estimated map
+    gets in the pipeline. ``blind``: ``AllInFocus(mode='blind').run`` on the
+    layered map (in-focus ellipse, 2.5 and 5 px layers; kernel start, 20
+    alternations and the final deconvolution per layer, composition). The image
+    is white noise (the iteration counts are fixed, so content does not change
+    the work). On the CPU ``sv-admm`` and ``blind`` are skipped above
+    ``max_cpu_svadmm_mp`` / ``max_cpu_blind_mp`` megapixels (1 MP takes about
+    a minute / several minutes on 2 cores)."""
     rows = []
     rng = np.random.default_rng(1)
+    limits = {"sv-admm": ("--max-cpu-svadmm-mp", max_cpu_svadmm_mp), "blind": ("--max-cpu-blind-mp", max_cpu_blind_mp)}
     for mp in sizes_mp:
         side = int(round(np.sqrt(mp * 1e6 / 1.5)))
         M, N = side, int(side * 1.5)
         img = rng.random((M, N, 3)).astype(np.float32)
         rm = np.tile(np.linspace(0, 8, N, dtype=np.float32), (M, 1))
+        layered = maps((M, N))["layered"].astype(np.float32)
         for bname in backends:
             be = gd.get_backend(bname)
             x = be.xp.asarray(img)
-            r = be.xp.asarray(rm)
-            for mode, mapkind in itertools.product(modes, ("exact", "uncertain")):
-                if mode == "sv-admm" and bname == "cpu" and mp > max_cpu_svadmm_mp:
-                    log(f"{mp} MP {bname} {mode}: skipped (above --max-cpu-svadmm-mp {max_cpu_svadmm_mp:g})")
+            for mode in modes:
+                if mode in limits and bname == "cpu" and mp > limits[mode][1]:
+                    log(f"{mp} MP {bname} {mode}: skipped (above {limits[mode][0]} {limits[mode][1]:g})")
                     continue
-                # 'uncertain': the weights an estimated map gets in the pipeline (MAP_UNCERTAINTY)
-                unc = dict(zip(("radius_sigma", "spatial_sigma"), MAP_UNCERTAINTY if mapkind == "uncertain" else (0.0, 0.0)))
-                kw = {"num_iter": 1} if mode == "sv-admm" else {}
-                t, _ = time_call(
-                    lambda: deconvolve_spatially_varying(x, r, method=mode, backend=be, **unc),
-                    sync=be.synchronize,
-                    repeats=3,
-                    warmup=lambda: deconvolve_spatially_varying(x[:256, :256], r[:256, :256], method=mode, backend=be, **kw, **unc),
-                    budget_s=60,
-                )
-                rows.append({"megapixels": mp, "shape": [M, N, 3], "backend": bname, "mode": mode, "map": mapkind, **t.as_dict()})
-                log(f"{mp} MP {bname} {mode} ({mapkind} map): {fmt_s(t.median)}")
+                if mode == "blind":
+                    r = be.xp.asarray(layered)
+                    runs = [("layers", lambda x=x, r=r, be=be: AllInFocus(mode="blind", backend=be).run(x, radius_map=r),
+                             lambda x=x, r=r, be=be: AllInFocus(mode="blind", backend=be, blind_options={"n_outer": 1, "n_final": 1}).run(
+                                 x[:256, :384], radius_map=r[:256, :384]))]
+                else:
+                    r = be.xp.asarray(rm)
+                    kw = {"num_iter": 1} if mode == "sv-admm" else {}
+                    runs = []
+                    for mapkind in ("exact", "uncertain"):
+                        # 'uncertain': the weights an estimated map gets in the pipeline (MAP_UNCERTAINTY)
+                        unc = dict(zip(("radius_sigma", "spatial_sigma"), MAP_UNCERTAINTY if mapkind == "uncertain" else (0.0, 0.0)))
+                        runs.append((mapkind,
+                                     lambda x=x, r=r, be=be, unc=unc, mode=mode: deconvolve_spatially_varying(x, r, method=mode, backend=be, **unc),
+                                     lambda x=x, r=r, be=be, unc=unc, mode=mode, kw=kw: deconvolve_spatially_varying(
+                                         x[:256, :256], r[:256, :256], method=mode, backend=be, **kw, **unc)))
+                for mapkind, fn, warm in runs:
+                    t, _ = time_call(fn, sync=be.synchronize, repeats=3, warmup=warm, budget_s=60)
+                    rows.append({"megapixels": mp, "shape": [M, N, 3], "backend": bname, "mode": mode, "map": mapkind, **t.as_dict()})
+                    log(f"{mp} MP {bname} {mode} ({mapkind} map): {fmt_s(t.median)}")
     return rows
 
 
@@ -181,9 +204,10 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=192, help="side of the quality images")
     ap.add_argument("--modes", default="fast,sv-admm")
     ap.add_argument("--timing-sizes", default="1", help="megapixels, comma-separated (e.g. 1,12)")
-    ap.add_argument("--timing-modes", default="fast,sv-admm")
+    ap.add_argument("--timing-modes", default="fast,sv-admm,blind")
     ap.add_argument("--no-estimate", action="store_true", help="true maps only")
     ap.add_argument("--max-cpu-svadmm-mp", type=float, default=4.0, help="largest size timed for sv-admm on the CPU")
+    ap.add_argument("--max-cpu-blind-mp", type=float, default=4.0, help="largest size timed for blind on the CPU")
     ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
@@ -194,7 +218,7 @@ def main(argv=None):
     modes = args.modes.split(",")
     q = [] if args.skip_quality else quality(args.size, modes, estimate=not args.no_estimate)
     t = [] if args.skip_timing else timing([float(s) for s in args.timing_sizes.split(",")], args.timing_modes.split(","), backends,
-                                         args.max_cpu_svadmm_mp)
+                                         args.max_cpu_svadmm_mp, args.max_cpu_blind_mp)
     info = finish_machine_info(info)
 
     md = [f"# All-in-focus benchmark\n\n{machine_markdown(info)}\n"]

@@ -1276,9 +1276,8 @@ def coherent_labeling(r_cand, p_cand, image, *, labels=None, max_radius: float =
         to every pixel's data cost, so that where the likelihood cannot tell
         radii apart (smooth, low-texture regions) the smaller radius wins.
         Over-estimated radii ruin a later deconvolution, under-estimated
-        ones only leave blur; the all-in-focus pipeline uses 3 (on the
-        bench scenes it raised the deblurred PSNR from 13.8 to 20.7 dB and
-        from 10.7 to 23.9 dB on the two worst cases).
+        ones only leave blur; the all-in-focus pipeline uses
+        ``allinfocus.RADIUS_PRIOR`` (2; where it was measured: its comment).
     memory_budget : int, optional
         Bytes the primal-dual solver may hold (data cost, lifted primal and
         dual variables: :func:`labeling_bytes_per_pixel` per pixel). Larger
