@@ -31,6 +31,7 @@ import numpy as np
 
 from ._backend import as_backend_array, get_backend, to_output
 from ._validate import check_choice, check_image, check_positive, check_positive_int
+from .blurmap.estimator import NOISE_FLOOR as _ESTIMATOR_NOISE_FLOOR
 from .spatially_varying import check_radius_map, check_uncertainty, deconvolve_spatially_varying
 
 __all__ = ["AllInFocus", "AllInFocusResult", "split_layers", "compose_layers"]
@@ -54,8 +55,8 @@ DEFAULT_MODE = "sv-admm"
 #: still 3e-4, so what the photos need is model error, not noise.
 ESTIMATED_MAP_LAM = 3e-3
 #: Lowest noise variance handed to the blur-map estimator (the paper's
-#: simulations use 1e-6).
-NOISE_FLOOR = 1e-6
+#: simulations use 1e-6; the estimator's ``noise='auto'`` floor).
+NOISE_FLOOR = _ESTIMATOR_NOISE_FLOOR
 #: Small-radius preference in the coherent labeling of the estimated map
 #: (see ``radius_prior`` in :func:`gpudeblur.blurmap.coherent_labeling`).
 #: Without it, smooth regions of in-focus subjects read as large radii and
@@ -290,8 +291,8 @@ class AllInFocus:
         (exact) for a given one; a value set here applies to both.
     estimator_options : dict
         Passed to :class:`gpudeblur.blurmap.BlurMapEstimator`; the pipeline
-        defaults are ``window=MAP_WINDOW`` (51), the image's own noise
-        (:meth:`map_noise`) and ``labeling_kwargs={'radius_prior':
+        defaults are ``window=MAP_WINDOW`` (51), ``noise='auto'`` (the
+        image's own noise, :meth:`map_noise`) and ``labeling_kwargs={'radius_prior':
         RADIUS_PRIOR}`` (2).
     blind_options : dict
         Passed to :func:`gpudeblur.blind.blind_deblur_layer`.
@@ -335,41 +336,35 @@ class AllInFocus:
         if self.progress is not None:
             self.progress(name)
 
-    def map_noise(self, image) -> float:
-        """Noise variance given to the blur-map estimator for ``image``.
+    def _map_estimator(self):
+        if self._estimator is None:
+            from .blurmap import BlurMapEstimator
 
-        ``estimator_options['noise']`` when set; otherwise the noise of what
-        the estimator analyses, the luminance channel: ``max(σ̂², NOISE_FLOOR)``
-        with ``σ̂`` from :func:`gpudeblur.estimate_noise` of the luminance
-        (measured on it, so right whether the colour channels' noise is
-        independent, ``σ̂ ≈ 0.67σ``, or shared, ``σ̂ ≈ σ``). The estimator's
-        fixed default (1e-4, the paper's setting for real photos) assumes
-        ~10x the noise of a clean 8-bit photo; on the demo scene the measured
-        value took the map's RMSE from 1.39 to 1.10 px.
-        """
-        if "noise" in self.estimator_options:
-            return float(self.estimator_options["noise"])
-        from .blurmap.estimator import _luminance
-        from .restoration import estimate_noise
-
-        be = get_backend(self.backend, like=image)
-        x, _ = as_backend_array(image, be)
-        check_image(x, be.xp)
-        return max(float(estimate_noise(_luminance(x, be.xp), backend=be)) ** 2, NOISE_FLOOR)
-
-    def estimate_map(self, image):
-        """Blur map of ``image`` (estimators cached per noise level, so LUTs/kernels are reused)."""
-        from .blurmap import BlurMapEstimator
-
-        noise = float(np.float32(self.map_noise(image)))
-        if self._estimator is None or self._estimator.noise != noise:
             opts = dict(self.estimator_options)
-            opts["noise"] = noise
+            opts.setdefault("noise", "auto")
             opts.setdefault("window", MAP_WINDOW)
             lk = dict(opts.pop("labeling_kwargs", {}) or {})
             lk.setdefault("radius_prior", RADIUS_PRIOR)
             self._estimator = BlurMapEstimator(backend=self.backend, labeling_kwargs=lk, **opts)
-        return self._estimator.estimate(image)
+        return self._estimator
+
+    def map_noise(self, image) -> float:
+        """Noise variance given to the blur-map estimator for ``image``.
+
+        ``estimator_options['noise']`` when set; otherwise (``'auto'``) the
+        noise of what the estimator analyses, the luminance channel:
+        ``max(σ̂², NOISE_FLOOR)`` (:func:`gpudeblur.blurmap.measure_noise`;
+        right whether the colour channels' noise is independent,
+        ``σ̂ ≈ 0.67σ``, or shared, ``σ̂ ≈ σ``). The estimator's fixed default
+        (1e-4, the paper's setting for real photos) assumes ~10x the noise
+        of a clean 8-bit photo; on the demo scene the measured value took
+        the map's RMSE from 1.39 to 1.10 px.
+        """
+        return self._map_estimator().noise_for(image)
+
+    def estimate_map(self, image):
+        """Blur map of ``image`` (one estimator, so LUTs/kernels are reused across images)."""
+        return self._map_estimator().estimate(image)
 
     def run(self, image, radius_map=None, *, map_estimated=None):
         """Deblur ``image``; returns ``(all_in_focus, AllInFocusResult)``.

@@ -285,6 +285,36 @@ def test_tiled_equals_untiled(backend):
         np.testing.assert_array_equal(to_host(a), to_host(b))
 
 
+def test_noise_auto_is_the_measured_noise(backend):
+    """noise='auto' measures each image's noise on its luminance; same map as passing that value."""
+    from gpudeblur.blurmap import measure_noise
+    from gpudeblur.restoration import estimate_noise
+
+    rng = np.random.default_rng(11)
+    sharp = np.repeat(_texture(72, 5)[..., None], 3, axis=-1)
+    kw = dict(window=21, labeling=None, starts=(1, 3, 5))
+    auto = BlurMapEstimator(noise="auto", **kw)
+    seen = []
+    for sigma in (2e-3, 1e-2):  # one estimator, two noise levels: nothing of the first leaks into the second
+        img = np.clip(fftconvolve(sharp, psf.disc(2.0), boundary="reflect") + rng.normal(0, sigma, sharp.shape), 0, 1)
+        v = measure_noise(img)
+        lum = (0.299 * img[..., 0] + 0.587 * img[..., 1] + 0.114 * img[..., 2]).astype(np.float32)
+        assert v == pytest.approx(float(estimate_noise(lum)) ** 2, rel=1e-4)  # float32 luminance
+        assert v > (seen[-1] if seen else 0)  # (its accuracy: test_allinfocus::test_map_noise_...)
+        seen.append(v)
+        assert auto.noise_for(img) == v
+        a = auto.estimate(be_array(backend, img), return_candidates=True, backend=backend)
+        b = BlurMapEstimator(noise=v, **kw).estimate(be_array(backend, img), return_candidates=True, backend=backend)
+        assert a.info["noise"] == v and b.info["noise"] == v
+        for x, y in [(a.candidates, b.candidates), (a.log_likelihoods, b.log_likelihoods), (a.confidence, b.confidence)]:
+            np.testing.assert_array_equal(to_host(x), to_host(y))
+    # a clean (flat) image is floored, at the default or a given floor
+    flat = np.full((48, 48), 0.5)
+    assert measure_noise(flat) == 1e-6
+    assert BlurMapEstimator(noise="auto", noise_floor=1e-5, **kw).noise_for(flat) == 1e-5
+    assert BlurMapEstimator(noise=3e-5, **kw).noise_for(flat) == 3e-5
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match="smaller than the analysis window"):
         estimate_blur_map(np.zeros((30, 60)), labeling=None, backend="cpu")
@@ -296,6 +326,10 @@ def test_bad_inputs():
         BlurMapEstimator(labeling="graphcut")
     with pytest.raises(ValueError, match="noise"):
         BlurMapEstimator(noise=0)
+    with pytest.raises(ValueError, match="noise must be a positive number or 'auto'"):
+        BlurMapEstimator(noise="measured")
+    with pytest.raises(ValueError, match="noise_floor"):
+        BlurMapEstimator(noise="auto", noise_floor=-1e-6)
     with pytest.raises(ValueError, match="too small"):
         estimate_blur_map(np.zeros((64, 64)), labeling=None, memory_budget=1000, backend="cpu")
     with pytest.raises(ValueError, match="psf_family"):
@@ -351,6 +385,12 @@ def test_cli_writes_map_picture_candidates_and_mask(tmp_path):
     assert mask.shape[:2] == (64, 64) and set(np.unique(mask)) <= {0.0, 1.0}
     # existing output without --overwrite: one-line error, status 2
     assert main(base + [str(tmp_path / "r.npy"), "--labeling", "none"]) == 2
+    # --noise auto: measured on the image; anything else that is not a positive number is refused
+    assert main(base + [str(tmp_path / "a.npy"), "--labeling", "none", "--noise", "auto"]) == 0
+    auto = BlurMapEstimator(window=21, max_radius=6, labeling=None, noise="auto", backend="cpu")
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), auto.estimate(read_image(src)[0]))
+    assert main(base + [str(tmp_path / "b.npy"), "--noise", "loud"]) == 2
+    assert not (tmp_path / "b.npy").exists()
 
 
 @pytest.mark.parametrize("method", ["primal-dual", "alpha-expansion"])

@@ -6,7 +6,7 @@ and noise spectra, fit and LUTs, eqs. 6, 7, 12) and :mod:`.likelihood`
 (per-pixel search, eqs. 5, 11, 13) are usable on their own.
 """
 
-from .estimator import BlurMapEstimator, BlurMapResult, estimate_blur_map
+from .estimator import BlurMapEstimator, BlurMapResult, estimate_blur_map, measure_noise
 from .labeling import (
     coherent_labeling,
     data_cost_from_candidates,
@@ -37,4 +37,5 @@ __all__ = [
     "solve_multilabel",
     "estimate_blur_map",
     "gabor_bank",
+    "measure_noise",
 ]

@@ -39,6 +39,7 @@ fraction of the expected response power explained by the signal.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Callable, NamedTuple
 
@@ -50,7 +51,7 @@ from .gabor import GaborBank, block_plan, filter_spectra, gabor_bank, gabor_resp
 from .likelihood import NONE, SearchSettings, device_lut, likelihood_search
 from .spectra import BlurSpectrumLUT, PSFCalibration, build_lut
 
-__all__ = ["BlurMapEstimator", "BlurMapResult", "estimate_blur_map", "PSFCalibration", "SearchSettings"]
+__all__ = ["BlurMapEstimator", "BlurMapResult", "estimate_blur_map", "measure_noise", "PSFCalibration", "SearchSettings"]
 
 LABELING_METHODS = ("primal-dual", "alpha-expansion")
 #: Default working-memory budget on the CPU backend (bytes).
@@ -64,6 +65,9 @@ CUDA_MEMORY_FRACTION = 0.5
 #: number, not a fraction of free memory, so that the tiling, hence the
 #: result, does not depend on what else runs.
 LABELING_MEMORY_BUDGET = 4 << 30
+
+#: Lowest noise variance ``noise='auto'`` uses (the paper's simulations use 1e-6).
+NOISE_FLOOR = 1e-6
 
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -105,6 +109,27 @@ def _luminance(x, xp):
     return x[..., 0]
 
 
+def _measured_noise(lum, be: Backend, floor: float) -> float:
+    from ..restoration import estimate_noise
+
+    return max(float(estimate_noise(lum, backend=be)) ** 2, floor)
+
+
+def measure_noise(image, *, floor: float = NOISE_FLOOR, backend=None, dtype=np.float32) -> float:
+    """Noise variance ``σ_n²`` the estimator uses for ``image`` with ``noise='auto'``.
+
+    ``max(σ̂², floor)`` with ``σ̂`` from :func:`gpudeblur.estimate_noise`
+    (Immerkær) of the luminance the estimator analyses, so it is right
+    whether the colour channels' noise is independent (``σ̂ ≈ 0.67σ`` on the
+    luminance) or shared (``σ̂ ≈ σ``). Measured in ``dtype`` (the estimator's
+    working dtype), so passing the value back as ``noise=`` gives the same map.
+    """
+    be = get_backend(backend, like=image)
+    x, _ = as_backend_array(image, be, np.dtype(dtype))
+    check_image(x, be.xp)
+    return _measured_noise(_luminance(x, be.xp), be, check_positive(floor, "floor"))
+
+
 class BlurMapEstimator:
     """Holds the settings and reusable state (filter bank, LUTs, FFT block spectra, kernels).
 
@@ -112,8 +137,13 @@ class BlurMapEstimator:
     ----------
     window : int
         Odd analysis window side ``N`` (paper: 41).
-    noise : float
-        Noise variance ``σ_n²`` for intensities in [0, 1] (paper: 1e-4; 1e-6 for very clean images).
+    noise : float or 'auto'
+        Noise variance ``σ_n²`` for intensities in [0, 1] (paper: 1e-4 for
+        real photos, 1e-6 in its simulations). ``'auto'``: measured on each
+        image's luminance (:func:`measure_noise`, at least ``noise_floor``);
+        the value used is ``info['noise']`` of the result.
+    noise_floor : float
+        Lower bound of the measured noise with ``noise='auto'`` (1e-6).
     max_radius : float
         Largest blur scale ``r`` (paper: 8). The search domain is ``[0, max_radius]``.
     psf_family : {'disc', 'gaussian'}, callable or PSFCalibration
@@ -144,15 +174,21 @@ class BlurMapEstimator:
         Record device-synchronized stage times in ``info['timings']``.
     """
 
-    def __init__(self, window: int = 41, noise: float = 1e-4, max_radius: float = 8.0, psf_family="disc",
+    def __init__(self, window: int = 41, noise=1e-4, max_radius: float = 8.0, psf_family="disc",
                  starts=range(1, 9), labeling: str | None = "primal-dual", vertical_derivative: bool = False,
                  memory_budget: int | None = None, backend=None, dtype=np.float32,
                  settings: SearchSettings | None = None, lut_step: float = 0.01, fit_degree: int = 20,
                  sample_step: float = 0.1, labeling_kwargs: dict | None = None, fft_block: int = MAX_BLOCK,
-                 timings: bool = False):
+                 timings: bool = False, noise_floor: float = NOISE_FLOOR):
         self.bank: GaborBank = gabor_bank(window)
         self.window = self.bank.window
-        self.noise = check_positive(noise, "noise")
+        if isinstance(noise, str):
+            if noise != "auto":
+                raise ValueError(f"noise must be a positive number or 'auto', got {noise!r}")
+            self.noise = "auto"
+        else:
+            self.noise = check_positive(noise, "noise")
+        self.noise_floor = check_positive(noise_floor, "noise_floor")
         self.max_radius = check_positive(max_radius, "max_radius")
         st = np.asarray(list(starts), dtype=np.float64).ravel()
         if st.size == 0 or not np.all(np.isfinite(st)):
@@ -175,22 +211,35 @@ class BlurMapEstimator:
             raise ValueError(f"fft_block must be an integer >= 2 * window ({2 * self.window}), got {fft_block!r}")
         self.fft_block = int(fft_block)
         self.timings = bool(timings)
+        # with noise='auto' the LUT holds the unit noise spectrum, scaled per image
         self.lut: BlurSpectrumLUT = build_lut(
-            self.bank, psf_family, self.max_radius, self.noise, self.vertical_derivative,
-            degree=fit_degree, step=lut_step, sample_step=sample_step,
+            self.bank, psf_family, self.max_radius, 1.0 if self.noise == "auto" else self.noise,
+            self.vertical_derivative, degree=fit_degree, step=lut_step, sample_step=sample_step,
         )
         self._dev_luts: dict = {}
         self._spectra: dict = {}
 
     # -- cached device state ------------------------------------------------
-    def _device_lut(self, be: Backend, dtype):
-        key = (be.name, _device_id(be), np.dtype(dtype).str)
+    def _device_lut(self, be: Backend, dtype, noise: float):
+        key = (be.name, _device_id(be), np.dtype(dtype).str, noise)
         if key not in self._dev_luts:
-            dl = device_lut(self.lut, be, dtype)
-            ssum = be.xp.asarray(self.lut.val.sum(axis=1).astype(dtype))
-            grid = be.xp.asarray((self.lut.lo + self.lut.step * np.arange(self.lut.nr)).astype(dtype))
-            self._dev_luts[key] = (dl, ssum, grid, float(self.lut.noise.sum()))
+            if len(self._dev_luts) > 4:
+                self._dev_luts.clear()
+            lut = self.lut
+            if self.noise == "auto":  # σ_n² times the unit spectrum: what build_lut(noise=σ_n²) gives
+                lut = dataclasses.replace(lut, noise=noise * lut.noise)
+            dl = device_lut(lut, be, dtype)
+            ssum = be.xp.asarray(lut.val.sum(axis=1).astype(dtype))
+            grid = be.xp.asarray((lut.lo + lut.step * np.arange(lut.nr)).astype(dtype))
+            self._dev_luts[key] = (dl, ssum, grid, float(lut.noise.sum()))
         return self._dev_luts[key]
+
+    def noise_for(self, image, backend=None) -> float:
+        """The noise variance used for ``image``: ``noise``, or measured when it is ``'auto'``."""
+        if self.noise != "auto":
+            return self.noise
+        return measure_noise(image, floor=self.noise_floor, backend=backend if backend is not None else self.backend,
+                             dtype=self.dtype)
 
     def _filter_spectra(self, be: Backend, block, dtype):
         cdt = np.complex64 if np.dtype(dtype) == np.float32 else np.complex128
@@ -234,13 +283,15 @@ class BlurMapEstimator:
         tm = info["timings"]
         clock = _Clock(be, self.timings)
 
-        dl, _ssum, _grid, _nsum = self._device_lut(be, dt)
+        clock.start()
+        lum = _luminance(x, xp)
+        noise = self.noise if self.noise != "auto" else _measured_noise(lum, be, self.noise_floor)
+        info["noise"] = noise
+        dl, _ssum, _grid, _nsum = self._device_lut(be, dt, noise)
         plan = block_plan((M, N), self.window, self.fft_block)
         spectra = self._filter_spectra(be, plan.block, dt)
         F = self.bank.size
 
-        clock.start()
-        lum = _luminance(x, xp)
         D = padded_derivative(lum, self.window, self.vertical_derivative, xp)
         Md = plan.nblocks[0] * plan.valid[0] + plan.halo
         Nd = plan.nblocks[1] * plan.valid[1] + plan.halo
@@ -271,7 +322,7 @@ class BlurMapEstimator:
                 gabor_response_power(D, spectra, plan, rows, cols, be, power, fbatch)
                 t_gabor += clock.stop()
                 clock.start()
-                outs = likelihood_search(power.reshape(F, th * tw), dl, self.starts, self.noise, be, self.settings)
+                outs = likelihood_search(power.reshape(F, th * tw), dl, self.starts, noise, be, self.settings)
                 del power
                 for a, o in zip((r_all, l_all, s_all), outs):
                     a[:, y0 : y0 + th, x0 : x0 + tw] = o.reshape(3, th, tw)
@@ -331,8 +382,9 @@ class BlurMapEstimator:
         dt = x.dtype
         clock = _Clock(be, self.timings)
         clock.start()
-        dl, ssum, grid, nsum = self._device_lut(be, dt)
-        s_floor = self.settings.s_floor_rel * self.noise
+        noise = info["noise"]
+        dl, ssum, grid, nsum = self._device_lut(be, dt, noise)
+        s_floor = self.settings.s_floor_rel * noise
         flat = s_all[0] <= dt.type(2 * s_floor)
         valid = l_all > dt.type(0.5 * NONE)
         lrel = xp.where(valid, l_all - l_all[:1], dt.type(0))
@@ -434,7 +486,7 @@ class _Clock:
         return time.perf_counter() - self.t0
 
 
-def estimate_blur_map(image, *, window: int = 41, noise: float = 1e-4, max_radius: float = 8.0, psf_family="disc",
+def estimate_blur_map(image, *, window: int = 41, noise=1e-4, max_radius: float = 8.0, psf_family="disc",
                       starts=range(1, 9), labeling: str | None = "primal-dual", vertical_derivative: bool = False,
                       memory_budget: int | None = None, return_candidates: bool = False, backend=None,
                       progress: Callable | None = None, dtype=np.float32, **kwargs):
@@ -446,8 +498,9 @@ def estimate_blur_map(image, *, window: int = 41, noise: float = 1e-4, max_radiu
         Gray or RGB image with intensities in [0, 1] (NumPy, CuPy or DLPack).
     window : int
         Odd analysis window side (41).
-    noise : float
-        Noise variance ``σ_n²`` (1e-4).
+    noise : float or 'auto'
+        Noise variance ``σ_n²`` (1e-4), or ``'auto'``: measured on the image
+        (:func:`measure_noise`).
     max_radius : float
         Largest blur radius searched (8 pixels).
     psf_family : {'disc', 'gaussian'}, callable or PSFCalibration
