@@ -3,7 +3,7 @@
     gpudeblur allinfocus IN OUT [--map MAP.npy | --estimate] [--mode sv-admm|fast|blind]
                          [--layers L] [--save-map M.png|.npy|.tif] [--save-layers DIR]
                          [--report R.json] [--lam X] [--iters N] [--map-uncertainty S,SP]
-                         [--backend ...] [--overwrite]
+                         [--keep-in-focus LO,HI|off] [--backend ...] [--overwrite]
 
 Every output path is checked before any work; all writes are atomic.
 """
@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from .allinfocus import DEFAULT_MODE, MAP_UNCERTAINTY, MAP_WINDOW, MODES
+from .allinfocus import DEFAULT_MODE, KEEP_IN_FOCUS, MAP_UNCERTAINTY, MAP_WINDOW, MODES
 
 
 def uncertainty_pair(text: str) -> tuple:
@@ -31,6 +31,24 @@ def uncertainty_pair(text: str) -> tuple:
         raise argparse.ArgumentTypeError(f"expected RADIUS_SIGMA,SPATIAL_SIGMA (e.g. 0.5,3), got {text!r}")
     try:
         return _check_uncertainty(tuple(finite_float(v.strip()) for v in parts))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def keep_pair(text: str):
+    """argparse type: ``LO,HI`` radii or ``off`` (``AllInFocus(keep_in_focus=...)``)."""
+    import argparse  # noqa: PLC0415
+
+    from .allinfocus import _check_keep  # noqa: PLC0415
+    from .cli import finite_float  # noqa: PLC0415
+
+    if text.strip().lower() == "off":
+        return False
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected LO,HI radii (e.g. 1.5,2.5) or 'off', got {text!r}")
+    try:
+        return _check_keep(tuple(finite_float(v.strip()) for v in parts))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -57,6 +75,9 @@ def register(subparsers, parents) -> None:
     p.add_argument("--map-uncertainty", type=uncertainty_pair, metavar="S,SP",
                    help="treat the map as uncertain: radius spread S px and neighbourhood SP px of the expected-misfit "
                    f"data term (default {MAP_UNCERTAINTY[0]:g},{MAP_UNCERTAINTY[1]:g} for an estimated map, 0,0 for --map)")
+    p.add_argument("--keep-in-focus", type=keep_pair, metavar="LO,HI|off",
+                   help="return the input where the map is below LO px, the deconvolution above HI, a fade between "
+                   f"(sv-admm, fast; default {KEEP_IN_FOCUS[0]:g},{KEEP_IN_FOCUS[1]:g} for an estimated map, off for --map)")
     p.add_argument("--max-radius", type=positive_float, default=8.0, metavar="R", help="largest blur radius estimated (8)")
     p.add_argument("--window", type=positive_int, default=MAP_WINDOW, metavar="N",
                    help=f"odd analysis window of the blur-map estimate (default {MAP_WINDOW}; the paper's 41)")
@@ -105,6 +126,8 @@ def run(args) -> int:
         raise ValueError("--layers applies to --mode blind only")
     if args.map_uncertainty is not None and args.mode == "blind":
         raise ValueError("--map-uncertainty applies to --mode sv-admm and fast only")
+    if args.keep_in_focus is not None and args.mode == "blind":
+        raise ValueError("--keep-in-focus applies to --mode sv-admm and fast only (blind keeps its in-focus layer)")
 
     image, meta = read_image(args.input)
     radius_map = _read_map(args.map) if args.map else None
@@ -120,6 +143,7 @@ def run(args) -> int:
         lam=args.lam,
         num_iter=args.iters,
         map_uncertainty=args.map_uncertainty,
+        keep_in_focus=args.keep_in_focus,
         estimator_options={
             "max_radius": args.max_radius,
             "window": args.window,

@@ -38,6 +38,49 @@ def test_no_blur_returns_input_essentially_unchanged(natural_rgb):
     assert psnr(out, natural_rgb) > 38
 
 
+def test_in_focus_weight():
+    from gpudeblur.allinfocus import in_focus_weight
+
+    r = np.tile(np.linspace(0.0, 4.0, 41), (5, 1))
+    a = in_focus_weight(r, 1.5, 2.5, feather=0)
+    np.testing.assert_allclose(a, np.clip((2.5 - r) / 1.0, 0, 1), atol=1e-6)  # float32
+    assert (a[r <= 1.5] == 1).all() and (a[r >= 2.5] == 0).all()
+    # feathered: a step in the map becomes a ramp over a few pixels, in [0, 1], constant far from it
+    step = np.zeros((40, 40))
+    step[:, 20:] = 5.0
+    f = in_focus_weight(step, 1.5, 2.5)
+    assert f.min() >= 0 and f.max() <= 1
+    assert np.allclose(f[:, :10], 1, atol=1e-6) and np.allclose(f[:, 30:], 0, atol=1e-6) and 0.3 < f[0, 19] < 0.7
+    for bad in [(2.5, 1.5), (-1, 2), (1, np.inf), (1,), "1,2"]:
+        with pytest.raises(ValueError, match="keep_in_focus"):
+            in_focus_weight(r, *bad) if isinstance(bad, tuple) and len(bad) == 2 else AllInFocus(keep_in_focus=bad)
+
+
+@pytest.mark.parametrize("mode", ["sv-admm", "fast"])
+def test_sharp_photo_comes_back_unchanged(natural_rgb, mode):
+    """A photo without blur through the main job (estimated map): the in-focus regions are the input.
+
+    The estimator reads in-focus content as 0.5-1.5 px; deconvolving it with
+    such a disc over-sharpens (35 dB against the input here without
+    keep_in_focus, 48 dB with it; noise 1e-3, i.e. 60 dB).
+    """
+    from gpudeblur.allinfocus import KEEP_IN_FOCUS
+
+    y = np.clip(natural_rgb + 1e-3 * np.random.default_rng(0).standard_normal(natural_rgb.shape), 0, 1)
+    out, res = AllInFocus(mode=mode).run(y)
+    m = res.radius_map
+    assert res.keep_in_focus == KEEP_IN_FOCUS
+    # far (> 3 feather widths) from any pixel above lo, the output is the input
+    from scipy.ndimage import maximum_filter
+
+    inner = maximum_filter(m, size=15) <= KEEP_IN_FOCUS[0]
+    assert inner.mean() > 0.2
+    np.testing.assert_allclose(out[inner], y[inner], atol=1e-5)
+    assert psnr(out, y) > 42
+    off, _ = AllInFocus(mode=mode, keep_in_focus=False).run(y, radius_map=m, map_estimated=True)
+    assert psnr(off, y) < psnr(out, y) - 5  # what it protects against
+
+
 def test_split_layers_cuts_between_blur_levels():
     # three levels with very unequal counts: a quantile split would cut inside the big one
     r = np.concatenate([np.zeros(100), np.full(50, 2.5), np.full(250, 5.0)]).reshape(20, 20)
@@ -174,7 +217,7 @@ def test_map_noise_measured_given_and_floored(natural_rgb):
 
 
 def test_estimated_map_uses_the_robust_tv_weight_and_uncertainty(natural_rgb):
-    from gpudeblur.allinfocus import ESTIMATED_MAP_LAM, MAP_UNCERTAINTY
+    from gpudeblur.allinfocus import ESTIMATED_MAP_LAM, KEEP_IN_FOCUS, MAP_UNCERTAINTY, in_focus_weight
     from gpudeblur.spatially_varying import deconvolve_spatially_varying
 
     rm, y = _scene(natural_rgb)
@@ -183,15 +226,18 @@ def test_estimated_map_uses_the_robust_tv_weight_and_uncertainty(natural_rgb):
     as_est, res_est = AllInFocus(num_iter=5).run(y, radius_map=rm, map_estimated=True)
     ref_given = deconvolve_spatially_varying(y, rm, num_iter=5)
     ref_est = deconvolve_spatially_varying(y, rm, num_iter=5, lam=ESTIMATED_MAP_LAM, radius_sigma=rs, spatial_sigma=ss)
+    a = in_focus_weight(rm, *KEEP_IN_FOCUS)[..., None]  # an estimated map keeps the input where it says in focus
     np.testing.assert_allclose(given, ref_given, atol=1e-6)
-    np.testing.assert_allclose(as_est, ref_est, atol=1e-6)
+    np.testing.assert_allclose(as_est, a * y + (1 - a) * ref_est, atol=1e-6)
     assert np.abs(given - as_est).max() > 1e-3
     assert res_given.map_uncertainty == (0.0, 0.0) and res_est.map_uncertainty == MAP_UNCERTAINTY
+    assert res_given.keep_in_focus is None and res_est.keep_in_focus == KEEP_IN_FOCUS
     assert res_est.report()["map_uncertainty"] == list(MAP_UNCERTAINTY)
+    assert res_est.report()["keep_in_focus"] == list(KEEP_IN_FOCUS)
     res_est.layer_radii = [0.0, 2.0, float("nan")]  # an empty layer reports null (strict JSON)
     assert res_est.report()["layer_radii"] == [0.0, 2.0, None]
     # an explicit setting applies to any map, also for the fast mode
-    exact, _ = AllInFocus(num_iter=5, map_uncertainty=(0, 0)).run(y, radius_map=rm, map_estimated=True)
+    exact, _ = AllInFocus(num_iter=5, map_uncertainty=(0, 0), keep_in_focus=False).run(y, radius_map=rm, map_estimated=True)
     np.testing.assert_allclose(exact, deconvolve_spatially_varying(y, rm, num_iter=5, lam=ESTIMATED_MAP_LAM), atol=1e-6)
     fast, res_fast = AllInFocus(mode="fast", map_uncertainty=(0.3, 2)).run(y, radius_map=rm)
     np.testing.assert_allclose(fast, deconvolve_spatially_varying(y, rm, method="fast", radius_sigma=0.3, spatial_sigma=2), atol=1e-6)
@@ -260,3 +306,26 @@ def test_cli_allinfocus_map_uncertainty(tmp_path, natural_rgb):
     assert cli.main(["-q", "allinfocus", str(src), str(out), "--map", str(mp), "--map-uncertainty", "0.5,3", "--iters", "3",
                      "--report", str(rep)]) == 0
     assert json.loads(rep.read_text())["map_uncertainty"] == [0.5, 3.0]
+
+
+def test_cli_allinfocus_keep_in_focus(tmp_path, natural_rgb):
+    import json
+
+    from gpudeblur import cli
+    from gpudeblur.io import write_image
+
+    rm, y = _scene(natural_rgb[:64, :64])
+    src, mp = tmp_path / "in.png", tmp_path / "map.npy"
+    write_image(src, y)
+    np.save(mp, rm.astype(np.float32))
+    out, rep = tmp_path / "o.png", tmp_path / "r.json"
+    for bad in (["1.5"], ["2.5,1.5"], ["x,2"], ["1.5,2.5", "--mode", "blind"]):
+        assert cli.main(["-q", "allinfocus", str(src), str(out), "--map", str(mp), "--keep-in-focus", *bad]) == 2
+        assert not out.exists()
+    base = ["-q", "allinfocus", str(src), str(out), "--map", str(mp), "--iters", "3", "--report", str(rep), "--overwrite"]
+    assert cli.main(base) == 0  # a given map: off by default
+    assert json.loads(rep.read_text())["keep_in_focus"] is None
+    assert cli.main(base + ["--keep-in-focus", "1,2"]) == 0
+    assert json.loads(rep.read_text())["keep_in_focus"] == [1.0, 2.0]
+    assert cli.main(base + ["--keep-in-focus", "off", "--mode", "fast"]) == 0
+    assert json.loads(rep.read_text())["keep_in_focus"] is None
