@@ -19,38 +19,35 @@ import numpy as np
 from .allinfocus import DEFAULT_MODE, KEEP_IN_FOCUS, MAP_UNCERTAINTY, MAP_WINDOW, MODES
 
 
-def uncertainty_pair(text: str) -> tuple:
-    """argparse type: ``S,SP``, checked as ``AllInFocus(map_uncertainty=...)`` checks it."""
+def _pair(text: str, check, expected: str) -> tuple:
+    """argparse helper: ``A,B`` as two finite floats passed through ``check`` (its ValueError → usage error)."""
     import argparse  # noqa: PLC0415
 
-    from .allinfocus import _check_uncertainty  # noqa: PLC0415
     from .cli import finite_float  # noqa: PLC0415
 
     parts = text.split(",")
     if len(parts) != 2:
-        raise argparse.ArgumentTypeError(f"expected RADIUS_SIGMA,SPATIAL_SIGMA (e.g. 0.5,3), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     try:
-        return _check_uncertainty(tuple(finite_float(v.strip()) for v in parts))
+        return check(tuple(finite_float(v.strip()) for v in parts))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def uncertainty_pair(text: str) -> tuple:
+    """argparse type: ``S,SP``, checked as ``AllInFocus(map_uncertainty=...)`` checks it."""
+    from .allinfocus import _check_uncertainty  # noqa: PLC0415
+
+    return _pair(text, _check_uncertainty, "RADIUS_SIGMA,SPATIAL_SIGMA (e.g. 0.5,3)")
 
 
 def keep_pair(text: str):
     """argparse type: ``LO,HI`` radii or ``off`` (``AllInFocus(keep_in_focus=...)``)."""
-    import argparse  # noqa: PLC0415
-
     from .allinfocus import _check_keep  # noqa: PLC0415
-    from .cli import finite_float  # noqa: PLC0415
 
     if text.strip().lower() == "off":
         return False
-    parts = text.split(",")
-    if len(parts) != 2:
-        raise argparse.ArgumentTypeError(f"expected LO,HI radii (e.g. 1.5,2.5) or 'off', got {text!r}")
-    try:
-        return _check_keep(tuple(finite_float(v.strip()) for v in parts))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return _pair(text, _check_keep, "LO,HI radii (e.g. 1.5,2.5) or 'off'")
 
 
 def register(subparsers, parents) -> None:

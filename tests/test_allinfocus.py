@@ -289,17 +289,23 @@ def test_cli_allinfocus_bad_window(tmp_path, natural_rgb):
     assert not out.exists()
 
 
+def _cli_inputs(tmp_path, img):
+    """A small blurred scene and its map on disk: ``(src, map, out, report)`` paths."""
+    from gpudeblur.io import write_image
+
+    rm, y = _scene(img[:64, :64])
+    src, mp = tmp_path / "in.png", tmp_path / "map.npy"
+    write_image(src, y)
+    np.save(mp, rm.astype(np.float32))
+    return src, mp, tmp_path / "o.png", tmp_path / "r.json"
+
+
 def test_cli_allinfocus_map_uncertainty(tmp_path, natural_rgb):
     import json
 
     from gpudeblur import cli
-    from gpudeblur.io import write_image
 
-    rm, y = _scene(natural_rgb[:64, :64])
-    src, mp = tmp_path / "in.png", tmp_path / "map.npy"
-    write_image(src, y)
-    np.save(mp, rm.astype(np.float32))
-    out, rep = tmp_path / "o.png", tmp_path / "r.json"
+    src, mp, out, rep = _cli_inputs(tmp_path, natural_rgb)
     for bad in (["0.5"], ["0.5,x"], ["-1,3"], ["0.5,3", "--mode", "blind"]):
         assert cli.main(["-q", "allinfocus", str(src), str(out), "--map", str(mp), "--map-uncertainty", *bad]) == 2
         assert not out.exists()
@@ -312,13 +318,8 @@ def test_cli_allinfocus_keep_in_focus(tmp_path, natural_rgb):
     import json
 
     from gpudeblur import cli
-    from gpudeblur.io import write_image
 
-    rm, y = _scene(natural_rgb[:64, :64])
-    src, mp = tmp_path / "in.png", tmp_path / "map.npy"
-    write_image(src, y)
-    np.save(mp, rm.astype(np.float32))
-    out, rep = tmp_path / "o.png", tmp_path / "r.json"
+    src, mp, out, rep = _cli_inputs(tmp_path, natural_rgb)
     for bad in (["1.5"], ["2.5,1.5"], ["x,2"], ["1.5,2.5", "--mode", "blind"]):
         assert cli.main(["-q", "allinfocus", str(src), str(out), "--map", str(mp), "--keep-in-focus", *bad]) == 2
         assert not out.exists()
