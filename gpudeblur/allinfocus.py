@@ -22,7 +22,7 @@ also works on its own:
 3. composition ``f = Σ α_i ⊙ u_i`` with feathered masks (seams blended);
    with an estimated map, ``sv-admm`` and ``fast`` keep the input where the
    map says in focus (:data:`KEEP_IN_FOCUS`, :func:`in_focus_weight`), as
-   ``blind`` keeps its in-focus layer.
+   ``blind`` keeps its in-focus layer (r < ``in_focus_radius``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ import numpy as np
 
 from ._backend import as_backend_array, get_backend, to_output
 from ._validate import check_choice, check_image, check_positive, check_positive_int
-from .blurmap.estimator import NOISE_FLOOR as _ESTIMATOR_NOISE_FLOOR
 from .spatially_varying import check_radius_map, check_uncertainty, deconvolve_spatially_varying
 
 __all__ = ["AllInFocus", "AllInFocusResult", "split_layers", "compose_layers", "in_focus_weight"]
@@ -64,17 +63,20 @@ ESTIMATED_MAP_LAM = 3e-3
 #: a 1–1.5 px disc over-sharpens it: on sharp 256² crops with σ_n = 1e-3
 #: (input 60 dB) the pipeline returned 31.0 / 38.6 / 35.3 dB (astronaut,
 #: coffee, camera) and smoothed the raindrops on CUHK 0223's in-focus
-#: umbrella; keeping the input below this range gives 40.0 / 54.7 / 51.3 dB.
+#: umbrella; keeping the input below this range gives 40.2 / 54.9 / 51.6 dB.
 #: On the 14 simulated scenes it changes the mean gain by −0.01 / +0.03 dB
 #: (bench 6 / 8 more; (1.0, 1.5): +0.01 / +0.01, (2.0, 3.0): −0.17 / −0.10),
 #: so little is lost where the blur is real. Centred on the paper's in-focus
-#: threshold τ = 2 (eq. 17).
+#: threshold τ = 2 (eq. 17). (``blind`` keeps its in-focus layer, r < 1 px,
+#: as it is.) Sharp-photo rows: ``bench/bench_allinfocus.py`` (section "No blur").
 KEEP_IN_FOCUS = (1.5, 2.5)
 #: Gaussian feather (px) of the in-focus weight, as the layer masks in blind mode.
 KEEP_FEATHER = 2.0
 #: Lowest noise variance handed to the blur-map estimator (the paper's
-#: simulations use 1e-6; the estimator's ``noise='auto'`` floor).
-NOISE_FLOOR = _ESTIMATOR_NOISE_FLOOR
+#: simulations use 1e-6; = ``blurmap.estimator.NOISE_FLOOR``, the default
+#: floor of its ``noise='auto'``, not imported so that this module loads
+#: the blur-map package only when a map is estimated).
+NOISE_FLOOR = 1e-6
 #: Small-radius preference in the coherent labeling of the estimated map
 #: (see ``radius_prior`` in :func:`gpudeblur.blurmap.coherent_labeling`).
 #: Without it, smooth regions of in-focus subjects read as large radii and
@@ -134,6 +136,8 @@ class AllInFocusResult:
     keep_in_focus : (float, float) or None
         The radius range over which the input was faded in (estimated map,
         ``sv-admm``/``fast``; see :data:`KEEP_IN_FOCUS`); None: not applied.
+    map_noise : float or None
+        Noise variance the blur-map estimator used (None for a given map).
     """
 
     radius_map: np.ndarray
@@ -145,6 +149,7 @@ class AllInFocusResult:
     timings: dict = field(default_factory=dict)
     map_uncertainty: tuple | None = None
     keep_in_focus: tuple | None = None
+    map_noise: float | None = None
 
     def report(self) -> dict:
         """JSON-serializable summary."""
@@ -157,6 +162,7 @@ class AllInFocusResult:
             "kernel_sizes": [list(k.shape) for k in self.kernels],
             "map_uncertainty": None if self.map_uncertainty is None else [float(v) for v in self.map_uncertainty],
             "keep_in_focus": None if self.keep_in_focus is None else [float(v) for v in self.keep_in_focus],
+            "map_noise": self.map_noise,
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
         }
 
@@ -275,6 +281,7 @@ def in_focus_weight(radius_map, lo, hi, feather=KEEP_FEATHER, backend=None):
     from .psf import gaussian
 
     lo, hi = _check_keep((lo, hi))
+    feather = check_positive(feather, "feather", allow_zero=True)
     be = get_backend(backend, like=radius_map)
     r, _ = as_backend_array(radius_map, be, name="radius map")
     t = r.dtype.type
@@ -285,10 +292,13 @@ def in_focus_weight(radius_map, lo, hi, feather=KEEP_FEATHER, backend=None):
 
 
 def _check_keep(value):
+    msg = f"keep_in_focus must be a pair (lo, hi) of radii, False or None, got {value!r}"
+    if isinstance(value, (str, bytes)):
+        raise ValueError(msg)
     try:
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise ValueError(f"keep_in_focus must be a pair (lo, hi) of radii or None, got {value!r}") from None
+        raise ValueError(msg) from None
     if not (np.isfinite(lo) and np.isfinite(hi) and 0 <= lo < hi):
         raise ValueError(f"keep_in_focus must satisfy 0 <= lo < hi (finite), got {value!r}")
     return lo, hi
@@ -402,6 +412,7 @@ class AllInFocus:
 
             opts = dict(self.estimator_options)
             opts.setdefault("noise", "auto")
+            opts.setdefault("noise_floor", NOISE_FLOOR)
             opts.setdefault("window", MAP_WINDOW)
             lk = dict(opts.pop("labeling_kwargs", {}) or {})
             lk.setdefault("radius_prior", RADIUS_PRIOR)
@@ -420,7 +431,13 @@ class AllInFocus:
         of a clean 8-bit photo; on the demo scene the measured value took
         the map's RMSE from 1.39 to 1.10 px.
         """
-        return self._map_estimator().noise_for(image)
+        noise = self.estimator_options.get("noise", "auto")
+        if not (isinstance(noise, str) and noise == "auto"):
+            return float(noise)
+        from .blurmap.estimator import measure_noise  # noqa: PLC0415
+
+        return measure_noise(image, floor=self.estimator_options.get("noise_floor", NOISE_FLOOR), backend=self.backend,
+                             dtype=self.estimator_options.get("dtype", np.float32))
 
     def estimate_map(self, image):
         """Blur map of ``image`` (one estimator, so LUTs/kernels are reused across images)."""
@@ -445,17 +462,20 @@ class AllInFocus:
         timings = {}
 
         t0 = time.perf_counter()
+        map_noise = None
         if radius_map is None:
             self._stage("blur map")
-            rmap = self.estimate_map(x)
-            rmap, _ = as_backend_array(rmap, be)
+            est = self._map_estimator().estimate(x, return_candidates=True)
+            rmap, _ = as_backend_array(est.radius, be)
+            map_noise = float(est.info["noise"])
         else:
             rmap, _ = as_backend_array(radius_map, be, name="radius map")
             check_radius_map(rmap, x.shape[:2], be.xp)
         be.synchronize()
         timings["blur_map"] = time.perf_counter() - t0
 
-        result = AllInFocusResult(radius_map=be.to_host(rmap).astype(np.float32), mode=self.mode, timings=timings)
+        result = AllInFocusResult(radius_map=be.to_host(rmap).astype(np.float32), mode=self.mode, timings=timings,
+                                  map_noise=map_noise)
         t0 = time.perf_counter()
         self._stage(f"deblur ({self.mode})")
         if self.mode in ("sv-admm", "fast"):

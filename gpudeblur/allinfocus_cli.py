@@ -51,7 +51,7 @@ def keep_pair(text: str):
 
 
 def register(subparsers, parents) -> None:
-    from .cli import positive_float, positive_int  # noqa: PLC0415
+    from .cli import noise_variance, positive_float, positive_int  # noqa: PLC0415
 
     p = subparsers.add_parser(
         "allinfocus",
@@ -78,8 +78,8 @@ def register(subparsers, parents) -> None:
     p.add_argument("--max-radius", type=positive_float, default=8.0, metavar="R", help="largest blur radius estimated (8)")
     p.add_argument("--window", type=positive_int, default=MAP_WINDOW, metavar="N",
                    help=f"odd analysis window of the blur-map estimate (default {MAP_WINDOW}; the paper's 41)")
-    p.add_argument("--noise", type=positive_float, metavar="VAR",
-                   help="noise variance for the blur-map estimator (default: measured on the image, at least 1e-6)")
+    p.add_argument("--noise", type=noise_variance, default="auto", metavar="VAR|auto",
+                   help="noise variance for the blur-map estimator (default auto: measured on the image, at least 1e-6)")
     p.add_argument("--save-map", metavar="M", help="write the blur map (.png colour-mapped, .npy/.tif float)")
     p.add_argument("--save-layers", metavar="DIR", help="write the layer labels and per-layer results (blind mode) into DIR")
     p.add_argument("--report", metavar="R.json", help="write a JSON report (map statistics, layers, kernels, timings)")
@@ -144,7 +144,7 @@ def run(args) -> int:
         estimator_options={
             "max_radius": args.max_radius,
             "window": args.window,
-            **({"noise": args.noise} if args.noise else {}),
+            "noise": args.noise,
         },
         backend=args.backend,
         progress=stage,

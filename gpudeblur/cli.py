@@ -221,6 +221,16 @@ def positive_float(text: str) -> float:
     return v
 
 
+def noise_variance(text: str):
+    """argparse type: a noise variance > 0, or ``auto`` (measured on the image)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}") from None
+
+
 # ---------------------------------------------------------------------------
 # parser
 # ---------------------------------------------------------------------------

@@ -51,9 +51,12 @@ def test_in_focus_weight():
     f = in_focus_weight(step, 1.5, 2.5)
     assert f.min() >= 0 and f.max() <= 1
     assert np.allclose(f[:, :10], 1, atol=1e-6) and np.allclose(f[:, 30:], 0, atol=1e-6) and 0.3 < f[0, 19] < 0.7
-    for bad in [(2.5, 1.5), (-1, 2), (1, np.inf), (1,), "1,2"]:
+    for bad in [(2.5, 1.5), (-1, 2), (1, np.inf), (1,), "1,2", "15", True]:
         with pytest.raises(ValueError, match="keep_in_focus"):
             in_focus_weight(r, *bad) if isinstance(bad, tuple) and len(bad) == 2 else AllInFocus(keep_in_focus=bad)
+    for bad in (-1.0, np.nan, np.inf):
+        with pytest.raises(ValueError, match="feather"):
+            in_focus_weight(r, 1.5, 2.5, feather=bad)
 
 
 @pytest.mark.parametrize("mode", ["sv-admm", "fast"])
@@ -70,6 +73,7 @@ def test_sharp_photo_comes_back_unchanged(natural_rgb, mode):
     out, res = AllInFocus(mode=mode).run(y)
     m = res.radius_map
     assert res.keep_in_focus == KEEP_IN_FOCUS
+    assert res.map_noise == AllInFocus().map_noise(y) and res.report()["map_noise"] == res.map_noise
     # far (> 3 feather widths) from any pixel above lo, the output is the input
     from scipy.ndimage import maximum_filter
 
@@ -197,7 +201,9 @@ def test_cli_allinfocus_with_map(tmp_path, natural_rgb):
 
 def test_map_noise_measured_given_and_floored(natural_rgb):
     from gpudeblur.allinfocus import NOISE_FLOOR
+    from gpudeblur.blurmap import estimator
 
+    assert NOISE_FLOOR == estimator.NOISE_FLOOR  # a copy, kept so that allinfocus imports blurmap lazily
     rng = np.random.default_rng(1)
     yy, xx = np.mgrid[:96, :96] / 95.0
     smooth = np.stack([0.2 + 0.5 * xx, 0.3 + 0.4 * yy * xx, 0.6 - 0.3 * yy], axis=-1)
@@ -275,6 +281,12 @@ def test_estimator_gets_the_pipeline_window_and_prior(monkeypatch):
     assert made[-1]["labeling_kwargs"] == {"radius_prior": RADIUS_PRIOR}
     AllInFocus(estimator_options={"noise": 1e-5, "window": 41, "labeling_kwargs": {"radius_prior": 0.0}}).estimate_map(img)
     assert made[-1]["window"] == 41 and made[-1]["labeling_kwargs"] == {"radius_prior": 0.0}
+    # by default the estimator measures each image's noise itself, so one estimator serves every image
+    pipe = AllInFocus()
+    pipe.estimate_map(img)
+    n = len(made)
+    pipe.estimate_map(np.clip(img + 0.01 * np.random.default_rng(0).standard_normal(img.shape), 0, 1))
+    assert len(made) == n and made[-1]["noise"] == "auto" and made[-1]["noise_floor"] == 1e-6
 
 
 def test_cli_allinfocus_bad_window(tmp_path, natural_rgb):
@@ -328,5 +340,7 @@ def test_cli_allinfocus_keep_in_focus(tmp_path, natural_rgb):
     assert json.loads(rep.read_text())["keep_in_focus"] is None
     assert cli.main(base + ["--keep-in-focus", "1,2"]) == 0
     assert json.loads(rep.read_text())["keep_in_focus"] == [1.0, 2.0]
-    assert cli.main(base + ["--keep-in-focus", "off", "--mode", "fast"]) == 0
+    assert cli.main(base + ["--keep-in-focus", "off", "--mode", "fast", "--noise", "auto"]) == 0
     assert json.loads(rep.read_text())["keep_in_focus"] is None
+    assert json.loads(rep.read_text())["map_noise"] is None  # a given map: no estimate
+    assert cli.main(base + ["--noise", "loud"]) == 2

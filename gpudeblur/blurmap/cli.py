@@ -20,23 +20,8 @@ __all__ = ["register", "run", "colorize"]
 _ARRAY_EXT = (".npy", ".tif", ".tiff")
 
 
-def _noise_arg(positive_float):
-    import argparse  # noqa: PLC0415
-
-    def parse(text: str):
-        if text.strip().lower() == "auto":
-            return "auto"
-        try:
-            return positive_float(text)
-        except argparse.ArgumentTypeError:
-            raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}") from None
-
-    parse.__name__ = "noise"  # argparse names the type in its error message
-    return parse
-
-
 def register(subparsers, parents) -> None:
-    from ..cli import finite_float, positive_float, positive_int  # noqa: PLC0415
+    from ..cli import finite_float, noise_variance, positive_float, positive_int  # noqa: PLC0415
 
     p = subparsers.add_parser(
         "blurmap",
@@ -53,7 +38,7 @@ def register(subparsers, parents) -> None:
     p.add_argument("--mask", metavar="MASK.png", help="also write the in-focus mask (white = in focus)")
     p.add_argument("--candidates", metavar="C.npz", help="also write the top-3 candidates per pixel")
     p.add_argument("--window", type=positive_int, default=41, help="odd analysis window side (default 41)")
-    p.add_argument("--noise", type=_noise_arg(positive_float), default=1e-4,
+    p.add_argument("--noise", type=noise_variance, default=1e-4,
                    help="noise variance for [0, 1] intensities (1e-4, the paper's), or 'auto': measured on the image")
     p.add_argument("--max-radius", type=positive_float, default=8.0, help="largest blur radius in pixels (8)")
     p.add_argument("--psf", choices=("disc", "gaussian"), default="disc", help="PSF family (default disc)")

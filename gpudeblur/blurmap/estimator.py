@@ -88,7 +88,8 @@ class BlurMapResult(NamedTuple):
     confidence : (M, N) float
         Signal fraction of the response power at ``r̂_1`` in [0, 1); 0 without texture.
     info : dict
-        ``timings`` (seconds per stage), ``tiles``, ``labeling`` info, ...
+        ``noise`` (the noise variance used), ``timings`` (seconds per
+        stage), ``tiles``, ``labeling`` info, ...
     """
 
     radius: object
@@ -141,7 +142,9 @@ class BlurMapEstimator:
         Noise variance ``σ_n²`` for intensities in [0, 1] (paper: 1e-4 for
         real photos, 1e-6 in its simulations). ``'auto'``: measured on each
         image's luminance (:func:`measure_noise`, at least ``noise_floor``);
-        the value used is ``info['noise']`` of the result.
+        the value used is :meth:`noise_for` of the image and ``info['noise']``
+        of a ``return_candidates=True`` result. (With ``'auto'``, ``lut.noise``
+        holds the unit noise spectrum, scaled per image.)
     noise_floor : float
         Lower bound of the measured noise with ``noise='auto'`` (1e-6).
     max_radius : float
@@ -287,11 +290,13 @@ class BlurMapEstimator:
         lum = _luminance(x, xp)
         noise = self.noise if self.noise != "auto" else _measured_noise(lum, be, self.noise_floor)
         info["noise"] = noise
+        tm["noise"] = clock.stop()  # luminance and, with noise='auto', its noise
         dl, _ssum, _grid, _nsum = self._device_lut(be, dt, noise)
         plan = block_plan((M, N), self.window, self.fft_block)
         spectra = self._filter_spectra(be, plan.block, dt)
         F = self.bank.size
 
+        clock.start()
         D = padded_derivative(lum, self.window, self.vertical_derivative, xp)
         Md = plan.nblocks[0] * plan.valid[0] + plan.halo
         Nd = plan.nblocks[1] * plan.valid[1] + plan.halo

@@ -1277,7 +1277,7 @@ def coherent_labeling(r_cand, p_cand, image, *, labels=None, max_radius: float =
         radii apart (smooth, low-texture regions) the smaller radius wins.
         Over-estimated radii ruin a later deconvolution, under-estimated
         ones only leave blur; the all-in-focus pipeline uses
-        ``allinfocus.RADIUS_PRIOR`` (2; where it was measured: its comment).
+        ``allinfocus.RADIUS_PRIOR`` (2; its comment gives the measurements).
     memory_budget : int, optional
         Bytes the primal-dual solver may hold (data cost, lifted primal and
         dual variables: :func:`labeling_bytes_per_pixel` per pixel). Larger
