@@ -167,7 +167,7 @@ def no_blur_markdown(rows, modes):
     return [f"\n## No blur (sharp {len(rows)} photos, σ_n = 1e-3; PSNR dB against the sharp image)\n", markdown_table(cols, body)]
 
 
-def timing(sizes_mp, modes, backends, max_cpu_svadmm_mp=4.0, max_cpu_blind_mp=4.0):
+def timing(sizes_mp, modes, backends, max_cpu_svadmm_mp=4.0, max_cpu_blind_mp=4.0, map_kinds=("exact", "uncertain")):
     """Median time per mode, size and backend.
 
     ``fast``/``sv-admm``: the deconvolution alone on a ramp map 0→8 px, once
@@ -204,7 +204,7 @@ def timing(sizes_mp, modes, backends, max_cpu_svadmm_mp=4.0, max_cpu_blind_mp=4.
                     r = be.xp.asarray(rm)
                     kw = {"num_iter": 1} if mode == "sv-admm" else {}
                     runs = []
-                    for mapkind in ("exact", "uncertain"):
+                    for mapkind in map_kinds:
                         # 'uncertain': the weights an estimated map gets in the pipeline (MAP_UNCERTAINTY)
                         unc = dict(zip(("radius_sigma", "spatial_sigma"), MAP_UNCERTAINTY if mapkind == "uncertain" else (0.0, 0.0)))
                         runs.append((mapkind,
@@ -251,11 +251,14 @@ def main(argv=None):
     ap.add_argument("--no-estimate", action="store_true", help="true maps only")
     ap.add_argument("--max-cpu-svadmm-mp", type=float, default=4.0, help="largest size timed for sv-admm on the CPU")
     ap.add_argument("--max-cpu-blind-mp", type=float, default=4.0, help="largest size timed for blind on the CPU")
+    ap.add_argument("--timing-maps", default="exact,uncertain", help="map kinds timed for fast/sv-admm")
     ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-no-blur", action="store_true", help="skip the sharp-photo rows")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     args = ap.parse_args(argv)
+    if not set(args.timing_maps.split(",")) <= {"exact", "uncertain"}:
+        ap.error(f"--timing-maps: expected exact and/or uncertain, got {args.timing_maps!r}")
 
     backends = ["cpu"] + (["cuda"] if gd.cuda_available() else [])
     info = machine_info(gpu_name=gd.get_backend("cuda").device_name() if "cuda" in backends else None)
@@ -264,7 +267,7 @@ def main(argv=None):
     nb_modes = [m for m in modes if m in ("fast", "sv-admm")]
     nb = [] if (args.skip_no_blur or not nb_modes) else no_blur(256, nb_modes)
     t = [] if args.skip_timing else timing([float(s) for s in args.timing_sizes.split(",")], args.timing_modes.split(","), backends,
-                                         args.max_cpu_svadmm_mp, args.max_cpu_blind_mp)
+                                         args.max_cpu_svadmm_mp, args.max_cpu_blind_mp, args.timing_maps.split(","))
     info = finish_machine_info(info)
 
     md = [f"# All-in-focus benchmark\n\n{machine_markdown(info)}\n"]
