@@ -431,13 +431,11 @@ class AllInFocus:
         of a clean 8-bit photo; on the demo scene the measured value took
         the map's RMSE from 1.39 to 1.10 px.
         """
-        noise = self.estimator_options.get("noise", "auto")
-        if not (isinstance(noise, str) and noise == "auto"):
-            return float(noise)
-        from .blurmap.estimator import measure_noise  # noqa: PLC0415
+        from .blurmap.estimator import _resolve_noise  # noqa: PLC0415  (without building the estimator)
 
-        return measure_noise(image, floor=self.estimator_options.get("noise_floor", NOISE_FLOOR), backend=self.backend,
-                             dtype=self.estimator_options.get("dtype", np.float32))
+        opts = self.estimator_options
+        return _resolve_noise(opts.get("noise", "auto"), image, opts.get("noise_floor", NOISE_FLOOR), self.backend,
+                              opts.get("dtype", np.float32))
 
     def estimate_map(self, image):
         """Blur map of ``image`` (one estimator, so LUTs/kernels are reused across images)."""

@@ -131,6 +131,13 @@ def measure_noise(image, *, floor: float = NOISE_FLOOR, backend=None, dtype=np.f
     return _measured_noise(_luminance(x, be.xp), be, check_positive(floor, "floor"))
 
 
+def _resolve_noise(noise, image, floor, backend, dtype) -> float:
+    """``noise`` itself, or :func:`measure_noise` of ``image`` when it is ``'auto'``."""
+    if isinstance(noise, str) and noise == "auto":
+        return measure_noise(image, floor=floor, backend=backend, dtype=dtype)
+    return float(noise)
+
+
 class BlurMapEstimator:
     """Holds the settings and reusable state (filter bank, LUTs, FFT block spectra, kernels).
 
@@ -239,10 +246,8 @@ class BlurMapEstimator:
 
     def noise_for(self, image, backend=None) -> float:
         """The noise variance used for ``image``: ``noise``, or measured when it is ``'auto'``."""
-        if self.noise != "auto":
-            return self.noise
-        return measure_noise(image, floor=self.noise_floor, backend=backend if backend is not None else self.backend,
-                             dtype=self.dtype)
+        return _resolve_noise(self.noise, image, self.noise_floor, backend if backend is not None else self.backend,
+                              self.dtype)
 
     def _filter_spectra(self, be: Backend, block, dtype):
         cdt = np.complex64 if np.dtype(dtype) == np.float32 else np.complex128
