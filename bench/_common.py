@@ -284,6 +284,63 @@ def result_stem(name: str, info: dict) -> str:
 
 
 # ---------------------------------------------------------------------------
+# device memory
+# ---------------------------------------------------------------------------
+
+
+def set_pool_limit(be, gib: float | None) -> int | None:
+    """Cap CuPy's default memory pool at ``gib`` GiB (cuda only; returns the
+    limit in bytes, ``None`` when not set). Allocations beyond it raise
+    ``OutOfMemoryError``, and :meth:`Backend.available_memory` (hence the
+    blur-map estimator's default budget) honours it: a run under the cap
+    shows that the job fits a card of that size."""
+    if gib is None or be.name != "cuda":
+        return None
+    limit = int(gib * 2**30)
+    be.xp.get_default_memory_pool().set_limit(size=limit)
+    return limit
+
+
+class PoolPeak:
+    """Context manager: peak bytes in use from CuPy's default memory pool
+    while it is active (``peak`` is ``None`` on the CPU).
+
+    A :class:`cupy.cuda.MemoryHook` samples ``used_bytes()`` after every pool
+    allocation; it costs a Python call per allocation, so use it on an
+    untimed run.
+    """
+
+    def __init__(self, be):
+        self.be = be
+        self.peak: int | None = None
+        self._hook = None
+
+    def __enter__(self):
+        if self.be.name != "cuda":
+            return self
+        cp = self.be.xp
+        pool = cp.get_default_memory_pool()
+        outer = self
+        outer.peak = int(pool.used_bytes())
+
+        class _Hook(cp.cuda.MemoryHook):
+            name = "gpudeblur_bench_pool_peak"
+
+            def malloc_postprocess(self, **kwargs):
+                outer.peak = max(outer.peak, int(pool.used_bytes()))
+
+        self._hook = _Hook()
+        self._hook.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._hook is not None:
+            self._hook.__exit__(*exc)
+            self._hook = None
+        return False
+
+
+# ---------------------------------------------------------------------------
 # output
 # ---------------------------------------------------------------------------
 

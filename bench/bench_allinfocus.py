@@ -242,7 +242,7 @@ def quality_markdown(q, modes):
     return md
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=192, help="side of the quality images")
     ap.add_argument("--modes", default="fast,sv-admm")
@@ -255,12 +255,26 @@ def main(argv=None):
     ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-no-blur", action="store_true", help="skip the sharp-photo rows")
+    ap.add_argument("--backends", default=None,
+                    help="timed backends, comma-separated (default: cpu, plus cuda when a GPU is present)")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
+    return ap
+
+
+def main(argv=None):
+    ap = build_parser()
     args = ap.parse_args(argv)
     if not set(args.timing_maps.split(",")) <= {"exact", "uncertain"}:
         ap.error(f"--timing-maps: expected exact and/or uncertain, got {args.timing_maps!r}")
 
     backends = ["cpu"] + (["cuda"] if gd.cuda_available() else [])
+    if args.backends is not None:
+        asked = args.backends.split(",")
+        if not set(asked) <= {"cpu", "cuda"}:
+            ap.error(f"--backends: expected cpu and/or cuda, got {args.backends!r}")
+        if "cuda" in asked and not gd.cuda_available():
+            log("--backends cuda: no CUDA device here; timing the CPU only where asked")
+        backends = [b for b in asked if b in backends]
     info = machine_info(gpu_name=gd.get_backend("cuda").device_name() if "cuda" in backends else None)
     modes = args.modes.split(",")
     q = [] if args.skip_quality else quality(args.size, modes, estimate=not args.no_estimate)

@@ -33,7 +33,17 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import fmt_s, log, machine_info, machine_markdown, markdown_table, result_stem, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    PoolPeak,
+    fmt_s,
+    log,
+    machine_info,
+    machine_markdown,
+    markdown_table,
+    result_stem,
+    set_pool_limit,
+    write_results,
+)
 
 from gpudeblur import fftconvolve, psf  # noqa: E402
 from gpudeblur._backend import get_backend  # noqa: E402
@@ -171,7 +181,7 @@ def cuhk_experiment(labeling: bool, backend) -> dict:
     return rows
 
 
-def stage_timing(size, backend, time_labeling: bool = False) -> dict:
+def stage_timing(size, backend, time_labeling: bool = False, peak_memory: bool = False) -> dict:
     """Stage times at ``size`` (an int: square crop of astronaut; ``(M, N)``: astronaut
     resized to that shape, e.g. 3000x4000 for 12 MP), ramp map 0-8."""
     from skimage import data  # noqa: PLC0415
@@ -199,6 +209,13 @@ def stage_timing(size, backend, time_labeling: bool = False) -> dict:
     cpu = time.process_time() - c0
     out = {"size": size, "total_s": total, "process_cpu_s": cpu, "load_avg": os.getloadavg(), "stages": res.info["timings"], "fft_count": res.info["fft_count"],
            "tiles": res.info["tiles"], "device": be.device_name()}
+    if peak_memory and be.name == "cuda":
+        # one more, untimed run: the pool hook costs a Python call per allocation
+        del res
+        with PoolPeak(be) as pk:
+            res = est.estimate(b, return_candidates=True)
+            be.synchronize()
+        out["pool_peak_bytes"] = pk.peak
     t_lut = time.perf_counter()
     BlurMapEstimator(labeling=None, backend=backend)
     out["stages"]["lut_build(init)"] = time.perf_counter() - t_lut
@@ -219,7 +236,7 @@ def stage_timing(size, backend, time_labeling: bool = False) -> dict:
     return out
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--timing-size", default="500", help="side of the square timing image, or MxN (e.g. 3000x4000)")
@@ -230,12 +247,21 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", default="cpu")
     ap.add_argument("--label-images", type=int, default=2, help="Fig. 8 images that also get the coherent labeling")
     ap.add_argument("--time-labeling", action="store_true")
+    ap.add_argument("--pool-limit-gib", type=float, default=None,
+                    help="cuda: cap CuPy's memory pool (e.g. 22 to show a 24 GB card suffices)")
+    ap.add_argument("--peak-memory", action="store_true", help="cuda: one more untimed run measuring the pool's peak")
     ap.add_argument("--out", default=None)
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
     args = ap.parse_args(argv)
     labeling = not args.no_labeling
     be = get_backend(args.backend)
+    limit = set_pool_limit(be, args.pool_limit_gib)
     info = machine_info(gpu_name=be.device_name() if be.name == "cuda" else None)
-    payload = {"machine": info, "backend": be.name, "labeling": labeling}
+    payload = {"machine": info, "backend": be.name, "labeling": labeling, "pool_limit_bytes": limit}
     md = ["# Blur map (Zhu et al. 2013) benchmark", "", machine_markdown(info), ""]
     if not args.skip_fig8:
         rows = fig8_experiment(args.size, labeling, be, args.label_images)
@@ -268,7 +294,8 @@ def main(argv=None) -> int:
                "raw_threshold_tau2 = raw map <= 2 px; hifst_otsu = *_hifst.png (bright = sharp), Otsu threshold.", ""]
     if not args.skip_timing:
         ts = args.timing_size.lower()
-        t = stage_timing(tuple(int(v) for v in ts.split("x")) if "x" in ts else int(ts), be, args.time_labeling)
+        t = stage_timing(tuple(int(v) for v in ts.split("x")) if "x" in ts else int(ts), be, args.time_labeling,
+                         args.peak_memory)
         payload["timing"] = t
         tab = [[k, fmt_s(v)] for k, v in t["stages"].items()]
         tab.append(["total (candidates, no labeling)", fmt_s(t["total_s"])])
@@ -280,6 +307,10 @@ def main(argv=None) -> int:
                f"(wall x cores when the machine is idle); load average during the run {t['load_avg']}", ""]
         if "labeling" in t:
             md += [f"Labeling (primal-dual, L = 81): {t['labeling']}", ""]
+        if limit is not None or "pool_peak_bytes" in t:
+            lim = "none" if limit is None else f"{limit / 2**30:.1f} GiB"
+            peak = f"{t['pool_peak_bytes'] / 2**30:.2f} GiB" if t.get("pool_peak_bytes") is not None else "not measured"
+            md += [f"CuPy pool limit: {lim}; peak pool use of the candidate stages: {peak}; tiles: {t['tiles']}", ""]
     stem = result_stem("blurmap", info)
     pj, pm = write_results(args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"), stem,
                            payload, "\n".join(md))

@@ -183,7 +183,7 @@ def bench_size(S, L_step, backends, methods, exact_max_mpix, max_iter, tol, seg,
     return results, rows
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[500])
     ap.add_argument("--step", type=float, default=0.1, help="label step (0.1 -> 81 labels on [0, 8])")
@@ -199,6 +199,11 @@ def main(argv=None):
                     help="synthetic planted candidates, or the estimator's candidates on a blurred photo "
                          "(astronaut, disc radius ramp 0-8, sigma^2 = 1e-6)")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
+    return ap
+
+
+def main(argv=None):
+    ap = build_parser()
     args = ap.parse_args(argv)
     sizes = [128] if args.quick else args.sizes
     backends = args.backends or (["cpu", "cuda"] if cuda_available() else ["cpu"])

@@ -140,6 +140,26 @@ class Backend:
 
         return _kernels.kernels_for(self)
 
+    def available_memory(self) -> int | None:
+        """Bytes the next device allocations can use; ``None`` on the CPU.
+
+        On CUDA: the device's free memory plus the free blocks CuPy's default
+        memory pool already holds, capped by the pool's limit when one is set
+        (``cupy.get_default_memory_pool().set_limit(...)`` or
+        ``CUPY_GPU_MEMORY_LIMIT``), so that a budget taken as a fraction of
+        this respects a limit given to CuPy (e.g. to share a GPU, or to check
+        that a job fits a smaller card).
+        """
+        if self.name != "cuda":
+            return None
+        free, _total = self.xp.cuda.runtime.memGetInfo()
+        pool = self.xp.get_default_memory_pool()
+        avail = int(free) + int(pool.free_bytes())
+        limit = int(pool.get_limit())
+        if limit > 0:
+            avail = min(avail, max(limit - int(pool.used_bytes()), 0))
+        return avail
+
     def device_name(self) -> str:
         if self.name == "cuda":
             props = self.xp.cuda.runtime.getDeviceProperties(self.xp.cuda.Device().id)

@@ -27,6 +27,36 @@ def test_backend_names_and_errors(monkeypatch):
         gd.get_backend()
 
 
+def _fake_cupy(free, pool_used, pool_free, limit):
+    """Enough of CuPy's namespace for Backend.available_memory (no GPU needed)."""
+    from types import SimpleNamespace
+
+    pool = SimpleNamespace(free_bytes=lambda: pool_free, used_bytes=lambda: pool_used, get_limit=lambda: limit)
+    runtime = SimpleNamespace(memGetInfo=lambda: (free, 80 << 30))
+    return SimpleNamespace(cuda=SimpleNamespace(runtime=runtime), get_default_memory_pool=lambda: pool)
+
+
+@pytest.mark.parametrize(
+    "free, used, pool_free, limit, expected",
+    [
+        (10 << 30, 0, 0, 0, 10 << 30),  # no pool, no limit: the device's free memory
+        (10 << 30, 3 << 30, 2 << 30, 0, 12 << 30),  # cached free blocks are reusable
+        (60 << 30, 3 << 30, 2 << 30, 24 << 30, 21 << 30),  # the pool limit binds: limit - used
+        (1 << 30, 3 << 30, 2 << 30, 24 << 30, 3 << 30),  # the device binds under a limit
+        (60 << 30, 25 << 30, 0, 24 << 30, 0),  # over the limit: nothing left, never negative
+    ],
+)
+def test_available_memory_honours_the_pool_limit(free, used, pool_free, limit, expected):
+    be = _backend.Backend("cuda", _fake_cupy(free, used, pool_free, limit), None)
+    assert be.available_memory() == expected
+    from gpudeblur.blurmap.estimator import CUDA_MEMORY_FRACTION, BlurMapEstimator
+
+    est = BlurMapEstimator.__new__(BlurMapEstimator)  # the budget rule only, no LUT build
+    est.memory_budget = None
+    assert est._budget(be) == int(CUDA_MEMORY_FRACTION * expected)
+    assert _backend.get_backend("cpu").available_memory() is None
+
+
 def test_cuda_request_without_gpu_is_an_error():
     if gd.cuda_available():
         pytest.skip("a GPU is present")

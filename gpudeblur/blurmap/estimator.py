@@ -166,7 +166,8 @@ class BlurMapEstimator:
         Use the vertical derivative ``[1, -1]ᵀ`` instead of the horizontal one.
     memory_budget : int, optional
         Bytes of working memory of the candidate stages (default: half the
-        free device memory on cuda, 1 GiB on the CPU). Larger images are
+        memory available on cuda, :meth:`Backend.available_memory`, which
+        honours a CuPy pool limit; 1 GiB on the CPU). Larger images are
         processed in tiles (bit-identical to untiled). The labeling has its
         own budget, :data:`LABELING_MEMORY_BUDGET`.
     backend : {'auto', 'cuda', 'cpu'}, optional
@@ -262,8 +263,7 @@ class BlurMapEstimator:
         if self.memory_budget is not None:
             return self.memory_budget
         if be.name == "cuda":
-            free, _total = be.xp.cuda.runtime.memGetInfo()
-            return int(CUDA_MEMORY_FRACTION * free)
+            return int(CUDA_MEMORY_FRACTION * be.available_memory())
         return CPU_MEMORY_BUDGET
 
     # -- stages -----------------------------------------------------------

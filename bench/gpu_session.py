@@ -1,0 +1,190 @@
+"""One prepared GPU session: GPU tests and every benchmark, in one call.
+
+GPU time is rare and short (one call, ~10 minutes), so what to run is
+decided here, ahead of time, not on the machine. On the device, from the
+repository root::
+
+    pip install --no-deps -e . && python bench/gpu_session.py --out "$OUT"
+
+Steps run in order of importance (the issues' open GPU goals first), each
+under its own timeout; a failing or timed-out step does not stop the next,
+and no step starts once the wall budget (``--budget``, default 480 s) is
+spent. Each step writes ``OUT/<step>.log`` (stdout and stderr) and its bench
+results to ``OUT/results/<step>/`` (and, with ``--copy-results``, to
+``bench/results/`` as well); ``OUT/summary.md`` and ``OUT/summary.json``
+list every step with its exit status and time, plus the device, date and
+commit.
+
+Here (no GPU), ``python bench/gpu_session.py --dry-run`` checks that every
+step's command line is accepted by its script, without running anything;
+the test suite does that too, so a renamed bench option cannot break the
+GPU session unnoticed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+#: (name, argv after ``python``, timeout s, bench module or None). ``{out}`` is
+#: replaced by the step's results folder.
+STEPS = [
+    ("info", ["-m", "gpudeblur", "info"], 60, None),
+    # the CuPy variants of the backend-parametrized tests (ids "[cuda...]"),
+    # the RawKernel-vs-Numba checks and the CuPy-only paths
+    ("tests-cuda", ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda", "tests"], 240, None),
+    # #3: blur map per stage, 500² (goal ≤ 0.5 s) and 12 MP (goal ≤ 5 s), with labeling
+    ("blurmap-500", ["bench/bench_blurmap.py", "--backend", "cuda", "--skip-fig8", "--skip-cuhk", "--timing-size", "500",
+                     "--time-labeling", "--peak-memory", "--out", "{out}"], 120, "bench_blurmap"),
+    ("blurmap-12mp", ["bench/bench_blurmap.py", "--backend", "cuda", "--skip-fig8", "--skip-cuhk", "--timing-size",
+                      "3000x4000", "--time-labeling", "--peak-memory", "--out", "{out}"], 150, "bench_blurmap"),
+    # #4: fast mode, 1 and 12 MP (goal: 12 MP ≤ 10 s), exact and uncertain maps
+    ("allinfocus-fast", ["bench/bench_allinfocus.py", "--skip-quality", "--skip-no-blur", "--backends", "cuda",
+                         "--timing-sizes", "1,12", "--timing-modes", "fast", "--out", "{out}"], 150, "bench_allinfocus"),
+    # #3: a 24 MP photo within a 24 GB card (CuPy pool capped at 22 GiB: context and cuFFT plans need the rest)
+    ("blurmap-24mp-22gib", ["bench/bench_blurmap.py", "--backend", "cuda", "--skip-fig8", "--skip-cuhk", "--timing-size",
+                            "4000x6000", "--time-labeling", "--pool-limit-gib", "22", "--peak-memory", "--out", "{out}"],
+     180, "bench_blurmap"),
+    # #4: the default mode and blind, 1 and 12 MP (uncertain map: what the pipeline uses)
+    ("allinfocus-svadmm", ["bench/bench_allinfocus.py", "--skip-quality", "--skip-no-blur", "--backends", "cuda",
+                           "--timing-sizes", "1,12", "--timing-modes", "sv-admm", "--timing-maps", "uncertain",
+                           "--out", "{out}"], 180, "bench_allinfocus"),
+    ("allinfocus-blind", ["bench/bench_allinfocus.py", "--skip-quality", "--skip-no-blur", "--backends", "cuda",
+                          "--timing-sizes", "1", "--timing-modes", "blind", "--out", "{out}"], 150, "bench_allinfocus"),
+    # foundation: deconvolution methods on the GPU, with the RL roofline breakdown
+    ("deconv", ["bench/bench_deconv.py", "--backends", "cuda", "--sizes", "512,2048,4096", "--no-reference",
+                "--out", "{out}"], 180, "bench_deconv"),
+    # labeling energies and times (primal-dual on the GPU against the CPU references)
+    # (250²: the CPU references, alpha-expansion and the exact multi-label cut, take minutes at 500²)
+    ("labeling", ["bench/bench_labeling.py", "--sizes", "250", "--backends", "cpu", "cuda", "--out", "{out}"], 150,
+     "bench_labeling"),
+    # the accuracy experiments on the GPU (same numbers as the CPU's, within float32)
+    ("blurmap-quality", ["bench/bench_blurmap.py", "--backend", "cuda", "--skip-timing", "--out", "{out}"], 150,
+     "bench_blurmap"),
+    ("tests-all", ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], 420, None),
+]
+
+
+def _parser_for(module: str):
+    mod = importlib.import_module(module)
+    if hasattr(mod, "build_parser"):
+        return mod.build_parser().parse_args
+    return mod.parse_args  # bench_deconv: parses and validates
+
+
+def dry_run() -> int:
+    """Parse every bench step's arguments with its own parser; run nothing."""
+    bad = 0
+    for name, argv, _timeout, module in STEPS:
+        if module is None:
+            print(f"{name}: python {' '.join(argv)}")
+            continue
+        args = [a.replace("{out}", "/nonexistent") for a in argv[1:]]
+        try:
+            _parser_for(module)(args)
+        except SystemExit as e:  # argparse's error exit
+            print(f"{name}: REJECTED by {module} (exit {e.code}): {' '.join(args)}")
+            bad += 1
+            continue
+        print(f"{name}: ok ({module} {' '.join(args)})")
+    return 1 if bad else 0
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run(out: Path, budget: float, only: list[str] | None, copy_results: bool) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.monotonic()
+    rows = []
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    for name, argv, timeout, module in STEPS:
+        if only and name not in only:
+            continue
+        left = budget - (time.monotonic() - t_start)
+        if left < 20:
+            rows.append({"step": name, "status": "not started (budget spent)", "seconds": 0.0})
+            continue
+        res_dir = out / "results" / name
+        if module is not None:
+            res_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable] + [a.replace("{out}", str(res_dir)) for a in argv]
+        limit = min(timeout, left)
+        t0 = time.monotonic()
+        with open(out / f"{name}.log", "w") as log:
+            log.write(f"$ {' '.join(cmd)}\n(timeout {limit:.0f} s)\n")
+            log.flush()
+            try:
+                rc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=limit, env=env).returncode
+                status = "ok" if rc == 0 else f"failed (exit {rc})"
+            except subprocess.TimeoutExpired:
+                status = f"timed out after {limit:.0f} s"
+        dt = time.monotonic() - t0
+        rows.append({"step": name, "status": status, "seconds": round(dt, 1)})
+        print(f"{name}: {status} in {dt:.0f} s", flush=True)
+        if copy_results and module is not None:
+            for f in res_dir.glob("*"):
+                shutil.copy2(f, HERE / "results" / f"{f.stem}-{name}{f.suffix}")
+    device = "unknown"
+    try:
+        import gpudeblur  # noqa: PLC0415
+
+        if gpudeblur.cuda_available():
+            device = gpudeblur.get_backend("cuda").device_name()
+        else:
+            device = "no CUDA device"
+    except Exception as e:  # noqa: BLE001  (the summary must be written whatever failed)
+        device = f"unknown ({type(e).__name__}: {e})"
+    meta = {"device": device, "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "commit": _commit(), "budget_s": budget, "wall_s": round(time.monotonic() - t_start, 1), "steps": rows}
+    (out / "summary.json").write_text(json.dumps(meta, indent=2) + "\n")
+    md = [f"# GPU session: {device}", "", f"{meta['date_utc']}, commit `{meta['commit']}`, wall {meta['wall_s']} s "
+          f"of a {budget:.0f} s budget", "", "| step | status | s |", "|---|---|---|"]
+    md += [f"| {r['step']} | {r['status']} | {r['seconds']} |" for r in rows]
+    (out / "summary.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.environ.get("OUT", "gpu-session"), help="output folder (default $OUT)")
+    ap.add_argument("--budget", type=float, default=480.0, help="wall seconds after which no step starts")
+    ap.add_argument("--only", default=None, help="comma-separated step names (default: all, in order)")
+    ap.add_argument("--copy-results", action="store_true", help="also copy each step's results into bench/results/")
+    ap.add_argument("--dry-run", action="store_true", help="check every step's command line; run nothing")
+    ap.add_argument("--list", action="store_true", help="print the steps and exit")
+    args = ap.parse_args(argv)
+    if args.list:
+        for name, argv_, timeout, _m in STEPS:
+            print(f"{name} ({timeout} s): python {' '.join(argv_)}")
+        return 0
+    if args.dry_run:
+        return dry_run()
+    only = args.only.split(",") if args.only else None
+    if only:
+        unknown = set(only) - {s[0] for s in STEPS}
+        if unknown:
+            ap.error(f"--only: unknown step(s) {', '.join(sorted(unknown))}")
+    return run(Path(args.out), args.budget, only, args.copy_results)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
