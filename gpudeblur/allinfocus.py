@@ -343,8 +343,15 @@ class AllInFocus:
         Number of out-of-focus layers (``blind``); default from the map.
     in_focus_radius : float
         Radius below which a pixel counts as in focus (layers, ``blind``).
-    lam, num_iter
-        Passed to the deconvolution (defaults: noise-adaptive).
+    lam : float, optional
+        Regularization weight: TV for ``sv-admm`` (default
+        :data:`ESTIMATED_MAP_LAM` on an estimated map, noise-adaptive on a
+        given one), gradient prior for ``fast`` (0.015), framelet ℓ1
+        ``lam1`` for ``blind`` (0.005; ``blind_options['lam1']`` wins).
+    num_iter : int, optional
+        ADMM iterations of ``sv-admm`` (30) or alternations ``N`` of
+        ``blind`` (20; ``blind_options['n_outer']`` wins). ``fast`` has no
+        iterations: setting it there is an error.
     map_uncertainty : (float, float), optional
         ``(radius_sigma, spatial_sigma)`` in pixels for ``sv-admm``/``fast``:
         treat the map as uncertain (expected-misfit data term, see
@@ -392,8 +399,10 @@ class AllInFocus:
         self.mode = check_choice(mode, MODES, "mode")
         self.layers = None if layers is None else check_positive_int(layers, "layers")
         self.in_focus_radius = check_positive(in_focus_radius, "in_focus_radius", allow_zero=True)
-        self.lam = lam
-        self.num_iter = num_iter
+        self.lam = None if lam is None else check_positive(lam, "lam")
+        self.num_iter = None if num_iter is None else check_positive_int(num_iter, "num_iter")
+        if self.num_iter is not None and self.mode == "fast":
+            raise ValueError("num_iter does not apply to mode 'fast' (a closed-form per-radius deconvolution)")
         self.map_uncertainty = None if map_uncertainty is None else _check_uncertainty(map_uncertainty)
         self.keep_in_focus = keep_in_focus if (keep_in_focus is None or keep_in_focus is False) else _check_keep(keep_in_focus)
         self.estimator_options = dict(estimator_options or {})
@@ -524,6 +533,10 @@ class AllInFocus:
             mask = sel.astype(x.dtype)
             opts = dict(self.blind_options)
             opts.setdefault("init_kernel", disc(radii[i]))
+            if self.lam is not None:
+                opts.setdefault("lam1", self.lam)
+            if self.num_iter is not None:
+                opts.setdefault("n_outer", self.num_iter)
             u, k, _info = blind_deblur_layer(x, mask, backend=be, **opts)
             layers.append(u)
             result.kernels.append(be.to_host(k) if not isinstance(k, np.ndarray) else k)

@@ -340,7 +340,36 @@ def test_cli_allinfocus_keep_in_focus(tmp_path, natural_rgb):
     assert json.loads(rep.read_text())["keep_in_focus"] is None
     assert cli.main(base + ["--keep-in-focus", "1,2"]) == 0
     assert json.loads(rep.read_text())["keep_in_focus"] == [1.0, 2.0]
-    assert cli.main(base + ["--keep-in-focus", "off", "--mode", "fast", "--noise", "auto"]) == 0
+    fast = [a for a in base if a not in ("--iters", "3")]
+    assert cli.main(fast + ["--keep-in-focus", "off", "--mode", "fast", "--noise", "auto"]) == 0
     assert json.loads(rep.read_text())["keep_in_focus"] is None
     assert json.loads(rep.read_text())["map_noise"] is None  # a given map: no estimate
     assert cli.main(base + ["--noise", "loud"]) == 2
+
+
+def test_lam_and_iters_reach_every_mode(monkeypatch, tmp_path, natural_rgb):
+    """--lam/--iters are not silently dropped: blind gets them as lam1/n_outer, fast refuses iterations."""
+    import gpudeblur.blind as blind
+    from gpudeblur import cli
+
+    seen = []
+
+    def fake_layer(image, mask, **kw):
+        seen.append(kw)
+        return image, np.ones((3, 3)) / 9, {}
+
+    monkeypatch.setattr(blind, "blind_deblur_layer", fake_layer)
+    rm = np.zeros((32, 32), np.float32)
+    rm[:, 16:] = 3.0
+    img = natural_rgb[:32, :32]
+    AllInFocus(mode="blind", lam=0.002, num_iter=4).run(img, radius_map=rm)
+    assert seen[-1]["lam1"] == 0.002 and seen[-1]["n_outer"] == 4
+    AllInFocus(mode="blind", lam=0.002, blind_options={"lam1": 0.01}).run(img, radius_map=rm)
+    assert seen[-1]["lam1"] == 0.01 and "n_outer" not in seen[-1]  # explicit blind options win
+    with pytest.raises(ValueError, match="num_iter does not apply to mode 'fast'"):
+        AllInFocus(mode="fast", num_iter=3)
+    with pytest.raises(ValueError, match="lam"):
+        AllInFocus(lam=-1.0)
+    src, mp, out, _rep = _cli_inputs(tmp_path, natural_rgb)
+    assert cli.main(["-q", "allinfocus", str(src), str(out), "--map", str(mp), "--mode", "fast", "--iters", "3"]) == 2
+    assert not out.exists()
