@@ -76,10 +76,10 @@ def register(subparsers, parents) -> None:
     p.add_argument("--keep-in-focus", type=keep_pair, metavar="LO,HI|off",
                    help="return the input where the map is below LO px, the deconvolution above HI, a fade between "
                    f"(sv-admm, fast; default {KEEP_IN_FOCUS[0]:g},{KEEP_IN_FOCUS[1]:g} for an estimated map, off for --map)")
-    p.add_argument("--max-radius", type=positive_float, default=8.0, metavar="R", help="largest blur radius estimated (8)")
-    p.add_argument("--window", type=positive_int, default=MAP_WINDOW, metavar="N",
+    p.add_argument("--max-radius", type=positive_float, default=None, metavar="R", help="largest blur radius estimated (8)")
+    p.add_argument("--window", type=positive_int, default=None, metavar="N",
                    help=f"odd analysis window of the blur-map estimate (default {MAP_WINDOW}; the paper's 41)")
-    p.add_argument("--noise", type=noise_variance, default="auto", metavar="VAR|auto",
+    p.add_argument("--noise", type=noise_variance, default=None, metavar="VAR|auto",
                    help="noise variance for the blur-map estimator (default auto: measured on the image, at least 1e-6)")
     p.add_argument("--save-map", metavar="M", help="write the blur map (.png colour-mapped, .npy/.tif float)")
     p.add_argument("--save-layers", metavar="DIR", help="write the layer labels and per-layer results (blind mode) into DIR")
@@ -120,6 +120,11 @@ def run(args) -> int:
         check_output_path(ins + [out], args.report, args.overwrite, kind=None)
     if args.save_layers and os.path.exists(args.save_layers) and not os.path.isdir(args.save_layers):
         raise NotADirectoryError(f"--save-layers is not a folder: {args.save_layers}")
+    est_opts = {k: v for k, v in (("max_radius", args.max_radius), ("window", args.window), ("noise", args.noise))
+                if v is not None}
+    if args.map and est_opts:
+        name = "--" + next(iter(est_opts)).replace("_", "-")
+        raise ValueError(f"{name} applies to an estimated map, not with --map")
     if args.iters is not None and args.mode == "fast":
         raise ValueError("--iters applies to --mode sv-admm and blind only (fast has no iterations)")
     if args.layers is not None and args.mode != "blind":
@@ -144,11 +149,7 @@ def run(args) -> int:
         num_iter=args.iters,
         map_uncertainty=args.map_uncertainty,
         keep_in_focus=args.keep_in_focus,
-        estimator_options={
-            "max_radius": args.max_radius,
-            "window": args.window,
-            "noise": args.noise,
-        },
+        estimator_options=est_opts,  # unset ones: the pipeline's defaults (window 51, noise auto, radius 8)
         backend=args.backend,
         progress=stage,
     )
@@ -159,7 +160,7 @@ def run(args) -> int:
     write_image(out, result_img, meta, overwrite=args.overwrite)
     if args.save_map:
         if args.save_map.lower().endswith(".png"):
-            write_image(args.save_map, colorize(res.radius_map, max(args.max_radius, float(res.radius_map.max()))), overwrite=args.overwrite, bit_depth=8)
+            write_image(args.save_map, colorize(res.radius_map, max(args.max_radius or 8.0, float(res.radius_map.max()))), overwrite=args.overwrite, bit_depth=8)
         else:
             write_array(args.save_map, res.radius_map, overwrite=args.overwrite)
     if args.save_layers:

@@ -341,7 +341,7 @@ def test_cli_allinfocus_keep_in_focus(tmp_path, natural_rgb):
     assert cli.main(base + ["--keep-in-focus", "1,2"]) == 0
     assert json.loads(rep.read_text())["keep_in_focus"] == [1.0, 2.0]
     fast = [a for a in base if a not in ("--iters", "3")]
-    assert cli.main(fast + ["--keep-in-focus", "off", "--mode", "fast", "--noise", "auto"]) == 0
+    assert cli.main(fast + ["--keep-in-focus", "off", "--mode", "fast"]) == 0
     assert json.loads(rep.read_text())["keep_in_focus"] is None
     assert json.loads(rep.read_text())["map_noise"] is None  # a given map: no estimate
     assert cli.main(base + ["--noise", "loud"]) == 2
@@ -373,3 +373,13 @@ def test_lam_and_iters_reach_every_mode(monkeypatch, tmp_path, natural_rgb):
     src, mp, out, _rep = _cli_inputs(tmp_path, natural_rgb)
     assert cli.main(["-q", "allinfocus", str(src), str(out), "--map", str(mp), "--mode", "fast", "--iters", "3"]) == 2
     assert not out.exists()
+
+
+def test_cli_estimator_options_refused_with_a_given_map(tmp_path, natural_rgb):
+    """--window/--noise/--max-radius set the estimate; with --map they would be dropped silently."""
+    from gpudeblur import cli
+
+    src, mp, out, _rep = _cli_inputs(tmp_path, natural_rgb)
+    for opt in (["--window", "41"], ["--noise", "1e-4"], ["--max-radius", "6"]):
+        assert cli.main(["-q", "allinfocus", str(src), str(out), "--map", str(mp), *opt]) == 2
+        assert not out.exists()
