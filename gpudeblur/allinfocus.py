@@ -23,6 +23,14 @@ also works on its own:
    with an estimated map, ``sv-admm`` and ``fast`` keep the input where the
    map says in focus (:data:`KEEP_IN_FOCUS`, :func:`in_focus_weight`), as
    ``blind`` keeps its in-focus layer (r < ``in_focus_radius``).
+
+One PSF family (``psf_family``: the disc by default, a Gaussian, any
+``r -> psf`` callable or a lens calibration,
+:class:`gpudeblur.blurmap.PSFCalibration`) serves both the estimate and the
+deblurring, so the map's ``r`` means the same thing to both. The default
+radius thresholds (:data:`KEEP_IN_FOCUS`, ``in_focus_radius``) are disc
+radii; for another family they become the scales whose PSFs have the same
+second moment (:func:`disc_equivalent`; a Gaussian's σ = r/2).
 """
 
 from __future__ import annotations
@@ -150,6 +158,7 @@ class AllInFocusResult:
     map_uncertainty: tuple | None = None
     keep_in_focus: tuple | None = None
     map_noise: float | None = None
+    psf_family: str = "disc"
 
     def report(self) -> dict:
         """JSON-serializable summary."""
@@ -163,6 +172,7 @@ class AllInFocusResult:
             "map_uncertainty": None if self.map_uncertainty is None else [float(v) for v in self.map_uncertainty],
             "keep_in_focus": None if self.keep_in_focus is None else [float(v) for v in self.keep_in_focus],
             "map_noise": self.map_noise,
+            "psf_family": self.psf_family,
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
         }
 
@@ -331,6 +341,57 @@ def compose_layers(layers, labels, feather=2.0, backend=None):
     return out
 
 
+def family_function(family):
+    """``r -> psf`` of a PSF family: ``'disc'``, ``'gaussian'``, a callable
+    (e.g. a :class:`gpudeblur.blurmap.PSFCalibration`)."""
+    from . import psf as _psf
+
+    if isinstance(family, str):
+        fams = {"disc": _psf.disc, "gaussian": _psf.gaussian}
+        if family not in fams:
+            raise ValueError(f"unknown psf_family {family!r}; expected 'disc', 'gaussian', a callable r -> psf "
+                             "or a PSFCalibration")
+        return fams[family]
+    if callable(family):
+        return family
+    raise ValueError(f"unknown psf_family {family!r}; expected 'disc', 'gaussian', a callable r -> psf or a PSFCalibration")
+
+
+def _second_moment(k) -> float:
+    k = np.asarray(k, dtype=np.float64)
+    i, j = np.indices(k.shape)
+    return float((k * ((i - k.shape[0] // 2) ** 2 + (j - k.shape[1] // 2) ** 2)).sum() / k.sum())
+
+
+def disc_equivalent(family, disc_radius: float, max_scale: float = 16.0, step: float = 0.05) -> float:
+    """Scale of ``family`` whose PSF has the second moment of a disc of radius
+    ``disc_radius`` (identity for the disc; ``≈ disc_radius / 2`` for a
+    Gaussian's σ). Used to carry the pipeline's default thresholds, defined
+    as disc radii, over to another PSF family; ``max_scale`` if the family
+    never gets that wide."""
+    if isinstance(family, str) and family == "disc":
+        return float(disc_radius)
+    from .psf import disc
+
+    fn = family_function(family)
+    target = _second_moment(disc(float(disc_radius)))
+    prev_r, prev_m = 0.0, _second_moment(fn(0.0))
+    if prev_m >= target:
+        return 0.0
+    for r in np.arange(step, max_scale + step / 2, step):
+        m = _second_moment(fn(float(r)))
+        if m >= target:
+            return float(prev_r + (r - prev_r) * (target - prev_m) / max(m - prev_m, 1e-300))
+        prev_r, prev_m = float(r), m
+    return float(max_scale)
+
+
+def _family_name(family) -> str:
+    if isinstance(family, str):
+        return family
+    return "calibration" if type(family).__name__ == "PSFCalibration" else "callable"
+
+
 class AllInFocus:
     """Pipeline object: settings plus reusable state (estimator, kernels).
 
@@ -341,8 +402,14 @@ class AllInFocus:
         won the quality benchmark (``bench/bench_allinfocus.py``).
     layers : int, optional
         Number of out-of-focus layers (``blind``); default from the map.
-    in_focus_radius : float
-        Radius below which a pixel counts as in focus (layers, ``blind``).
+    in_focus_radius : float, optional
+        Radius below which a pixel counts as in focus (layers, ``blind``);
+        default a disc radius of 1 px (:func:`disc_equivalent` for another
+        family).
+    psf_family : {'disc', 'gaussian'}, callable or PSFCalibration
+        The blur's PSF as a function of the map's ``r``, used by the
+        estimate *and* the deblurring (``sv-admm``/``fast`` bank, ``blind``'s
+        initial kernel). Default: the disc (defocus of an ideal lens).
     lam : float, optional
         Regularization weight: TV for ``sv-admm`` (default
         :data:`ESTIMATED_MAP_LAM` on an estimated map, noise-adaptive on a
@@ -386,7 +453,8 @@ class AllInFocus:
         mode=DEFAULT_MODE,
         *,
         layers=None,
-        in_focus_radius=1.0,
+        in_focus_radius=None,
+        psf_family="disc",
         lam=None,
         num_iter=None,
         map_uncertainty=None,
@@ -398,7 +466,13 @@ class AllInFocus:
     ):
         self.mode = check_choice(mode, MODES, "mode")
         self.layers = None if layers is None else check_positive_int(layers, "layers")
-        self.in_focus_radius = check_positive(in_focus_radius, "in_focus_radius", allow_zero=True)
+        self.psf_family = psf_family
+        self._psf = family_function(psf_family)  # validates
+        if "psf_family" in (estimator_options or {}):
+            raise ValueError("set the PSF family with AllInFocus(psf_family=...): the estimate and the deblurring "
+                             "must use the same one")
+        self.in_focus_radius = (disc_equivalent(psf_family, 1.0) if in_focus_radius is None
+                                else check_positive(in_focus_radius, "in_focus_radius", allow_zero=True))
         self.lam = None if lam is None else check_positive(lam, "lam")
         self.num_iter = None if num_iter is None else check_positive_int(num_iter, "num_iter")
         if self.num_iter is not None and self.mode == "fast":
@@ -425,7 +499,8 @@ class AllInFocus:
             opts.setdefault("window", MAP_WINDOW)
             lk = dict(opts.pop("labeling_kwargs", {}) or {})
             lk.setdefault("radius_prior", RADIUS_PRIOR)
-            self._estimator = BlurMapEstimator(backend=self.backend, labeling_kwargs=lk, **opts)
+            self._estimator = BlurMapEstimator(backend=self.backend, labeling_kwargs=lk, psf_family=self.psf_family,
+                                               **opts)
         return self._estimator
 
     def map_noise(self, image) -> float:
@@ -482,7 +557,7 @@ class AllInFocus:
         timings["blur_map"] = time.perf_counter() - t0
 
         result = AllInFocusResult(radius_map=be.to_host(rmap).astype(np.float32), mode=self.mode, timings=timings,
-                                  map_noise=map_noise)
+                                  map_noise=map_noise, psf_family=_family_name(self.psf_family))
         t0 = time.perf_counter()
         self._stage(f"deblur ({self.mode})")
         if self.mode in ("sv-admm", "fast"):
@@ -498,10 +573,10 @@ class AllInFocus:
                 unc = MAP_UNCERTAINTY if map_estimated else (0.0, 0.0)
             kw["radius_sigma"], kw["spatial_sigma"] = unc
             result.map_uncertainty = tuple(unc)
-            out = deconvolve_spatially_varying(x, rmap, method=self.mode, backend=be, **kw)
+            out = deconvolve_spatially_varying(x, rmap, method=self.mode, family=self._psf, backend=be, **kw)
             keep = self.keep_in_focus
             if keep is None:
-                keep = KEEP_IN_FOCUS if map_estimated else False
+                keep = tuple(disc_equivalent(self.psf_family, v) for v in KEEP_IN_FOCUS) if map_estimated else False
             if keep is not False:
                 a = in_focus_weight(rmap, *keep, backend=be).astype(out.dtype, copy=False)
                 if out.ndim == 3:
@@ -516,7 +591,6 @@ class AllInFocus:
 
     def _blind(self, x, rmap, be, result):
         from .blind import blind_deblur_layer
-        from .psf import disc
 
         xp = be.xp
         labels, radii = split_layers(rmap, self.layers, self.in_focus_radius, xp=xp)
@@ -532,7 +606,7 @@ class AllInFocus:
             self._stage(f"layer {i}/{len(radii) - 1} (r≈{radii[i]:.1f})")
             mask = sel.astype(x.dtype)
             opts = dict(self.blind_options)
-            opts.setdefault("init_kernel", disc(radii[i]))
+            opts.setdefault("init_kernel", self._psf(float(radii[i])))
             if self.lam is not None:
                 opts.setdefault("lam1", self.lam)
             if self.num_iter is not None:

@@ -76,6 +76,8 @@ def register(subparsers, parents) -> None:
     p.add_argument("--keep-in-focus", type=keep_pair, metavar="LO,HI|off",
                    help="return the input where the map is below LO px, the deconvolution above HI, a fade between "
                    f"(sv-admm, fast; default {KEEP_IN_FOCUS[0]:g},{KEEP_IN_FOCUS[1]:g} for an estimated map, off for --map)")
+    p.add_argument("--psf", choices=("disc", "gaussian"), default="disc",
+                   help="PSF family of the map and the deblurring: disc radius or Gaussian sigma in px (default disc)")
     p.add_argument("--max-radius", type=positive_float, default=None, metavar="R", help="largest blur radius estimated (8)")
     p.add_argument("--window", type=positive_int, default=None, metavar="N",
                    help=f"odd analysis window of the blur-map estimate (default {MAP_WINDOW}; the paper's 41)")
@@ -144,6 +146,7 @@ def run(args) -> int:
 
     pipe = AllInFocus(
         mode=args.mode,
+        psf_family=args.psf,
         layers=args.layers,
         lam=args.lam,
         num_iter=args.iters,

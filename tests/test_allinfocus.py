@@ -281,6 +281,9 @@ def test_estimator_gets_the_pipeline_window_and_prior(monkeypatch):
     assert made[-1]["labeling_kwargs"] == {"radius_prior": RADIUS_PRIOR}
     AllInFocus(estimator_options={"noise": 1e-5, "window": 41, "labeling_kwargs": {"radius_prior": 0.0}}).estimate_map(img)
     assert made[-1]["window"] == 41 and made[-1]["labeling_kwargs"] == {"radius_prior": 0.0}
+    assert made[-1]["psf_family"] == "disc"
+    AllInFocus(psf_family="gaussian", estimator_options={"noise": 1e-5}).estimate_map(img)
+    assert made[-1]["psf_family"] == "gaussian"  # the estimate uses the pipeline's family
     # by default the estimator measures each image's noise itself, so one estimator serves every image
     pipe = AllInFocus()
     pipe.estimate_map(img)
@@ -383,3 +386,90 @@ def test_cli_estimator_options_refused_with_a_given_map(tmp_path, natural_rgb):
     for opt in (["--window", "41"], ["--noise", "1e-4"], ["--max-radius", "6"]):
         assert cli.main(["-q", "allinfocus", str(src), str(out), "--map", str(mp), *opt]) == 2
         assert not out.exists()
+
+
+# -- one PSF family for the estimate and the deblurring ------------------------------------------------
+
+
+def test_disc_equivalent_scales():
+    from gpudeblur.allinfocus import disc_equivalent
+
+    assert disc_equivalent("disc", 1.7) == 1.7
+    g = [disc_equivalent("gaussian", r) for r in (1.0, 1.5, 2.5, 4.0, 6.0)]
+    assert all(a < b for a, b in zip(g, g[1:]))  # monotone
+    for r, s in zip((2.5, 4.0, 6.0), g[2:]):  # equal second moments: sigma = r / 2 (continuous limit)
+        assert abs(s - r / 2) < 0.1, (r, s)
+
+
+def test_gaussian_family_reaches_the_deblurring(natural_rgb):
+    """A Gaussian-blurred scene with its sigma map: the pipeline deblurs it with Gaussians when told so
+    (before, the map went to the estimator's family but the deconvolution always used discs)."""
+    img = natural_rgb[:96, :96]
+    sig = np.zeros(img.shape[:2])
+    sig[:, 48:] = 2.0
+    y = blur_spatially_varying(img, sig, radius_step=0.1, family="gaussian", dtype="float64")
+    y = np.clip(y + 1e-3 * np.random.default_rng(1).standard_normal(y.shape), 0, 1)
+    p_in = psnr(y, img)
+    out_g, res = AllInFocus(mode="sv-admm", psf_family="gaussian").run(y, radius_map=sig)
+    out_d, _ = AllInFocus(mode="sv-admm").run(y, radius_map=sig)
+    p_g, p_d = psnr(out_g, img), psnr(out_d, img)
+    assert p_g > p_in + 2.0 and p_g > p_d + 1.0, (p_in, p_g, p_d)
+    assert res.report()["psf_family"] == "gaussian"
+
+
+def test_psf_family_checks():
+    with pytest.raises(ValueError, match="psf_family"):
+        AllInFocus(psf_family="airy")
+    with pytest.raises(ValueError, match="same one"):
+        AllInFocus(estimator_options={"psf_family": "gaussian"})
+    AllInFocus(psf_family=lambda r: np.ones((1, 1)))  # any callable r -> psf
+
+
+def test_calibration_is_a_psf_family():
+    """PSFCalibration(r): the calibrated PSFs at their radii, their average halfway, clamped outside;
+    centres aligned whatever the sizes' parity; usable as the deconvolution's family."""
+    from gpudeblur.blurmap import PSFCalibration
+    from gpudeblur.psf import disc
+    from gpudeblur.spatially_varying import SpatiallyVaryingBlur
+    from gpudeblur._backend import get_backend
+    from gpudeblur.convolution import fftconvolve
+
+    radii = [0.0, 1.0, 2.0, 3.0]
+    even = np.zeros((4, 4))
+    even[1:3, 1:3] = 0.25  # even size: centre at (2, 2) as everywhere in gpudeblur
+    psfs = [disc(0.0), disc(1.0), even, disc(3.0)]
+    cal = PSFCalibration(radii, psfs)
+    k1 = cal(1.0)
+    assert k1.shape[0] % 2 == 1 and k1.sum() == pytest.approx(1.0)
+    c = k1.shape[0] // 2
+    d1 = disc(1.0)
+    h = d1.shape[0] // 2
+    np.testing.assert_allclose(k1[c - h:c + h + 1, c - h:c + h + 1], d1 / d1.sum(), atol=1e-12)
+    half = cal(2.5)
+    np.testing.assert_allclose(half, 0.5 * cal(2.0) + 0.5 * cal(3.0), atol=1e-12)
+    m = cal(2.0)  # the even sample embedded in odd support: centre of mass stays at the centre + 1/2 px shift rule
+    ii, jj = np.indices(m.shape)
+    assert (ii * m).sum() == pytest.approx(m.shape[0] // 2 - 0.5) and (jj * m).sum() == pytest.approx(m.shape[1] // 2 - 0.5)
+    np.testing.assert_allclose(cal(9.0), cal(3.0))
+    np.testing.assert_allclose(cal(-1.0), cal(0.0))
+    # as the family of the spatially varying operator: a constant map at a calibrated radius blurs by that PSF
+    img = np.random.default_rng(2).random((40, 48))
+    rm = np.full(img.shape, 3.0)
+    be = get_backend("cpu")
+    op = SpatiallyVaryingBlur(rm, be, np.float64, family=cal, boundary="periodic")
+    from gpudeblur.convolution import to_channels_first, from_channels_first
+    got = from_channels_first(op.grid.crop(op.forward(op.grid.extend(to_channels_first(img), taper=False))), 2)
+    want = fftconvolve(img, cal(3.0), backend="cpu", boundary="periodic", dtype=np.float64)
+    np.testing.assert_allclose(got, want, atol=1e-10)
+
+
+def test_cli_allinfocus_psf(tmp_path, natural_rgb):
+    import json
+
+    from gpudeblur import cli
+
+    src, mp, out, rep = _cli_inputs(tmp_path, natural_rgb)
+    assert cli.main(["-q", "allinfocus", str(src), str(out), "--map", str(mp), "--psf", "gaussian", "--iters", "3",
+                     "--report", str(rep)]) == 0
+    assert json.loads(rep.read_text())["psf_family"] == "gaussian"
+    assert cli.main(["-q", "allinfocus", str(src), str(out), "--map", str(mp), "--psf", "airy", "--overwrite"]) == 2

@@ -55,6 +55,28 @@ class PSFCalibration:
         if not np.all(np.isfinite(r)) or np.any(np.diff(r) <= 0):
             raise ValueError("PSFCalibration radii must be finite and strictly increasing")
 
+    def __call__(self, r: float) -> np.ndarray:
+        """PSF at scale ``r``: linear interpolation between the two calibrated
+        PSFs around it (both embedded, centres aligned at ``shape // 2``, in an
+        odd support large enough for either; unit sum), clamped to the
+        calibrated range. This makes a calibration a PSF family ``r -> psf``
+        for the deconvolution too (:class:`gpudeblur.spatially_varying.SpatiallyVaryingBlur`,
+        whose hat weights interpolate linearly in ``r`` as well)."""
+        radii = np.asarray(self.radii, dtype=np.float64)
+        r = float(r)
+        k = int(np.clip(np.searchsorted(radii, r, side="right") - 1, 0, radii.size - 2))
+        t = float(np.clip((r - radii[k]) / (radii[k + 1] - radii[k]), 0.0, 1.0))
+        a = _psf.from_array(self.psfs[k], name="calibration PSF")
+        b = _psf.from_array(self.psfs[k + 1], name="calibration PSF")
+        H = max(a.shape[0], b.shape[0]) | 1
+        W = max(a.shape[1], b.shape[1]) | 1
+        out = np.zeros((H, W))
+        for w, p in ((1.0 - t, a), (t, b)):
+            if w > 0:
+                i, j = (H - p.shape[0]) // 2, (W - p.shape[1]) // 2
+                out[i:i + p.shape[0], j:j + p.shape[1]] += w * p
+        return out / out.sum()
+
 
 def resolve_family(psf_family, max_radius: float, sample_step: float = 0.1):
     """``(radii, psf_fn_or_list, lo, hi)`` for a family spec.
