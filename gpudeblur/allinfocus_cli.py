@@ -51,7 +51,7 @@ def keep_pair(text: str):
 
 
 def register(subparsers, parents) -> None:
-    from .cli import noise_variance, positive_float, positive_int  # noqa: PLC0415
+    from .cli import noise_variance, positive_float, positive_int, psf_family  # noqa: PLC0415
 
     p = subparsers.add_parser(
         "allinfocus",
@@ -76,8 +76,9 @@ def register(subparsers, parents) -> None:
     p.add_argument("--keep-in-focus", type=keep_pair, metavar="LO,HI|off",
                    help="return the input where the map is below LO px, the deconvolution above HI, a fade between "
                    f"(sv-admm, fast; default {KEEP_IN_FOCUS[0]:g},{KEEP_IN_FOCUS[1]:g} for an estimated map, off for --map)")
-    p.add_argument("--psf", choices=("disc", "gaussian"), default="disc",
-                   help="PSF family of the map and the deblurring: disc radius or Gaussian sigma in px (default disc)")
+    p.add_argument("--psf", type=psf_family, default="disc", metavar="disc|gaussian|CALIB.npz",
+                   help="PSF family of the map and the deblurring: disc radius, Gaussian sigma, or a lens calibration "
+                   ".npz with 'radii' (K,) and 'psfs' (K, H, W) (default disc)")
     p.add_argument("--max-radius", type=positive_float, default=None, metavar="R", help="largest blur radius estimated (8)")
     p.add_argument("--window", type=positive_int, default=None, metavar="N",
                    help=f"odd analysis window of the blur-map estimate (default {MAP_WINDOW}; the paper's 41)")

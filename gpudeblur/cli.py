@@ -231,6 +231,24 @@ def noise_variance(text: str):
         raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}") from None
 
 
+def psf_family(text: str):
+    """argparse type: ``disc``, ``gaussian`` or a lens calibration ``.npz``
+    (:meth:`gpudeblur.blurmap.PSFCalibration.load`)."""
+    t = text.strip()
+    if t.lower() in ("disc", "gaussian"):
+        return t.lower()
+    if t.lower().endswith(".npz"):
+        from .blurmap.spectra import PSFCalibration  # noqa: PLC0415
+
+        if not os.path.isfile(t):
+            raise argparse.ArgumentTypeError(f"PSF calibration file not found: {t}")
+        try:
+            return PSFCalibration.load(t)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    raise argparse.ArgumentTypeError(f"expected disc, gaussian or a calibration .npz, got {text!r}")
+
+
 # ---------------------------------------------------------------------------
 # parser
 # ---------------------------------------------------------------------------

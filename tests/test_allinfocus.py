@@ -473,3 +473,41 @@ def test_cli_allinfocus_psf(tmp_path, natural_rgb):
                      "--report", str(rep)]) == 0
     assert json.loads(rep.read_text())["psf_family"] == "gaussian"
     assert cli.main(["-q", "allinfocus", str(src), str(out), "--map", str(mp), "--psf", "airy", "--overwrite"]) == 2
+
+
+def test_calibration_file_roundtrip_and_cli(tmp_path, natural_rgb):
+    """--psf CALIB.npz: a lens calibration drives the estimate and the deblurring from the command line."""
+    import json
+
+    from gpudeblur import cli
+    from gpudeblur.blurmap import PSFCalibration
+    from gpudeblur.psf import disc
+
+    radii = np.arange(0.0, 8.01, 0.5)
+    cal = PSFCalibration(list(radii), [disc(r) for r in radii])
+    path = tmp_path / "lens.npz"
+    cal.save(path)
+    back = PSFCalibration.load(path)
+    np.testing.assert_allclose(back.radii, radii)
+    for r in (0.0, 2.5, 3.25, 8.0):
+        a, b = back(r), cal(r)  # the file pads every PSF to one (odd) size, centred
+        pad = [((p - q) // 2, (p - q) // 2) for p, q in zip(a.shape, b.shape)]
+        np.testing.assert_allclose(a, np.pad(b, pad), atol=1e-12)
+    src, mp, out, rep = _cli_inputs(tmp_path, natural_rgb)
+    assert cli.main(["-q", "allinfocus", str(src), str(out), "--map", str(mp), "--psf", str(path), "--iters", "3",
+                     "--report", str(rep)]) == 0
+    assert json.loads(rep.read_text())["psf_family"] == "calibration"
+    # bad files: one-line errors, exit 2, nothing written
+    np.savez(tmp_path / "bad.npz", radii=radii)
+    np.save(tmp_path / "plain.npy", radii)
+    for bad in ("bad.npz", "missing.npz", "plain.npy"):
+        out2 = tmp_path / "o2.png"
+        assert cli.main(["-q", "allinfocus", str(src), str(out2), "--map", str(mp), "--psf", str(tmp_path / bad)]) == 2
+        assert not out2.exists()
+    with pytest.raises(ValueError, match="needs arrays 'radii' and 'psfs'"):
+        PSFCalibration.load(tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match="must be an .npz"):
+        PSFCalibration.load(tmp_path / "plain.npy")
+    blur_map = tmp_path / "m.npy"
+    assert cli.main(["-q", "blurmap", str(src), str(blur_map), "--psf", str(path), "--labeling", "none"]) == 0
+    assert np.load(blur_map).shape == natural_rgb[:64, :64].shape[:2]

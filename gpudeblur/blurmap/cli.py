@@ -21,7 +21,7 @@ _ARRAY_EXT = (".npy", ".tif", ".tiff")
 
 
 def register(subparsers, parents) -> None:
-    from ..cli import finite_float, noise_variance, positive_float, positive_int  # noqa: PLC0415
+    from ..cli import finite_float, noise_variance, positive_float, positive_int, psf_family  # noqa: PLC0415
 
     p = subparsers.add_parser(
         "blurmap",
@@ -41,7 +41,9 @@ def register(subparsers, parents) -> None:
     p.add_argument("--noise", type=noise_variance, default=1e-4,
                    help="noise variance for [0, 1] intensities (1e-4, the paper's), or 'auto': measured on the image")
     p.add_argument("--max-radius", type=positive_float, default=8.0, help="largest blur radius in pixels (8)")
-    p.add_argument("--psf", choices=("disc", "gaussian"), default="disc", help="PSF family (default disc)")
+    p.add_argument("--psf", type=psf_family, default="disc", metavar="disc|gaussian|CALIB.npz",
+                   help="PSF family: disc radius, Gaussian sigma, or a lens calibration .npz with 'radii' (K,) and "
+                   "'psfs' (K, H, W) (default disc)")
     p.add_argument(
         "--labeling",
         choices=("primal-dual", "alpha-expansion", "none"),

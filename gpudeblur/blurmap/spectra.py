@@ -55,6 +55,49 @@ class PSFCalibration:
         if not np.all(np.isfinite(r)) or np.any(np.diff(r) <= 0):
             raise ValueError("PSFCalibration radii must be finite and strictly increasing")
 
+    def save(self, path) -> None:
+        """Write ``radii`` (K,) and ``psfs`` (K, H, W; smaller PSFs zero-padded,
+        centred) to an ``.npz`` file that :meth:`load` and the CLIs' ``--psf``
+        read."""
+        import os  # noqa: PLC0415
+        import tempfile  # noqa: PLC0415
+
+        ks = [_psf.from_array(p, name="calibration PSF") for p in self.psfs]
+        H = max(k.shape[0] for k in ks) | 1
+        W = max(k.shape[1] for k in ks) | 1
+        stack = np.zeros((len(ks), H, W))
+        for n, k in enumerate(ks):
+            i, j = (H - k.shape[0]) // 2, (W - k.shape[1]) // 2
+            stack[n, i:i + k.shape[0], j:j + k.shape[1]] = k
+        path = os.fspath(path)
+        d = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=d)
+        os.close(fd)
+        try:
+            np.savez(tmp, radii=np.asarray(self.radii, dtype=np.float64), psfs=stack)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path) -> "PSFCalibration":
+        """Read an ``.npz`` with ``radii`` (K,) and ``psfs`` (K, H, W)."""
+        try:
+            z = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read PSF calibration {path}: {exc}") from None
+        if not hasattr(z, "files"):  # a plain .npy array
+            raise ValueError(f"PSF calibration {path} must be an .npz archive with arrays 'radii' and 'psfs'")
+        with z:
+            if "radii" not in z.files or "psfs" not in z.files:
+                raise ValueError(f"PSF calibration {path} needs arrays 'radii' and 'psfs', has {sorted(z.files)}")
+            radii, psfs = np.asarray(z["radii"], dtype=np.float64), np.asarray(z["psfs"], dtype=np.float64)
+        if radii.ndim != 1 or psfs.ndim != 3 or psfs.shape[0] != radii.size:
+            raise ValueError(f"PSF calibration {path}: expected radii (K,) and psfs (K, H, W), "
+                             f"got {radii.shape} and {psfs.shape}")
+        return cls(list(radii), list(psfs))
+
     def __call__(self, r: float) -> np.ndarray:
         """PSF at scale ``r``: linear interpolation between the two calibrated
         PSFs around it (both embedded, centres aligned at ``shape // 2``, in an
