@@ -547,9 +547,9 @@ class AllInFocus:
         map_noise = None
         if radius_map is None:
             self._stage("blur map")
-            est = self._map_estimator().estimate(x, return_candidates=True)
-            rmap, _ = as_backend_array(est.radius, be)
-            map_noise = float(est.info["noise"])
+            radius, info = self._map_estimator().estimate(x, return_info=True)
+            rmap, _ = as_backend_array(radius, be)
+            map_noise = float(info["noise"])
         else:
             rmap, _ = as_backend_array(radius_map, be, name="radius map")
             check_radius_map(rmap, x.shape[:2], be.xp)

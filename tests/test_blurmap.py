@@ -308,6 +308,9 @@ def test_noise_auto_is_the_measured_noise(backend):
         assert a.info["noise"] == v and b.info["noise"] == v
         for x, y in [(a.candidates, b.candidates), (a.log_likelihoods, b.log_likelihoods), (a.confidence, b.confidence)]:
             np.testing.assert_array_equal(to_host(x), to_host(y))
+        r, info = auto.estimate(be_array(backend, img), return_info=True, backend=backend)  # the map and its info only
+        np.testing.assert_array_equal(to_host(r), to_host(a.radius))
+        assert info["noise"] == v and "timings" in info
     # a clean (flat) image is floored, at the default or a given floor
     flat = np.full((48, 48), 0.5)
     assert measure_noise(flat) == 1e-6

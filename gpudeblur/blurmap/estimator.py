@@ -381,11 +381,15 @@ class BlurMapEstimator:
         tile_cols = [range(j, min(nbn, j + tn_)) for j in range(0, nbn, tn_)]
         return tile_rows, tile_cols, fb
 
-    def estimate(self, image, *, return_candidates: bool = False, backend=None, progress: Callable | None = None):
+    def estimate(self, image, *, return_candidates: bool = False, return_info: bool = False, backend=None,
+                 progress: Callable | None = None):
         """Blur radius map of ``image`` (``(M, N)`` gray or ``(M, N, 3)`` RGB in [0, 1]).
 
-        Returns the ``(M, N)`` radius map (pixels, working dtype) or, with
-        ``return_candidates=True``, a :class:`BlurMapResult`.
+        Returns the ``(M, N)`` radius map (pixels, working dtype); with
+        ``return_info=True`` the pair ``(radius map, info)`` (the ``info``
+        dict of a :class:`BlurMapResult`: noise used, timings, tiles, ...,
+        without keeping the candidate arrays); with
+        ``return_candidates=True`` a :class:`BlurMapResult`.
         """
         be, x, kind, r_all, l_all, s_all, info = self.candidates(image, backend=backend, progress=progress)
         xp = be.xp
@@ -430,7 +434,7 @@ class BlurMapEstimator:
             if progress is not None:
                 progress("labeling", 1, 1)
         if not return_candidates:
-            return to_output(radius, kind)
+            return (to_output(radius, kind), info) if return_info else to_output(radius, kind)
         return BlurMapResult(
             radius=to_output(radius, kind),
             raw_radius=to_output(raw, kind),
