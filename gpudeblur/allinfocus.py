@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._backend import as_backend_array, get_backend, to_output
+from ._backend import array_module, as_backend_array, get_backend, is_cupy_array, to_output
 from ._validate import check_choice, check_image, check_positive, check_positive_int
 from .spatially_varying import check_radius_map, check_uncertainty, deconvolve_spatially_varying
 
@@ -193,7 +193,7 @@ def _check_uncertainty(value):
 LAYER_BIN = 0.05
 
 
-def split_layers(radius_map, n_layers=None, in_focus_radius=1.0, xp=np):
+def split_layers(radius_map, n_layers=None, in_focus_radius=1.0, xp=None):
     """Cut a blur map into an in-focus layer and ``L`` out-of-focus layers.
 
     Pixels with ``r < in_focus_radius`` form layer 0. The rest is split by
@@ -206,8 +206,13 @@ def split_layers(radius_map, n_layers=None, in_focus_radius=1.0, xp=np):
     radius spread, which keeps each layer's radius range within the
     tolerance a single disc kernel absorbs).
 
-    Returns ``(labels (M, N) int32, radii list)`` with each layer's median radius.
+    Returns ``(labels (M, N) int32, radii list)`` with each layer's median
+    radius; ``labels`` is an array of ``xp`` (default: the map's own module).
     """
+    if xp is None:
+        xp = array_module(radius_map)
+    elif is_cupy_array(radius_map) and xp is np:
+        radius_map = radius_map.get()
     r = xp.asarray(radius_map)
     out = r >= in_focus_radius
     labels = xp.zeros(r.shape, dtype=xp.int32)
@@ -293,12 +298,12 @@ def in_focus_weight(radius_map, lo, hi, feather=KEEP_FEATHER, backend=None):
     lo, hi = _check_keep((lo, hi))
     feather = check_positive(feather, "feather", allow_zero=True)
     be = get_backend(backend, like=radius_map)
-    r, _ = as_backend_array(radius_map, be, name="radius map")
+    r, kind = as_backend_array(radius_map, be, name="radius map")
     t = r.dtype.type
     a = be.xp.clip((t(hi) - r) / t(hi - lo), t(0), t(1))
     if feather > 0 and min(a.shape) > 2 * int(np.ceil(3.5 * feather)) + 1:
         a = be.xp.clip(fftconvolve(a, gaussian(feather), backend=be, dtype=a.dtype), t(0), t(1))
-    return a
+    return to_output(a, kind)
 
 
 def _check_keep(value):
@@ -325,6 +330,13 @@ def compose_layers(layers, labels, feather=2.0, backend=None):
 
     be = get_backend(backend, like=layers[0])
     xp = be.xp
+    dt = layers[0].dtype if np.dtype(layers[0].dtype) in (np.dtype(np.float32), np.dtype(np.float64)) else None
+    moved = [as_backend_array(u, be, dtype=dt, name=f"layer {i}") for i, u in enumerate(layers)]
+    kind = moved[0][1]
+    layers = [u for u, _ in moved]
+    if is_cupy_array(labels) and be.name == "cpu":
+        labels = labels.get()
+    labels = xp.asarray(labels)
     alphas = []
     for i in range(len(layers)):
         a = (labels == i).astype(layers[0].dtype)
@@ -332,13 +344,13 @@ def compose_layers(layers, labels, feather=2.0, backend=None):
             a = fftconvolve(a, gaussian(feather), backend=be, dtype=layers[0].dtype)
         alphas.append(a)
     total = sum(alphas)
-    total = xp.where(total > 1e-6, total, 1)
+    total = xp.where(total > 1e-6, total, layers[0].dtype.type(1))
     out = None
     for u, a in zip(layers, alphas):
         w = (a / total)
         term = u * (w[..., None] if u.ndim == 3 else w)
         out = term if out is None else out + term
-    return out
+    return to_output(out, kind)
 
 
 def family_function(family):

@@ -277,12 +277,35 @@ def test_tiled_equals_untiled(backend):
     img = np.clip(_texture(150, 1)[:, :130] + 0.01 * rng.normal(size=(150, 130)), 0, 1)
     kw = dict(window=21, noise=1e-5, labeling=None, fft_block=64, starts=(1, 4, 7))
     big = BlurMapEstimator(memory_budget=1 << 30, **kw).estimate(img, return_candidates=True, backend=backend)
-    small = BlurMapEstimator(memory_budget=900_000, **kw).estimate(img, return_candidates=True, backend=backend)
+    small = BlurMapEstimator(memory_budget=1_600_000, **kw).estimate(img, return_candidates=True, backend=backend)
     assert big.info["tiles"] == 1
     assert small.info["tiles"] > 4
+    # the same FFT batches in both (cuFFT may round differently for another batch count)
+    assert big.info["filter_batch"] == small.info["filter_batch"]
     for a, b in [(big.candidates, small.candidates), (big.log_likelihoods, small.log_likelihoods),
                  (big.confidence, small.confidence)]:
         np.testing.assert_array_equal(to_host(a), to_host(b))
+
+
+def test_filter_batch_does_not_follow_the_budget():
+    """The inverse-FFT batch is FILTER_BATCH whatever the budget (only a budget too small for it shrinks it):
+    a larger budget must not change the cuFFT batch, or tiled and untiled runs could differ in the last bit."""
+    from gpudeblur._backend import get_backend
+    from gpudeblur.blurmap.estimator import FILTER_BATCH
+    from gpudeblur.blurmap.gabor import block_plan
+
+    be = get_backend("cpu")
+    plan = block_plan((600, 800), 41, 256)
+    batches = []
+    for budget in (56_000_000, 1 << 27, 1 << 30, 1 << 33):
+        est = BlurMapEstimator(window=41, labeling=None, memory_budget=budget)
+        rows, cols, fb = est._tiling(plan, est.bank.size, np.float32, be)
+        batches.append((fb, len(rows) * len(cols)))
+    assert est.bank.size == 60 and FILTER_BATCH == 12
+    assert [b for b, _ in batches] == [12, 12, 12, 12]
+    assert batches[0][1] > 1 and batches[-1][1] == 1  # the budget changes the tiling only
+    tight = BlurMapEstimator(window=41, labeling=None, memory_budget=46_000_000)
+    assert tight._tiling(plan, 60, np.float32, be)[2] < 12  # a budget that cannot hold 12 filters gets fewer
 
 
 def test_noise_auto_is_the_measured_noise(backend):
