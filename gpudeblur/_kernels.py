@@ -72,11 +72,14 @@ KERNEL_NAMES: dict[str, tuple[str, ...]] = {
 
 
 def cuda_function(be: Backend, filename: str, name: str, dtype):
-    """The compiled ``name<dtype>`` kernel of ``kernels/filename``."""
-    ct = _CTYPE[np.dtype(dtype)]
-    dev = be.xp.cuda.Device().id
+    """The compiled ``name<dtype>`` kernel of ``kernels/filename`` (looked up once per device)."""
+    return _function(filename, be.xp.cuda.Device().id, name, _CTYPE[np.dtype(dtype)])
+
+
+@functools.lru_cache(maxsize=None)
+def _function(filename: str, device_id: int, name: str, ctype: str):
     names = tuple(f"{k}<{t}>" for k in KERNEL_NAMES[filename] for t in ("float", "double"))
-    return _raw_module(filename, dev, names).get_function(f"{name}<{ct}>")
+    return _raw_module(filename, device_id, names).get_function(f"{name}<{ctype}>")
 
 
 class _CudaKernels:
