@@ -30,7 +30,7 @@ One PSF family (``psf_family``: the disc by default, a Gaussian, any
 deblurring, so the map's ``r`` means the same thing to both. The default
 radius thresholds (:data:`KEEP_IN_FOCUS`, ``in_focus_radius``) are disc
 radii; for another family they become the scales whose PSFs have the same
-second moment (:func:`disc_equivalent`; a Gaussian's σ = r/2).
+second moment (:func:`disc_equivalent`; a Gaussian's σ ≈ r/2 from 2 px up).
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ from ._backend import array_module, as_backend_array, get_backend, is_cupy_array
 from ._validate import check_choice, check_image, check_positive, check_positive_int
 from .spatially_varying import check_radius_map, check_uncertainty, deconvolve_spatially_varying
 
-__all__ = ["AllInFocus", "AllInFocusResult", "split_layers", "compose_layers", "in_focus_weight"]
+__all__ = ["AllInFocus", "AllInFocusResult", "split_layers", "compose_layers", "in_focus_weight", "disc_equivalent",
+           "family_function"]
 
 MODES = ("sv-admm", "fast", "blind")
 DEFAULT_MODE = "sv-admm"
@@ -375,27 +376,81 @@ def _second_moment(k) -> float:
     return float((k * ((i - k.shape[0] // 2) ** 2 + (j - k.shape[1] // 2) ** 2)).sum() / k.sum())
 
 
-def disc_equivalent(family, disc_radius: float, max_scale: float = 16.0, step: float = 0.05) -> float:
-    """Scale of ``family`` whose PSF has the second moment of a disc of radius
-    ``disc_radius`` (identity for the disc; ``≈ disc_radius / 2`` for a
-    Gaussian's σ). Used to carry the pipeline's default thresholds, defined
-    as disc radii, over to another PSF family; ``max_scale`` if the family
-    never gets that wide."""
-    if isinstance(family, str) and family == "disc":
-        return float(disc_radius)
+def _family_range(family, max_scale: float) -> tuple[float, float]:
+    """Scales over which a family is defined: a calibration's radii, else ``[0, max_scale]``."""
+    radii = getattr(family, "radii", None)
+    if radii is not None and not isinstance(family, str):
+        return float(radii[0]), float(radii[-1])
+    return 0.0, float(max_scale)
+
+
+def _equivalent(family, disc_radius: float, max_scale: float, step: float) -> tuple[float, bool]:
+    """``(scale, clamped)``: see :func:`disc_equivalent`; ``clamped`` when the
+    family's narrowest PSF is already at least as wide as the disc."""
     from .psf import disc
 
     fn = family_function(family)
     target = _second_moment(disc(float(disc_radius)))
-    prev_r, prev_m = 0.0, _second_moment(fn(0.0))
+    lo, hi = _family_range(family, max_scale)
+    prev_r, prev_m = lo, _second_moment(fn(lo))
     if prev_m >= target:
-        return 0.0
-    for r in np.arange(step, max_scale + step / 2, step):
-        m = _second_moment(fn(float(r)))
+        # already that wide at its smallest scale (a real lens): the end of the
+        # plateau of scales that share that narrowest PSF
+        end = lo
+        for r in np.arange(lo + step, hi + step / 2, step):
+            if _second_moment(fn(min(float(r), hi))) > prev_m * (1 + 1e-9) + 1e-12:
+                break
+            end = min(float(r), hi)
+        return end, True
+    for r in np.arange(lo + step, hi + step / 2, step):
+        r = min(float(r), hi)
+        m = _second_moment(fn(r))
         if m >= target:
-            return float(prev_r + (r - prev_r) * (target - prev_m) / max(m - prev_m, 1e-300))
-        prev_r, prev_m = float(r), m
-    return float(max_scale)
+            return float(prev_r + (r - prev_r) * (target - prev_m) / max(m - prev_m, 1e-300)), False
+        prev_r, prev_m = r, m
+    raise ValueError(f"psf_family never gets as wide as a disc of radius {disc_radius:g} px (up to scale {hi:g}); "
+                     "pass keep_in_focus=(lo, hi) and in_focus_radius= in the family's own units")
+
+
+def disc_equivalent(family, disc_radius: float, max_scale: float = 16.0, step: float = 0.05) -> float:
+    """Scale of ``family`` whose PSF has the second moment of a disc of radius
+    ``disc_radius``: the identity for the disc; for a Gaussian's σ about
+    ``disc_radius / 2`` from 2 px up (0.64 at 1 px, where the rasterized disc
+    is relatively wider). Used to carry the pipeline's default thresholds,
+    defined as disc radii, over to another PSF family. A calibration is
+    searched over its own radii; if its narrowest PSF is already that wide,
+    its smallest radius is returned. A family that never gets that wide
+    (within ``max_scale`` or the calibration's range) is an error."""
+    if isinstance(family, str) and family == "disc":
+        return float(disc_radius)
+    return _equivalent(family, disc_radius, max_scale, step)[0]
+
+
+def _default_keep(family):
+    """Default ``keep_in_focus`` in ``family``'s units (:data:`KEEP_IN_FOCUS` as disc radii)."""
+    import warnings
+
+    if isinstance(family, str) and family == "disc":
+        return KEEP_IN_FOCUS
+    (lo, clamped), (hi, _) = (_equivalent(family, v, 16.0, 0.05) for v in KEEP_IN_FOCUS)
+    if clamped:
+        warnings.warn(f"psf_family {_family_name(family)}: its narrowest PSF is already wider than a "
+                      f"{KEEP_IN_FOCUS[0]:g} px disc; the input is kept where the map reads at most {lo:g} "
+                      "(the scales of that PSF)", UserWarning, stacklevel=3)
+    if hi - lo < 0.05:
+        raise ValueError(f"psf_family {_family_name(family)}: the default keep_in_focus range collapses to "
+                         f"({lo:g}, {hi:g}); pass keep_in_focus=(lo, hi) in the family's own units, or False")
+    return lo, hi
+
+
+def _default_in_focus_radius(family):
+    """Default in-focus radius of ``blind``'s layers in ``family``'s units (a 1 px disc)."""
+    if isinstance(family, str) and family == "disc":
+        return 1.0
+    r, clamped = _equivalent(family, 1.0, 16.0, 0.05)
+    # a family whose narrowest PSF is wider than a 1 px disc (a real lens):
+    # the scales of that narrowest PSF are in focus (split_layers: r < in_focus_radius)
+    return r + 0.025 if clamped else r
 
 
 def _family_name(family) -> str:
@@ -483,8 +538,12 @@ class AllInFocus:
         if "psf_family" in (estimator_options or {}):
             raise ValueError("set the PSF family with AllInFocus(psf_family=...): the estimate and the deblurring "
                              "must use the same one")
-        self.in_focus_radius = (disc_equivalent(psf_family, 1.0) if in_focus_radius is None
-                                else check_positive(in_focus_radius, "in_focus_radius", allow_zero=True))
+        # defaults are disc radii, converted once for another family (only those this mode uses)
+        self._keep_default = _default_keep(psf_family) if (keep_in_focus is None and mode != "blind") else None
+        if in_focus_radius is None:
+            self.in_focus_radius = _default_in_focus_radius(psf_family) if mode == "blind" else 1.0
+        else:
+            self.in_focus_radius = check_positive(in_focus_radius, "in_focus_radius", allow_zero=True)
         self.lam = None if lam is None else check_positive(lam, "lam")
         self.num_iter = None if num_iter is None else check_positive_int(num_iter, "num_iter")
         if self.num_iter is not None and self.mode == "fast":
@@ -588,7 +647,7 @@ class AllInFocus:
             out = deconvolve_spatially_varying(x, rmap, method=self.mode, family=self._psf, backend=be, **kw)
             keep = self.keep_in_focus
             if keep is None:
-                keep = tuple(disc_equivalent(self.psf_family, v) for v in KEEP_IN_FOCUS) if map_estimated else False
+                keep = self._keep_default if map_estimated else False
             if keep is not False:
                 a = in_focus_weight(rmap, *keep, backend=be).astype(out.dtype, copy=False)
                 if out.ndim == 3:

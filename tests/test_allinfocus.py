@@ -422,7 +422,7 @@ def test_psf_family_checks():
         AllInFocus(psf_family="airy")
     with pytest.raises(ValueError, match="same one"):
         AllInFocus(estimator_options={"psf_family": "gaussian"})
-    AllInFocus(psf_family=lambda r: np.ones((1, 1)))  # any callable r -> psf
+    AllInFocus(psf_family=lambda r: np.ones((1, 1)), keep_in_focus=False)  # any callable r -> psf
 
 
 def test_calibration_is_a_psf_family():
@@ -475,6 +475,14 @@ def test_cli_allinfocus_psf(tmp_path, natural_rgb):
     assert cli.main(["-q", "allinfocus", str(src), str(out), "--map", str(mp), "--psf", "airy", "--overwrite"]) == 2
 
 
+def _umask():
+    import os
+
+    m = os.umask(0o022)
+    os.umask(m)
+    return m
+
+
 def test_calibration_file_roundtrip_and_cli(tmp_path, natural_rgb):
     """--psf CALIB.npz: a lens calibration drives the estimate and the deblurring from the command line."""
     import json
@@ -493,21 +501,64 @@ def test_calibration_file_roundtrip_and_cli(tmp_path, natural_rgb):
         a, b = back(r), cal(r)  # the file pads every PSF to one (odd) size, centred
         pad = [((p - q) // 2, (p - q) // 2) for p, q in zip(a.shape, b.shape)]
         np.testing.assert_allclose(a, np.pad(b, pad), atol=1e-12)
+    import os
+    import stat
+
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~_umask()  # like every writer of the package
+    with pytest.raises(FileExistsError):
+        cal.save(path)
+    cal.save(path, overwrite=True)
     src, mp, out, rep = _cli_inputs(tmp_path, natural_rgb)
     assert cli.main(["-q", "allinfocus", str(src), str(out), "--map", str(mp), "--psf", str(path), "--iters", "3",
                      "--report", str(rep)]) == 0
     assert json.loads(rep.read_text())["psf_family"] == "calibration"
-    # bad files: one-line errors, exit 2, nothing written
+    # and estimating the map with it (no --map): the calibration drives both stages
+    assert cli.main(["-q", "allinfocus", str(src), str(out), "--psf", str(path), "--mode", "fast", "--overwrite",
+                     "--report", str(rep)]) == 0
+    assert json.loads(rep.read_text())["psf_family"] == "calibration"
+    # bad files: one-line errors at parse time, exit 2, nothing written
     np.savez(tmp_path / "bad.npz", radii=radii)
     np.save(tmp_path / "plain.npy", radii)
-    for bad in ("bad.npz", "missing.npz", "plain.npy"):
+    with open(tmp_path / "plain_named.npz", "wb") as f:  # an .npy under an .npz name
+        np.save(f, radii)
+    with np.load(path) as z:
+        negative = z["psfs"].copy()
+    negative[3, 0, 0] = -1.0
+    np.savez(tmp_path / "negative.npz", radii=radii, psfs=negative)
+    for bad in ("bad.npz", "missing.npz", "plain.npy", "plain_named.npz", "negative.npz"):
         out2 = tmp_path / "o2.png"
         assert cli.main(["-q", "allinfocus", str(src), str(out2), "--map", str(mp), "--psf", str(tmp_path / bad)]) == 2
         assert not out2.exists()
     with pytest.raises(ValueError, match="needs arrays 'radii' and 'psfs'"):
         PSFCalibration.load(tmp_path / "bad.npz")
     with pytest.raises(ValueError, match="must be an .npz"):
-        PSFCalibration.load(tmp_path / "plain.npy")
+        PSFCalibration.load(tmp_path / "plain_named.npz")
+    with pytest.raises(ValueError, match=r"negative.npz: PSFCalibration PSF 3 \(r = 1.5\) has negative values"):
+        PSFCalibration.load(tmp_path / "negative.npz")
+    with pytest.raises(ValueError, match="finite"):
+        cal(float("nan"))
     blur_map = tmp_path / "m.npy"
     assert cli.main(["-q", "blurmap", str(src), str(blur_map), "--psf", str(path), "--labeling", "none"]) == 0
     assert np.load(blur_map).shape == natural_rgb[:64, :64].shape[:2]
+
+
+def test_default_thresholds_for_calibrations_and_odd_families():
+    """Disc-radius defaults carried to other families: a real lens (narrowest PSF wider than a 1 px disc),
+    a calibration that starts at 2, and a family that never gets wide enough (an error, not a silent 16)."""
+    from gpudeblur.blurmap import PSFCalibration
+    from gpudeblur.psf import disc
+
+    r = np.arange(0.0, 8.01, 0.5)
+    lens = PSFCalibration(list(r), [disc(max(v, 1.2)) for v in r])  # r <= 1 share the sharpest PSF
+    assert AllInFocus(psf_family=lens)._keep_default == pytest.approx((1.5, 2.5), abs=0.02)
+    assert AllInFocus(psf_family=lens, mode="blind").in_focus_radius == pytest.approx(1.025)  # the sharpest plateau
+    r2 = np.arange(2.0, 8.51, 0.5)
+    from2 = PSFCalibration(list(r2), [disc(v) for v in r2])
+    with pytest.warns(UserWarning, match="narrowest PSF is already wider"):
+        keep = AllInFocus(psf_family=from2)._keep_default
+    assert keep[0] == pytest.approx(2.0) and keep[1] == pytest.approx(2.5, abs=0.02)
+    assert AllInFocus(psf_family=from2, mode="blind").in_focus_radius == pytest.approx(2.025)
+    with pytest.raises(ValueError, match="never gets as wide as a disc of radius 2.5"):
+        AllInFocus(psf_family=lambda s: disc(s / 10))
+    AllInFocus(psf_family=lambda s: disc(s / 10), keep_in_focus=(0.1, 0.2))  # explicit values need no conversion
+    AllInFocus(psf_family=lambda s: disc(s / 10), keep_in_focus=False)

@@ -54,13 +54,18 @@ class PSFCalibration:
             raise ValueError(f"PSFCalibration has {r.size} radii but {len(self.psfs)} PSFs")
         if not np.all(np.isfinite(r)) or np.any(np.diff(r) <= 0):
             raise ValueError("PSFCalibration radii must be finite and strictly increasing")
+        for k, p in enumerate(self.psfs):  # 2-D, finite, non-negative, non-zero: fail here, naming the PSF
+            _psf.from_array(p, name=f"PSFCalibration PSF {k} (r = {r[k]:g})")
 
-    def save(self, path) -> None:
+    def save(self, path, overwrite: bool = False) -> None:
         """Write ``radii`` (K,) and ``psfs`` (K, H, W; smaller PSFs zero-padded,
         centred) to an ``.npz`` file that :meth:`load` and the CLIs' ``--psf``
-        read."""
+        read. Atomic, like every writer of the package; an existing file is
+        replaced only with ``overwrite=True``."""
+        import io as _io  # noqa: PLC0415
         import os  # noqa: PLC0415
-        import tempfile  # noqa: PLC0415
+
+        from ..io import _atomic_write  # noqa: PLC0415
 
         ks = [_psf.from_array(p, name="calibration PSF") for p in self.psfs]
         H = max(k.shape[0] for k in ks) | 1
@@ -69,16 +74,9 @@ class PSFCalibration:
         for n, k in enumerate(ks):
             i, j = (H - k.shape[0]) // 2, (W - k.shape[1]) // 2
             stack[n, i:i + k.shape[0], j:j + k.shape[1]] = k
-        path = os.fspath(path)
-        d = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=d)
-        os.close(fd)
-        try:
-            np.savez(tmp, radii=np.asarray(self.radii, dtype=np.float64), psfs=stack)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        buf = _io.BytesIO()
+        np.savez(buf, radii=np.asarray(self.radii, dtype=np.float64), psfs=stack)
+        _atomic_write(os.fspath(path), buf.getvalue(), overwrite)
 
     @classmethod
     def load(cls, path) -> "PSFCalibration":
@@ -92,11 +90,17 @@ class PSFCalibration:
         with z:
             if "radii" not in z.files or "psfs" not in z.files:
                 raise ValueError(f"PSF calibration {path} needs arrays 'radii' and 'psfs', has {sorted(z.files)}")
-            radii, psfs = np.asarray(z["radii"], dtype=np.float64), np.asarray(z["psfs"], dtype=np.float64)
+            try:
+                radii, psfs = np.asarray(z["radii"], dtype=np.float64), np.asarray(z["psfs"], dtype=np.float64)
+            except (OSError, ValueError, TypeError) as exc:
+                raise ValueError(f"cannot read PSF calibration {path}: {exc}") from None
         if radii.ndim != 1 or psfs.ndim != 3 or psfs.shape[0] != radii.size:
             raise ValueError(f"PSF calibration {path}: expected radii (K,) and psfs (K, H, W), "
                              f"got {radii.shape} and {psfs.shape}")
-        return cls(list(radii), list(psfs))
+        try:
+            return cls(list(radii), list(psfs))
+        except ValueError as exc:
+            raise ValueError(f"PSF calibration {path}: {exc}") from None
 
     def __call__(self, r: float) -> np.ndarray:
         """PSF at scale ``r``: linear interpolation between the two calibrated
@@ -107,6 +111,8 @@ class PSFCalibration:
         whose hat weights interpolate linearly in ``r`` as well)."""
         radii = np.asarray(self.radii, dtype=np.float64)
         r = float(r)
+        if not np.isfinite(r):
+            raise ValueError(f"PSF scale must be finite, got {r!r}")
         k = int(np.clip(np.searchsorted(radii, r, side="right") - 1, 0, radii.size - 2))
         t = float(np.clip((r - radii[k]) / (radii[k + 1] - radii[k]), 0.0, 1.0))
         a = _psf.from_array(self.psfs[k], name="calibration PSF")
@@ -130,12 +136,18 @@ def resolve_family(psf_family, max_radius: float, sample_step: float = 0.1):
     """
     if isinstance(psf_family, PSFCalibration):
         r = np.asarray(psf_family.radii, dtype=np.float64)
-        if r[0] > 0 + 1e-9 and r[0] > 0.5:
-            pass  # allowed: the domain starts at the first calibrated scale
         if r[-1] < max_radius - 1e-9:
-            raise ValueError(f"PSFCalibration radii end at {r[-1]:g} < max_radius {max_radius:g}")
-        keep = r <= max_radius + 1e-9
-        return r[keep], [_psf.from_array(p, name="calibration PSF") for p, k in zip(psf_family.psfs, keep) if k], float(r[keep][0]), float(max_radius)
+            raise ValueError(f"PSFCalibration radii end at {r[-1]:g} < max_radius {max_radius:g}: pass max_radius "
+                             f"<= {r[-1]:g} (CLI: --max-radius)")
+        # resampled on the analytic families' grid (PSFs interpolated linearly in r):
+        # the exp(polynomial) fit of eq. 12 needs that many samples (17 samples of
+        # a 0.5 px calibration under a degree-20 fit gave values of 1e155)
+        lo = float(r[0])
+        n = int(np.floor((max_radius - lo) / sample_step + 1e-9))
+        grid = lo + sample_step * np.arange(n + 1)
+        if grid[-1] < max_radius - 1e-9:
+            grid = np.append(grid, max_radius)
+        return grid, [psf_family(float(g)) for g in grid], lo, float(max_radius)
     if isinstance(psf_family, str):
         fam = psf_family.lower()
         if fam == "disc":
