@@ -294,7 +294,12 @@ def set_pool_limit(be, gib: float | None) -> int | None:
     ``OutOfMemoryError``, and :meth:`Backend.available_memory` (hence the
     blur-map estimator's default budget) honours it: a run under the cap
     shows that the job fits a card of that size."""
-    if gib is None or be.name != "cuda":
+    if gib is None:
+        return None
+    if not gib > 0:
+        raise ValueError(f"pool limit must be > 0 GiB, got {gib!r} (CuPy reads 0 as 'no limit')")
+    if be.name != "cuda":
+        log(f"pool limit {gib:g} GiB ignored: backend {be.name} has no CuPy memory pool")
         return None
     limit = int(gib * 2**30)
     be.xp.get_default_memory_pool().set_limit(size=limit)
@@ -302,17 +307,18 @@ def set_pool_limit(be, gib: float | None) -> int | None:
 
 
 class PoolPeak:
-    """Context manager: peak bytes in use from CuPy's default memory pool
-    while it is active (``peak`` is ``None`` on the CPU).
+    """Context manager: peak bytes of CuPy's default memory pool while it is
+    active: ``peak`` in use by arrays, ``peak_reserved`` held from the device
+    (in use plus cached blocks: what must fit on a card). ``None`` on the CPU.
 
-    A :class:`cupy.cuda.MemoryHook` samples ``used_bytes()`` after every pool
-    allocation; it costs a Python call per allocation, so use it on an
-    untimed run.
+    A :class:`cupy.cuda.MemoryHook` samples the pool after every allocation;
+    it costs a Python call per allocation, so use it on an untimed run.
     """
 
     def __init__(self, be):
         self.be = be
         self.peak: int | None = None
+        self.peak_reserved: int | None = None
         self._hook = None
 
     def __enter__(self):
@@ -322,12 +328,14 @@ class PoolPeak:
         pool = cp.get_default_memory_pool()
         outer = self
         outer.peak = int(pool.used_bytes())
+        outer.peak_reserved = int(pool.total_bytes())
 
         class _Hook(cp.cuda.MemoryHook):
             name = "gpudeblur_bench_pool_peak"
 
             def malloc_postprocess(self, **kwargs):
                 outer.peak = max(outer.peak, int(pool.used_bytes()))
+                outer.peak_reserved = max(outer.peak_reserved, int(pool.total_bytes()))
 
         self._hook = _Hook()
         self._hook.__enter__()

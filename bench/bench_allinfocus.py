@@ -273,8 +273,8 @@ def main(argv=None):
         if not set(asked) <= {"cpu", "cuda"}:
             ap.error(f"--backends: expected cpu and/or cuda, got {args.backends!r}")
         if "cuda" in asked and not gd.cuda_available():
-            log("--backends cuda: no CUDA device here; timing the CPU only where asked")
-        backends = [b for b in asked if b in backends]
+            ap.error("--backends cuda: no working CUDA device here (see 'gpudeblur info')")
+        backends = asked
     info = machine_info(gpu_name=gd.get_backend("cuda").device_name() if "cuda" in backends else None)
     modes = args.modes.split(",")
     q = [] if args.skip_quality else quality(args.size, modes, estimate=not args.no_estimate)

@@ -4,12 +4,12 @@ GPU time is rare and short (one call, ~10 minutes), so what to run is
 decided here, ahead of time, not on the machine. On the device, from the
 repository root::
 
-    pip install --no-deps -e . && python bench/gpu_session.py --out "$OUT"
+    pip install --no-deps --no-build-isolation -e . ; python bench/gpu_session.py --out "$OUT"
 
 Steps run in order of importance (the issues' open GPU goals first), each
 under its own timeout; a failing or timed-out step does not stop the next,
-and no step starts once the wall budget (``--budget``, default 540 s) is
-spent. Each step writes ``OUT/<step>.log`` (stdout and stderr) and its bench
+and no step starts once the wall budget (``--budget``, default 500 s) is
+spent (none starts with less than 20 s left). Each step writes ``OUT/<step>.log`` (stdout and stderr) and its bench
 results to ``OUT/results/<step>/`` (and, with ``--copy-results``, to
 ``bench/results/`` as well); ``OUT/summary.md`` and ``OUT/summary.json``
 list every step with its exit status and time, plus the device, date and
@@ -29,6 +29,7 @@ import importlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -41,12 +42,16 @@ sys.path.insert(0, str(HERE))
 #: (name, argv after ``python``, timeout s, bench module or None). ``{out}`` is
 #: replaced by the step's results folder.
 STEPS = [
+    # the device name, or stop here: without a working CuPy every later step would "pass" measuring nothing
+    ("cuda-check", ["-c", "import sys, gpudeblur as g; ok = g.cuda_available(); "
+                          "print(g.get_backend('cuda').device_name() if ok else 'no CUDA device'); sys.exit(0 if ok else 3)"],
+     120, None),
     ("info", ["-m", "gpudeblur", "info"], 60, None),
     # the CuPy variants of the backend-parametrized tests (ids "[cuda...]"), the
     # RawKernel-vs-Numba checks, and the pipeline tests, whose default backend
     # ('auto') is CUDA on a GPU machine; the rest of the suite is the last step
-    ("tests-cuda", ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda or test_allinfocus", "tests"], 240,
-     None),
+    ("tests-cuda", ["-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-k", "cuda or test_allinfocus", "tests"],
+     240, None),
     # #3: blur map per stage, 500² (goal ≤ 0.5 s) and 12 MP (goal ≤ 5 s), with labeling
     ("blurmap-500", ["bench/bench_blurmap.py", "--backend", "cuda", "--skip-fig8", "--skip-cuhk", "--timing-size", "500",
                      "--time-labeling", "--peak-memory", "--out", "{out}"], 120, "bench_blurmap"),
@@ -55,11 +60,12 @@ STEPS = [
     # #4: fast mode, 1 and 12 MP (goal: 12 MP ≤ 10 s), exact and uncertain maps
     ("allinfocus-fast", ["bench/bench_allinfocus.py", "--skip-quality", "--skip-no-blur", "--backends", "cuda",
                          "--timing-sizes", "1,12", "--timing-modes", "fast", "--out", "{out}"], 150, "bench_allinfocus"),
-    # #3: a 24 MP photo within a 24 GB card (CuPy pool capped at 22 GiB: context and cuFFT plans need the rest)
+    # #3: a 24 MP photo within a 24 GB card (CuPy's pool, cuFFT work areas included, capped at 22 GiB; the
+    # CUDA context, modules and library handles live outside the pool)
     ("blurmap-24mp-22gib", ["bench/bench_blurmap.py", "--backend", "cuda", "--skip-fig8", "--skip-cuhk", "--timing-size",
                             "4000x6000", "--time-labeling", "--pool-limit-gib", "22", "--peak-memory", "--out", "{out}"],
      180, "bench_blurmap"),
-    # #4: the default mode and blind, 1 and 12 MP (uncertain map: what the pipeline uses)
+    # #4: the default mode at 1 and 12 MP (uncertain map: what the pipeline uses), blind at 1 MP
     ("allinfocus-svadmm", ["bench/bench_allinfocus.py", "--skip-quality", "--skip-no-blur", "--backends", "cuda",
                            "--timing-sizes", "1,12", "--timing-modes", "sv-admm", "--timing-maps", "uncertain",
                            "--out", "{out}"], 180, "bench_allinfocus"),
@@ -75,7 +81,7 @@ STEPS = [
     # the accuracy experiments on the GPU (same numbers as the CPU's, within float32)
     ("blurmap-quality", ["bench/bench_blurmap.py", "--backend", "cuda", "--skip-timing", "--out", "{out}"], 150,
      "bench_blurmap"),
-    ("tests-all", ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], 420, None),
+    ("tests-all", ["-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests"], 420, None),
 ]
 
 
@@ -105,6 +111,8 @@ def dry_run() -> int:
 
 
 def _commit() -> str:
+    if os.environ.get("GIT_COMMIT"):
+        return os.environ["GIT_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                               timeout=10).stdout.strip() or "unknown"
@@ -112,63 +120,137 @@ def _commit() -> str:
         return "unknown"
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _run_step(cmd, log, limit, env):
+    """Run ``cmd`` in its own process group; on timeout or interruption kill the
+    whole group (pytest and the CLIs start subprocesses). Returns the status."""
+    p = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                         start_new_session=True)
+
+    def kill_group():
+        for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(p.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                p.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    try:
+        rc = p.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        kill_group()
+        return f"timed out after {limit:.0f} s"
+    except _Interrupted:
+        kill_group()
+        raise
+    # the step is done; anything it left behind in its group goes too
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    return "ok" if rc == 0 else f"failed (exit {rc})"
+
+
 def run(out: Path, budget: float, only: list[str] | None, copy_results: bool) -> int:
+    """Run the steps; ``summary.json``/``summary.md`` are rewritten after every
+    step (and on SIGTERM/SIGINT), so an outer time limit never loses them."""
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
-    rows = []
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    for name, argv, timeout, module in STEPS:
-        if only and name not in only:
-            continue
-        left = budget - (time.monotonic() - t_start)
-        if left < 20:
-            rows.append({"step": name, "status": "not started (budget spent)", "seconds": 0.0})
-            continue
-        res_dir = out / "results" / name
-        if module is not None:
-            res_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable] + [a.replace("{out}", str(res_dir)) for a in argv]
-        limit = min(timeout, left)
-        t0 = time.monotonic()
-        with open(out / f"{name}.log", "w") as log:
-            log.write(f"$ {' '.join(cmd)}\n(timeout {limit:.0f} s)\n")
-            log.flush()
-            try:
-                rc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=limit, env=env).returncode
-                status = "ok" if rc == 0 else f"failed (exit {rc})"
-            except subprocess.TimeoutExpired:
-                status = f"timed out after {limit:.0f} s"
-        dt = time.monotonic() - t0
-        rows.append({"step": name, "status": status, "seconds": round(dt, 1)})
-        print(f"{name}: {status} in {dt:.0f} s", flush=True)
-        if copy_results and module is not None:
-            for f in res_dir.glob("*"):
-                shutil.copy2(f, HERE / "results" / f"{f.stem}-{name}{f.suffix}")
-    device = "unknown"
-    try:
-        import gpudeblur  # noqa: PLC0415
+    steps = [s for s in STEPS if not only or s[0] in only]
+    rows = [{"step": s[0], "status": "pending", "seconds": 0.0} for s in steps]
+    meta = {"device": "not checked", "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "commit": _commit(), "budget_s": budget, "wall_s": 0.0, "steps": rows}
 
-        if gpudeblur.cuda_available():
-            device = gpudeblur.get_backend("cuda").device_name()
-        else:
-            device = "no CUDA device"
-    except Exception as e:  # noqa: BLE001  (the summary must be written whatever failed)
-        device = f"unknown ({type(e).__name__}: {e})"
-    meta = {"device": device, "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "commit": _commit(), "budget_s": budget, "wall_s": round(time.monotonic() - t_start, 1), "steps": rows}
-    (out / "summary.json").write_text(json.dumps(meta, indent=2) + "\n")
-    md = [f"# GPU session: {device}", "", f"{meta['date_utc']}, commit `{meta['commit']}`, wall {meta['wall_s']} s "
-          f"of a {budget:.0f} s budget", "", "| step | status | s |", "|---|---|---|"]
-    md += [f"| {r['step']} | {r['status']} | {r['seconds']} |" for r in rows]
-    (out / "summary.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    def write_summary():
+        meta["wall_s"] = round(time.monotonic() - t_start, 1)
+        _write_atomic(out / "summary.json", json.dumps(meta, indent=2) + "\n")
+        md = [f"# GPU session: {meta['device']}", "", f"{meta['date_utc']}, commit `{meta['commit']}`, wall "
+              f"{meta['wall_s']} s of a {budget:.0f} s budget", "", "| step | status | s |", "|---|---|---|"]
+        md += [f"| {r['step']} | {r['status']} | {r['seconds']} |" for r in rows]
+        _write_atomic(out / "summary.md", "\n".join(md) + "\n")
+        return md
+
+    def on_signal(signum, _frame):
+        raise _Interrupted(signal.Signals(signum).name)
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    stop = None
+    try:
+        write_summary()
+        for (name, argv, timeout, module), row in zip(steps, rows):
+            if stop is not None:
+                row["status"] = stop
+                continue
+            left = budget - (time.monotonic() - t_start)
+            if left < 20:
+                row["status"] = "not started (budget spent)"
+                continue
+            row["status"] = "running"
+            write_summary()
+            t0 = time.monotonic()
+            try:
+                res_dir = out / "results" / name
+                if module is not None:
+                    res_dir.mkdir(parents=True, exist_ok=True)
+                cmd = [sys.executable] + [a.replace("{out}", str(res_dir)) for a in argv]
+                limit = min(timeout, left)
+                with open(out / f"{name}.log", "w") as log:
+                    log.write(f"$ {' '.join(cmd)}\n(timeout {limit:.0f} s)\n")
+                    log.flush()
+                    row["status"] = _run_step(cmd, log, limit, env)
+                if name == "cuda-check":
+                    lines = (out / f"{name}.log").read_text().strip().splitlines()
+                    meta["device"] = lines[-1] if row["status"] == "ok" and lines else "no CUDA device"
+                    if row["status"] != "ok":
+                        stop = "skipped (no working CUDA device: see cuda-check.log)"
+                if copy_results and module is not None:
+                    for f in sorted(res_dir.glob("*")):
+                        if f.is_file():
+                            try:
+                                shutil.copy2(f, HERE / "results" / f"{f.stem}-{name}{f.suffix}")
+                            except OSError as exc:
+                                row["status"] += f"; copy failed: {exc}"
+            except _Interrupted:
+                raise
+            except Exception as exc:  # noqa: BLE001  (one step's trouble is that step's status)
+                row["status"] = f"runner error: {type(exc).__name__}: {exc}"
+            row["seconds"] = round(time.monotonic() - t0, 1)
+            print(f"{name}: {row['status']} in {row['seconds']:.0f} s", flush=True)
+            write_summary()
+    except _Interrupted as exc:
+        for row in rows:
+            if row["status"] == "running":
+                row["status"] = f"interrupted ({exc})"
+            elif row["status"] == "pending":
+                row["status"] = "not started (interrupted)"
+        write_summary()
+        return 130
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    print("\n".join(write_summary()))
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.environ.get("OUT", "gpu-session"), help="output folder (default $OUT)")
-    ap.add_argument("--budget", type=float, default=540.0, help="wall seconds after which no step starts")
+    ap.add_argument("--budget", type=float, default=500.0, help="wall seconds after which no step starts")
     ap.add_argument("--only", default=None, help="comma-separated step names (default: all, in order)")
     ap.add_argument("--copy-results", action="store_true", help="also copy each step's results into bench/results/")
     ap.add_argument("--dry-run", action="store_true", help="check every step's command line; run nothing")

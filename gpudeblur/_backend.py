@@ -144,11 +144,14 @@ class Backend:
         """Bytes the next device allocations can use; ``None`` on the CPU.
 
         On CUDA: the device's free memory plus the free blocks CuPy's default
-        memory pool already holds, capped by the pool's limit when one is set
+        memory pool already holds; when the pool has a limit
         (``cupy.get_default_memory_pool().set_limit(...)`` or
-        ``CUPY_GPU_MEMORY_LIMIT``), so that a budget taken as a fraction of
-        this respects a limit given to CuPy (e.g. to share a GPU, or to check
-        that a job fits a smaller card).
+        ``CUPY_GPU_MEMORY_LIMIT``), at most ``limit − total_bytes``: CuPy
+        checks the limit against everything the pool holds, cached blocks
+        included, and raises rather than freeing them, so only that much is
+        sure to be allocatable. A budget taken as a fraction of this
+        respects a limit given to CuPy (to share a GPU, or to check that a
+        job fits a smaller card); too small a value only costs more tiles.
         """
         if self.name != "cuda":
             return None
@@ -157,7 +160,7 @@ class Backend:
         avail = int(free) + int(pool.free_bytes())
         limit = int(pool.get_limit())
         if limit > 0:
-            avail = min(avail, max(limit - int(pool.used_bytes()), 0))
+            avail = min(avail, max(limit - int(pool.total_bytes()), 0))
         return avail
 
     def device_name(self) -> str:

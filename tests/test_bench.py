@@ -52,3 +52,48 @@ def test_runner_writes_logs_and_summary(gpu_session, tmp_path, monkeypatch):
     assert gpu_session.run(tmp_path / "b", budget=10.0, only=None, copy_results=False) == 1
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert {r["status"] for r in summary["steps"]} == {"not started (budget spent)"}
+
+
+def test_runner_kills_the_whole_step_and_stops_without_cuda(gpu_session, tmp_path, monkeypatch):
+    """A timed-out step's subprocesses die with it (they would skew the next timings), and a failed CUDA check
+    stops the session instead of letting later steps 'pass' on the CPU."""
+    import time
+
+    flag = tmp_path / "grandchild_alive"
+    grandchild = f"import time; time.sleep(3); open({str(flag)!r}, 'w').write('x')"
+    child = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {grandchild!r}]); time.sleep(30)"
+    steps = [("hang", ["-c", child], 1, None), ("cuda-check", ["-c", "print('no CUDA device'); raise SystemExit(3)"], 30, None),
+             ("after", ["-c", "pass"], 30, None)]
+    monkeypatch.setattr(gpu_session, "STEPS", steps)
+    assert gpu_session.run(tmp_path, budget=60.0, only=None, copy_results=False) == 1
+    time.sleep(4)
+    assert not flag.exists()  # the grandchild was killed with its group
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    status = {r["step"]: r["status"] for r in summary["steps"]}
+    assert status["hang"].startswith("timed out") and status["cuda-check"] == "failed (exit 3)"
+    assert status["after"].startswith("skipped (no working CUDA device")
+    assert summary["device"] == "no CUDA device"
+
+
+def test_runner_keeps_its_summary_when_killed(gpu_session, tmp_path):
+    """An outer time limit (SIGTERM) must not lose the summary of the steps that finished."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import gpu_session as g; "
+              "g.STEPS = [('quick', ['-c', 'pass'], 30, None), ('long', ['-c', 'import time; time.sleep(60)'], 90, None)]; "
+              f"raise SystemExit(g.run(__import__('pathlib').Path({str(tmp_path)!r}), 120.0, None, False))")
+    p = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        s = tmp_path / "summary.json"
+        if s.exists() and '"running"' in s.read_text() and '"ok"' in s.read_text():
+            break
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=30) == 130
+    status = {r["step"]: r["status"] for r in json.loads((tmp_path / "summary.json").read_text())["steps"]}
+    assert status == {"quick": "ok", "long": "interrupted (SIGTERM)"}
+    assert "| quick | ok |" in (tmp_path / "summary.md").read_text()

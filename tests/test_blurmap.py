@@ -375,6 +375,8 @@ def test_noise_auto_is_the_measured_noise(backend):
         r, info = auto.estimate(be_array(backend, img), return_info=True, backend=backend)  # the map and its info only
         np.testing.assert_array_equal(to_host(r), to_host(a.radius))
         assert info["noise"] == v and "timings" in info
+        with pytest.raises(ValueError, match="exclusive"):
+            auto.estimate(img, return_info=True, return_candidates=True)
     # a clean (flat) image is floored, at the default or a given floor
     flat = np.full((48, 48), 0.5)
     assert measure_noise(flat) == 1e-6

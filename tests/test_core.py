@@ -31,7 +31,8 @@ def _fake_cupy(free, pool_used, pool_free, limit):
     """Enough of CuPy's namespace for Backend.available_memory (no GPU needed)."""
     from types import SimpleNamespace
 
-    pool = SimpleNamespace(free_bytes=lambda: pool_free, used_bytes=lambda: pool_used, get_limit=lambda: limit)
+    pool = SimpleNamespace(free_bytes=lambda: pool_free, used_bytes=lambda: pool_used, get_limit=lambda: limit,
+                           total_bytes=lambda: pool_used + pool_free)
     runtime = SimpleNamespace(memGetInfo=lambda: (free, 80 << 30))
     return SimpleNamespace(cuda=SimpleNamespace(runtime=runtime), get_default_memory_pool=lambda: pool)
 
@@ -41,7 +42,7 @@ def _fake_cupy(free, pool_used, pool_free, limit):
     [
         (10 << 30, 0, 0, 0, 10 << 30),  # no pool, no limit: the device's free memory
         (10 << 30, 3 << 30, 2 << 30, 0, 12 << 30),  # cached free blocks are reusable
-        (60 << 30, 3 << 30, 2 << 30, 24 << 30, 21 << 30),  # the pool limit binds: limit - used
+        (60 << 30, 3 << 30, 2 << 30, 24 << 30, 19 << 30),  # the limit binds: limit - (used + cached), as CuPy checks
         (1 << 30, 3 << 30, 2 << 30, 24 << 30, 3 << 30),  # the device binds under a limit
         (60 << 30, 25 << 30, 0, 24 << 30, 0),  # over the limit: nothing left, never negative
     ],

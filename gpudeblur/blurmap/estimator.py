@@ -173,7 +173,9 @@ class BlurMapEstimator:
         Bytes of working memory of the candidate stages (default: half the
         memory available on cuda, :meth:`Backend.available_memory`, which
         honours a CuPy pool limit; 1 GiB on the CPU). Larger images are
-        processed in tiles (bit-identical to untiled). The labeling has its
+        processed in tiles (bit-identical to untiled as long as the budget
+        holds :data:`FILTER_BATCH` filters per FFT batch, which any budget
+        of more than a few tens of MB does). The labeling has its
         own budget, :data:`LABELING_MEMORY_BUDGET`.
     backend : {'auto', 'cuda', 'cpu'}, optional
     dtype : float32 (default) or float64
@@ -397,8 +399,11 @@ class BlurMapEstimator:
         ``return_info=True`` the pair ``(radius map, info)`` (the ``info``
         dict of a :class:`BlurMapResult`: noise used, timings, tiles, ...,
         without keeping the candidate arrays); with
-        ``return_candidates=True`` a :class:`BlurMapResult`.
+        ``return_candidates=True`` a :class:`BlurMapResult` (which holds
+        ``info`` too; asking for both is an error).
         """
+        if return_info and return_candidates:
+            raise ValueError("return_info and return_candidates are exclusive: the BlurMapResult has .info")
         be, x, kind, r_all, l_all, s_all, info = self.candidates(image, backend=backend, progress=progress)
         xp = be.xp
         dt = x.dtype
