@@ -264,7 +264,10 @@ def _estimated_balance(p: _Problem, r2) -> float:
         w[:, -1] = 1
     h2 = op.otf_abs2
 
+    t = r2.dtype.type
+
     def score(b):
+        b = t(b)  # the working precision on both backends (NumPy 2 would promote to float64 for an np.float64, CuPy not)
         one_minus_a = (b * r2) / (h2 + b * r2)
         num = (w * one_minus_a**2 * g2).sum()
         den = (w * one_minus_a).sum()
