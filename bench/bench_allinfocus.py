@@ -242,20 +242,44 @@ def quality_markdown(q, modes):
     return md
 
 
+def _csv(choices=None, conv=str):
+    """argparse type: a comma-separated list, each item converted and (optionally) one of ``choices``."""
+
+    def parse(text):
+        try:
+            items = [conv(v.strip()) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"malformed list {text!r}") from None
+        if not items:
+            raise argparse.ArgumentTypeError("empty list")
+        if choices is not None and not set(items) <= set(choices):
+            raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {', '.join(choices)}, got {text!r}")
+        if conv is float and not all(v > 0 for v in items):
+            raise argparse.ArgumentTypeError(f"sizes must be > 0, got {text!r}")
+        return items
+
+    return parse
+
+
+_MODES = ("fast", "sv-admm", "blind")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The options, all validated here (so ``gpu_session.py --dry-run`` catches a bad value)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=192, help="side of the quality images")
-    ap.add_argument("--modes", default="fast,sv-admm")
-    ap.add_argument("--timing-sizes", default="1", help="megapixels, comma-separated (e.g. 1,12)")
-    ap.add_argument("--timing-modes", default="fast,sv-admm,blind")
+    ap.add_argument("--modes", type=_csv(_MODES), default=["fast", "sv-admm"], help="quality modes (default fast,sv-admm)")
+    ap.add_argument("--timing-sizes", type=_csv(conv=float), default=[1.0], help="megapixels, comma-separated (e.g. 1,12)")
+    ap.add_argument("--timing-modes", type=_csv(_MODES), default=list(_MODES))
     ap.add_argument("--no-estimate", action="store_true", help="true maps only")
     ap.add_argument("--max-cpu-svadmm-mp", type=float, default=4.0, help="largest size timed for sv-admm on the CPU")
     ap.add_argument("--max-cpu-blind-mp", type=float, default=4.0, help="largest size timed for blind on the CPU")
-    ap.add_argument("--timing-maps", default="exact,uncertain", help="map kinds timed for fast/sv-admm")
+    ap.add_argument("--timing-maps", type=_csv(("exact", "uncertain")), default=["exact", "uncertain"],
+                    help="map kinds timed for fast/sv-admm")
     ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-no-blur", action="store_true", help="skip the sharp-photo rows")
-    ap.add_argument("--backends", default=None,
+    ap.add_argument("--backends", type=_csv(("cpu", "cuda")), default=None,
                     help="timed backends, comma-separated (default: cpu, plus cuda when a GPU is present)")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     return ap
@@ -264,24 +288,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     ap = build_parser()
     args = ap.parse_args(argv)
-    if not set(args.timing_maps.split(",")) <= {"exact", "uncertain"}:
-        ap.error(f"--timing-maps: expected exact and/or uncertain, got {args.timing_maps!r}")
-
     backends = ["cpu"] + (["cuda"] if gd.cuda_available() else [])
     if args.backends is not None:
-        asked = args.backends.split(",")
-        if not set(asked) <= {"cpu", "cuda"}:
-            ap.error(f"--backends: expected cpu and/or cuda, got {args.backends!r}")
-        if "cuda" in asked and not gd.cuda_available():
+        if "cuda" in args.backends and not gd.cuda_available():
             ap.error("--backends cuda: no working CUDA device here (see 'gpudeblur info')")
-        backends = asked
+        backends = args.backends
     info = machine_info(gpu_name=gd.get_backend("cuda").device_name() if "cuda" in backends else None)
-    modes = args.modes.split(",")
+    modes = args.modes
     q = [] if args.skip_quality else quality(args.size, modes, estimate=not args.no_estimate)
     nb_modes = [m for m in modes if m in ("fast", "sv-admm")]
     nb = [] if (args.skip_no_blur or not nb_modes) else no_blur(256, nb_modes)
-    t = [] if args.skip_timing else timing([float(s) for s in args.timing_sizes.split(",")], args.timing_modes.split(","), backends,
-                                         args.max_cpu_svadmm_mp, args.max_cpu_blind_mp, args.timing_maps.split(","))
+    t = [] if args.skip_timing else timing(args.timing_sizes, args.timing_modes, backends, args.max_cpu_svadmm_mp,
+                                         args.max_cpu_blind_mp, args.timing_maps)
     info = finish_machine_info(info)
 
     md = [f"# All-in-focus benchmark\n\n{machine_markdown(info)}\n"]

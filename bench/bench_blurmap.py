@@ -240,10 +240,32 @@ def stage_timing(size, backend, time_labeling: bool = False, peak_memory: bool =
     return out
 
 
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return v
+
+
+def _timing_size(text: str):
+    """argparse type: ``N`` (a square crop, int) or ``MxN`` (a resized photo, tuple)."""
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or MxN, got {text!r}") from None
+    if len(parts) not in (1, 2) or min(parts) < 64:
+        raise argparse.ArgumentTypeError(f"expected N or MxN with sides >= 64, got {text!r}")
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--timing-size", default="500", help="side of the square timing image, or MxN (e.g. 3000x4000)")
+    ap.add_argument("--timing-size", type=_timing_size, default=500,
+                    help="side of the square timing image, or MxN (e.g. 3000x4000)")
     ap.add_argument("--no-labeling", action="store_true")
     ap.add_argument("--skip-fig8", action="store_true")
     ap.add_argument("--skip-cuhk", action="store_true")
@@ -251,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--backend", default="cpu")
     ap.add_argument("--label-images", type=int, default=2, help="Fig. 8 images that also get the coherent labeling")
     ap.add_argument("--time-labeling", action="store_true")
-    ap.add_argument("--pool-limit-gib", type=float, default=None,
+    ap.add_argument("--pool-limit-gib", type=_positive_float, default=None,
                     help="cuda: cap CuPy's memory pool (e.g. 22 to show a 24 GB card suffices)")
     ap.add_argument("--peak-memory", action="store_true", help="cuda: one more untimed run measuring the pool's peak")
     ap.add_argument("--out", default=None)
@@ -297,9 +319,7 @@ def main(argv=None) -> int:
                "ours_segment_in_focus = eq. (17)-(18) with p~ from the raw top-3 candidates, exact min cut; "
                "raw_threshold_tau2 = raw map <= 2 px; hifst_otsu = *_hifst.png (bright = sharp), Otsu threshold.", ""]
     if not args.skip_timing:
-        ts = args.timing_size.lower()
-        t = stage_timing(tuple(int(v) for v in ts.split("x")) if "x" in ts else int(ts), be, args.time_labeling,
-                         args.peak_memory)
+        t = stage_timing(args.timing_size, be, args.time_labeling, args.peak_memory)
         payload["timing"] = t
         tab = [[k, fmt_s(v)] for k, v in t["stages"].items()]
         tab.append(["total (candidates, no labeling)", fmt_s(t["total_s"])])
