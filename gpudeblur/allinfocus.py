@@ -456,7 +456,10 @@ def _default_in_focus_radius(family):
 def _family_name(family) -> str:
     if isinstance(family, str):
         return family
-    return "calibration" if type(family).__name__ == "PSFCalibration" else "callable"
+    if type(family).__name__ == "PSFCalibration":
+        src = getattr(family, "source", None)
+        return f"calibration {src}" if src else "calibration"
+    return "callable"
 
 
 class AllInFocus:

@@ -511,11 +511,11 @@ def test_calibration_file_roundtrip_and_cli(tmp_path, natural_rgb):
     src, mp, out, rep = _cli_inputs(tmp_path, natural_rgb)
     assert cli.main(["-q", "allinfocus", str(src), str(out), "--map", str(mp), "--psf", str(path), "--iters", "3",
                      "--report", str(rep)]) == 0
-    assert json.loads(rep.read_text())["psf_family"] == "calibration"
+    assert json.loads(rep.read_text())["psf_family"] == f"calibration {path}"  # which lens file, for the record
     # and estimating the map with it (no --map): the calibration drives both stages
     assert cli.main(["-q", "allinfocus", str(src), str(out), "--psf", str(path), "--mode", "fast", "--overwrite",
                      "--report", str(rep)]) == 0
-    assert json.loads(rep.read_text())["psf_family"] == "calibration"
+    assert json.loads(rep.read_text())["psf_family"] == f"calibration {path}"
     # bad files: one-line errors at parse time, exit 2, nothing written
     np.savez(tmp_path / "bad.npz", radii=radii)
     np.save(tmp_path / "plain.npy", radii)

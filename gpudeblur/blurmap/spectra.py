@@ -19,7 +19,7 @@ The noise spectrum is ``σ_ni² = σ_n² · Σ_x |∇ ⊗ t_i[x]|²`` (eq. 7).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -45,6 +45,8 @@ class PSFCalibration:
 
     radii: Sequence[float]
     psfs: Sequence[np.ndarray]
+    #: where it came from (:meth:`load` sets the file), for reports
+    source: str | None = field(default=None, compare=False)
 
     def __post_init__(self):
         r = np.asarray(self.radii, dtype=np.float64)
@@ -98,7 +100,7 @@ class PSFCalibration:
             raise ValueError(f"PSF calibration {path}: expected radii (K,) and psfs (K, H, W), "
                              f"got {radii.shape} and {psfs.shape}")
         try:
-            return cls(list(radii), list(psfs))
+            return cls(list(radii), list(psfs), source=str(path))
         except ValueError as exc:
             raise ValueError(f"PSF calibration {path}: {exc}") from None
 
