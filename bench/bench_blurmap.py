@@ -47,6 +47,7 @@ from _common import (  # noqa: E402
 
 from gpudeblur import fftconvolve, psf  # noqa: E402
 from gpudeblur._backend import get_backend  # noqa: E402
+from gpudeblur.cli import positive_float  # noqa: E402
 from gpudeblur.blurmap import BlurMapEstimator  # noqa: E402
 
 CUHK = "/work/shared/data/cuhk"
@@ -240,16 +241,6 @@ def stage_timing(size, backend, time_labeling: bool = False, peak_memory: bool =
     return out
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    return v
-
-
 def _timing_size(text: str):
     """argparse type: ``N`` (a square crop, int) or ``MxN`` (a resized photo, tuple)."""
     try:
@@ -273,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--backend", default="cpu")
     ap.add_argument("--label-images", type=int, default=2, help="Fig. 8 images that also get the coherent labeling")
     ap.add_argument("--time-labeling", action="store_true")
-    ap.add_argument("--pool-limit-gib", type=_positive_float, default=None,
+    ap.add_argument("--pool-limit-gib", type=positive_float, default=None,
                     help="cuda: cap CuPy's memory pool (e.g. 22 to show a 24 GB card suffices)")
     ap.add_argument("--peak-memory", action="store_true", help="cuda: one more untimed run measuring the pool's peak")
     ap.add_argument("--out", default=None)

@@ -42,7 +42,7 @@ import numpy as np
 
 from ._backend import array_module, as_backend_array, get_backend, is_cupy_array, to_output
 from ._validate import check_choice, check_image, check_positive, check_positive_int
-from .spatially_varying import check_radius_map, check_uncertainty, deconvolve_spatially_varying
+from .spatially_varying import _FAMILIES, check_radius_map, check_uncertainty, deconvolve_spatially_varying
 
 __all__ = ["AllInFocus", "AllInFocusResult", "split_layers", "compose_layers", "in_focus_weight", "disc_equivalent",
            "family_function"]
@@ -293,18 +293,24 @@ def in_focus_weight(radius_map, lo, hi, feather=KEEP_FEATHER, backend=None):
     Smoothed by a Gaussian of ``feather`` px (0: none) so a jump in the map
     does not leave a seam. ``lo < hi``, both ≥ 0.
     """
-    from .convolution import fftconvolve
-    from .psf import gaussian
-
     lo, hi = _check_keep((lo, hi))
     feather = check_positive(feather, "feather", allow_zero=True)
     be = get_backend(backend, like=radius_map)
     r, kind = as_backend_array(radius_map, be, name="radius map")
     t = r.dtype.type
-    a = be.xp.clip((t(hi) - r) / t(hi - lo), t(0), t(1))
+    a = _feathered(be.xp.clip((t(hi) - r) / t(hi - lo), t(0), t(1)), feather, be)
+    return to_output(be.xp.clip(a, t(0), t(1)), kind)
+
+
+def _feathered(a, feather, be):
+    """``a`` smoothed by a Gaussian of ``feather`` px (unchanged when 0 or when
+    the image is smaller than the Gaussian's support)."""
+    from .convolution import fftconvolve
+    from .psf import gaussian
+
     if feather > 0 and min(a.shape) > 2 * int(np.ceil(3.5 * feather)) + 1:
-        a = be.xp.clip(fftconvolve(a, gaussian(feather), backend=be, dtype=a.dtype), t(0), t(1))
-    return to_output(a, kind)
+        return fftconvolve(a, gaussian(feather), backend=be, dtype=a.dtype)
+    return a
 
 
 def _check_keep(value):
@@ -326,9 +332,6 @@ def compose_layers(layers, labels, feather=2.0, backend=None):
     The hard masks of ``labels`` are smoothed and renormalized to sum to one,
     so seams blend over a few pixels instead of showing a step.
     """
-    from .convolution import fftconvolve
-    from .psf import gaussian
-
     be = get_backend(backend, like=layers[0])
     xp = be.xp
     dt = layers[0].dtype if np.dtype(layers[0].dtype) in (np.dtype(np.float32), np.dtype(np.float64)) else None
@@ -340,10 +343,7 @@ def compose_layers(layers, labels, feather=2.0, backend=None):
     labels = xp.asarray(labels)
     alphas = []
     for i in range(len(layers)):
-        a = (labels == i).astype(layers[0].dtype)
-        if feather > 0 and min(a.shape) > 2 * int(np.ceil(3.5 * feather)) + 1:
-            a = fftconvolve(a, gaussian(feather), backend=be, dtype=layers[0].dtype)
-        alphas.append(a)
+        alphas.append(_feathered((labels == i).astype(layers[0].dtype), feather, be))
     total = sum(alphas)
     total = xp.where(total > 1e-6, total, layers[0].dtype.type(1))
     out = None
@@ -357,14 +357,11 @@ def compose_layers(layers, labels, feather=2.0, backend=None):
 def family_function(family):
     """``r -> psf`` of a PSF family: ``'disc'``, ``'gaussian'``, a callable
     (e.g. a :class:`gpudeblur.blurmap.PSFCalibration`)."""
-    from . import psf as _psf
-
     if isinstance(family, str):
-        fams = {"disc": _psf.disc, "gaussian": _psf.gaussian}
-        if family not in fams:
+        if family not in _FAMILIES:
             raise ValueError(f"unknown psf_family {family!r}; expected 'disc', 'gaussian', a callable r -> psf "
                              "or a PSFCalibration")
-        return fams[family]
+        return _FAMILIES[family]
     if callable(family):
         return family
     raise ValueError(f"unknown psf_family {family!r}; expected 'disc', 'gaussian', a callable r -> psf or a PSFCalibration")

@@ -475,14 +475,6 @@ def test_cli_allinfocus_psf(tmp_path, natural_rgb):
     assert cli.main(["-q", "allinfocus", str(src), str(out), "--map", str(mp), "--psf", "airy", "--overwrite"]) == 2
 
 
-def _umask():
-    import os
-
-    m = os.umask(0o022)
-    os.umask(m)
-    return m
-
-
 def test_calibration_file_roundtrip_and_cli(tmp_path, natural_rgb):
     """--psf CALIB.npz: a lens calibration drives the estimate and the deblurring from the command line."""
     import json
@@ -503,6 +495,8 @@ def test_calibration_file_roundtrip_and_cli(tmp_path, natural_rgb):
         np.testing.assert_allclose(a, np.pad(b, pad), atol=1e-12)
     import os
     import stat
+
+    from gpudeblur.io import _umask
 
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~_umask()  # like every writer of the package
     with pytest.raises(FileExistsError):

@@ -69,13 +69,7 @@ class PSFCalibration:
 
         from ..io import _atomic_write  # noqa: PLC0415
 
-        ks = [_psf.from_array(p, name="calibration PSF") for p in self.psfs]
-        H = max(k.shape[0] for k in ks) | 1
-        W = max(k.shape[1] for k in ks) | 1
-        stack = np.zeros((len(ks), H, W))
-        for n, k in enumerate(ks):
-            i, j = (H - k.shape[0]) // 2, (W - k.shape[1]) // 2
-            stack[n, i:i + k.shape[0], j:j + k.shape[1]] = k
+        stack = _embed_centred([_psf.from_array(p, name="calibration PSF") for p in self.psfs])
         buf = _io.BytesIO()
         np.savez(buf, radii=np.asarray(self.radii, dtype=np.float64), psfs=stack)
         _atomic_write(os.fspath(path), buf.getvalue(), overwrite)
@@ -117,16 +111,21 @@ class PSFCalibration:
             raise ValueError(f"PSF scale must be finite, got {r!r}")
         k = int(np.clip(np.searchsorted(radii, r, side="right") - 1, 0, radii.size - 2))
         t = float(np.clip((r - radii[k]) / (radii[k + 1] - radii[k]), 0.0, 1.0))
-        a = _psf.from_array(self.psfs[k], name="calibration PSF")
-        b = _psf.from_array(self.psfs[k + 1], name="calibration PSF")
-        H = max(a.shape[0], b.shape[0]) | 1
-        W = max(a.shape[1], b.shape[1]) | 1
-        out = np.zeros((H, W))
-        for w, p in ((1.0 - t, a), (t, b)):
-            if w > 0:
-                i, j = (H - p.shape[0]) // 2, (W - p.shape[1]) // 2
-                out[i:i + p.shape[0], j:j + p.shape[1]] += w * p
+        a, b = _embed_centred([_psf.from_array(self.psfs[i], name="calibration PSF") for i in (k, k + 1)])
+        out = (1.0 - t) * a + t * b if t > 0 else a
         return out / out.sum()
+
+
+def _embed_centred(ks) -> np.ndarray:
+    """Stack 2-D PSFs in one odd support large enough for each, centres
+    (``shape // 2``, as everywhere in gpudeblur) aligned; zero-padded."""
+    H = max(k.shape[0] for k in ks) | 1
+    W = max(k.shape[1] for k in ks) | 1
+    out = np.zeros((len(ks), H, W))
+    for n, k in enumerate(ks):
+        i, j = (H - k.shape[0]) // 2, (W - k.shape[1]) // 2
+        out[n, i:i + k.shape[0], j:j + k.shape[1]] = k
+    return out
 
 
 def resolve_family(psf_family, max_radius: float, sample_step: float = 0.1):
