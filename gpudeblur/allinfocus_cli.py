@@ -3,7 +3,7 @@
     gpudeblur allinfocus IN OUT [--map MAP.npy | --estimate] [--mode sv-admm|fast|blind]
                          [--layers L] [--save-map M.png|.npy|.tif] [--save-layers DIR]
                          [--report R.json] [--lam X] [--iters N] [--map-uncertainty S,SP]
-                         [--keep-in-focus LO,HI|off] [--backend ...] [--overwrite]
+                         [--keep-in-focus LO,HI|off] [--radius-check on|off] [--backend ...] [--overwrite]
 
 Every output path is checked before any work; all writes are atomic.
 """
@@ -68,7 +68,8 @@ def register(subparsers, parents) -> None:
     p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help=f"deblurring method (default {DEFAULT_MODE})")
     p.add_argument("--layers", type=positive_int, metavar="L", help="out-of-focus layers for --mode blind (default: from the map)")
     p.add_argument("--lam", type=positive_float, metavar="X", help="regularization weight: TV (sv-admm), gradient prior (fast), framelet ℓ1 (blind) "
-                   "(default: sv-admm 3e-3 on an estimated map, from the noise level with --map; fast 0.015; blind 0.005)")
+                   "(default: sv-admm 3e-4 on an estimated map, 3e-3 with --radius-check off, from the noise level "
+                   "with --map; fast 0.015; blind 0.005)")
     p.add_argument("--iters", type=positive_int, metavar="N", help="ADMM iterations (sv-admm, default 30) or alternations (blind, default 20); not for fast")
     p.add_argument("--map-uncertainty", type=uncertainty_pair, metavar="S,SP",
                    help="treat the map as uncertain: radius spread S px and neighbourhood SP px of the expected-misfit "
@@ -76,6 +77,9 @@ def register(subparsers, parents) -> None:
     p.add_argument("--keep-in-focus", type=keep_pair, metavar="LO,HI|off",
                    help="return the input where the map is below LO px, the deconvolution above HI, a fade between "
                    f"(sv-admm, fast; default {KEEP_IN_FOCUS[0]:g},{KEEP_IN_FOCUS[1]:g} for an estimated map, off for --map)")
+    p.add_argument("--radius-check", choices=("on", "off"), default=None,
+                   help="shrink the estimated map's radii where trial deconvolutions ring (sv-admm, fast; default on "
+                   "for an estimated map; not with --map)")
     p.add_argument("--psf", type=psf_family, default="disc", metavar="disc|gaussian|CALIB.npz",
                    help="PSF family of the map and the deblurring: disc radius, Gaussian sigma, or a lens calibration "
                    ".npz with 'radii' (K,) and 'psfs' (K, H, W) (default disc)")
@@ -134,6 +138,8 @@ def run(args) -> int:
         raise ValueError("--layers applies to --mode blind only")
     if args.map_uncertainty is not None and args.mode == "blind":
         raise ValueError("--map-uncertainty applies to --mode sv-admm and fast only")
+    if args.radius_check is not None and (args.mode == "blind" or args.map):
+        raise ValueError("--radius-check applies to an estimated map with --mode sv-admm or fast only")
     if args.keep_in_focus is not None and args.mode == "blind":
         raise ValueError("--keep-in-focus applies to --mode sv-admm and fast only (blind keeps its in-focus layer)")
 
@@ -153,6 +159,7 @@ def run(args) -> int:
         num_iter=args.iters,
         map_uncertainty=args.map_uncertainty,
         keep_in_focus=args.keep_in_focus,
+        radius_check=args.radius_check != "off",
         estimator_options=est_opts,  # unset ones: the pipeline's defaults (window 51, noise auto, radius 8)
         backend=args.backend,
         progress=stage,
