@@ -776,7 +776,6 @@ class AllInFocus:
         result = AllInFocusResult(radius_map=be.to_host(rmap).astype(np.float32), mode=self.mode, timings=timings,
                                   map_noise=map_noise, psf_family=_family_name(self.psf_family))
         t0 = time.perf_counter()
-        self._stage(f"deblur ({self.mode})")
         if self.mode in ("sv-admm", "fast"):
             kw = {}
             check = map_estimated and self.radius_check
@@ -805,6 +804,7 @@ class AllInFocus:
                 be.synchronize()
                 timings["radius_check"] = time.perf_counter() - t1
                 t0 = time.perf_counter()
+            self._stage(f"deblur ({self.mode})")
             out = deconvolve_spatially_varying(x, rdeb, method=self.mode, family=self._psf, backend=be, **kw)
             if keep is not False:
                 a = in_focus_weight(rmap, *keep, backend=be).astype(out.dtype, copy=False)
@@ -813,6 +813,7 @@ class AllInFocus:
                 out = a * x.astype(out.dtype, copy=False) + (1 - a) * out
                 result.keep_in_focus = tuple(keep)
         else:
+            self._stage(f"deblur ({self.mode})")
             out = self._blind(x, rmap, be, result)
         be.synchronize()
         timings["deblur"] = time.perf_counter() - t0

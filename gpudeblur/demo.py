@@ -165,7 +165,8 @@ def run(out_dir: str = "gpudeblur-demo", backend=None, overwrite: bool = False, 
     report(f"{'same, given the true map (reference)':<40}{results['allinfocus_true_map']:>10.2f}")
     report(
         f"all-in-focus: {results['allinfocus'] - results['blurred']:+.2f} dB over the blurred input in "
-        f"{t_all:.1f} s (blur map {res.timings.get('blur_map', float('nan')):.1f} s, deblur "
+        f"{t_all:.1f} s (blur map {res.timings.get('blur_map', float('nan')):.1f} s, radius check "
+        f"{res.timings.get('radius_check', 0.0):.1f} s, deblur "
         f"{res.timings.get('deblur', float('nan')):.1f} s; includes one-off JIT/kernel compilation on a first run); "
         f"estimated map RMSE {results['map_rmse_px']:.2f} px"
     )
