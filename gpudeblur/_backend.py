@@ -134,6 +134,17 @@ class Backend:
             self.xp.cuda.get_current_stream().synchronize()
 
     @property
+    def ndimage(self):
+        """``scipy.ndimage`` or ``cupyx.scipy.ndimage`` (same API for the filters used here)."""
+        if self.name == "cuda":
+            import cupyx.scipy.ndimage  # noqa: PLC0415
+
+            return cupyx.scipy.ndimage
+        import scipy.ndimage  # noqa: PLC0415
+
+        return scipy.ndimage
+
+    @property
     def kernels(self):
         """Custom kernels with one signature on both backends."""
         from . import _kernels  # noqa: PLC0415  (lazy: never compile at import)

@@ -3,7 +3,8 @@
     gpudeblur allinfocus IN OUT [--map MAP.npy | --estimate] [--mode sv-admm|fast|blind]
                          [--layers L] [--save-map M.png|.npy|.tif] [--save-layers DIR]
                          [--report R.json] [--lam X] [--iters N] [--map-uncertainty S,SP]
-                         [--keep-in-focus LO,HI|off] [--radius-check on|off] [--backend ...] [--overwrite]
+                         [--keep-in-focus LO,HI|off] [--radius-check on|off]
+                         [--edge-cap on|off] [--backend ...] [--overwrite]
 
 Every output path is checked before any work; all writes are atomic.
 """
@@ -80,6 +81,9 @@ def register(subparsers, parents) -> None:
     p.add_argument("--radius-check", choices=("on", "off"), default=None,
                    help="shrink the estimated map's radii where trial deconvolutions ring (sv-admm, fast; default on "
                    "for an estimated map; not with --map)")
+    p.add_argument("--edge-cap", choices=("on", "off"), default=None,
+                   help="lower the estimated map's radii where an edge nearby is sharper than that blur allows "
+                   "(sv-admm, fast; default on for an estimated map; not with --map)")
     p.add_argument("--psf", type=psf_family, default="disc", metavar="disc|gaussian|CALIB.npz",
                    help="PSF family of the map and the deblurring: disc radius, Gaussian sigma, or a lens calibration "
                    ".npz with 'radii' (K,) and 'psfs' (K, H, W) (default disc)")
@@ -138,8 +142,9 @@ def run(args) -> int:
         raise ValueError("--layers applies to --mode blind only")
     if args.map_uncertainty is not None and args.mode == "blind":
         raise ValueError("--map-uncertainty applies to --mode sv-admm and fast only")
-    if args.radius_check is not None and (args.mode == "blind" or args.map):
-        raise ValueError("--radius-check applies to an estimated map with --mode sv-admm or fast only")
+    for name in ("radius_check", "edge_cap"):
+        if getattr(args, name) is not None and (args.mode == "blind" or args.map):
+            raise ValueError(f"--{name.replace('_', '-')} applies to an estimated map with --mode sv-admm or fast only")
     if args.keep_in_focus is not None and args.mode == "blind":
         raise ValueError("--keep-in-focus applies to --mode sv-admm and fast only (blind keeps its in-focus layer)")
 
@@ -160,6 +165,7 @@ def run(args) -> int:
         map_uncertainty=args.map_uncertainty,
         keep_in_focus=args.keep_in_focus,
         radius_check=args.radius_check != "off",
+        edge_cap=args.edge_cap != "off",
         estimator_options=est_opts,  # unset ones: the pipeline's defaults (window 51, noise auto, radius 8)
         backend=args.backend,
         progress=stage,

@@ -224,7 +224,7 @@ def test_map_noise_measured_given_and_floored(natural_rgb):
 
 def test_estimated_map_uses_the_radius_check_tv_weight_and_uncertainty(natural_rgb):
     from gpudeblur.allinfocus import (ESTIMATED_MAP_LAM, KEEP_IN_FOCUS, MAP_UNCERTAINTY, UNCHECKED_MAP_LAM,
-                                      in_focus_weight, radius_check)
+                                      edge_cap, in_focus_weight, radius_check)
     from gpudeblur.spatially_varying import deconvolve_spatially_varying
 
     rm, y = _scene(natural_rgb)
@@ -232,31 +232,35 @@ def test_estimated_map_uses_the_radius_check_tv_weight_and_uncertainty(natural_r
     given, res_given = AllInFocus(num_iter=5).run(y, radius_map=rm)
     as_est, res_est = AllInFocus(num_iter=5).run(y, radius_map=rm, map_estimated=True)
     ref_given = deconvolve_spatially_varying(y, rm, num_iter=5)
-    scale = radius_check(y, rm)
+    capped = edge_cap(y, rm)
+    scale = radius_check(y, capped)
     np.testing.assert_array_equal(res_est.radius_scale, scale)
-    ref_est = deconvolve_spatially_varying(y, rm * scale, num_iter=5, lam=ESTIMATED_MAP_LAM, radius_sigma=rs,
+    np.testing.assert_array_equal(res_est.deblur_map, capped * scale)
+    assert res_est.report()["edge_capped_fraction"] == float((capped < rm).mean())
+    ref_est = deconvolve_spatially_varying(y, capped * scale, num_iter=5, lam=ESTIMATED_MAP_LAM, radius_sigma=rs,
                                            spatial_sigma=ss)
-    a = in_focus_weight(rm, *KEEP_IN_FOCUS)[..., None]  # an estimated map keeps the input where it says in focus
+    a = in_focus_weight(capped, *KEEP_IN_FOCUS)[..., None]  # an estimated map keeps the input where it says in focus
     np.testing.assert_allclose(given, ref_given, atol=1e-6)
     np.testing.assert_allclose(as_est, a * y + (1 - a) * ref_est, atol=1e-6)
     assert np.abs(given - as_est).max() > 1e-3
     assert res_given.map_uncertainty == (0.0, 0.0) and res_est.map_uncertainty == MAP_UNCERTAINTY
     assert res_given.keep_in_focus is None and res_est.keep_in_focus == KEEP_IN_FOCUS
     assert res_given.radius_scale is None and res_given.report()["radius_check"] is None
+    assert res_given.edge_capped is None and res_given.report()["edge_capped_fraction"] is None
     assert res_est.report()["radius_check"]["min_scale"] == float(scale.min())
-    assert "radius_check" in res_est.timings and "radius_check" not in res_given.timings
+    assert {"radius_check", "edge_cap"} <= set(res_est.timings) and "radius_check" not in res_given.timings
     assert res_est.report()["map_uncertainty"] == list(MAP_UNCERTAINTY)
     assert res_est.report()["keep_in_focus"] == list(KEEP_IN_FOCUS)
     res_est.layer_radii = [0.0, 2.0, float("nan")]  # an empty layer reports null (strict JSON)
     assert res_est.report()["layer_radii"] == [0.0, 2.0, None]
     # without the check: the map as it is, with the ringing-robust weight
-    unchecked, res_un = AllInFocus(num_iter=5, radius_check=False, keep_in_focus=False).run(y, radius_map=rm,
-                                                                                           map_estimated=True)
+    unchecked, res_un = AllInFocus(num_iter=5, radius_check=False, edge_cap=False, keep_in_focus=False).run(
+        y, radius_map=rm, map_estimated=True)
     np.testing.assert_allclose(unchecked, deconvolve_spatially_varying(y, rm, num_iter=5, lam=UNCHECKED_MAP_LAM,
                                                                        radius_sigma=rs, spatial_sigma=ss), atol=1e-6)
     assert res_un.radius_scale is None
     # an explicit setting applies to any map, also for the fast mode
-    exact, _ = AllInFocus(num_iter=5, map_uncertainty=(0, 0), keep_in_focus=False, radius_check=False).run(
+    exact, _ = AllInFocus(num_iter=5, map_uncertainty=(0, 0), keep_in_focus=False, radius_check=False, edge_cap=False).run(
         y, radius_map=rm, map_estimated=True)
     np.testing.assert_allclose(exact, deconvolve_spatially_varying(y, rm, num_iter=5, lam=UNCHECKED_MAP_LAM), atol=1e-6)
     fast, res_fast = AllInFocus(mode="fast", map_uncertainty=(0.3, 2)).run(y, radius_map=rm)
@@ -264,6 +268,76 @@ def test_estimated_map_uses_the_radius_check_tv_weight_and_uncertainty(natural_r
     assert res_fast.map_uncertainty == (0.3, 2.0)
     with pytest.raises(ValueError, match="radius_check"):
         AllInFocus(radius_check="no")
+    with pytest.raises(ValueError, match="edge_cap"):
+        AllInFocus(edge_cap=1)
+
+
+def _edge_cap_reference(img, rmap, sigma, slack, window=17, factor=8.0, step=0.5):
+    """edge_cap by its definition, in float64: a pixel may keep radius ρ only
+    if no edge within ceil(ρ) px (disc) is steeper than slack·C·L(ρ); the
+    forbidden edges of each ρ are dilated by explicit shifts."""
+    from scipy.ndimage import maximum_filter, minimum_filter
+
+    from gpudeblur.psf import disc
+
+    lum = img @ np.array([0.299, 0.587, 0.114]) if img.ndim == 3 else np.asarray(img, np.float64)
+    gy, gx = np.gradient(lum)
+    g = np.hypot(gx, gy)
+    c = maximum_filter(lum, window, mode="nearest") - minimum_filter(lum, window, mode="nearest")
+    edge = g > factor * sigma
+    M, N = lum.shape
+    cap = np.full(lum.shape, np.inf)
+    ok = np.ones(lum.shape, bool)
+    prev, lsf = 0.0, np.inf
+    for j in range(1, int(np.ceil(rmap.max() / step)) + 1):
+        rho = step * j
+        k = disc(rho) / disc(rho).sum()
+        lsf = min(lsf, max(k.sum(0).max(), k.sum(1).max()))
+        bad = edge & (g > slack * c * lsf)
+        kk = int(np.ceil(rho - 1e-9))
+        pad = np.pad(bad, kk, mode="edge")
+        near = np.zeros_like(bad)
+        for dy in range(-kk, kk + 1):
+            for dx in range(-kk, kk + 1):
+                if dy * dy + dx * dx <= kk * kk:
+                    near |= pad[kk + dy:kk + dy + M, kk + dx:kk + dx + N]
+        fails = ok & near
+        cap[fails] = prev
+        ok &= ~fails
+        prev = rho
+    return np.minimum(rmap, cap)
+
+
+@pytest.mark.parametrize("slack", [1.0, 1.5])
+def test_edge_cap_matches_its_definition(backend, natural_rgb, slack):
+    from gpudeblur.allinfocus import edge_cap
+
+    rng = np.random.default_rng(3)
+    img = natural_rgb[:48, :56]
+    rmap = rng.uniform(0, 6, img.shape[:2])
+    got = to_host(edge_cap(backend.xp.asarray(img), backend.xp.asarray(rmap), slack=slack, noise_sigma=1e-3,
+                           backend=backend.name))
+    ref = _edge_cap_reference(img, rmap, 1e-3, slack)
+    assert got.dtype == np.float32 and (got <= rmap.astype(np.float32)).all()
+    assert 0.05 < (ref < rmap).mean() < 0.95  # the cap binds somewhere, not everywhere
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+
+
+def test_edge_cap_lowers_a_sharp_photo_read_as_blurred_not_a_blurred_one(natural_rgb):
+    """A sharp photo whose map reads 5 px everywhere gets capped near its
+    edges; the same photo blurred by a 3 px disc keeps its true map."""
+    from gpudeblur.allinfocus import edge_cap
+
+    rm, y = _scene(natural_rgb)  # left half sharp, right half a 3 px disc
+    wrong = np.full(rm.shape, 5.0)
+    capped = edge_cap(y, wrong)
+    assert (capped[:, :48] < 5).mean() > 0.5  # the sharp half cannot be 5 px
+    kept = edge_cap(y, rm)
+    assert (kept[:, 72:] == 3.0).mean() > 0.9  # a real 3 px blur allows 3 px
+    with pytest.raises(ValueError, match="window"):
+        edge_cap(y, rm, window=16)
+    with pytest.raises(ValueError, match="slack"):
+        edge_cap(y, rm, slack=0)
 
 
 def test_radius_check_keeps_a_right_map_and_shrinks_an_overestimated_one(backend, natural_rgb):
@@ -399,7 +473,7 @@ def test_cli_allinfocus_map_uncertainty(tmp_path, natural_rgb):
     assert json.loads(rep.read_text())["map_uncertainty"] == [0.5, 3.0]
 
 
-def test_cli_allinfocus_radius_check(tmp_path, natural_rgb):
+def test_cli_allinfocus_radius_check_and_edge_cap(tmp_path, natural_rgb):
     import json
 
     from gpudeblur import cli
@@ -412,8 +486,12 @@ def test_cli_allinfocus_radius_check(tmp_path, natural_rgb):
     assert cli.main(base) == 0  # estimated map: checked by default
     checked = json.loads(rep.read_text())["radius_check"]
     assert set(checked) == {"scaled_fraction", "min_scale", "mean_scale"} and 0.5 <= checked["min_scale"] <= 1
-    assert cli.main(base + ["--radius-check", "off"]) == 0
+    assert json.loads(rep.read_text())["edge_capped_fraction"] is not None
+    assert cli.main(base + ["--radius-check", "off", "--edge-cap", "off"]) == 0
     assert json.loads(rep.read_text())["radius_check"] is None
+    assert json.loads(rep.read_text())["edge_capped_fraction"] is None
+    for bad in (["sometimes"], ["on", "--map", str(mp)]):
+        assert cli.main(["-q", "allinfocus", str(src), str(out), "--overwrite", "--edge-cap", *bad]) == 2
 
 
 def test_cli_allinfocus_keep_in_focus(tmp_path, natural_rgb):
