@@ -44,7 +44,7 @@ from _common import (  # noqa: E402
 )
 
 import gpudeblur as gd  # noqa: E402
-from gpudeblur.allinfocus import MAP_UNCERTAINTY, AllInFocus  # noqa: E402
+from gpudeblur.allinfocus import MAP_UNCERTAINTY, AllInFocus, edge_cap, radius_check  # noqa: E402
 from gpudeblur.spatially_varying import blur_spatially_varying, deconvolve_spatially_varying  # noqa: E402
 
 
@@ -178,7 +178,10 @@ def timing(sizes_mp, modes, backends, max_cpu_svadmm_mp=4.0, max_cpu_blind_mp=4.
     is white noise (the iteration counts are fixed, so content does not change
     the work). On the CPU ``sv-admm`` and ``blind`` are skipped above
     ``max_cpu_svadmm_mp`` / ``max_cpu_blind_mp`` megapixels (1 MP takes about
-    a minute / several minutes on 2 cores)."""
+    a minute / several minutes on 2 cores). With ``fast`` or ``sv-admm``
+    timed, the two checks the pipeline runs on an estimated map before
+    either are timed too (rows ``edge-cap`` and ``radius-check``, on the
+    ramp map)."""
     rows = []
     rng = np.random.default_rng(1)
     limits = {"sv-admm": ("--max-cpu-svadmm-mp", max_cpu_svadmm_mp), "blind": ("--max-cpu-blind-mp", max_cpu_blind_mp)}
@@ -191,6 +194,17 @@ def timing(sizes_mp, modes, backends, max_cpu_svadmm_mp=4.0, max_cpu_blind_mp=4.
         for bname in backends:
             be = gd.get_backend(bname)
             x = be.xp.asarray(img)
+            checks = []
+            if {"fast", "sv-admm"} & set(modes):
+                r = be.xp.asarray(rm)
+                checks = [("edge-cap", lambda x=x, r=r, be=be: edge_cap(x, r, backend=be),
+                           lambda x=x, r=r, be=be: edge_cap(x[:256, :256], r[:256, :256], backend=be)),
+                          ("radius-check", lambda x=x, r=r, be=be: radius_check(x, r, backend=be),
+                           lambda x=x, r=r, be=be: radius_check(x[:256, :256], r[:256, :256], backend=be))]
+            for name, fn, warm in checks:
+                t, _ = time_call(fn, sync=be.synchronize, repeats=3, warmup=warm, budget_s=60)
+                rows.append({"megapixels": mp, "shape": [M, N, 3], "backend": bname, "mode": name, "map": "ramp", **t.as_dict()})
+                log(f"{mp} MP {bname} {name}: {fmt_s(t.median)}")
             for mode in modes:
                 if mode in limits and bname == "cpu" and mp > limits[mode][1]:
                     log(f"{mp} MP {bname} {mode}: skipped (above {limits[mode][0]} {limits[mode][1]:g})")

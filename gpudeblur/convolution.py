@@ -81,17 +81,31 @@ def psf2otf(psf: np.ndarray, shape, be: Backend, dtype=np.float32):
 
     The PSF centre ``(h // 2, w // 2)`` is moved to the origin, so that
     multiplying by the OTF is a 'same'-aligned circular convolution.
+
+    Computed on the backend as a separable direct DFT of the small PSF,
+    ``A @ psf @ B`` in complex128 (``A``: ``M × h``, ``B``: ``w × (N//2+1)``;
+    phases reduced modulo the grid size in integers), so a PSF of side
+    ``k`` costs ``M·k·(N/2)`` multiply-adds instead of a float64 FFT of
+    the whole grid on the host: at 12 MP that was ~0.5 s per PSF of the
+    spatially varying bank. Equal to ``numpy.fft.rfft2`` of the embedded PSF
+    to float64 rounding (tested).
     """
     kh, kw = psf.shape
     M, N = shape
     if kh > M or kw > N:
         raise ValueError(f"PSF ({kh}x{kw}) is larger than the grid ({M}x{N})")
-    big = np.zeros((M, N), dtype=np.float64)
-    big[:kh, :kw] = psf
-    big = np.roll(big, (-(kh // 2), -(kw // 2)), axis=(0, 1))
-    otf = np.fft.rfft2(big)
+    xp = be.xp
     cdt = np.complex64 if np.dtype(dtype) == np.float32 else np.complex128
-    return be.xp.asarray(otf.astype(cdt))
+
+    def dft(n, offsets, freqs):
+        # exp(-2πi·f·o/n) with f·o reduced mod n in integers (exact phases)
+        ph = (xp.asarray(freqs, dtype=xp.int64)[:, None] * xp.asarray(offsets, dtype=xp.int64)[None, :]) % n
+        return xp.exp((-2j * np.pi / n) * ph.astype(xp.float64))
+
+    a = dft(M, np.arange(kh) - kh // 2, np.arange(M))  # (M, kh)
+    b = dft(N, np.arange(kw) - kw // 2, np.arange(N // 2 + 1)).T  # (kw, N//2+1)
+    k = xp.asarray(np.asarray(psf, dtype=np.float64))
+    return ((a @ k.astype(xp.complex128)) @ b).astype(cdt)
 
 
 def _pad_widths(size: int, support: int, boundary: str, extra: int) -> tuple[int, int]:

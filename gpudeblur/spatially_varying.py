@@ -392,8 +392,7 @@ def deconvolve_spatially_varying(
     op = SpatiallyVaryingBlur(r, be, x.dtype, radius_step, family, radius_sigma=radius_sigma, spatial_sigma=spatial_sigma)
     g = op.grid.extend(to_channels_first(x))
     if lam is None:
-        sigma = estimate_noise(x, backend=be)
-        lam = max(_LAM_PER_SIGMA * sigma, _SV_LAM_FLOOR) if method == "sv-admm" else _FAST_LAM
+        lam = max(_LAM_PER_SIGMA * estimate_noise(x, backend=be), _SV_LAM_FLOOR) if method == "sv-admm" else _FAST_LAM
     lam = check_positive(lam, "lam")
     if method == "fast":
         f = _fast(op, g, lam)

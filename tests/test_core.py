@@ -345,3 +345,23 @@ def test_prox_operators_closed_forms():
     zx, zy = shrink_isotropic(vx, vy, 1.0)
     np.testing.assert_allclose(zx, [3 * 4 / 5, 0, 0])
     np.testing.assert_allclose(zy, [4 * 4 / 5, 0, 0])
+
+
+@pytest.mark.parametrize("shape", [(37, 50), (64, 65), (17, 17)])
+@pytest.mark.parametrize("psf_shape", [(1, 1), (4, 7), (17, 17)])
+def test_psf2otf_is_the_fft_of_the_centred_psf(backend, shape, psf_shape):
+    """The direct separable DFT equals numpy's FFT of the PSF embedded with its centre at the origin."""
+    from gpudeblur.convolution import psf2otf
+
+    psf = np.random.default_rng(4).random(psf_shape)
+    big = np.zeros(shape)
+    big[: psf_shape[0], : psf_shape[1]] = psf
+    ref = np.fft.rfft2(np.roll(big, (-(psf_shape[0] // 2), -(psf_shape[1] // 2)), axis=(0, 1)))
+    got = to_host(psf2otf(psf, shape, backend, np.float64))
+    assert got.dtype == np.complex128 and got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * psf.sum())
+    got32 = to_host(psf2otf(psf, shape, backend, np.float32))
+    assert got32.dtype == np.complex64
+    np.testing.assert_allclose(got32, ref, rtol=0, atol=1e-6 * psf.sum())
+    with pytest.raises(ValueError, match="larger than the grid"):
+        psf2otf(np.ones((40, 3)), (37, 50), backend)
