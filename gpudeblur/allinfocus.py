@@ -109,6 +109,10 @@ KEEP_FEATHER = 2.0
 #: floor of its ``noise='auto'``, not imported so that this module loads
 #: the blur-map package only when a map is estimated).
 NOISE_FLOOR = 1e-6
+#: Lowest noise σ the edge cap and the radius check assume (√NOISE_FLOOR;
+#: 8-bit quantization alone is 1/(255·√12) ≈ 1.1e-3). A mostly flat 8-bit
+#: image measures σ̂ = 0, and one-level banding would then count as edges.
+NOISE_SIGMA_FLOOR = 1e-3
 #: Small-radius preference in the coherent labeling of the estimated map
 #: (see ``radius_prior`` in :func:`gpudeblur.blurmap.coherent_labeling`).
 #: Without it, smooth regions of in-focus subjects read as large radii and
@@ -361,11 +365,19 @@ def edge_cap(image, radius_map, *, psf_family="disc", slack=EDGE_CAP_SLACK, nois
     (``2/(πr)`` for a disc of radius ``r``). So an edge of slope ``G`` and
     local contrast ``C`` (max − min of the luminance over ``window`` px)
     cannot lie in a region blurred by more than the largest ``r`` with
-    ``G ≤ slack · C · L(r)``; deconvolving with more rings around it. Each
-    pixel's radius ``ρ`` (on a ``step`` grid) is kept only if no edge
-    within ``ρ`` px forbids it; edges are pixels with
-    ``G > noise_factor · σ̂`` (``σ̂``: :func:`gpudeblur.estimate_noise` or
-    ``noise_sigma``).
+    ``G ≤ slack · C · L(r)``; deconvolving with more rings around it. For
+    each grid radius ``ρ = step, 2·step, …``, a pixel keeps ``ρ`` only if
+    no edge within ``ceil(ρ)`` px (a disc) forbids it, and its cap is the
+    last grid radius it kept (so capped radii land on the grid; uncapped
+    ones are returned as they were). Edges are pixels with
+    ``G > noise_factor · σ̂``, ``σ̂`` = ``noise_sigma`` or the image's
+    :func:`gpudeblur.estimate_noise` (per-channel, so conservative for the
+    luminance's ``G``) but at least :data:`NOISE_SIGMA_FLOOR`: a mostly
+    flat 8-bit image measures σ̂ = 0 and its one-level banding would
+    otherwise count as edges. The contrast window grows to the largest
+    PSF's side when that is wider (a blurred step must fit in it; with 17
+    px, true 12–16 px discs were capped). For another family ``ρ`` is in
+    its own units (σ for the Gaussian), the reach ``ceil(ρ)`` in pixels.
 
     This is what catches a *sharp* photo read as blurred, a smooth iris or
     sky at 4–6 px bounded by crisp edges, which :func:`radius_check`
@@ -401,7 +413,7 @@ def edge_cap(image, radius_map, *, psf_family="disc", slack=EDGE_CAP_SLACK, nois
         ≥ 1 loosens the bound.
     noise_sigma : float, optional
     window : int
-        Odd side of the contrast window.
+        Odd side (≥ 3) of the contrast window (at least the largest PSF's side).
     noise_factor : float
     step : float
         Radius grid of the cap.
@@ -413,8 +425,8 @@ def edge_cap(image, radius_map, *, psf_family="disc", slack=EDGE_CAP_SLACK, nois
     t32 = np.float32
     slack = check_positive(slack, "slack")
     window = check_positive_int(window, "window")
-    if window % 2 == 0:
-        raise ValueError(f"window must be odd, got {window}")
+    if window % 2 == 0 or window < 3:
+        raise ValueError(f"window must be odd and at least 3, got {window}")
     noise_factor = check_positive(noise_factor, "noise_factor", allow_zero=True)
     step = check_positive(step, "step")
     be = get_backend(backend, like=radius_map)
@@ -424,21 +436,21 @@ def edge_cap(image, radius_map, *, psf_family="disc", slack=EDGE_CAP_SLACK, nois
     r, kind = as_backend_array(radius_map, be, name="radius map")
     check_radius_map(r, x.shape[:2], xp)
     r = r.astype(np.float32, copy=False)
+    n = int(np.ceil(float(r.max()) / step))
+    if n == 0:
+        return to_output(r, kind)
     if noise_sigma is None:
-        from .restoration import estimate_noise  # noqa: PLC0415
-
-        noise_sigma = float(estimate_noise(x, backend=be))
+        noise_sigma = max(_noise_sigma(x, be), NOISE_SIGMA_FLOOR)
     noise_sigma = check_positive(noise_sigma, "noise_sigma", allow_zero=True)
+    family = family_function(psf_family)
+    radii = step * np.arange(1, n + 1)
+    psfs = [np.asarray(family(float(rho))) for rho in radii]
+    lsf = np.array([_lsf_peak(k) for k in psfs])
+    window = max(window, max(max(k.shape) for k in psfs) // 2 * 2 + 1)
     lum = _luminance(x.astype(np.float32, copy=False))
     gy, gx = xp.gradient(lum)
     grad = xp.sqrt(gx * gx + gy * gy)
     contrast = ndi.maximum_filter(lum, size=window, mode="nearest") - ndi.minimum_filter(lum, size=window, mode="nearest")
-    n = int(np.ceil(float(r.max()) / step))
-    if n == 0:
-        return to_output(r, kind)
-    family = family_function(psf_family)
-    radii = step * np.arange(1, n + 1)
-    lsf = np.array([_lsf_peak(family(float(rho))) for rho in radii])
     lsf = np.minimum.accumulate(lsf)  # a wider PSF never allows a steeper edge
     # largest allowed radius per edge pixel: count of grid radii whose L(r) still reaches G / (slack C)
     q = grad / xp.maximum(t32(slack) * contrast, t32(1e-12))
@@ -493,13 +505,21 @@ def radius_check(image, radius_map, *, psf_family="disc", keep_in_focus=KEEP_IN_
     (``1 − in_focus_weight``; all pixels when ``keep_in_focus`` is False).
     Where the smallest ratio undercuts the unscaled map's by more than
     ``margin`` (relative), that scale is taken, elsewhere 1; the result is
-    smoothed by a Gaussian of ``smooth`` px.
+    smoothed by a Gaussian of ``smooth`` px. A window is judged only if it
+    holds out-of-focus pixels (windowed mean of ``w`` above 1e-3) and the
+    input has gradients there (windowed mean of ``w|∇g|²`` above
+    ``(3σ̂)²``, ``σ̂`` the noise, at least 1e-3): a flat or noise-only
+    region has nothing to judge by and keeps 1.
 
-    The check only ever shrinks radii: on synthetic scenes whose map is
-    right it leaves nearly all pixels at 1 (see :data:`RADIUS_CHECK_SCALES`),
-    while a real photo whose blur is over-read (CUHK 0223) gets ~0.5 on the
-    over-read regions. The ratio does not tell reliably when radii are too
-    *small* (textured scenes keep lowering it as the scale grows), so
+    The check only ever shrinks radii: on the natural synthetic scenes of
+    the bench, whose maps are right on average, it leaves nearly all pixels
+    at 1 (see :data:`RADIUS_CHECK_SCALES`), while a real photo whose blur
+    is over-read (CUHK 0223) gets ~0.5 on the over-read regions. It can
+    misfire where even the right radius rings in the ``fast`` trial: a
+    cartoon of flat rectangles blurred by its true 4 px map had 20 % of
+    its pixels shrunk (−0.7 dB against the true map, −0.13 dB against the
+    unchecked pipeline). The ratio does not tell reliably when radii are
+    too *small* (textured scenes keep lowering it as the scale grows), so
     scales above 1 are not tried.
 
     Parameters
@@ -509,8 +529,9 @@ def radius_check(image, radius_map, *, psf_family="disc", keep_in_focus=KEEP_IN_
         The estimated map (the family's units).
     psf_family, map_uncertainty
         As in :class:`AllInFocus` (the trial deconvolutions use them).
-    keep_in_focus : (float, float) or False
-        Radius range of the out-of-focus weight (:func:`in_focus_weight`).
+    keep_in_focus : (float, float), None or False
+        Radius range of the out-of-focus weight (:func:`in_focus_weight`;
+        None: :data:`KEEP_IN_FOCUS`; False: all pixels count).
     scales : sequence of float
         Increasing, in ``(0, 1]``, the last 1.
     margin : float
@@ -547,26 +568,43 @@ def radius_check(image, radius_map, *, psf_family="disc", keep_in_focus=KEEP_IN_
     if keep_in_focus is False:
         w = xp.ones_like(r)
     else:
-        w = 1 - in_focus_weight(r, *_check_keep(keep_in_focus), backend=be)
+        w = 1 - in_focus_weight(r, *_check_keep(KEEP_IN_FOCUS if keep_in_focus is None else keep_in_focus), backend=be)
     gw = _window_sum(w, window, be)
+    sigma = max(_noise_sigma(x, be), NOISE_SIGMA_FLOOR)
+    gy, gx = xp.gradient(lum)
+    energy = _window_sum(w * (gx * gx + gy * gy), window, be)
+    judged = (gw > t(1e-3)) & (energy > t((3 * sigma) ** 2) * gw)
     family = family_function(psf_family)
-    ratios = []
-    for s in scales:
+    lowest = best = None
+    for s in scales:  # running minimum: two maps instead of one per scale
         f = deconvolve_spatially_varying(lum, r * t(s), method="fast", lam=lam, family=family, radius_sigma=rs,
                                          spatial_sigma=ss, backend=be)
         gy, gx = xp.gradient(f)
         a = xp.sqrt(gx * gx + gy * gy)
         l1 = _window_sum(w * a, window, be)
         l2 = xp.sqrt(xp.maximum(_window_sum(w * a * a, window, be) * gw, t(0)))
-        ratios.append(l1 / xp.maximum(l2, t(1e-12)))
-    ratio = xp.stack(ratios)
-    best = xp.argmin(ratio, axis=0)
-    lowest = xp.min(ratio, axis=0)
-    taken = (lowest < t(1 - margin) * ratio[-1]) & (gw > t(1e-3))
-    scale = xp.where(taken, xp.asarray(scales, dtype=t)[best], t(1))
+        ratio = l1 / xp.maximum(l2, t(1e-12))
+        if lowest is None:
+            lowest, best = ratio, xp.full(ratio.shape, t(s))
+        else:
+            lower = ratio < lowest
+            lowest = xp.where(lower, ratio, lowest)
+            best = xp.where(lower, t(s), best)
+    # `ratio` is now the unscaled map's (scales end with 1)
+    taken = judged & (lowest < t(1 - margin) * ratio)
+    scale = xp.where(taken, best, t(1))
     if smooth > 0:
         scale = _window_sum(scale, smooth, be) / _window_sum(xp.ones_like(scale), smooth, be)
     return to_output(xp.clip(scale, t(scales[0]), t(1)).astype(t, copy=False), kind)
+
+
+def _noise_sigma(x, be) -> float:
+    """Noise σ of ``x`` (:func:`gpudeblur.estimate_noise`; 0 for images under 3×3)."""
+    if min(x.shape[:2]) < 3:
+        return 0.0
+    from .restoration import estimate_noise  # noqa: PLC0415
+
+    return float(estimate_noise(x, backend=be))
 
 
 def _window_sum(a, sigma, be):

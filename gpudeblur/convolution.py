@@ -82,13 +82,14 @@ def psf2otf(psf: np.ndarray, shape, be: Backend, dtype=np.float32):
     The PSF centre ``(h // 2, w // 2)`` is moved to the origin, so that
     multiplying by the OTF is a 'same'-aligned circular convolution.
 
-    Computed on the backend as a separable direct DFT of the small PSF,
-    ``A @ psf @ B`` in complex128 (``A``: ``M × h``, ``B``: ``w × (N//2+1)``;
-    phases reduced modulo the grid size in integers), so a PSF of side
-    ``k`` costs ``M·k·(N/2)`` multiply-adds instead of a float64 FFT of
-    the whole grid on the host: at 12 MP that was ~0.5 s per PSF of the
-    spatially varying bank. Equal to ``numpy.fft.rfft2`` of the embedded PSF
-    to float64 rounding (tested).
+    Computed on the backend in float64. A small PSF (the usual case) is
+    transformed by a separable direct DFT, ``A @ psf @ B`` in complex128
+    (``A``: ``M × h``, ``B``: ``w × (N//2+1)``; phases reduced modulo the
+    grid size in integers), about ``M·w·(h + N/2)`` multiply-adds instead
+    of an FFT of the whole grid (which, on the host, took ~0.5–1 s per PSF
+    of the spatially varying bank at 12 MP); a PSF too large for that to
+    pay takes the backend's FFT of the embedded PSF. Both equal
+    ``numpy.fft.rfft2`` of the embedded PSF to float64 rounding (tested).
     """
     kh, kw = psf.shape
     M, N = shape
@@ -96,6 +97,11 @@ def psf2otf(psf: np.ndarray, shape, be: Backend, dtype=np.float32):
         raise ValueError(f"PSF ({kh}x{kw}) is larger than the grid ({M}x{N})")
     xp = be.xp
     cdt = np.complex64 if np.dtype(dtype) == np.float32 else np.complex128
+    if kw * (kh + N // 2 + 1) > 2.5 * N * np.log2(max(M * N, 2)):  # direct DFT dearer than an FFT
+        big = xp.zeros((M, N), dtype=xp.float64)
+        big[:kh, :kw] = xp.asarray(np.asarray(psf, dtype=np.float64))
+        big = xp.roll(big, (-(kh // 2), -(kw // 2)), axis=(0, 1))
+        return be.fft.rfft2(big, **be.fft_kwargs()).astype(cdt)
 
     def dft(n, offsets, freqs):
         # exp(-2πi·f·o/n) with f·o reduced mod n in integers (exact phases)

@@ -253,6 +253,18 @@ def test_estimated_map_uses_the_radius_check_tv_weight_and_uncertainty(natural_r
     assert res_est.report()["keep_in_focus"] == list(KEEP_IN_FOCUS)
     res_est.layer_radii = [0.0, 2.0, float("nan")]  # an empty layer reports null (strict JSON)
     assert res_est.report()["layer_radii"] == [0.0, 2.0, None]
+    # a map read 2x too large: the check shrinks it, the deconvolution uses cap x scale, the
+    # in-focus weight follows the capped map (before the check)
+    over, res_over = AllInFocus(num_iter=5).run(y, radius_map=2 * rm, map_estimated=True)
+    capped2 = edge_cap(y, 2 * rm)
+    scale2 = radius_check(y, capped2)
+    assert (res_over.radius_scale < 0.9).mean() > 0.2
+    np.testing.assert_array_equal(res_over.radius_scale, scale2)
+    np.testing.assert_array_equal(res_over.deblur_map, capped2 * scale2)
+    a2 = in_focus_weight(capped2, *KEEP_IN_FOCUS)[..., None]
+    ref2 = deconvolve_spatially_varying(y, capped2 * scale2, num_iter=5, lam=ESTIMATED_MAP_LAM, radius_sigma=rs,
+                                        spatial_sigma=ss)
+    np.testing.assert_allclose(over, a2 * y + (1 - a2) * ref2, atol=1e-6)
     # without the check: the map as it is, with the ringing-robust weight
     unchecked, res_un = AllInFocus(num_iter=5, radius_check=False, edge_cap=False, keep_in_focus=False).run(
         y, radius_map=rm, map_estimated=True)
@@ -323,6 +335,37 @@ def test_edge_cap_matches_its_definition(backend, natural_rgb, slack):
     np.testing.assert_allclose(got, ref, atol=1e-6)
 
 
+def test_edge_cap_leaves_flat_8bit_banding_and_wide_true_blurs_alone():
+    """Two ways a fixed bound went wrong (review): a flat 8-bit ramp measures
+    σ̂ = 0, and its one-level steps looked like edges (25–74 % capped);
+    a step blurred by a true 12–16 px disc was capped while the contrast
+    window (17 px) was narrower than the blur."""
+    from gpudeblur.allinfocus import edge_cap
+    from gpudeblur.psf import disc
+
+    ramp = np.round((0.5 + np.linspace(0, 7.6, 192)[None, :] / 255) * 255) / 255 * np.ones((192, 1))
+    assert (edge_cap(ramp, np.full(ramp.shape, 6.0)) == 6.0).all()
+    from scipy.ndimage import convolve
+
+    for radius in (12.0, 16.0):
+        step = np.zeros((96, 160))
+        step[:, 80:] = 1
+        y = convolve(step, disc(radius), mode="nearest") + 1e-3 * np.random.default_rng(5).standard_normal(step.shape)
+        assert (edge_cap(y, np.full(step.shape, radius)) == radius).all()
+    # nothing to cap, even where the noise cannot be measured (2 rows)
+    tiny = np.random.default_rng(0).random((2, 40, 3))
+    np.testing.assert_array_equal(edge_cap(tiny, np.zeros((2, 40))), 0)
+
+
+def test_radius_check_judges_only_windows_with_gradients(natural_rgb):
+    from gpudeblur.allinfocus import radius_check
+
+    flat = np.full((64, 64), 0.5)
+    np.testing.assert_array_equal(radius_check(flat, np.full(flat.shape, 4.0)), 1)
+    noise = 0.5 + 1e-3 * np.random.default_rng(1).standard_normal((64, 64))
+    np.testing.assert_array_equal(radius_check(noise, np.full(noise.shape, 4.0)), 1)
+
+
 def test_edge_cap_lowers_a_sharp_photo_read_as_blurred_not_a_blurred_one(natural_rgb):
     """A sharp photo whose map reads 5 px everywhere gets capped near its
     edges; the same photo blurred by a 3 px disc keeps its true map."""
@@ -336,6 +379,8 @@ def test_edge_cap_lowers_a_sharp_photo_read_as_blurred_not_a_blurred_one(natural
     assert (kept[:, 72:] == 3.0).mean() > 0.9  # a real 3 px blur allows 3 px
     with pytest.raises(ValueError, match="window"):
         edge_cap(y, rm, window=16)
+    with pytest.raises(ValueError, match="window"):
+        edge_cap(y, rm, window=1)
     with pytest.raises(ValueError, match="slack"):
         edge_cap(y, rm, slack=0)
 

@@ -348,9 +348,11 @@ def test_prox_operators_closed_forms():
 
 
 @pytest.mark.parametrize("shape", [(37, 50), (64, 65), (17, 17)])
-@pytest.mark.parametrize("psf_shape", [(1, 1), (4, 7), (17, 17)])
+@pytest.mark.parametrize("psf_shape", [(1, 1), (4, 7), (17, 17), (16, 16)])
 def test_psf2otf_is_the_fft_of_the_centred_psf(backend, shape, psf_shape):
-    """The direct separable DFT equals numpy's FFT of the PSF embedded with its centre at the origin."""
+    """Equals numpy's FFT of the PSF embedded with its centre at the origin
+    (a direct separable DFT for small PSFs, the backend's FFT for the 16×16
+    and 17×17 ones on the 17×17 grid)."""
     from gpudeblur.convolution import psf2otf
 
     psf = np.random.default_rng(4).random(psf_shape)
