@@ -19,6 +19,9 @@ also works on its own:
        low-rank kernel (:func:`gpudeblur.blind.blind_deblur_layer`,
        Alg. 1–2 of the low-rank symmetric paper), initialised from the
        layer's median radius; the in-focus layer is kept;
+   with an estimated map, ``sv-admm`` and ``fast`` first lower radii that
+   a sharp edge nearby rules out (:func:`edge_cap`) and shrink radii
+   whose trial deconvolutions ring (:func:`radius_check`);
 3. composition ``f = Σ α_i ⊙ u_i`` with feathered masks (seams blended);
    with an estimated map, ``sv-admm`` and ``fast`` keep the input where the
    map says in focus (:data:`KEEP_IN_FOCUS`, :func:`in_focus_weight`), as
@@ -930,7 +933,8 @@ class AllInFocus:
         ``radius_map`` (M, N) skips the estimation (e.g. a map from a depth
         sensor or a previous run). NumPy in → NumPy out, CuPy in → CuPy out.
         ``map_estimated`` (default: ``radius_map is None``) says whether the
-        map is an estimate: ``sv-admm``/``fast`` then check its radii for
+        map is an estimate: ``sv-admm``/``fast`` then cap its radii at sharp
+        edges (:func:`edge_cap`, ``edge_cap=True``), check them for
         ringing (:func:`radius_check`, ``radius_check=True``), treat it as
         uncertain (:data:`MAP_UNCERTAINTY`) and keep the input where it
         reads in focus (:data:`KEEP_IN_FOCUS`); pass ``True`` with a map
