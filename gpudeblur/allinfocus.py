@@ -450,7 +450,7 @@ def edge_cap(image, radius_map, *, psf_family="disc", slack=EDGE_CAP_SLACK, nois
     psfs = [np.asarray(family(float(rho))) for rho in radii]
     lsf = np.array([_lsf_peak(k) for k in psfs])
     window = max(window, max(max(k.shape) for k in psfs) // 2 * 2 + 1)
-    lum = _luminance(x.astype(np.float32, copy=False))
+    lum = _luminance(x.astype(np.float32, copy=False), xp)
     gy, gx = xp.gradient(lum)
     grad = xp.sqrt(gx * gx + gy * gy)
     contrast = ndi.maximum_filter(lum, size=window, mode="nearest") - ndi.minimum_filter(lum, size=window, mode="nearest")
@@ -463,13 +463,13 @@ def edge_cap(image, radius_map, *, psf_family="disc", slack=EDGE_CAP_SLACK, nois
     bound = xp.where(grad > t32(noise_factor * noise_sigma), bound, t32(np.inf))
     cap = xp.full(r.shape, t32(np.inf))
     ok = xp.ones(r.shape, dtype=bool)
-    prev, low = 0.0, {}
+    prev, k_low, low = 0.0, None, None
     for rho in radii:
         k = int(np.ceil(rho - 1e-9))
-        if k not in low:
+        if k != k_low:  # two grid radii share each integer reach
             yy, xx = np.mgrid[-k:k + 1, -k:k + 1]
-            low = {k: ndi.minimum_filter(bound, footprint=xp.asarray(yy * yy + xx * xx <= k * k), mode="nearest")}
-        fails = ok & (low[k] < t32(rho - 1e-6))
+            k_low, low = k, ndi.minimum_filter(bound, footprint=xp.asarray(yy * yy + xx * xx <= k * k), mode="nearest")
+        fails = ok & (low < t32(rho - 1e-6))
         cap = xp.where(fails, t32(prev), cap)
         ok &= ~fails
         prev = float(rho)
@@ -483,17 +483,16 @@ def _lsf_peak(psf) -> float:
     return float(max(k.sum(axis=0).max(), k.sum(axis=1).max()))
 
 
-def _luminance(x):
-    if x.ndim == 3:
-        if x.shape[2] >= 3:
-            return np.float32(0.299) * x[..., 0] + np.float32(0.587) * x[..., 1] + np.float32(0.114) * x[..., 2]
-        return x[..., 0]
-    return x
+def _luminance(x, xp):
+    """The luminance the blur-map estimator analyses (its own helper, imported lazily)."""
+    from .blurmap.estimator import _luminance as lum  # noqa: PLC0415
+
+    return lum(x, xp)
 
 
 def radius_check(image, radius_map, *, psf_family="disc", keep_in_focus=KEEP_IN_FOCUS,
                  map_uncertainty=MAP_UNCERTAINTY, scales=RADIUS_CHECK_SCALES, margin=RADIUS_CHECK_MARGIN,
-                 window=RADIUS_CHECK_WINDOW, smooth=RADIUS_CHECK_SMOOTH, lam=None, backend=None):
+                 window=RADIUS_CHECK_WINDOW, smooth=RADIUS_CHECK_SMOOTH, lam=None, noise_sigma=None, backend=None):
     """Per-pixel factor (≤ 1) for the radii of an estimated blur map, from the ringing it causes.
 
     Deconvolving with radii that are too large rings: oscillations parallel
@@ -543,6 +542,8 @@ def radius_check(image, radius_map, *, psf_family="disc", keep_in_focus=KEEP_IN_
         Gaussian σ (px) of the ratio's window and of the result's smoothing.
     lam : float, optional
         Gradient-prior weight of the trial ``fast`` deconvolutions (its default, 0.015).
+    noise_sigma : float, optional
+        Noise σ (default: measured, at least :data:`NOISE_SIGMA_FLOOR`).
 
     Returns
     -------
@@ -565,15 +566,17 @@ def radius_check(image, radius_map, *, psf_family="disc", keep_in_focus=KEEP_IN_
     r, kind = as_backend_array(radius_map, be, name="radius map")
     check_radius_map(r, x.shape[:2], xp)
     r = r.astype(np.float32, copy=False)
+    if noise_sigma is None:  # on the input as given, as edge_cap measures it
+        noise_sigma = max(_noise_sigma(x, be), NOISE_SIGMA_FLOOR)
+    sigma = check_positive(noise_sigma, "noise_sigma", allow_zero=True)
     x = x.astype(np.float32, copy=False)
     t = np.float32
-    lum = _luminance(x)
+    lum = _luminance(x, xp)
     if keep_in_focus is False:
         w = xp.ones_like(r)
     else:
         w = 1 - in_focus_weight(r, *_check_keep(KEEP_IN_FOCUS if keep_in_focus is None else keep_in_focus), backend=be)
     gw = _window_sum(w, window, be)
-    sigma = max(_noise_sigma(x, be), NOISE_SIGMA_FLOOR)
     gy, gx = xp.gradient(lum)
     energy = _window_sum(w * (gx * gx + gy * gy), window, be)
     judged = (gw > t(1e-3)) & (energy > t((3 * sigma) ** 2) * gw)
@@ -891,6 +894,15 @@ class AllInFocus:
         if self.progress is not None:
             self.progress(name)
 
+    def _timed(self, name, timings, be, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` as the stage ``name``, its device-synchronized time in ``timings``."""
+        self._stage(name)
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        be.synchronize()
+        timings[name.replace(" ", "_")] = time.perf_counter() - t0
+        return out
+
     def _map_estimator(self):
         if self._estimator is None:
             from .blurmap import BlurMapEstimator
@@ -978,28 +990,23 @@ class AllInFocus:
             kw["radius_sigma"], kw["spatial_sigma"] = unc
             result.map_uncertainty = tuple(unc)
             rdeb = rmap
+            sigma = None
+            if map_estimated and (self.edge_cap or check):  # one noise measurement for both checks
+                sigma = max(_noise_sigma(x, be), NOISE_SIGMA_FLOOR)
             if map_estimated and self.edge_cap:
-                self._stage("edge cap")
-                t1 = time.perf_counter()
-                rdeb = edge_cap(x, rmap, psf_family=self._psf, backend=be)
+                rdeb = self._timed("edge cap", timings, be, edge_cap, x, rmap, psf_family=self._psf,
+                                   noise_sigma=sigma, backend=be)
                 result.edge_capped = float((rdeb < rmap).mean())
-                be.synchronize()
-                timings["edge_cap"] = time.perf_counter() - t1
-                t0 = time.perf_counter()
             rkeep = rdeb
             keep = self.keep_in_focus
             if keep is None:
                 keep = self._keep_default if map_estimated else False
             if check:
-                self._stage("radius check")
-                t1 = time.perf_counter()
-                scale = radius_check(x, rdeb, psf_family=self._psf, keep_in_focus=keep, map_uncertainty=unc,
-                                     backend=be)
+                scale = self._timed("radius check", timings, be, radius_check, x, rdeb, psf_family=self._psf,
+                                    keep_in_focus=keep, map_uncertainty=unc, noise_sigma=sigma, backend=be)
                 rdeb = rdeb * scale.astype(rdeb.dtype, copy=False)
                 result.radius_scale = be.to_host(scale).astype(np.float32)
-                be.synchronize()
-                timings["radius_check"] = time.perf_counter() - t1
-                t0 = time.perf_counter()
+            t0 = time.perf_counter()  # the deblur stage starts after the checks
             self._stage(f"deblur ({self.mode})")
             result.deblur_map = be.to_host(rdeb).astype(np.float32)
             out = deconvolve_spatially_varying(x, rdeb, method=self.mode, family=self._psf, backend=be, **kw)
