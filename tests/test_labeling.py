@@ -119,6 +119,32 @@ def test_candidate_likelihood_matches_paper_steps():
     np.testing.assert_allclose(P3[0, 0], ref, rtol=1e-12, atol=1e-300)
 
 
+def test_candidate_likelihood_random_against_loop(backend):
+    """Random candidates (shared labels, out of range, NaN, p = 0) against a per-pixel loop of §III-B."""
+    rng = np.random.default_rng(7)
+    labels = lb.default_labels()
+    M, N, K = 9, 11, 3
+    r = rng.uniform(-1, 9, (M, N, K))
+    r[:, :, 1] = np.where(rng.random((M, N)) < 0.4, r[:, :, 0] + 0.02, r[:, :, 1])  # same label as candidate 0
+    p = rng.uniform(0, 1, (M, N, K))
+    p[rng.random((M, N, K)) < 0.1] = 0.0
+    r[rng.random((M, N, K)) < 0.05] = np.nan
+    P = to_host(lb.candidate_likelihood(_xp(backend, r), _xp(backend, p), labels, dtype=np.float64))
+    mids = (labels[1:] + labels[:-1]) / 2
+    for i in range(M):
+        for j in range(N):
+            arr = np.zeros(labels.size)
+            for k in range(K):
+                if np.isfinite(r[i, j, k]) and p[i, j, k] > 0:
+                    li = np.searchsorted(mids, r[i, j, k])
+                    arr[li] = max(arr[li], p[i, j, k])
+            if arr.sum() == 0:
+                np.testing.assert_allclose(P[i, j], 1.0 / labels.size)
+                continue
+            ref = np.convolve(arr, np.array(lb.KAPPA), mode="same")
+            np.testing.assert_allclose(P[i, j], ref / ref.sum(), rtol=1e-12, atol=1e-300)
+
+
 def test_data_cost_all_zero_likelihood_no_nan(backend):
     M, N = 12, 10
     r = np.random.default_rng(0).uniform(0, 8, (M, N, 3))
