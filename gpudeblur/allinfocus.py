@@ -48,7 +48,7 @@ from ._validate import check_choice, check_image, check_positive, check_positive
 from .spatially_varying import _FAMILIES, check_radius_map, check_uncertainty, deconvolve_spatially_varying
 
 __all__ = ["AllInFocus", "AllInFocusResult", "split_layers", "compose_layers", "in_focus_weight", "disc_equivalent",
-           "family_function", "radius_check", "edge_cap"]
+           "family_function", "radius_check", "edge_cap", "saturation_mask"]
 
 MODES = ("sv-admm", "fast", "blind")
 DEFAULT_MODE = "sv-admm"
@@ -150,6 +150,13 @@ MAP_WINDOW = 51
 #: never fell below the input on any of the 14 scenes. ``fast`` blends its
 #: per-radius results by the same weights (26.39 → 26.57 dB).
 MAP_UNCERTAINTY = (0.5, 3.0)
+#: A pixel counts as clipped (:func:`saturation_mask`) where one of its
+#: colour channels reaches this fraction of the white point (1 for images
+#: in [0, 1]): 250/255 for 8-bit, low enough to catch the JPEG ripple on a
+#: blown-out plateau. Clipped highlights (bokeh, specular glints, sky) break
+#: the linear blur model: their sharp values are unknown and larger, and
+#: fitting the clipped plateau rings around it.
+SATURATION_LEVEL = 0.98
 
 
 @dataclass
@@ -186,6 +193,9 @@ class AllInFocusResult:
     deblur_map : (M, N) ndarray (NumPy, float32) or None
         The radii ``sv-admm``/``fast`` deconvolved with (``radius_map``
         after the edge cap and the radius check).
+    saturated : float or None
+        Fraction of the pixel values (pixels × channels) ``sv-admm`` fitted
+        one-sided as clipped (:func:`saturation_mask`); None: not applied.
     """
 
     radius_map: np.ndarray
@@ -202,6 +212,7 @@ class AllInFocusResult:
     radius_scale: np.ndarray | None = None
     edge_capped: float | None = None
     deblur_map: np.ndarray | None = None
+    saturated: float | None = None
 
     def report(self) -> dict:
         """JSON-serializable summary."""
@@ -220,6 +231,7 @@ class AllInFocusResult:
             "radius_check": None if sc is None else {"scaled_fraction": float(np.mean(sc < 0.99)),
                                                      "min_scale": float(sc.min()), "mean_scale": float(sc.mean())},
             "edge_capped_fraction": self.edge_capped,
+            "saturated_fraction": self.saturated,
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
         }
 
@@ -604,6 +616,36 @@ def radius_check(image, radius_map, *, psf_family="disc", keep_in_focus=KEEP_IN_
     return to_output(xp.clip(scale, t(scales[0]), t(1)).astype(t, copy=False), kind)
 
 
+def saturation_mask(image, level=SATURATION_LEVEL, backend=None):
+    """Clipped pixels of ``image``: True where a colour channel is at least
+    ``level`` times the white point (per pixel and channel).
+
+    The white point is 1 for images within [0, 1] (what
+    :func:`gpudeblur.io.read_image` returns) and the image's maximum
+    otherwise; channels beyond the third (alpha) are never clipped. For
+    ``deconvolve_spatially_varying(..., saturated=)``: a clipped value only
+    bounds the blurred value from below, so ``sv-admm`` fits it one-sided
+    instead of ringing around a plateau it cannot explain.
+
+    Returns
+    -------
+    mask : bool array like ``image`` (the image's kind)
+    """
+    level = check_positive(level, "level")
+    if level > 1:
+        raise ValueError(f"level must be in (0, 1], got {level!r}")
+    be = get_backend(backend, like=image)
+    xp = be.xp
+    x, kind = as_backend_array(image, be)
+    check_image(x, xp)
+    colour = x[..., :3] if x.ndim == 3 else x
+    white = max(float(colour.max()), 1.0)
+    mask = x >= np.float32(level * white)
+    if x.ndim == 3 and x.shape[2] > 3:
+        mask[..., 3:] = False
+    return to_output(mask, kind)
+
+
 def _noise_sigma(x, be) -> float:
     """Noise σ of ``x`` (:func:`gpudeblur.estimate_noise`; 0 for images under 3×3)."""
     if min(x.shape[:2]) < 3:
@@ -824,6 +866,11 @@ class AllInFocus:
         an edge nearby is too sharp for (:func:`edge_cap`, slack
         :data:`EDGE_CAP_SLACK`); this is what keeps a sharp photo's smooth
         regions that read as blurred from ringing.
+    saturation : bool or None
+        ``sv-admm``: fit clipped pixels (:func:`saturation_mask`,
+        :data:`SATURATION_LEVEL`) one-sided, whether the map is estimated or
+        given. None (default): on for ``sv-admm``; ``fast`` and
+        ``blind`` cannot weight pixels, so True with them is an error.
     estimator_options : dict
         Passed to :class:`gpudeblur.blurmap.BlurMapEstimator`; the pipeline
         defaults are ``window=MAP_WINDOW`` (51), ``noise='auto'`` (the
@@ -854,6 +901,7 @@ class AllInFocus:
         keep_in_focus=None,
         radius_check=True,
         edge_cap=True,
+        saturation=None,
         estimator_options=None,
         blind_options=None,
         backend=None,
@@ -884,6 +932,11 @@ class AllInFocus:
         if not isinstance(edge_cap, (bool, np.bool_)):
             raise ValueError(f"edge_cap must be True or False, got {edge_cap!r}")
         self.edge_cap = bool(edge_cap)
+        if saturation is not None and not isinstance(saturation, (bool, np.bool_)):
+            raise ValueError(f"saturation must be True, False or None, got {saturation!r}")
+        if saturation and self.mode != "sv-admm":
+            raise ValueError(f"saturation handling needs mode 'sv-admm' (mode {self.mode!r} cannot weight pixels)")
+        self.saturation = self.mode == "sv-admm" if saturation is None else bool(saturation)
         self.estimator_options = dict(estimator_options or {})
         self.blind_options = dict(blind_options or {})
         self.backend = backend
@@ -1009,6 +1062,10 @@ class AllInFocus:
             t0 = time.perf_counter()  # the deblur stage starts after the checks
             self._stage(f"deblur ({self.mode})")
             result.deblur_map = be.to_host(rdeb).astype(np.float32)
+            if self.saturation:
+                sat = saturation_mask(x, backend=be)
+                result.saturated = float(sat.mean())
+                kw["saturated"] = sat
             out = deconvolve_spatially_varying(x, rdeb, method=self.mode, family=self._psf, backend=be, **kw)
             if keep is not False:
                 # the weight follows the map before the radius check (which only rescales blurred radii)

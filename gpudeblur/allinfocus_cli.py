@@ -4,7 +4,7 @@
                          [--layers L] [--save-map M.png|.npy|.tif] [--save-layers DIR]
                          [--report R.json] [--lam X] [--iters N] [--map-uncertainty S,SP]
                          [--keep-in-focus LO,HI|off] [--radius-check on|off]
-                         [--edge-cap on|off] [--backend ...] [--overwrite]
+                         [--edge-cap on|off] [--saturation on|off] [--backend ...] [--overwrite]
 
 Every output path is checked before any work; all writes are atomic.
 """
@@ -84,6 +84,9 @@ def register(subparsers, parents) -> None:
     p.add_argument("--edge-cap", choices=("on", "off"), default=None,
                    help="lower the estimated map's radii where an edge nearby is sharper than that blur allows "
                    "(sv-admm, fast; default on for an estimated map; not with --map)")
+    p.add_argument("--saturation", choices=("on", "off"), default=None,
+                   help="leave clipped highlights (a channel >= 0.98 of white) out of the data term "
+                   "(sv-admm only; default on with sv-admm)")
     p.add_argument("--psf", type=psf_family, default="disc", metavar="disc|gaussian|CALIB.npz",
                    help="PSF family of the map and the deblurring: disc radius, Gaussian sigma, or a lens calibration "
                    ".npz with 'radii' (K,) and 'psfs' (K, H, W) (default disc)")
@@ -166,6 +169,7 @@ def run(args) -> int:
         keep_in_focus=args.keep_in_focus,
         radius_check=args.radius_check != "off",
         edge_cap=args.edge_cap != "off",
+        saturation=None if args.saturation is None else args.saturation == "on",
         estimator_options=est_opts,  # unset ones: the pipeline's defaults (window 51, noise auto, radius 8)
         backend=args.backend,
         progress=stage,

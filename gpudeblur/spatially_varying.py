@@ -96,6 +96,8 @@ class SpatiallyVaryingBlur:
     family : {'disc', 'gaussian'} or callable
         ``family(r) -> psf``.
     boundary : {'reflect', 'periodic'}
+    radius_sigma, spatial_sigma : float
+        Uncertainty of the map (module docstring).
 
     Attributes
     ----------
@@ -145,6 +147,10 @@ class SpatiallyVaryingBlur:
         reflect = boundary == "reflect"
         self.rgrid = xp.pad(rg, pad, mode="edge") if reflect else rg
         self._w = None if w is None else (xp.pad(w, ((0, 0),) + tuple(pad), mode="edge") if reflect else w)
+        #: Values left out of the data term: flat indices into ``(C, Mg, Ng)``
+        #: grid arrays (weight ``m = 0`` there, 1 elsewhere), or None; see :meth:`normal`
+        self.excluded = None
+        self._channels = 1
         self.otfs = [psf2otf(k, self.grid.grid_shape, be, self.dtype) for k in self.psfs]
 
     @property
@@ -159,11 +165,16 @@ class SpatiallyVaryingBlur:
         return _hat(self.rgrid, self.radii[k], self.step, self.be.xp, self.dtype.type)
 
     def mean_otf_abs2(self):
-        """``|H̄|²`` of the weight-averaged PSF (for the preconditioner)."""
+        """``m̄·|H̄|²``, ``H̄`` the OTF of the weight-averaged PSF and ``m̄`` the mean
+        data weight (1 without one): the preconditioner's data symbol."""
         acc = None
-        for share, otf in zip(self._shares(), self.otfs):
+        shares = self._shares()
+        for share, otf in zip(shares, self.otfs):
             acc = share * otf if acc is None else acc + share * otf
-        return (acc.real**2 + acc.imag**2).astype(self.dtype)
+        a2 = acc.real**2 + acc.imag**2
+        if self.excluded is not None:  # Σ_k shares = m̄ (the w_k sum to 1 per pixel)
+            a2 = a2 / max(sum(shares), 1e-12)
+        return a2.astype(self.dtype)
 
     def normal_otf_abs2(self):
         """Fourier symbol of :meth:`normal` when the weights are spatially constant
@@ -177,8 +188,28 @@ class SpatiallyVaryingBlur:
         return acc.astype(self.dtype)
 
     def _shares(self):
+        """Mean of ``m ⊙ w_k`` over the grid (and channels), per bank entry."""
         total = float(np.prod(self.grid_shape))
-        return [float(self.weight(k).sum()) / total for k in range(len(self.otfs))]
+        if self.excluded is None:
+            return [float(self.weight(k).sum()) / total for k in range(len(self.otfs))]
+        C = self._channels
+        pix = self.excluded % int(total)
+        return [(C * float(self.weight(k).sum()) - float(self.weight(k).reshape(-1)[pix].sum())) / (C * total)
+                for k in range(len(self.otfs))]
+
+    def exclude(self, mask):
+        """Leave the values where the ``(C, Mg, Ng)`` bool grid ``mask`` is True out of
+        the data term (None or an all-False mask: keep all)."""
+        xp = self.be.xp
+        self._channels = 1 if mask is None else int(mask.shape[0])
+        idx = None if mask is None else xp.flatnonzero(mask)
+        self.excluded = None if idx is None or idx.size == 0 else idx
+
+    def _masked(self, y):
+        """``m ⊙ y`` for a fresh grid array ``y`` (in place)."""
+        if self.excluded is not None:
+            y.reshape(-1)[self.excluded] = 0
+        return y
 
     def forward(self, f):
         """``H f`` for grid arrays ``(C, Mg, Ng)``."""
@@ -201,17 +232,27 @@ class SpatiallyVaryingBlur:
 
     def normal(self, f):
         """Normal operator of the data term for grid arrays ``(C, Mg, Ng)``: ``HᵀH f``,
-        or for an uncertain map ``Σ_k h_kᵀ (w_k ⊙ (h_k ∗ f))`` (expected misfit; its
-        right-hand side ``Σ_k h_kᵀ (w_k ⊙ g)`` is :meth:`adjoint` of ``g``)."""
+        or for an uncertain map ``Σ_k h_kᵀ (w_k ⊙ (h_k ∗ f))`` (expected misfit).
+        With values :meth:`exclude`-d (weight ``m`` 0 there, 1 elsewhere;
+        misfit ``‖√m ⊙ (H f − g)‖²``): ``Hᵀ(m ⊙ H f)`` and
+        ``Σ_k h_kᵀ (m ⊙ w_k ⊙ (h_k ∗ f))``. The right-hand side is
+        :meth:`data_rhs`; :meth:`forward` and :meth:`adjoint` stay ``H``
+        and ``Hᵀ``."""
         if not self.uncertain:
-            return self.adjoint(self.forward(f))
+            return self.adjoint(self._masked(self.forward(f)))
         fft, kw = self.be.fft, self.be.fft_kwargs()
         F = fft.rfft2(f, **kw)
         acc = None
         for k, otf in enumerate(self.otfs):
-            term = fft.rfft2(self.weight(k) * fft.irfft2(F * otf, s=self.grid_shape, **kw), **kw) * otf.conj()
+            y = self._masked(self.weight(k) * fft.irfft2(F * otf, s=self.grid_shape, **kw))
+            term = fft.rfft2(y, **kw) * otf.conj()
             acc = term if acc is None else acc + term
         return fft.irfft2(acc, s=self.grid_shape, **kw).astype(self.dtype, copy=False)
+
+    def data_rhs(self, g):
+        """Right-hand side of :meth:`normal`'s equations for the data ``g`` (grid arrays):
+        ``Hᵀ(m ⊙ g)`` (``Σ_k h_kᵀ (m ⊙ w_k ⊙ g)`` for an uncertain map)."""
+        return self.adjoint(g if self.excluded is None else self._masked(g.copy()))
 
 
 #: Bank radii reach this many ``radius_sigma`` beyond the map's range.
@@ -335,6 +376,7 @@ def deconvolve_spatially_varying(
     family="disc",
     radius_sigma=0.0,
     spatial_sigma=0.0,
+    saturated=None,
     clip=None,
     callback: Callable[[int], None] | None = None,
     backend=None,
@@ -373,6 +415,14 @@ def deconvolve_spatially_varying(
         distribution; the data term becomes the expected misfit over it
         (``sv-admm``) and the per-radius results are blended by it
         (``fast``). 0 and 0 (default): the map is exact.
+    saturated : bool array, (M, N) or like ``image``, optional
+        Clipped pixels (per pixel, or per pixel and channel), ``sv-admm``
+        only; e.g. :func:`gpudeblur.allinfocus.saturation_mask`. A clipped
+        value only says that the blurred value reached it, so its misfit is
+        one-sided: it counts while ``H f`` is below it and not above (an
+        active set, updated after each ADMM iteration from ``H f``; the
+        expected ``H f`` for an uncertain map). Without this a clipped
+        plateau cannot be fitted and rings around its edge.
     clip : bool or (low, high), optional
     callback : callable, optional
         ``callback(i)`` after each ADMM iteration.
@@ -391,6 +441,11 @@ def deconvolve_spatially_varying(
     t = x.dtype.type
     op = SpatiallyVaryingBlur(r, be, x.dtype, radius_step, family, radius_sigma=radius_sigma, spatial_sigma=spatial_sigma)
     g = op.grid.extend(to_channels_first(x))
+    sat = None
+    if saturated is not None:
+        if method == "fast":
+            raise ValueError("saturated needs method 'sv-admm' (the fast mode's per-radius filters cannot weight pixels)")
+        sat = _saturated_grid(saturated, x, op, be)
     if lam is None:
         lam = max(_LAM_PER_SIGMA * estimate_noise(x, backend=be), _SV_LAM_FLOOR) if method == "sv-admm" else _FAST_LAM
     lam = check_positive(lam, "lam")
@@ -398,7 +453,7 @@ def deconvolve_spatially_varying(
         f = _fast(op, g, lam)
     else:
         rho = check_positive(rho if rho is not None else _SV_RHO_FACTOR * lam, "rho")
-        f = _sv_admm(op, g, lam, rho, num_iter, cg_iter, callback)
+        f = _sv_admm(op, g, lam, rho, num_iter, cg_iter, callback, sat)
     out = op.grid.crop(f)
     if clip is not None and clip is not False:
         lo, hi = (0.0, 1.0) if clip is True else clip
@@ -429,7 +484,42 @@ def _fast(op: SpatiallyVaryingBlur, g, lam):
     return out.astype(op.dtype, copy=False)
 
 
-def _sv_admm(op: SpatiallyVaryingBlur, g, lam, rho, num_iter, cg_iter, callback):
+#: ADMM iterations after which the clipped values' active set is recomputed
+#: (one ``H f`` and one ``Hᵀ`` each). Measured (192² astronaut, two-layer
+#: map 0 / 2.5 / 5 px, 25 highlights and a blown-out patch, 5 % of the
+#: values clipped, σ_n = 1e-3, TV 3e-4, 30 iterations; PSNR against the
+#: clipped sharp image, exact / uncertain (0.5, 3) map): no mask 18.12 /
+#: 19.79 dB; active set updated after every iteration 21.91 / 21.62, after
+#: 1–10 the same at a third of the overhead, after 1, 2, 4, 8, 16 21.69 /
+#: 21.60, every 5th 20.75 / 21.34, only after the first 18.16 / 19.81.
+#: Starting from the mean-PSF inverse of *all* the data (not of the masked
+#: data): 22.09 / 21.63. Not kept: a majorize-minimize target
+#: ``max(g, H f)`` instead of the active set (21.02–21.41 / 20.55–20.69);
+#: 4x the CG steps in the first 10 iterations (22.50 / 21.63, whiter
+#: plateau cores, 1.5x the time); the input's value where the result is
+#: below it on clipped pixels (−0.7 / −0.9 dB: a blurred highlight clips
+#: over a wider area than the sharp one covers).
+_ACTIVE_SET_UPDATES = frozenset(range(1, 11))
+
+
+
+def _saturated_grid(saturated, x, op, be):
+    """The clipped-pixel mask as a ``(C, Mg, Ng)`` bool grid array (edge-extended), or None if nothing is clipped."""
+    xp = be.xp
+    s = be.asarray(saturated)
+    if s.dtype != bool:
+        raise ValueError(f"saturated must be a boolean mask, got dtype {s.dtype}")
+    if tuple(s.shape) not in (tuple(x.shape[:2]), tuple(x.shape)):
+        raise ValueError(f"saturated mask shape {tuple(s.shape)} must be {tuple(x.shape[:2])} or {tuple(x.shape)}")
+    if not bool(s.any()) or bool(s.all()):  # nothing clipped, or nothing else to fit
+        return None
+    if s.ndim == 2 and x.ndim == 3:
+        s = xp.broadcast_to(s[..., None], x.shape)
+    s = xp.ascontiguousarray(to_channels_first(s))
+    return xp.pad(s, ((0, 0),) + tuple(op.grid.pad), mode="edge") if op.grid.boundary == "reflect" else s
+
+
+def _sv_admm(op: SpatiallyVaryingBlur, g, lam, rho, num_iter, cg_iter, callback, sat=None):
     be = op.be
     xp, fft, kw = be.xp, be.fft, be.fft_kwargs()
     kern = be.kernels
@@ -445,14 +535,21 @@ def _sv_admm(op: SpatiallyVaryingBlur, g, lam, rho, num_iter, cg_iter, callback)
         dv = fft.irfft2(fft.rfft2(v, **kw) * d2, s=shape, **kw)  # DᵀD v (periodic)
         return op.normal(v) + t(rho) * dv.astype(op.dtype, copy=False)
 
-    htg = op.adjoint(g)
+    if sat is not None:  # first solve: clipped values out; then one-sided (active where H f < g)
+        op.exclude(sat)
+    htg = op.data_rhs(g)
     ux = xp.zeros_like(g)
     uy = xp.zeros_like(g)
     wx = xp.zeros_like(g)
     wy = xp.zeros_like(g)
     rhs = htg.copy()
-    f = precond(htg)  # start: deconvolution with the mean PSF
+    # start: deconvolution with the mean PSF (of all the data: a clipped plateau starts
+    # bright, not at 0, which a masked problem is slow to fill)
+    f = precond(htg if sat is None else op.adjoint(g))
     for i in range(num_iter):
+        if sat is not None and i in _ACTIVE_SET_UPDATES:
+            op.exclude(sat & (op.forward(f) >= g))
+            htg = op.data_rhs(g)
         if i:
             kern.admm_tv_rhs(htg, wx, wy, rhs, t(rho))
         f, _ = conjugate_gradient(normal, rhs, f, tol=1e-4, maxiter=cg_iter, M=precond)

@@ -224,21 +224,23 @@ def test_map_noise_measured_given_and_floored(natural_rgb):
 
 def test_estimated_map_uses_the_radius_check_tv_weight_and_uncertainty(natural_rgb):
     from gpudeblur.allinfocus import (ESTIMATED_MAP_LAM, KEEP_IN_FOCUS, MAP_UNCERTAINTY, UNCHECKED_MAP_LAM,
-                                      edge_cap, in_focus_weight, radius_check)
+                                      edge_cap, in_focus_weight, radius_check, saturation_mask)
     from gpudeblur.spatially_varying import deconvolve_spatially_varying
 
     rm, y = _scene(natural_rgb)
     rs, ss = MAP_UNCERTAINTY
     given, res_given = AllInFocus(num_iter=5).run(y, radius_map=rm)
     as_est, res_est = AllInFocus(num_iter=5).run(y, radius_map=rm, map_estimated=True)
-    ref_given = deconvolve_spatially_varying(y, rm, num_iter=5)
+    sat = saturation_mask(y)  # sv-admm fits clipped values one-sided (a few here)
+    assert sat.any()
+    ref_given = deconvolve_spatially_varying(y, rm, num_iter=5, saturated=sat)
     capped = edge_cap(y, rm)
     scale = radius_check(y, capped)
     np.testing.assert_array_equal(res_est.radius_scale, scale)
     np.testing.assert_array_equal(res_est.deblur_map, capped * scale)
     assert res_est.report()["edge_capped_fraction"] == float((capped < rm).mean())
     ref_est = deconvolve_spatially_varying(y, capped * scale, num_iter=5, lam=ESTIMATED_MAP_LAM, radius_sigma=rs,
-                                           spatial_sigma=ss)
+                                           spatial_sigma=ss, saturated=sat)
     a = in_focus_weight(capped, *KEEP_IN_FOCUS)[..., None]  # an estimated map keeps the input where it says in focus
     np.testing.assert_allclose(given, ref_given, atol=1e-6)
     np.testing.assert_allclose(as_est, a * y + (1 - a) * ref_est, atol=1e-6)
@@ -263,18 +265,19 @@ def test_estimated_map_uses_the_radius_check_tv_weight_and_uncertainty(natural_r
     np.testing.assert_array_equal(res_over.deblur_map, capped2 * scale2)
     a2 = in_focus_weight(capped2, *KEEP_IN_FOCUS)[..., None]
     ref2 = deconvolve_spatially_varying(y, capped2 * scale2, num_iter=5, lam=ESTIMATED_MAP_LAM, radius_sigma=rs,
-                                        spatial_sigma=ss)
+                                        spatial_sigma=ss, saturated=sat)
     np.testing.assert_allclose(over, a2 * y + (1 - a2) * ref2, atol=1e-6)
     # without the check: the map as it is, with the ringing-robust weight
     unchecked, res_un = AllInFocus(num_iter=5, radius_check=False, edge_cap=False, keep_in_focus=False).run(
         y, radius_map=rm, map_estimated=True)
     np.testing.assert_allclose(unchecked, deconvolve_spatially_varying(y, rm, num_iter=5, lam=UNCHECKED_MAP_LAM,
-                                                                       radius_sigma=rs, spatial_sigma=ss), atol=1e-6)
+                                                                       radius_sigma=rs, spatial_sigma=ss, saturated=sat), atol=1e-6)
     assert res_un.radius_scale is None
     # an explicit setting applies to any map, also for the fast mode
     exact, _ = AllInFocus(num_iter=5, map_uncertainty=(0, 0), keep_in_focus=False, radius_check=False, edge_cap=False).run(
         y, radius_map=rm, map_estimated=True)
-    np.testing.assert_allclose(exact, deconvolve_spatially_varying(y, rm, num_iter=5, lam=UNCHECKED_MAP_LAM), atol=1e-6)
+    np.testing.assert_allclose(exact, deconvolve_spatially_varying(y, rm, num_iter=5, lam=UNCHECKED_MAP_LAM,
+                                                                   saturated=sat), atol=1e-6)
     fast, res_fast = AllInFocus(mode="fast", map_uncertainty=(0.3, 2)).run(y, radius_map=rm)
     np.testing.assert_allclose(fast, deconvolve_spatially_varying(y, rm, method="fast", radius_sigma=0.3, spatial_sigma=2), atol=1e-6)
     assert res_fast.map_uncertainty == (0.3, 2.0)
@@ -766,3 +769,73 @@ def test_default_thresholds_for_calibrations_and_odd_families():
         AllInFocus(psf_family=lambda s: disc(s / 10))
     AllInFocus(psf_family=lambda s: disc(s / 10), keep_in_focus=(0.1, 0.2))  # explicit values need no conversion
     AllInFocus(psf_family=lambda s: disc(s / 10), keep_in_focus=False)
+
+
+# ---------------------------------------------------------------------------
+# clipped highlights
+# ---------------------------------------------------------------------------
+
+
+def test_saturation_mask():
+    from gpudeblur.allinfocus import saturation_mask
+
+    x = np.full((4, 5, 4), 0.5, np.float32)
+    x[0, 0, 0] = 1.0            # red clipped
+    x[1, 1, :3] = 0.985         # all colours at 0.985 ≥ 0.98
+    x[2, 2, 1] = 0.97           # below the level
+    x[..., 3] = 1.0             # an opaque alpha channel is not a highlight
+    m = saturation_mask(x)
+    assert m.dtype == bool and m.shape == x.shape
+    assert m[0, 0, 0] and not m[0, 0, 1] and m[1, 1, :3].all() and not m[2, 2].any() and not m[..., 3].any()
+    assert int(m.sum()) == 4
+    # white point: 1 for [0, 1] images, the maximum otherwise (a 0–255 float image)
+    assert saturation_mask(x[..., :3] * 255)[0, 0, 0]
+    assert not saturation_mask(np.full((3, 3), 0.9)).any()
+    for bad in (0, 1.5, np.nan):
+        with pytest.raises(ValueError, match="level"):
+            saturation_mask(x, level=bad)
+
+
+def test_pipeline_fits_clipped_values_one_sided(natural_rgb):
+    """sv-admm (default): clipped values are fitted one-sided, as the direct call with the
+    mask does; without clipped values the setting changes nothing; fast/blind refuse it."""
+    from gpudeblur.allinfocus import saturation_mask
+    from gpudeblur.spatially_varying import deconvolve_spatially_varying
+
+    rm, y = _scene(natural_rgb)
+    bright = np.clip(y * 1.6, 0, 1)  # ~some % of the values clipped
+    sat = saturation_mask(bright)
+    assert 0.005 < sat.mean() < 0.5
+    out, res = AllInFocus(num_iter=4).run(bright, radius_map=rm)
+    assert res.saturated == pytest.approx(float(sat.mean()))
+    assert res.report()["saturated_fraction"] == pytest.approx(float(sat.mean()))
+    ref = deconvolve_spatially_varying(bright, rm, num_iter=4, saturated=sat)
+    np.testing.assert_array_equal(out, ref)
+    off, res_off = AllInFocus(num_iter=4, saturation=False).run(bright, radius_map=rm)
+    assert res_off.saturated is None and not np.array_equal(out, off)
+    dim = y * 0.8  # nothing clipped: identical either way
+    a, _ = AllInFocus(num_iter=3).run(dim, radius_map=rm)
+    b, _ = AllInFocus(num_iter=3, saturation=False).run(dim, radius_map=rm)
+    np.testing.assert_array_equal(a, b)
+    for mode in ("fast", "blind"):
+        with pytest.raises(ValueError, match="saturation handling needs mode 'sv-admm'"):
+            AllInFocus(mode=mode, saturation=True)
+        assert AllInFocus(mode=mode).saturation is False
+    with pytest.raises(ValueError, match="saturation must be"):
+        AllInFocus(saturation="yes")
+
+
+def test_cli_allinfocus_saturation(tmp_path, natural_rgb):
+    import json
+
+    from gpudeblur import cli
+
+    src, mp, out, rep = _cli_inputs(tmp_path, natural_rgb)
+    for bad in (["maybe"], ["on", "--mode", "fast"]):
+        assert cli.main(["-q", "allinfocus", str(src), str(out), "--map", str(mp), "--saturation", *bad]) == 2
+        assert not out.exists()
+    base = ["-q", "allinfocus", str(src), str(out), "--map", str(mp), "--iters", "2", "--report", str(rep), "--overwrite"]
+    assert cli.main(base) == 0
+    assert json.loads(rep.read_text())["saturated_fraction"] is not None
+    assert cli.main(base + ["--saturation", "off"]) == 0
+    assert json.loads(rep.read_text())["saturated_fraction"] is None
