@@ -372,7 +372,7 @@ def _feathered(a, feather, be):
 
 
 def edge_cap(image, radius_map, *, psf_family="disc", slack=EDGE_CAP_SLACK, noise_sigma=None,
-             window=EDGE_CAP_WINDOW, noise_factor=EDGE_CAP_NOISE_FACTOR, step=0.5, backend=None):
+             window=EDGE_CAP_WINDOW, noise_factor=EDGE_CAP_NOISE_FACTOR, step=0.5, saturated=None, backend=None):
     """Cap an estimated map's radii where an edge is sharper than that blur allows.
 
     A PSF of scale ``r`` blurs a step of contrast ``C`` to a largest slope
@@ -432,6 +432,10 @@ def edge_cap(image, radius_map, *, psf_family="disc", slack=EDGE_CAP_SLACK, nois
     noise_factor : float
     step : float
         Radius grid of the cap.
+    saturated : bool array, (M, N) or like ``image``, optional
+        Clipped values (:func:`saturation_mask`): edges whose contrast
+        window holds one do not count (a clipped plateau under-reads the
+        contrast, so the true slope would look too steep for the blur).
 
     Returns
     -------
@@ -472,7 +476,11 @@ def edge_cap(image, radius_map, *, psf_family="disc", slack=EDGE_CAP_SLACK, nois
     # L is non-increasing in r, so the radii with L(r) >= q are the first `count` of the grid
     count = n - xp.searchsorted(xp.asarray(lsf[::-1].copy()), q, side="left")
     bound = t32(step) * count.astype(np.float32)
-    bound = xp.where(grad > t32(noise_factor * noise_sigma), bound, t32(np.inf))
+    edge = grad > t32(noise_factor * noise_sigma)
+    clipped = _clipped_2d(saturated, x, be)
+    if clipped is not None:  # a clipped plateau under-reads the contrast of the edges around it
+        edge &= ~ndi.maximum_filter(clipped, size=window, mode="nearest")
+    bound = xp.where(edge, bound, t32(np.inf))
     cap = xp.full(r.shape, t32(np.inf))
     ok = xp.ones(r.shape, dtype=bool)
     prev, k_low, low = 0.0, None, None
@@ -486,6 +494,21 @@ def edge_cap(image, radius_map, *, psf_family="disc", slack=EDGE_CAP_SLACK, nois
         ok &= ~fails
         prev = float(rho)
     return to_output(xp.minimum(r, cap).astype(np.float32, copy=False), kind)
+
+
+def _clipped_2d(saturated, x, be):
+    """A clipped-value mask (``(M, N)`` or like the image) as an ``(M, N)`` bool array
+    on ``be`` (any channel clipped), or None when there is none or nothing is clipped."""
+    if saturated is None:
+        return None
+    xp = be.xp
+    s = be.asarray(saturated)
+    if s.dtype != bool or tuple(s.shape) not in (tuple(x.shape[:2]), tuple(x.shape)):
+        raise ValueError(f"saturated must be a boolean mask of shape {tuple(x.shape[:2])} or {tuple(x.shape)}, "
+                         f"got {s.dtype} {tuple(s.shape)}")
+    if s.ndim == 3:
+        s = s.any(axis=2)
+    return s if bool(s.any()) else None
 
 
 def _lsf_peak(psf) -> float:
@@ -504,7 +527,8 @@ def _luminance(x, xp):
 
 def radius_check(image, radius_map, *, psf_family="disc", keep_in_focus=KEEP_IN_FOCUS,
                  map_uncertainty=MAP_UNCERTAINTY, scales=RADIUS_CHECK_SCALES, margin=RADIUS_CHECK_MARGIN,
-                 window=RADIUS_CHECK_WINDOW, smooth=RADIUS_CHECK_SMOOTH, lam=None, noise_sigma=None, backend=None):
+                 window=RADIUS_CHECK_WINDOW, smooth=RADIUS_CHECK_SMOOTH, lam=None, noise_sigma=None, saturated=None,
+                 backend=None):
     """Per-pixel factor (≤ 1) for the radii of an estimated blur map, from the ringing it causes.
 
     Deconvolving with radii that are too large rings: oscillations parallel
@@ -556,6 +580,10 @@ def radius_check(image, radius_map, *, psf_family="disc", keep_in_focus=KEEP_IN_
         Gradient-prior weight of the trial ``fast`` deconvolutions (its default, 0.015).
     noise_sigma : float, optional
         Noise σ (default: measured, at least :data:`NOISE_SIGMA_FLOOR`).
+    saturated : bool array, (M, N) or like ``image``, optional
+        Clipped values (:func:`saturation_mask`): pixels within twice the
+        map's largest radius of one are left out of the ratios (every trial
+        rings around a clipped highlight, whatever the scale).
 
     Returns
     -------
@@ -588,6 +616,10 @@ def radius_check(image, radius_map, *, psf_family="disc", keep_in_focus=KEEP_IN_
         w = xp.ones_like(r)
     else:
         w = 1 - in_focus_weight(r, *_check_keep(KEEP_IN_FOCUS if keep_in_focus is None else keep_in_focus), backend=be)
+    clipped = _clipped_2d(saturated, x, be)
+    if clipped is not None:  # every trial rings around a clipped highlight: no evidence there
+        reach = 2 * int(np.ceil(2 * float(r.max()))) + 1
+        w = w * (~be.ndimage.maximum_filter(clipped, size=reach, mode="nearest")).astype(w.dtype)
     gw = _window_sum(w, window, be)
     gy, gx = xp.gradient(lum)
     energy = _window_sum(w * (gx * gx + gy * gy), window, be)
@@ -1044,11 +1076,13 @@ class AllInFocus:
             result.map_uncertainty = tuple(unc)
             rdeb = rmap
             sigma = None
-            if map_estimated and (self.edge_cap or check):  # one noise measurement for both checks
+            sat = None
+            if map_estimated and (self.edge_cap or check):  # one noise measurement and clip mask for both checks
                 sigma = max(_noise_sigma(x, be), NOISE_SIGMA_FLOOR)
+                sat = saturation_mask(x, backend=be)
             if map_estimated and self.edge_cap:
                 rdeb = self._timed("edge cap", timings, be, edge_cap, x, rmap, psf_family=self._psf,
-                                   noise_sigma=sigma, backend=be)
+                                   noise_sigma=sigma, saturated=sat, backend=be)
                 result.edge_capped = float((rdeb < rmap).mean())
             rkeep = rdeb
             keep = self.keep_in_focus
@@ -1056,14 +1090,16 @@ class AllInFocus:
                 keep = self._keep_default if map_estimated else False
             if check:
                 scale = self._timed("radius check", timings, be, radius_check, x, rdeb, psf_family=self._psf,
-                                    keep_in_focus=keep, map_uncertainty=unc, noise_sigma=sigma, backend=be)
+                                    keep_in_focus=keep, map_uncertainty=unc, noise_sigma=sigma, saturated=sat,
+                                    backend=be)
                 rdeb = rdeb * scale.astype(rdeb.dtype, copy=False)
                 result.radius_scale = be.to_host(scale).astype(np.float32)
             t0 = time.perf_counter()  # the deblur stage starts after the checks
             self._stage(f"deblur ({self.mode})")
             result.deblur_map = be.to_host(rdeb).astype(np.float32)
             if self.saturation:
-                sat = saturation_mask(x, backend=be)
+                if sat is None:
+                    sat = saturation_mask(x, backend=be)
                 result.saturated = float(sat.mean())
                 kw["saturated"] = sat
             out = deconvolve_spatially_varying(x, rdeb, method=self.mode, family=self._psf, backend=be, **kw)

@@ -234,8 +234,8 @@ def test_estimated_map_uses_the_radius_check_tv_weight_and_uncertainty(natural_r
     sat = saturation_mask(y)  # sv-admm fits clipped values one-sided (a few here)
     assert sat.any()
     ref_given = deconvolve_spatially_varying(y, rm, num_iter=5, saturated=sat)
-    capped = edge_cap(y, rm)
-    scale = radius_check(y, capped)
+    capped = edge_cap(y, rm, saturated=sat)
+    scale = radius_check(y, capped, saturated=sat)
     np.testing.assert_array_equal(res_est.radius_scale, scale)
     np.testing.assert_array_equal(res_est.deblur_map, capped * scale)
     assert res_est.report()["edge_capped_fraction"] == float((capped < rm).mean())
@@ -258,8 +258,8 @@ def test_estimated_map_uses_the_radius_check_tv_weight_and_uncertainty(natural_r
     # a map read 2x too large: the check shrinks it, the deconvolution uses cap x scale, the
     # in-focus weight follows the capped map (before the check)
     over, res_over = AllInFocus(num_iter=5).run(y, radius_map=2 * rm, map_estimated=True)
-    capped2 = edge_cap(y, 2 * rm)
-    scale2 = radius_check(y, capped2)
+    capped2 = edge_cap(y, 2 * rm, saturated=sat)
+    scale2 = radius_check(y, capped2, saturated=sat)
     assert (res_over.radius_scale < 0.9).mean() > 0.2
     np.testing.assert_array_equal(res_over.radius_scale, scale2)
     np.testing.assert_array_equal(res_over.deblur_map, capped2 * scale2)
@@ -839,3 +839,29 @@ def test_cli_allinfocus_saturation(tmp_path, natural_rgb):
     assert json.loads(rep.read_text())["saturated_fraction"] is not None
     assert cli.main(base + ["--saturation", "off"]) == 0
     assert json.loads(rep.read_text())["saturated_fraction"] is None
+
+
+def test_checks_ignore_clipped_highlights(natural_rgb):
+    """Clipped highlights in a blurred region: without the mask the edge cap lowers the true
+    radius around them (the clipped plateau under-reads the contrast) and the radius check
+    shrinks it (every trial rings there); with the mask both leave the true map nearly alone."""
+    from gpudeblur.allinfocus import edge_cap, radius_check, saturation_mask
+
+    rng = np.random.default_rng(5)
+    s = natural_rgb.astype(np.float64).copy()
+    M, N = s.shape[:2]
+    rm = np.full((M, N), 4.0)
+    for _ in range(10):
+        cy, cx = rng.integers(6, M - 6, 2)
+        s[cy - 2:cy + 3, cx - 2:cx + 3] = rng.uniform(3, 6)
+    y = blur_spatially_varying(s, rm, dtype="float64")
+    y = np.clip(np.clip(y, 0, 1) + 1e-3 * rng.standard_normal(y.shape), 0, 1)
+    sat = saturation_mask(y)
+    assert 0.01 < sat.any(axis=2).mean() < 0.3
+    plain, masked = edge_cap(y, rm), edge_cap(y, rm, saturated=sat)
+    assert (plain < 4).mean() > 2 * max((masked < 4).mean(), 0.005), ((plain < 4).mean(), (masked < 4).mean())
+    sc_plain, sc_masked = radius_check(y, rm), radius_check(y, rm, saturated=sat)
+    assert sc_masked.mean() > 0.97 and sc_masked.mean() > sc_plain.mean()
+    np.testing.assert_array_equal(edge_cap(y, rm, saturated=np.zeros((M, N), bool)), plain)  # nothing clipped
+    with pytest.raises(ValueError, match="saturated must be a boolean mask"):
+        edge_cap(y, rm, saturated=np.zeros((M, N)))
