@@ -501,7 +501,6 @@ def _clipped_2d(saturated, x, be):
     on ``be`` (any channel clipped), or None when there is none or nothing is clipped."""
     if saturated is None:
         return None
-    xp = be.xp
     s = be.asarray(saturated)
     if s.dtype != bool or tuple(s.shape) not in (tuple(x.shape[:2]), tuple(x.shape)):
         raise ValueError(f"saturated must be a boolean mask of shape {tuple(x.shape[:2])} or {tuple(x.shape)}, "
