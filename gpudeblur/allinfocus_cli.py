@@ -85,7 +85,8 @@ def register(subparsers, parents) -> None:
                    help="lower the estimated map's radii where an edge nearby is sharper than that blur allows "
                    "(sv-admm, fast; default on for an estimated map; not with --map)")
     p.add_argument("--saturation", choices=("on", "off"), default=None,
-                   help="leave clipped highlights (a channel >= 0.98 of white) out of the data term "
+                   help="fit clipped highlights (a channel >= 0.995 of white) one-sided: they count only while the "
+                   "model stays below them "
                    "(sv-admm only; default on with sv-admm)")
     p.add_argument("--psf", type=psf_family, default="disc", metavar="disc|gaussian|CALIB.npz",
                    help="PSF family of the map and the deblurring: disc radius, Gaussian sigma, or a lens calibration "

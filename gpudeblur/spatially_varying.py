@@ -455,6 +455,10 @@ def deconvolve_spatially_varying(
         rho = check_positive(rho if rho is not None else _SV_RHO_FACTOR * lam, "rho")
         f = _sv_admm(op, g, lam, rho, num_iter, cg_iter, callback, sat)
     out = op.grid.crop(f)
+    if sat is not None:
+        # clipped in, clipped out: the data bound those values only from below, so
+        # whatever the fit put above the image's white there is unobserved
+        out = xp.where(op.grid.crop(sat), xp.minimum(out, x.max()), out)
     if clip is not None and clip is not False:
         lo, hi = (0.0, 1.0) if clip is True else clip
         out = xp.clip(out, t(lo), t(hi))

@@ -781,8 +781,8 @@ def test_saturation_mask():
 
     x = np.full((4, 5, 4), 0.5, np.float32)
     x[0, 0, 0] = 1.0            # red clipped
-    x[1, 1, :3] = 0.985         # all colours at 0.985 ≥ 0.98
-    x[2, 2, 1] = 0.97           # below the level
+    x[1, 1, :3] = 0.996         # all colours at 0.996 ≥ 0.995
+    x[2, 2, 1] = 0.99           # below the level
     x[..., 3] = 1.0             # an opaque alpha channel is not a highlight
     m = saturation_mask(x)
     assert m.dtype == bool and m.shape == x.shape
