@@ -1079,13 +1079,11 @@ class AllInFocus:
             result.map_uncertainty = tuple(unc)
             rdeb = rmap
             sigma = None
-            sat = None
-            if map_estimated and (self.edge_cap or check):  # one noise measurement and clip mask for both checks
+            if map_estimated and (self.edge_cap or check):  # one noise measurement for both checks
                 sigma = max(_noise_sigma(x, be), NOISE_SIGMA_FLOOR)
-                sat = saturation_mask(x, backend=be)
             if map_estimated and self.edge_cap:
                 rdeb = self._timed("edge cap", timings, be, edge_cap, x, rmap, psf_family=self._psf,
-                                   noise_sigma=sigma, saturated=sat, backend=be)
+                                   noise_sigma=sigma, backend=be)
                 result.edge_capped = float((rdeb < rmap).mean())
             rkeep = rdeb
             keep = self.keep_in_focus
@@ -1093,16 +1091,14 @@ class AllInFocus:
                 keep = self._keep_default if map_estimated else False
             if check:
                 scale = self._timed("radius check", timings, be, radius_check, x, rdeb, psf_family=self._psf,
-                                    keep_in_focus=keep, map_uncertainty=unc, noise_sigma=sigma, saturated=sat,
-                                    backend=be)
+                                    keep_in_focus=keep, map_uncertainty=unc, noise_sigma=sigma, backend=be)
                 rdeb = rdeb * scale.astype(rdeb.dtype, copy=False)
                 result.radius_scale = be.to_host(scale).astype(np.float32)
             t0 = time.perf_counter()  # the deblur stage starts after the checks
             self._stage(f"deblur ({self.mode})")
             result.deblur_map = be.to_host(rdeb).astype(np.float32)
             if self.saturation:
-                if sat is None:
-                    sat = saturation_mask(x, backend=be)
+                sat = saturation_mask(x, backend=be)
                 result.saturated = float(sat.mean())
                 kw["saturated"] = sat
             out = deconvolve_spatially_varying(x, rdeb, method=self.mode, family=self._psf, backend=be, **kw)
