@@ -1079,11 +1079,14 @@ class AllInFocus:
             result.map_uncertainty = tuple(unc)
             rdeb = rmap
             sigma = None
+            sat = None
             if map_estimated and (self.edge_cap or check):  # one noise measurement for both checks
                 sigma = max(_noise_sigma(x, be), NOISE_SIGMA_FLOOR)
+            if map_estimated and self.edge_cap:  # the edge cap skips the rims of clipped plateaus
+                sat = saturation_mask(x, backend=be)
             if map_estimated and self.edge_cap:
                 rdeb = self._timed("edge cap", timings, be, edge_cap, x, rmap, psf_family=self._psf,
-                                   noise_sigma=sigma, backend=be)
+                                   noise_sigma=sigma, saturated=sat, backend=be)
                 result.edge_capped = float((rdeb < rmap).mean())
             rkeep = rdeb
             keep = self.keep_in_focus
@@ -1098,7 +1101,8 @@ class AllInFocus:
             self._stage(f"deblur ({self.mode})")
             result.deblur_map = be.to_host(rdeb).astype(np.float32)
             if self.saturation:
-                sat = saturation_mask(x, backend=be)
+                if sat is None:
+                    sat = saturation_mask(x, backend=be)
                 result.saturated = float(sat.mean())
                 kw["saturated"] = sat
             out = deconvolve_spatially_varying(x, rdeb, method=self.mode, family=self._psf, backend=be, **kw)

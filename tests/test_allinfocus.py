@@ -234,7 +234,7 @@ def test_estimated_map_uses_the_radius_check_tv_weight_and_uncertainty(natural_r
     sat = saturation_mask(y)  # sv-admm fits clipped values one-sided (a few here)
     assert sat.any()
     ref_given = deconvolve_spatially_varying(y, rm, num_iter=5, saturated=sat)
-    capped = edge_cap(y, rm)
+    capped = edge_cap(y, rm, saturated=sat)
     scale = radius_check(y, capped)
     np.testing.assert_array_equal(res_est.radius_scale, scale)
     np.testing.assert_array_equal(res_est.deblur_map, capped * scale)
@@ -258,7 +258,7 @@ def test_estimated_map_uses_the_radius_check_tv_weight_and_uncertainty(natural_r
     # a map read 2x too large: the check shrinks it, the deconvolution uses cap x scale, the
     # in-focus weight follows the capped map (before the check)
     over, res_over = AllInFocus(num_iter=5).run(y, radius_map=2 * rm, map_estimated=True)
-    capped2 = edge_cap(y, 2 * rm)
+    capped2 = edge_cap(y, 2 * rm, saturated=sat)
     scale2 = radius_check(y, capped2)
     assert (res_over.radius_scale < 0.9).mean() > 0.2
     np.testing.assert_array_equal(res_over.radius_scale, scale2)
