@@ -483,7 +483,7 @@ def edge_cap(image, radius_map, *, psf_family="disc", slack=EDGE_CAP_SLACK, nois
     edge = grad > t32(noise_factor * noise_sigma)
     clipped = _clipped_2d(saturated, x, be)
     if clipped is not None:  # a clipped plateau under-reads the contrast of the edges at its rim
-        edge &= ~ndi.maximum_filter(clipped, size=2 * EDGE_CAP_CLIP_REACH + 1, mode="nearest")
+        edge &= ndi.maximum_filter(clipped, size=2 * EDGE_CAP_CLIP_REACH + 1, mode="nearest") == 0
     bound = xp.where(edge, bound, t32(np.inf))
     cap = xp.full(r.shape, t32(np.inf))
     ok = xp.ones(r.shape, dtype=bool)
@@ -501,8 +501,8 @@ def edge_cap(image, radius_map, *, psf_family="disc", slack=EDGE_CAP_SLACK, nois
 
 
 def _clipped_2d(saturated, x, be):
-    """A clipped-value mask (``(M, N)`` or like the image) as an ``(M, N)`` bool array
-    on ``be`` (any channel clipped), or None when there is none or nothing is clipped."""
+    """A clipped-value mask (``(M, N)`` or like the image) as an ``(M, N)`` uint8 array
+    on ``be`` (1: any channel clipped), or None when there is none or nothing is clipped."""
     if saturated is None:
         return None
     s = be.asarray(saturated)
@@ -511,7 +511,8 @@ def _clipped_2d(saturated, x, be):
                          f"got {s.dtype} {tuple(s.shape)}")
     if s.ndim == 3:
         s = s.any(axis=2)
-    return s if bool(s.any()) else None
+    # uint8 for the max filters (cupyx.scipy.ndimage's filters are not documented for bool)
+    return s.astype(np.uint8) if bool(s.any()) else None
 
 
 def _lsf_peak(psf) -> float:
@@ -622,7 +623,7 @@ def radius_check(image, radius_map, *, psf_family="disc", keep_in_focus=KEEP_IN_
     clipped = _clipped_2d(saturated, x, be)
     if clipped is not None:  # every trial rings around a clipped highlight: no evidence there
         reach = 2 * int(np.ceil(2 * float(r.max()))) + 1
-        w = w * (~be.ndimage.maximum_filter(clipped, size=reach, mode="nearest")).astype(w.dtype)
+        w = w * (be.ndimage.maximum_filter(clipped, size=reach, mode="nearest") == 0).astype(w.dtype)
     gw = _window_sum(w, window, be)
     gy, gx = xp.gradient(lum)
     energy = _window_sum(w * (gx * gx + gy * gy), window, be)
