@@ -656,9 +656,10 @@ def saturation_mask(image, level=SATURATION_LEVEL, backend=None):
     """Clipped pixels of ``image``: True where a colour channel is at least
     ``level`` times the white point (per pixel and channel).
 
-    The white point is 1 for images within [0, 1] (what
-    :func:`gpudeblur.io.read_image` returns) and the image's maximum
-    otherwise; channels beyond the third (alpha) are never clipped. For
+    The white point is 1 for float images within [0, 1] (what
+    :func:`gpudeblur.io.read_image` returns), the type's maximum for integer
+    arrays (255 for uint8) and the image's maximum for other float images;
+    channels beyond the third (alpha) are never clipped. For
     ``deconvolve_spatially_varying(..., saturated=)``: a clipped value only
     bounds the blurred value from below, so ``sv-admm`` fits it one-sided
     instead of ringing around a plateau it cannot explain.
@@ -672,10 +673,14 @@ def saturation_mask(image, level=SATURATION_LEVEL, backend=None):
         raise ValueError(f"level must be in (0, 1], got {level!r}")
     be = get_backend(backend, like=image)
     xp = be.xp
+    dtype = getattr(image, "dtype", None)
     x, kind = as_backend_array(image, be)
     check_image(x, xp)
     colour = x[..., :3] if x.ndim == 3 else x
-    white = max(float(colour.max()), 1.0)
+    if dtype is not None and np.issubdtype(dtype, np.integer):
+        white = float(np.iinfo(dtype).max)  # an integer image's own full scale, not its brightest pixel
+    else:
+        white = max(float(colour.max()), 1.0)
     mask = x >= np.float32(level * white)
     if x.ndim == 3 and x.shape[2] > 3:
         mask[..., 3:] = False

@@ -206,7 +206,8 @@ class SpatiallyVaryingBlur:
         self.excluded = None if idx is None or idx.size == 0 else idx
 
     def _masked(self, y):
-        """``m ⊙ y`` for a fresh grid array ``y`` (in place)."""
+        """``m ⊙ y`` for a fresh grid array ``y`` (in place: ``y`` must be C-contiguous,
+        or the write through ``reshape`` would go to a copy)."""
         if self.excluded is not None:
             y.reshape(-1)[self.excluded] = 0
         return y
@@ -420,7 +421,7 @@ def deconvolve_spatially_varying(
         only; e.g. :func:`gpudeblur.allinfocus.saturation_mask`. A clipped
         value only says that the blurred value reached it, so its misfit is
         one-sided: it counts while ``H f`` is below it and not above (an
-        active set, updated after each ADMM iteration from ``H f``; the
+        active set, updated after each of the first ADMM iterations from ``H f``; the
         expected ``H f`` for an uncertain map). Without this a clipped
         plateau cannot be fitted and rings around its edge.
     clip : bool or (low, high), optional
@@ -457,8 +458,9 @@ def deconvolve_spatially_varying(
     out = op.grid.crop(f)
     if sat is not None:
         # clipped in, clipped out: the data bound those values only from below, so
-        # whatever the fit put above the image's white there is unobserved
-        out = xp.where(op.grid.crop(sat), xp.minimum(out, x.max()), out)
+        # whatever the fit put above the clipped level there is unobserved
+        s_img = op.grid.crop(sat)
+        out = xp.where(s_img, xp.minimum(out, to_channels_first(x)[s_img].max()), out)
     if clip is not None and clip is not False:
         lo, hi = (0.0, 1.0) if clip is True else clip
         out = xp.clip(out, t(lo), t(hi))
@@ -506,7 +508,6 @@ def _fast(op: SpatiallyVaryingBlur, g, lam):
 _ACTIVE_SET_UPDATES = frozenset(range(1, 11))
 
 
-
 def _saturated_grid(saturated, x, op, be):
     """The clipped-pixel mask as a ``(C, Mg, Ng)`` bool grid array (edge-extended), or None if nothing is clipped."""
     xp = be.xp
@@ -514,13 +515,15 @@ def _saturated_grid(saturated, x, op, be):
     if s.dtype != bool:
         raise ValueError(f"saturated must be a boolean mask, got dtype {s.dtype}")
     if tuple(s.shape) not in (tuple(x.shape[:2]), tuple(x.shape)):
-        raise ValueError(f"saturated mask shape {tuple(s.shape)} must be {tuple(x.shape[:2])} or {tuple(x.shape)}")
+        shapes = str(tuple(x.shape[:2])) + ("" if x.ndim == 2 else f" or {tuple(x.shape)}")
+        raise ValueError(f"saturated mask shape {tuple(s.shape)} must be {shapes}")
     if not bool(s.any()) or bool(s.all()):  # nothing clipped, or nothing else to fit
         return None
     if s.ndim == 2 and x.ndim == 3:
         s = xp.broadcast_to(s[..., None], x.shape)
     s = xp.ascontiguousarray(to_channels_first(s))
-    return xp.pad(s, ((0, 0),) + tuple(op.grid.pad), mode="edge") if op.grid.boundary == "reflect" else s
+    # padded as BlurOperator.extend pads the data
+    return xp.pad(s, ((0, 0),) + tuple(op.grid.pad), mode="symmetric") if op.grid.boundary == "reflect" else s
 
 
 def _sv_admm(op: SpatiallyVaryingBlur, g, lam, rho, num_iter, cg_iter, callback, sat=None):
@@ -539,17 +542,18 @@ def _sv_admm(op: SpatiallyVaryingBlur, g, lam, rho, num_iter, cg_iter, callback,
         dv = fft.irfft2(fft.rfft2(v, **kw) * d2, s=shape, **kw)  # DᵀD v (periodic)
         return op.normal(v) + t(rho) * dv.astype(op.dtype, copy=False)
 
+    # start: deconvolution with the mean PSF, of all the data (a clipped plateau then
+    # starts bright, not at 0, which the masked problem is slow to fill)
+    f = precond(op.adjoint(g))
     if sat is not None:  # first solve: clipped values out; then one-sided (active where H f < g)
         op.exclude(sat)
+        pre_denom = op.normal_otf_abs2() + t(rho) * d2  # the shares of the values that count (read by precond)
     htg = op.data_rhs(g)
     ux = xp.zeros_like(g)
     uy = xp.zeros_like(g)
     wx = xp.zeros_like(g)
     wy = xp.zeros_like(g)
     rhs = htg.copy()
-    # start: deconvolution with the mean PSF (of all the data: a clipped plateau starts
-    # bright, not at 0, which a masked problem is slow to fill)
-    f = precond(htg if sat is None else op.adjoint(g))
     for i in range(num_iter):
         if sat is not None and i in _ACTIVE_SET_UPDATES:
             op.exclude(sat & (op.forward(f) >= g))

@@ -790,6 +790,11 @@ def test_saturation_mask():
     assert int(m.sum()) == 4
     # white point: 1 for [0, 1] images, the maximum otherwise (a 0–255 float image)
     assert saturation_mask(x[..., :3] * 255)[0, 0, 0]
+    # integer arrays: the type's full scale (a dark uint8 photo has no clipped pixel)
+    u = (x[..., :3] * 191).astype(np.uint8)
+    assert not saturation_mask(u).any()
+    u[0, 0, 1] = 255
+    assert saturation_mask(u)[0, 0, 1] and int(saturation_mask(u).sum()) == 1
     assert not saturation_mask(np.full((3, 3), 0.9)).any()
     for bad in (0, 1.5, np.nan):
         with pytest.raises(ValueError, match="level"):
@@ -863,5 +868,13 @@ def test_checks_ignore_clipped_highlights(natural_rgb):
     sc_plain, sc_masked = radius_check(y, rm), radius_check(y, rm, saturated=sat)
     assert sc_masked.mean() > 0.97 and sc_masked.mean() > sc_plain.mean()
     np.testing.assert_array_equal(edge_cap(y, rm, saturated=np.zeros((M, N), bool)), plain)  # nothing clipped
+    # a value clipped in one channel counts for the pixel
+    one = np.zeros_like(sat)
+    one[..., 1] = sat.any(axis=2)
+    np.testing.assert_array_equal(edge_cap(y, rm, saturated=one), masked)
+    # the pipeline gives its clip mask to the edge cap (estimated maps), not to the radius check
+    _, res = AllInFocus(mode="fast").run(y, radius_map=rm, map_estimated=True)
+    assert res.edge_capped == float((masked < rm).mean()) < float((plain < rm).mean())
+    np.testing.assert_array_equal(res.radius_scale, radius_check(y, masked))
     with pytest.raises(ValueError, match="saturated must be a boolean mask"):
         edge_cap(y, rm, saturated=np.zeros((M, N)))
