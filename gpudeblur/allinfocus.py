@@ -45,7 +45,8 @@ import numpy as np
 
 from ._backend import array_module, as_backend_array, get_backend, is_cupy_array, to_output
 from ._validate import check_choice, check_image, check_positive, check_positive_int
-from .spatially_varying import _FAMILIES, check_radius_map, check_uncertainty, deconvolve_spatially_varying
+from .spatially_varying import (_FAMILIES, check_radius_map, check_saturated, check_uncertainty,
+                                deconvolve_spatially_varying)
 
 __all__ = ["AllInFocus", "AllInFocusResult", "split_layers", "compose_layers", "in_focus_weight", "disc_equivalent",
            "family_function", "radius_check", "edge_cap", "saturation_mask"]
@@ -505,10 +506,7 @@ def _clipped_2d(saturated, x, be):
     on ``be`` (1: any channel clipped), or None when there is none or nothing is clipped."""
     if saturated is None:
         return None
-    s = be.asarray(saturated)
-    if s.dtype != bool or tuple(s.shape) not in (tuple(x.shape[:2]), tuple(x.shape)):
-        raise ValueError(f"saturated must be a boolean mask of shape {tuple(x.shape[:2])} or {tuple(x.shape)}, "
-                         f"got {s.dtype} {tuple(s.shape)}")
+    s = check_saturated(saturated, x, be)
     if s.ndim == 3:
         s = s.any(axis=2)
     # uint8 for the max filters (cupyx.scipy.ndimage's filters are not documented for bool)
@@ -1088,9 +1086,8 @@ class AllInFocus:
             sat = None
             if map_estimated and (self.edge_cap or check):  # one noise measurement for both checks
                 sigma = max(_noise_sigma(x, be), NOISE_SIGMA_FLOOR)
-            if map_estimated and self.edge_cap:  # the edge cap skips the rims of clipped plateaus
+            if map_estimated and self.edge_cap:  # it skips the rims of clipped plateaus
                 sat = saturation_mask(x, backend=be)
-            if map_estimated and self.edge_cap:
                 rdeb = self._timed("edge cap", timings, be, edge_cap, x, rmap, psf_family=self._psf,
                                    noise_sigma=sigma, saturated=sat, backend=be)
                 result.edge_capped = float((rdeb < rmap).mean())

@@ -64,6 +64,7 @@ from .restoration import _LAM_PER_SIGMA, estimate_noise
 from .solvers import conjugate_gradient
 
 __all__ = ["SpatiallyVaryingBlur", "deconvolve_spatially_varying", "blur_spatially_varying", "check_radius_map",
+           "check_saturated",
            "check_uncertainty", "MAX_RADIUS_SIGMA"]
 
 _FAMILIES = {"disc": _psf.disc, "gaussian": _psf.gaussian}
@@ -80,6 +81,18 @@ def check_radius_map(radius_map, shape, xp, name="radius map"):
     if bool((radius_map < 0).any()):
         raise ValueError(f"{name} has negative radii")
     return radius_map
+
+
+def check_saturated(saturated, image, be):
+    """A clipped-value mask as a boolean array on ``be``: shape ``(M, N)`` or the
+    image's (one-line ``ValueError`` otherwise)."""
+    s = be.asarray(saturated)
+    if s.dtype != bool:
+        raise ValueError(f"saturated must be a boolean mask, got dtype {s.dtype}")
+    if tuple(s.shape) not in (tuple(image.shape[:2]), tuple(image.shape)):
+        shapes = str(tuple(image.shape[:2])) + ("" if image.ndim == 2 else f" or {tuple(image.shape)}")
+        raise ValueError(f"saturated mask shape {tuple(s.shape)} must be {shapes}")
+    return s
 
 
 class SpatiallyVaryingBlur:
@@ -514,12 +527,7 @@ def _saturated_grid(saturated, x, op, be):
     """The clipped-value mask as a ``(C, Mg, Ng)`` bool grid array (padded like the data), or None
     if nothing (or everything) is clipped."""
     xp = be.xp
-    s = be.asarray(saturated)
-    if s.dtype != bool:
-        raise ValueError(f"saturated must be a boolean mask, got dtype {s.dtype}")
-    if tuple(s.shape) not in (tuple(x.shape[:2]), tuple(x.shape)):
-        shapes = str(tuple(x.shape[:2])) + ("" if x.ndim == 2 else f" or {tuple(x.shape)}")
-        raise ValueError(f"saturated mask shape {tuple(s.shape)} must be {shapes}")
+    s = check_saturated(saturated, x, be)
     if not bool(s.any()) or bool(s.all()):  # nothing clipped, or nothing else to fit
         return None
     if s.ndim == 2 and x.ndim == 3:
