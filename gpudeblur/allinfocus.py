@@ -90,6 +90,14 @@ EDGE_CAP_WINDOW = 17
 EDGE_CAP_NOISE_FACTOR = 8.0
 #: Edges within this many px (square) of a clipped value are not used by the edge cap.
 EDGE_CAP_CLIP_REACH = 2
+#: The check needs the full grid: run on 2×2 means (radii, windows, noise
+#: and the trials' λ scaled; 6x faster) it leaves the bench's 6 scenes
+#: alone and CUHK 0223 nearly so (mean radius change 0.03 px), but it
+#: misses the over-read radii of the sharp photos (ringing of a 2.5–5 px
+#: disc is near the coarse grid's Nyquist): astronaut / coffee / rocket
+#: 42.74 / 57.05 / 44.65 → 41.31 / 53.89 / 40.91 dB; margins 0.03–0.07
+#: there trade the sharp photos against the camera scenes, none matches
+#: the full grid on both (session 12).
 RADIUS_CHECK_SCALES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 RADIUS_CHECK_MARGIN = 0.1
 RADIUS_CHECK_WINDOW = 40.0
@@ -151,7 +159,18 @@ MAP_WINDOW = 51
 #: the TV weight falls (at 3e-4: 27.28 / 25.77). radius_sigma 0.3/0.4/0.45/0.5
 #: and spatial_sigma 2/3/4/8 were tried at 3e-4: flat within ±0.2 dB, 0.5 and 3
 #: never fell below the input on any of the 14 scenes. ``fast`` blends its
-#: per-radius results by the same weights (26.39 → 26.57 dB).
+#: per-radius results by the same weights (26.39 → 26.57 dB). Re-measured
+#: with the edge cap, the radius check and ``keep_in_focus`` (session 12,
+#: ``sv-admm``, mean dB over the input, bench 6 / 8 more / the 5 sharp
+#: 256² photos of the "No blur" bench, whose input is 60 dB): (0.5, 3)
+#: +3.02 / +1.46 / −13.5; (0.4, 3) +3.24 / +1.59 / −14.9; (0.3, 3) +3.43 /
+#: +1.73 / −16.6; (0.25, 2) +3.51 / +1.75 / −16.9. A split spread, σ
+#: below / above the map's value (spatial 3), moves along the same line:
+#: 0.1 / 0.5 +3.54 / +1.83 / −18.7, 0.25 / 0.75 +3.27 / +1.67 / −16.5;
+#: 0.5 / 0.25 and 0.5 / 0.1 lost 0.07–0.6 dB against (0.5, 3) on the
+#: first three bench scenes (not run further). The spread below the
+#: map's value protects the sharp photos (their radii are over-read) and
+#: costs the blurred scenes, so it stays at 0.5.
 MAP_UNCERTAINTY = (0.5, 3.0)
 #: A pixel counts as clipped (:func:`saturation_mask`) where one of its
 #: colour channels reaches this fraction of the white point (1 for images
