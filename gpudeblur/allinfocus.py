@@ -46,7 +46,7 @@ import numpy as np
 from ._backend import array_module, as_backend_array, get_backend, is_cupy_array, to_output
 from ._validate import check_choice, check_image, check_positive, check_positive_int
 from .spatially_varying import (_FAMILIES, check_radius_map, check_saturated, check_uncertainty,
-                                deconvolve_spatially_varying)
+                                deconvolve_fast_scaled, deconvolve_spatially_varying)
 
 __all__ = ["AllInFocus", "AllInFocusResult", "split_layers", "compose_layers", "in_focus_weight", "disc_equivalent",
            "family_function", "radius_check", "edge_cap", "saturation_mask"]
@@ -558,7 +558,10 @@ def radius_check(image, radius_map, *, psf_family="disc", keep_in_focus=KEEP_IN_
     gradients, and the normalized sparsity ``ℓ1/ℓ2`` of the gradient
     magnitude (Krishnan, Tay & Fergus 2011) is lowest near the right scale.
     Here the luminance is deconvolved (``fast`` mode, cheap) with the map
-    multiplied by each of ``scales``; around each pixel the ratio
+    multiplied by each of ``scales`` (the trials share one FFT grid and
+    each bank radius's filtering:
+    :func:`~gpudeblur.spatially_varying.deconvolve_fast_scaled`); around
+    each pixel the ratio
     ``Σ w|∇f| / sqrt(Σ w|∇f|² · Σ w)`` is taken over a Gaussian window of
     ``window`` px, with ``w`` the out-of-focus weight
     (``1 − in_focus_weight``; all pixels when ``keep_in_focus`` is False).
@@ -647,9 +650,9 @@ def radius_check(image, radius_map, *, psf_family="disc", keep_in_focus=KEEP_IN_
     judged = (gw > t(1e-3)) & (energy > t((3 * sigma) ** 2) * gw)
     family = family_function(psf_family)
     lowest = best = None
-    for s in scales:  # running minimum: two maps instead of one per scale
-        f = deconvolve_spatially_varying(lum, r * t(s), method="fast", lam=lam, family=family, radius_sigma=rs,
-                                         spatial_sigma=ss, backend=be)
+    trials = deconvolve_fast_scaled(lum, r, scales, lam=lam, family=family, radius_sigma=rs, spatial_sigma=ss,
+                                    backend=be)
+    for s, f in trials:  # running minimum: two maps instead of one per scale
         gy, gx = xp.gradient(f)
         a = xp.sqrt(gx * gx + gy * gy)
         l1 = _window_sum(w * a, window, be)

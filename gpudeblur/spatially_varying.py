@@ -63,7 +63,8 @@ from .operators import laplacian_otf_abs2
 from .restoration import _LAM_PER_SIGMA, estimate_noise
 from .solvers import conjugate_gradient
 
-__all__ = ["SpatiallyVaryingBlur", "deconvolve_spatially_varying", "blur_spatially_varying", "check_radius_map",
+__all__ = ["SpatiallyVaryingBlur", "deconvolve_spatially_varying", "deconvolve_fast_scaled", "blur_spatially_varying",
+           "check_radius_map",
            "check_saturated",
            "check_uncertainty", "MAX_RADIUS_SIGMA"]
 
@@ -130,36 +131,16 @@ class SpatiallyVaryingBlur:
         self.radius_sigma, self.spatial_sigma = check_uncertainty(radius_sigma, spatial_sigma)
         #: True when the map is treated as uncertain (expected-misfit data term)
         self.uncertain = self.radius_sigma > 0 or self.spatial_sigma > 0
-        self.family = _FAMILIES[family] if isinstance(family, str) and family in _FAMILIES else family
-        if not callable(self.family):
-            raise ValueError(f"unknown PSF family {family!r}; expected 'disc', 'gaussian' or a callable")
-        rmax = float(radius_map.max()) + _SIGMA_TAIL * self.radius_sigma
-        rmin = max(0.0, float(radius_map.min()) - _SIGMA_TAIL * self.radius_sigma)
-        k_lo = int(math.floor(rmin / self.step))
-        k_hi = int(math.ceil(rmax / self.step))
-        radii = np.arange(k_lo, k_hi + 1) * self.step
+        self.family = _family(family)
         rg = radius_map.astype(self.dtype, copy=False)
-        w = None
-        if self.uncertain:
-            # stored (K, M, N): the pooled weights are not a function of r(x) alone
-            w = _uncertain_weights(rg, radii, self.step, self.radius_sigma, self.spatial_sigma, be, self.dtype)
-            keep = [i for i in range(len(radii)) if float(w[i].max()) > _W_MIN]
-            if len(keep) < len(radii):
-                w = w[keep]
-                w /= w.sum(axis=0)  # the dropped tails (< _W_MIN each) spread back
-        else:
-            # keep only radii whose weight is non-zero somewhere
-            keep = [i for i, r in enumerate(radii) if bool((xp.abs(rg - r) < self.step).any())]
-        self.radii = radii[keep]
+        self.radii, w = _bank(rg, self.step, self.radius_sigma, self.spatial_sigma, be, self.dtype)
         self.psfs = [self.family(float(r)) for r in self.radii]
         big = max(self.psfs, key=lambda k: k.shape[0] * k.shape[1])
         M, N = radius_map.shape
         self.grid = BlurOperator(big, (M, N), be, self.dtype, boundary=boundary, taper=True)
         # radius map on the grid (edge-extended); hat weights are computed on the fly
-        pad = self.grid.pad
-        reflect = boundary == "reflect"
-        self.rgrid = xp.pad(rg, pad, mode="edge") if reflect else rg
-        self._w = None if w is None else (xp.pad(w, ((0, 0),) + tuple(pad), mode="edge") if reflect else w)
+        self.rgrid = _on_grid(rg, self.grid, boundary, xp)
+        self._w = None if w is None else _on_grid(w, self.grid, boundary, xp)
         #: Values left out of the data term: flat indices into ``(C, Mg, Ng)``
         #: grid arrays (weight ``m = 0`` there, 1 elsewhere), or None; see :meth:`normal`
         self.excluded = None
@@ -278,6 +259,40 @@ _W_MIN = 1e-3
 #: ±16 px around every radius, which no defocus estimate needs.
 MAX_RADIUS_SIGMA = 4.0
 _GAUSS_TRUNCATE = 3.5
+
+
+def _bank(rmap, step, radius_sigma, spatial_sigma, be, dtype):
+    """Bank radii in use for the map ``rmap`` and, for an uncertain map, their
+    ``(K, M, N)`` weights (None: the hat weights of ``rmap``, computed on the fly).
+
+    The bank spans the map's range plus :data:`_SIGMA_TAIL` ``radius_sigma``
+    on either side; entries whose weight is nowhere above :data:`_W_MIN`
+    (uncertain) or zero everywhere (exact) are left out.
+    """
+    xp = be.xp
+    rmax = float(rmap.max()) + _SIGMA_TAIL * radius_sigma
+    rmin = max(0.0, float(rmap.min()) - _SIGMA_TAIL * radius_sigma)
+    radii = np.arange(int(math.floor(rmin / step)), int(math.ceil(rmax / step)) + 1) * step
+    w = None
+    if radius_sigma > 0 or spatial_sigma > 0:
+        # stored (K, M, N): the pooled weights are not a function of r(x) alone
+        w = _uncertain_weights(rmap, radii, step, radius_sigma, spatial_sigma, be, dtype)
+        keep = [i for i in range(len(radii)) if float(w[i].max()) > _W_MIN]
+        if len(keep) < len(radii):
+            w = w[keep]
+            w /= w.sum(axis=0)  # the dropped tails (< _W_MIN each) spread back
+    else:
+        # keep only radii whose weight is non-zero somewhere
+        keep = [i for i, r in enumerate(radii) if bool((xp.abs(rmap - r) < step).any())]
+    return radii[keep], w
+
+
+def _on_grid(a, grid, boundary, xp):
+    """A map (or a ``(K, M, N)`` stack of maps) on ``grid``'s padded FFT grid:
+    edge-extended for the reflect boundary, as it is for the periodic one."""
+    if boundary != "reflect":
+        return a
+    return xp.pad(a, ((0, 0),) * (a.ndim - 2) + tuple(grid.pad), mode="edge")
 
 
 def check_uncertainty(radius_sigma, spatial_sigma):
@@ -478,6 +493,71 @@ def deconvolve_spatially_varying(
         lo, hi = (0.0, 1.0) if clip is True else clip
         out = xp.clip(out, t(lo), t(hi))
     return to_output(from_channels_first(out.astype(x.dtype, copy=False), x.ndim), kind)
+
+
+def deconvolve_fast_scaled(image, radius_map, scales, *, lam=None, radius_step=0.5, family="disc", radius_sigma=0.0,
+                           spatial_sigma=0.0, backend=None, dtype=None):
+    """``fast`` deconvolutions of one image for the map scaled by each of ``scales``.
+
+    A generator of ``(s, deconvolve_spatially_varying(image, s * radius_map,
+    method='fast', ...))`` in the order of ``scales``, computed together:
+    one FFT grid (reflect boundary, padded for the largest PSF any scale can
+    use), one FFT of the image, and one filtering and inverse FFT per bank
+    radius that any scale uses, however many scales use it; per scale only
+    the bank weights and the blend are computed. Each result equals the
+    separate call's except near the image border, where the separate call's
+    grid is padded for that scale's own largest PSF (the Wiener filters'
+    tails see a different extension there). Used by
+    :func:`gpudeblur.allinfocus.radius_check` (six scales).
+
+    Parameters are those of :func:`deconvolve_spatially_varying` (``lam``:
+    the fast mode's gradient-prior weight, default 0.015); ``scales`` are
+    positive.
+    """
+    be, x, kind, r = _prepare(image, radius_map, backend, dtype)
+    xp = be.xp
+    t = x.dtype.type
+    scales = [check_positive(v, "scale") for v in scales]
+    if not scales:
+        raise ValueError("scales must not be empty")
+    lam = check_positive(_FAST_LAM if lam is None else lam, "lam")
+    step = check_positive(radius_step, "radius_step")
+    rs, ss = check_uncertainty(radius_sigma, spatial_sigma)
+    fam = _family(family)
+    rg = r.astype(x.dtype, copy=False)
+    top = math.ceil((float(rg.max()) * max(scales) + _SIGMA_TAIL * rs) / step) * step
+    grid = BlurOperator(fam(float(top)), rg.shape, be, x.dtype, boundary="reflect", taper=True)
+    fft, kw = be.fft, be.fft_kwargs()
+    G = fft.rfft2(grid.extend(to_channels_first(x)), **kw)
+    d2 = laplacian_otf_abs2(grid.grid_shape, xp, x.dtype)
+    filtered = {}  # bank index -> per-radius result on the grid
+    for s in scales:
+        rs_map = rg * t(s)
+        radii, w = _bank(rs_map, step, rs, ss, be, x.dtype)
+        wg = None if w is None else _on_grid(w, grid, "reflect", xp)
+        rgrid = _on_grid(rs_map, grid, "reflect", xp) if w is None else None
+        del w
+        out = None
+        for k, rho in enumerate(radii):
+            key = int(round(float(rho) / step))
+            if key not in filtered:
+                otf = psf2otf(fam(float(rho)), grid.grid_shape, be, x.dtype)
+                filt = otf.conj() / ((otf.real**2 + otf.imag**2) + t(lam) * d2)
+                filtered[key] = fft.irfft2(G * filt, s=grid.grid_shape, **kw)
+            wk = wg[k] if wg is not None else _hat(rgrid, rho, step, xp, t)
+            term = wk * filtered[key]
+            out = term if out is None else out + term
+        del wg
+        f = grid.crop(out.astype(x.dtype, copy=False))
+        yield s, to_output(from_channels_first(f, x.ndim), kind)
+
+
+def _family(family):
+    """The PSF family as a callable ``r -> PSF`` (``'disc'``, ``'gaussian'`` or a callable)."""
+    fam = _FAMILIES[family] if isinstance(family, str) and family in _FAMILIES else family
+    if not callable(fam):
+        raise ValueError(f"unknown PSF family {family!r}; expected 'disc', 'gaussian' or a callable")
+    return fam
 
 
 _FAST_LAM = 0.015
