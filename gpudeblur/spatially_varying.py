@@ -279,7 +279,9 @@ def _bank(rmap, step, radius_sigma, spatial_sigma, be, dtype):
         w = _uncertain_weights(rmap, radii, step, radius_sigma, spatial_sigma, be, dtype)
         keep = [i for i in range(len(radii)) if float(w[i].max()) > _W_MIN]
         if len(keep) < len(radii):
-            w = w[keep]
+            # the tails go: a view when what is kept is one run (no copy of the stack)
+            contiguous = keep == list(range(keep[0], keep[-1] + 1))
+            w = w[keep[0]:keep[-1] + 1] if contiguous else w[keep]
             w /= w.sum(axis=0)  # the dropped tails (< _W_MIN each) spread back
     else:
         # keep only radii whose weight is non-zero somewhere
@@ -530,26 +532,24 @@ def deconvolve_fast_scaled(image, radius_map, scales, *, lam=None, radius_step=0
     fft, kw = be.fft, be.fft_kwargs()
     G = fft.rfft2(grid.extend(to_channels_first(x)), **kw)
     d2 = laplacian_otf_abs2(grid.grid_shape, xp, x.dtype)
-    filtered = {}  # bank index -> per-radius result on the grid
+    # the blend is only needed inside the image: the weights stay unpadded and each bank
+    # radius's result is kept cropped (crop(Σ w_k ⊙ u_k) = Σ crop(w_k) ⊙ crop(u_k))
+    filtered = {}  # bank index -> per-radius result, (C, M, N)
     for s in scales:
         rs_map = rg * t(s)
         radii, w = _bank(rs_map, step, rs, ss, be, x.dtype)
-        wg = None if w is None else _on_grid(w, grid, "reflect", xp)
-        rgrid = _on_grid(rs_map, grid, "reflect", xp) if w is None else None
-        del w
         out = None
         for k, rho in enumerate(radii):
             key = int(round(float(rho) / step))
             if key not in filtered:
                 otf = psf2otf(fam(float(rho)), grid.grid_shape, be, x.dtype)
                 filt = otf.conj() / ((otf.real**2 + otf.imag**2) + t(lam) * d2)
-                filtered[key] = fft.irfft2(G * filt, s=grid.grid_shape, **kw)
-            wk = wg[k] if wg is not None else _hat(rgrid, rho, step, xp, t)
+                filtered[key] = xp.ascontiguousarray(grid.crop(fft.irfft2(G * filt, s=grid.grid_shape, **kw)))
+            wk = w[k] if w is not None else _hat(rs_map, rho, step, xp, t)
             term = wk * filtered[key]
             out = term if out is None else out + term
-        del wg
-        f = grid.crop(out.astype(x.dtype, copy=False))
-        yield s, to_output(from_channels_first(f, x.ndim), kind)
+        del w
+        yield s, to_output(from_channels_first(out.astype(x.dtype, copy=False), x.ndim), kind)
 
 
 def _family(family):
