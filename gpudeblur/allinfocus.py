@@ -644,9 +644,10 @@ def radius_check(image, radius_map, *, psf_family="disc", keep_in_focus=KEEP_IN_
     if clipped is not None:  # every trial rings around a clipped highlight: no evidence there
         reach = 2 * int(np.ceil(2 * float(r.max()))) + 1
         w = w * (be.ndimage.maximum_filter(clipped, size=reach, mode="nearest") == 0).astype(w.dtype)
-    gw = _window_sum(w, window, be)
+    wsum = _window_summer(window, w.shape, be, w.dtype)
+    gw = wsum(w)
     gy, gx = xp.gradient(lum)
-    energy = _window_sum(w * (gx * gx + gy * gy), window, be)
+    energy = wsum(w * (gx * gx + gy * gy))
     judged = (gw > t(1e-3)) & (energy > t((3 * sigma) ** 2) * gw)
     family = family_function(psf_family)
     lowest = best = None
@@ -655,8 +656,8 @@ def radius_check(image, radius_map, *, psf_family="disc", keep_in_focus=KEEP_IN_
     for s, f in trials:  # running minimum: two maps instead of one per scale
         gy, gx = xp.gradient(f)
         a = xp.sqrt(gx * gx + gy * gy)
-        l1 = _window_sum(w * a, window, be)
-        l2 = xp.sqrt(xp.maximum(_window_sum(w * a * a, window, be) * gw, t(0)))
+        l1 = wsum(w * a)
+        l2 = xp.sqrt(xp.maximum(wsum(w * a * a) * gw, t(0)))
         ratio = l1 / xp.maximum(l2, t(1e-12))
         if lowest is None:
             lowest, best = ratio, xp.full(ratio.shape, t(s))
@@ -668,7 +669,8 @@ def radius_check(image, radius_map, *, psf_family="disc", keep_in_focus=KEEP_IN_
     taken = judged & (lowest < t(1 - margin) * ratio)
     scale = xp.where(taken, best, t(1))
     if smooth > 0:
-        scale = _window_sum(scale, smooth, be) / _window_sum(xp.ones_like(scale), smooth, be)
+        ssum = _window_summer(smooth, scale.shape, be, scale.dtype)
+        scale = ssum(scale) / ssum(xp.ones_like(scale))
     return to_output(xp.clip(scale, t(scales[0]), t(1)).astype(t, copy=False), kind)
 
 
@@ -721,13 +723,24 @@ def _window_sum(a, sigma, be):
     the image), up to a constant factor: divide two of them for a local
     weighted mean. The Gaussian is cut to the image's size (odd) where it is
     larger."""
-    from .convolution import fftconvolve
-    from .psf import gaussian
+    return _window_summer(sigma, a.shape, be, a.dtype)(a)
+
+
+def _window_summer(sigma, shape, be, dtype):
+    """:func:`_window_sum` for any number of ``(M, N)`` arrays of one shape: the
+    Gaussian's transfer function is computed once (the same bits as one call each)."""
+    from .convolution import BlurOperator
+    from .psf import from_array, gaussian
 
     k = gaussian(sigma)
-    cut = [min(n, (m - 1) // 2 * 2 + 1) for n, m in zip(k.shape, a.shape)]
+    cut = [min(n, (m - 1) // 2 * 2 + 1) for n, m in zip(k.shape, shape)]
     k = k[(k.shape[0] - cut[0]) // 2:, (k.shape[1] - cut[1]) // 2:][:cut[0], :cut[1]]
-    return fftconvolve(a, k, boundary="zero", backend=be, dtype=a.dtype)
+    op = BlurOperator(from_array(k), tuple(shape), be, dtype, boundary="zero", taper=False)  # unit sum, as fftconvolve
+
+    def window_sum(a):
+        return op.forward(a.astype(dtype, copy=False)[None])[0].astype(dtype, copy=False)
+
+    return window_sum
 
 
 def _check_keep(value):
