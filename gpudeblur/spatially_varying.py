@@ -346,11 +346,14 @@ def _uncertain_weights(rmap, radii, step, radius_sigma, spatial_sigma, be, dtype
     K = len(radii)
     w = xp.empty((K,) + tuple(rmap.shape), dtype=dtype)
     if radius_sigma > 0:
-        mu, psi, psi_up = (xp.asarray(a, dtype=dtype) for a in _gauss_hat_tables(step, radius_sigma))
-        flat = rmap.ravel()  # cupy.interp is documented for 1-D x
+        mu, psi, psi_up = _gauss_hat_tables(step, radius_sigma)
+        psi, psi_up = xp.asarray(psi), xp.asarray(psi_up)
+        # float64 once (interp computes in float64 anyway); the table moves to each bank
+        # radius instead of the map to the table (no map-sized subtraction per entry)
+        flat = rmap.ravel().astype(np.float64)  # cupy.interp is documented for 1-D x
 
         def table(tab, r0, right):
-            return xp.interp(flat - t(r0), mu, tab, left=0.0, right=right).reshape(rmap.shape)
+            return xp.interp(flat, xp.asarray(mu + r0), tab, left=0.0, right=right).reshape(rmap.shape)
 
         for k in range(1, K - 1):
             w[k] = table(psi, radii[k], 0.0)
