@@ -291,7 +291,7 @@ def _bank(rmap, step, radius_sigma, spatial_sigma, be, dtype):
 
 def _on_grid(a, grid, boundary, xp):
     """A map (or a ``(K, M, N)`` stack of maps) on ``grid``'s padded FFT grid:
-    edge-extended for the reflect boundary, as it is for the periodic one."""
+    edge-extended for the reflect boundary, returned unchanged for the periodic one."""
     if boundary != "reflect":
         return a
     return xp.pad(a, ((0, 0),) * (a.ndim - 2) + tuple(grid.pad), mode="edge")
@@ -504,24 +504,28 @@ def deconvolve_fast_scaled(image, radius_map, scales, *, lam=None, radius_step=0
                            spatial_sigma=0.0, backend=None, dtype=None):
     """``fast`` deconvolutions of one image for the map scaled by each of ``scales``.
 
-    A generator of ``(s, deconvolve_spatially_varying(image, s * radius_map,
-    method='fast', ...))`` in the order of ``scales``, computed together:
-    one FFT grid (reflect boundary, padded for the largest PSF any scale can
-    use), one FFT of the image, and one filtering and inverse FFT per bank
-    radius that any scale uses, however many scales use it; per scale only
-    the bank weights and the blend are computed. Each result equals the
-    separate call's except near the image border, where the separate call's
-    grid is padded for that scale's own largest PSF (the Wiener filters'
-    tails see a different extension there). Used by
+    Returns an iterator of ``(s, deconvolve_spatially_varying(image, s *
+    radius_map, method='fast', ...))`` in the order of ``scales``, computed
+    together: one FFT grid (reflect boundary, padded for the largest PSF
+    that any scale's bank can hold and the image can fit), one FFT of the
+    image, and one filtering and inverse FFT per bank radius that any scale
+    uses, however many scales use it; per scale only the bank weights and
+    the blend are computed. Each result equals the separate call's except
+    near the image border, where the separate call's grid is padded for that
+    scale's own largest PSF (the Wiener filters' tails see a different
+    extension there). The per-radius results stay cached until the iterator
+    is done (one image each). Used by
     :func:`gpudeblur.allinfocus.radius_check` (six scales).
 
-    Parameters are those of :func:`deconvolve_spatially_varying` (``lam``:
-    the fast mode's gradient-prior weight, default 0.015); ``scales`` are
-    positive.
+    Parameters
+    ----------
+    image, radius_map, lam, radius_step, family, radius_sigma, spatial_sigma, backend, dtype
+        As in :func:`deconvolve_spatially_varying` (``lam``: the fast mode's
+        gradient-prior weight, default 0.015).
+    scales : sequence of float
+        Positive; checked on the call, before the iterator starts.
     """
     be, x, kind, r = _prepare(image, radius_map, backend, dtype)
-    xp = be.xp
-    t = x.dtype.type
     scales = [check_positive(v, "scale") for v in scales]
     if not scales:
         raise ValueError("scales must not be empty")
@@ -529,15 +533,32 @@ def deconvolve_fast_scaled(image, radius_map, scales, *, lam=None, radius_step=0
     step = check_positive(radius_step, "radius_step")
     rs, ss = check_uncertainty(radius_sigma, spatial_sigma)
     fam = _family(family)
+    t = x.dtype.type
     rg = r.astype(x.dtype, copy=False)
-    top = math.ceil((float(rg.max()) * max(scales) + _SIGMA_TAIL * rs) / step) * step
-    grid = BlurOperator(fam(float(top)), rg.shape, be, x.dtype, boundary="reflect", taper=True)
+    # the grid's PSF: the largest (by area, as SpatiallyVaryingBlur picks it) of the bank
+    # entries any scale can hold, with the banks' own float arithmetic (rg * t(s)); entries
+    # the image cannot fit are left to the banks that drop them (or fail as a separate call would)
+    rmin, rmax = float(rg.min()), float(rg.max())
+    lo = min(float(t(rmin) * t(s)) for s in scales)
+    hi = max(float(t(rmax) * t(s)) for s in scales)
+    k_lo = int(math.floor(max(0.0, lo - _SIGMA_TAIL * rs) / step))
+    k_hi = int(math.ceil((hi + _SIGMA_TAIL * rs) / step))
+    psfs = [fam(float(k * step)) for k in range(k_lo, k_hi + 1)]
+    fits = [k for k in psfs if k.shape[0] <= rg.shape[0] and k.shape[1] <= rg.shape[1]] or psfs
+    big = max(fits, key=lambda k: k.shape[0] * k.shape[1])
+    grid = BlurOperator(big, rg.shape, be, x.dtype, boundary="reflect", taper=True)
+    return _fast_scaled(be, x, kind, rg, scales, lam, step, rs, ss, fam, grid)
+
+
+def _fast_scaled(be, x, kind, rg, scales, lam, step, rs, ss, fam, grid):
+    xp = be.xp
+    t = x.dtype.type
     fft, kw = be.fft, be.fft_kwargs()
     G = fft.rfft2(grid.extend(to_channels_first(x)), **kw)
     d2 = laplacian_otf_abs2(grid.grid_shape, xp, x.dtype)
     # the blend is only needed inside the image: the weights stay unpadded and each bank
     # radius's result is kept cropped (crop(Σ w_k ⊙ u_k) = Σ crop(w_k) ⊙ crop(u_k))
-    filtered = {}  # bank index -> per-radius result, (C, M, N)
+    filtered = {}  # bank radius / step -> per-radius result, (C, M, N)
     for s in scales:
         rs_map = rg * t(s)
         radii, w = _bank(rs_map, step, rs, ss, be, x.dtype)
@@ -551,7 +572,9 @@ def deconvolve_fast_scaled(image, radius_map, scales, *, lam=None, radius_step=0
             wk = w[k] if w is not None else _hat(rs_map, rho, step, xp, t)
             term = wk * filtered[key]
             out = term if out is None else out + term
-        del w
+        # nothing may hold the weight stack (wk is a view of it) while the caller works
+        # or the next scale's stack is built
+        del w, wk, term, rs_map
         yield s, to_output(from_channels_first(out.astype(x.dtype, copy=False), x.ndim), kind)
 
 
