@@ -64,9 +64,7 @@ from .restoration import _LAM_PER_SIGMA, estimate_noise
 from .solvers import conjugate_gradient
 
 __all__ = ["SpatiallyVaryingBlur", "deconvolve_spatially_varying", "deconvolve_fast_scaled", "blur_spatially_varying",
-           "check_radius_map",
-           "check_saturated",
-           "check_uncertainty", "MAX_RADIUS_SIGMA"]
+           "check_radius_map", "check_saturated", "check_uncertainty", "MAX_RADIUS_SIGMA"]
 
 _FAMILIES = {"disc": _psf.disc, "gaussian": _psf.gaussian}
 
@@ -551,6 +549,7 @@ def deconvolve_fast_scaled(image, radius_map, scales, *, lam=None, radius_step=0
 
 
 def _fast_scaled(be, x, kind, rg, scales, lam, step, rs, ss, fam, grid):
+    """The iterator of :func:`deconvolve_fast_scaled` (arguments checked there)."""
     xp = be.xp
     t = x.dtype.type
     fft, kw = be.fft, be.fft_kwargs()
