@@ -45,7 +45,7 @@ import numpy as np
 
 from ._backend import array_module, as_backend_array, get_backend, is_cupy_array, to_output
 from ._validate import check_choice, check_image, check_positive, check_positive_int
-from .spatially_varying import (_FAMILIES, check_radius_map, check_saturated, check_uncertainty,
+from .spatially_varying import (_family, check_radius_map, check_saturated, check_uncertainty,
                                 deconvolve_fast_scaled, deconvolve_spatially_varying)
 
 __all__ = ["AllInFocus", "AllInFocusResult", "split_layers", "compose_layers", "in_focus_weight", "disc_equivalent",
@@ -787,14 +787,7 @@ def compose_layers(layers, labels, feather=2.0, backend=None):
 def family_function(family):
     """``r -> psf`` of a PSF family: ``'disc'``, ``'gaussian'``, a callable
     (e.g. a :class:`gpudeblur.blurmap.PSFCalibration`)."""
-    if isinstance(family, str):
-        if family not in _FAMILIES:
-            raise ValueError(f"unknown psf_family {family!r}; expected 'disc', 'gaussian', a callable r -> psf "
-                             "or a PSFCalibration")
-        return _FAMILIES[family]
-    if callable(family):
-        return family
-    raise ValueError(f"unknown psf_family {family!r}; expected 'disc', 'gaussian', a callable r -> psf or a PSFCalibration")
+    return _family(family, "psf_family")
 
 
 def _second_moment(k) -> float:

@@ -186,8 +186,11 @@ class SpatiallyVaryingBlur:
             return [float(self.weight(k).sum()) / total for k in range(len(self.otfs))]
         C = self._channels
         pix = self.excluded % int(total)
-        return [(C * float(self.weight(k).sum()) - float(self.weight(k).reshape(-1)[pix].sum())) / (C * total)
-                for k in range(len(self.otfs))]
+        shares = []
+        for k in range(len(self.otfs)):
+            wk = self.weight(k)  # computed on the fly for an exact map: once per entry
+            shares.append((C * float(wk.sum()) - float(wk.reshape(-1)[pix].sum())) / (C * total))
+        return shares
 
     def exclude(self, mask):
         """Leave the values where the ``(C, Mg, Ng)`` bool grid ``mask`` is True out of
@@ -554,7 +557,7 @@ def _fast_scaled(be, x, kind, rg, scales, lam, step, rs, ss, fam, grid):
     t = x.dtype.type
     fft, kw = be.fft, be.fft_kwargs()
     G = fft.rfft2(grid.extend(to_channels_first(x)), **kw)
-    d2 = laplacian_otf_abs2(grid.grid_shape, xp, x.dtype)
+    prior = t(lam) * laplacian_otf_abs2(grid.grid_shape, xp, x.dtype)
     # the blend is only needed inside the image: the weights stay unpadded and each bank
     # radius's result is kept cropped (crop(Σ w_k ⊙ u_k) = Σ crop(w_k) ⊙ crop(u_k))
     filtered = {}  # bank radius / step -> per-radius result, (C, M, N)
@@ -566,8 +569,7 @@ def _fast_scaled(be, x, kind, rg, scales, lam, step, rs, ss, fam, grid):
             key = int(round(float(rho) / step))
             if key not in filtered:
                 otf = psf2otf(fam(float(rho)), grid.grid_shape, be, x.dtype)
-                filt = otf.conj() / ((otf.real**2 + otf.imag**2) + t(lam) * d2)
-                filtered[key] = xp.ascontiguousarray(grid.crop(fft.irfft2(G * filt, s=grid.grid_shape, **kw)))
+                filtered[key] = xp.ascontiguousarray(grid.crop(_tikhonov(G, otf, prior, grid.grid_shape, be)))
             wk = w[k] if w is not None else _hat(rs_map, rho, step, xp, t)
             term = wk * filtered[key]
             out = term if out is None else out + term
@@ -577,11 +579,14 @@ def _fast_scaled(be, x, kind, rg, scales, lam, step, rs, ss, fam, grid):
         yield s, to_output(from_channels_first(out.astype(x.dtype, copy=False), x.ndim), kind)
 
 
-def _family(family):
-    """The PSF family as a callable ``r -> PSF`` (``'disc'``, ``'gaussian'`` or a callable)."""
+def _family(family, name="PSF family"):
+    """The PSF family as a callable ``r -> PSF``: ``'disc'``, ``'gaussian'`` or a callable
+    (e.g. a :class:`gpudeblur.blurmap.PSFCalibration`); ``name`` is the argument's name
+    in the one-line error."""
     fam = _FAMILIES[family] if isinstance(family, str) and family in _FAMILIES else family
-    if not callable(fam):
-        raise ValueError(f"unknown PSF family {family!r}; expected 'disc', 'gaussian' or a callable")
+    if isinstance(fam, str) or not callable(fam):
+        raise ValueError(f"unknown {name} {family!r}; expected 'disc', 'gaussian', a callable r -> psf "
+                         "or a PSFCalibration")
     return fam
 
 
@@ -600,12 +605,19 @@ def _fast(op: SpatiallyVaryingBlur, g, lam):
     G = fft.rfft2(g, **kw)
     d2 = laplacian_otf_abs2(op.grid_shape, be.xp, op.dtype)
     t = op.dtype.type
+    prior = t(lam) * d2
     out = None
     for k, otf in enumerate(op.otfs):
-        filt = otf.conj() / ((otf.real**2 + otf.imag**2) + t(lam) * d2)
-        term = op.weight(k) * fft.irfft2(G * filt, s=op.grid_shape, **kw)
+        term = op.weight(k) * _tikhonov(G, otf, prior, op.grid_shape, be)
         out = term if out is None else out + term
     return out.astype(op.dtype, copy=False)
+
+
+def _tikhonov(G, otf, prior, shape, be):
+    """One bank radius's closed-form deconvolution on the grid: the inverse FFT of
+    ``G·conj(H) / (|H|² + prior)`` (``prior`` = λ·|D|², the gradient prior's symbol)."""
+    filt = otf.conj() / ((otf.real**2 + otf.imag**2) + prior)
+    return be.fft.irfft2(G * filt, s=shape, **be.fft_kwargs())
 
 
 #: ADMM iterations after which the clipped values' active set is recomputed
