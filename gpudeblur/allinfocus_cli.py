@@ -52,7 +52,7 @@ def keep_pair(text: str):
 
 
 def register(subparsers, parents) -> None:
-    from .cli import noise_variance, positive_float, positive_int, psf_family  # noqa: PLC0415
+    from .cli import add_strip_metadata, noise_variance, positive_float, positive_int, psf_family  # noqa: PLC0415
 
     p = subparsers.add_parser(
         "allinfocus",
@@ -99,6 +99,7 @@ def register(subparsers, parents) -> None:
     p.add_argument("--save-map", metavar="M", help="write the blur map (.png colour-mapped, .npy/.tif float)")
     p.add_argument("--save-layers", metavar="DIR", help="write the layer labels and per-layer results (blind mode) into DIR")
     p.add_argument("--report", metavar="R.json", help="write a JSON report (map statistics, layers, kernels, timings)")
+    add_strip_metadata(p)
     p.set_defaults(func=run)
 
 
@@ -153,6 +154,8 @@ def run(args) -> int:
         raise ValueError("--keep-in-focus applies to --mode sv-admm and fast only (blind keeps its in-focus layer)")
 
     image, meta = read_image(args.input)
+    if args.strip_metadata:
+        meta = meta.stripped()
     radius_map = _read_map(args.map) if args.map else None
     if radius_map is not None and radius_map.shape != image.shape[:2]:
         raise ValueError(f"map shape {radius_map.shape} does not match the image {image.shape[:2]}")

@@ -59,6 +59,7 @@ __all__ = [
     "main",
     "build_parser",
     "check_output_path",
+    "add_strip_metadata",
     "progress",
     "Progress",
     "say",
@@ -329,7 +330,14 @@ def _add_deconv(sub, parents) -> None:
         default=None,
         help="output bit depth (default: as the input; 32 = float, TIFF only)",
     )
+    add_strip_metadata(p)
     p.set_defaults(func=_run_deconv)
+
+
+def add_strip_metadata(p) -> None:
+    """``--strip-metadata`` for a command that writes an image like its input."""
+    p.add_argument("--strip-metadata", action="store_true",
+                   help="write no colour profile or EXIF (default: carried over from IN)")
 
 
 def _add_info(sub) -> None:
@@ -470,6 +478,8 @@ def _run_deconv(args) -> int:
     fn, kw, n_iter = _deconv_call(args)
     psf = psf_mod.from_spec(args.psf)
     image, meta = read_image(args.input)
+    if args.strip_metadata:
+        meta = meta.stripped()
     be = get_backend(args.backend)
     t0 = time.perf_counter()
     common = dict(boundary=args.boundary, luminance=args.luminance, clip=True if args.clip else None, backend=be)

@@ -24,6 +24,14 @@ other      whatever OpenCV decodes (BMP, WebP, …)  —
 The format is recognized from the file's content, not its name, when
 reading, and from the extension when writing.
 
+Colour profile and EXIF: an embedded ICC profile (PNG, JPEG, TIFF) and the
+EXIF block (PNG, JPEG) of the input travel in :class:`ImageMeta` and are
+written into PNG and JPEG outputs, the profile into TIFF outputs too (TIFF
+gets no EXIF; an :class:`ImageWriteWarning` says so). A JPEG's pixels are
+turned upright on reading, so its EXIF is carried with Orientation 1 and
+the pixel dimensions of the upright image. Pass ``meta.stripped()`` to
+write neither.
+
 Every write is atomic: the bytes go to a temporary file in the target
 folder, which is then renamed onto the target (:func:`os.replace`), so a
 reader never sees a half-written file and a failure leaves nothing behind.
@@ -37,6 +45,7 @@ that name the file.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io as _io
 import os
 import stat
@@ -45,6 +54,8 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+
+from . import _metadata as _md
 
 __all__ = [
     "ImageMeta",
@@ -89,6 +100,11 @@ class ImageMeta:
         ``'png'``, ``'tiff'``, ``'jpeg'``, ``'npy'`` or ``'other'``.
     path : str or None
         The file it was read from.
+    icc_profile : bytes or None
+        The embedded ICC colour profile, as stored.
+    exif : bytes or None
+        The EXIF block (TIFF-structured, from its ``II``/``MM`` header), with
+        Orientation 1 where the pixels were turned upright on reading.
     """
 
     bit_depth: int
@@ -97,6 +113,12 @@ class ImageMeta:
     alpha: np.ndarray | None = None
     format: str = "other"
     path: str | None = None
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+
+    def stripped(self) -> "ImageMeta":
+        """A copy without the colour profile and EXIF block."""
+        return dataclasses.replace(self, icc_profile=None, exif=None)
 
 
 # ---------------------------------------------------------------------------
@@ -118,7 +140,9 @@ def read_image(path) -> tuple[np.ndarray, ImageMeta]:
         255 or 65535; float samples (float TIFF, ``.npy``) are returned as
         stored (not clipped).
     meta : ImageMeta
-        Bit depth, sample type and the untouched alpha channel.
+        Bit depth, sample type, the untouched alpha channel, the colour
+        profile and EXIF block (a malformed one is left out with a
+        :class:`UserWarning`).
 
     Raises
     ------
@@ -151,7 +175,24 @@ def read_image(path) -> tuple[np.ndarray, ImageMeta]:
         arr, order, gray_alpha = _decode_npy(data, path), "rgb", False
     else:
         arr, order, gray_alpha = _decode_cv(data, path, _cv2().IMREAD_UNCHANGED, "image"), "bgr", False
-    return _finish_read(arr, order, gray_alpha, fmt, path)
+    img, meta = _finish_read(arr, order, gray_alpha, fmt, path)
+    return img, _with_file_metadata(meta, data, img.shape[:2])
+
+
+def _with_file_metadata(meta: ImageMeta, data: bytes, shape) -> ImageMeta:
+    """``meta`` with the file's colour profile and EXIF block."""
+    icc, exif, problems = _md.read_metadata(data, meta.format)
+    if exif is not None and meta.format == "jpeg":  # OpenCV turned the pixels upright
+        try:
+            exif = _md.exif_upright(exif, *shape)
+        except _md.MetadataError as exc:
+            exif = None
+            problems.append(f"EXIF: {exc}")
+    for problem in problems:
+        warnings.warn(f"{meta.path}: unreadable {problem}; not carried to the output", UserWarning, stacklevel=3)
+    if icc is None and exif is None:
+        return meta
+    return dataclasses.replace(meta, icc_profile=icc, exif=exif)
 
 
 def _sniff(data: bytes) -> str:
@@ -384,8 +425,11 @@ def write_image(path, image, meta: ImageMeta | None = None, *, overwrite: bool =
         ``uint16`` samples written as they are. RGB channel order; a fourth
         channel is alpha. NumPy or CuPy.
     meta : ImageMeta, optional
-        From :func:`read_image`: its bit depth is used and its alpha channel
-        is written back unchanged (the image must keep its size).
+        From :func:`read_image`: its bit depth is used, its alpha channel
+        is written back unchanged (the image must keep its size), and its
+        colour profile and EXIF block are embedded (module docstring; a
+        profile for another colour space than the image's, e.g. a gray one
+        for an RGB image, is left out with an :class:`ImageWriteWarning`).
     overwrite : bool
         Replace an existing file. Without it an existing ``path`` raises
         :class:`FileExistsError` and nothing is written.
@@ -431,11 +475,40 @@ def write_image(path, image, meta: ImageMeta | None = None, *, overwrite: bool =
     if alpha is not None:
         alpha = _convert_samples(alpha, depth)
 
+    icc, exif = _metadata_to_write(fmt, meta, color.ndim == 3, path)
     if fmt == "tiff":
-        data = _encode_tiff(color, alpha)
+        data = _encode_tiff(color, alpha, icc)
     else:
         data = _encode_cv(fmt, color, alpha, path)
+        data = (_md.png_with_metadata if fmt == "png" else _md.jpeg_with_metadata)(data, icc, exif)
     _atomic_write(path, data, overwrite)
+
+
+def _metadata_to_write(fmt: str, meta: ImageMeta | None, rgb: bool, path: str):
+    """The colour profile and EXIF block of ``meta`` that ``fmt`` can hold for
+    an RGB (or gray) image; what is left out gets an :class:`ImageWriteWarning`."""
+    if meta is None:
+        return None, None
+    icc, exif = meta.icc_profile, meta.exif
+    if icc is not None:
+        space = _md.icc_colour_space(icc)
+        if space != ("RGB" if rgb else "GRAY"):
+            warnings.warn(f"colour profile is for {space!r} data but the image is {'RGB' if rgb else 'gray'}: "
+                          f"profile not written to {path}", ImageWriteWarning, stacklevel=3)
+            icc = None
+    if exif is not None and fmt == "tiff":
+        warnings.warn(f"EXIF is written to PNG and JPEG only: not written to {path}", ImageWriteWarning, stacklevel=3)
+        exif = None
+    if fmt == "jpeg":
+        if exif is not None and len(exif) > 65527:
+            warnings.warn(f"EXIF block of {len(exif)} bytes does not fit a JPEG segment: not written to {path}",
+                          ImageWriteWarning, stacklevel=3)
+            exif = None
+        if icc is not None and len(icc) > 255 * 65519:
+            warnings.warn(f"colour profile of {len(icc)} bytes is too large for JPEG: not written to {path}",
+                          ImageWriteWarning, stacklevel=3)
+            icc = None
+    return icc, exif
 
 
 def _choose_depth(fmt: str, img: np.ndarray, meta: ImageMeta | None, bit_depth) -> int:
@@ -503,12 +576,6 @@ def _encode_cv(fmt: str, color: np.ndarray, alpha, path: str) -> bytes:
     return buf.tobytes()
 
 
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    import zlib  # noqa: PLC0415
-
-    return len(payload).to_bytes(4, "big") + kind + payload + zlib.crc32(kind + payload).to_bytes(4, "big")
-
-
 def _encode_png_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
     """A gray + alpha PNG (colour type 4), which OpenCV cannot write."""
     import zlib  # noqa: PLC0415
@@ -520,13 +587,13 @@ def _encode_png_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
     ihdr = int(n).to_bytes(4, "big") + int(m).to_bytes(4, "big") + bytes([depth, 4, 0, 0, 0])
     return (
         b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", ihdr)
-        + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
-        + _png_chunk(b"IEND", b"")
+        + _md.png_chunk(b"IHDR", ihdr)
+        + _md.png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+        + _md.png_chunk(b"IEND", b"")
     )
 
 
-def _encode_tiff(color: np.ndarray, alpha) -> bytes:
+def _encode_tiff(color: np.ndarray, alpha, icc: bytes | None = None) -> bytes:
     import tifffile  # noqa: PLC0415
 
     photometric = "rgb" if color.ndim == 3 else "minisblack"
@@ -544,6 +611,7 @@ def _encode_tiff(color: np.ndarray, alpha) -> bytes:
         extrasamples=extrasamples,
         compression="zlib",
         metadata=None,
+        iccprofile=icc,
     )
     return buf.getvalue()
 

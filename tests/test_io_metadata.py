@@ -1,0 +1,223 @@
+"""Colour profile (ICC) and EXIF carried from input to output files.
+
+The reference is Pillow, an independent reader and writer of both blocks:
+it writes the inputs and reads our outputs back. A profile must come back
+byte for byte; EXIF must keep its tags, with Orientation 1 and the pixel
+dimensions of the upright image where the pixels were turned on reading.
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+
+import numpy as np
+import pytest
+import tifffile
+
+from gpudeblur import _metadata as md
+from gpudeblur.io import ImageWriteWarning, read_image, write_image
+
+PIL = pytest.importorskip("PIL")
+from PIL import Image  # noqa: E402
+
+ORIENTATION, MAKE, EXIF_IFD, PIXEL_X, PIXEL_Y, DATETIME = 0x0112, 0x010F, 0x8769, 0xA002, 0xA003, 0x9003
+
+
+def _profile(size=588, space=b"RGB ", seed=0):
+    """A byte string with a valid ICC header (``acsp``, declared size, colour space)
+    and random contents; a real profile from Pillow's LittleCMS where it can."""
+    if size == 588 and space == b"RGB ":
+        try:
+            from PIL import ImageCms
+
+            return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+        except Exception:  # Pillow built without LittleCMS
+            pass
+    b = bytearray(np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes())
+    b[0:4] = size.to_bytes(4, "big")
+    b[16:20] = space
+    b[36:40] = b"acsp"
+    return bytes(b)
+
+
+def _exif_bytes(orientation=6, width=40, height=30):
+    ex = Image.Exif()
+    ex[ORIENTATION] = orientation
+    ex[MAKE] = "TestCam"
+    sub = ex.get_ifd(EXIF_IFD)
+    sub[PIXEL_X] = width
+    sub[PIXEL_Y] = height
+    sub[DATETIME] = "2026:12:03 10:00:00"
+    return ex.tobytes()
+
+
+def _pillow_meta(path):
+    with Image.open(path) as im:
+        ex = im.getexif()
+        return im.size, im.info.get("icc_profile"), dict(ex), dict(ex.get_ifd(EXIF_IFD))
+
+
+@pytest.fixture
+def rgb():
+    rng = np.random.default_rng(1)
+    return (rng.random((30, 40, 3)) * 255).astype(np.uint8)
+
+
+def test_jpeg_profile_and_exif_round_trip(tmp_path, rgb):
+    icc = _profile()
+    Image.fromarray(rgb).save(tmp_path / "in.jpg", icc_profile=icc, exif=_exif_bytes(6), quality=95)
+    img, meta = read_image(tmp_path / "in.jpg")
+    assert img.shape == (40, 30, 3)  # orientation 6: turned upright by the decoder
+    assert meta.icc_profile == icc
+    assert md.exif_orientation(meta.exif) == 1
+    for ext in ("png", "jpg"):
+        write_image(tmp_path / f"out.{ext}", img, meta)
+        size, icc2, tags, sub = _pillow_meta(tmp_path / f"out.{ext}")
+        assert size == (30, 40) and icc2 == icc
+        assert tags[ORIENTATION] == 1 and tags[MAKE] == "TestCam"
+        assert (sub[PIXEL_X], sub[PIXEL_Y]) == (30, 40) and sub[DATETIME] == "2026:12:03 10:00:00"
+        img2, meta2 = read_image(tmp_path / f"out.{ext}")  # and our own reader agrees
+        assert meta2.icc_profile == icc and meta2.exif == meta.exif
+    with pytest.warns(ImageWriteWarning, match="EXIF is written to PNG and JPEG only"):
+        write_image(tmp_path / "out.tif", img, meta)
+    with tifffile.TiffFile(tmp_path / "out.tif") as tif:
+        assert bytes(tif.pages[0].tags[34675].value) == icc
+    assert read_image(tmp_path / "out.tif")[1].icc_profile == icc
+
+
+def test_png_keeps_orientation_of_unturned_pixels(tmp_path, rgb):
+    # PNG pixels are not turned on reading, so the EXIF stays as it was
+    icc = _profile()
+    exif = _exif_bytes(6)
+    Image.fromarray(rgb).save(tmp_path / "in.png", icc_profile=icc, exif=exif)
+    img, meta = read_image(tmp_path / "in.png")
+    assert img.shape == (30, 40, 3)
+    assert meta.icc_profile == icc and md.exif_orientation(meta.exif) == 6
+    write_image(tmp_path / "out.png", img, meta)
+    _, icc2, tags, _ = _pillow_meta(tmp_path / "out.png")
+    assert icc2 == icc and tags[ORIENTATION] == 6 and tags[MAKE] == "TestCam"
+    np.testing.assert_array_equal(read_image(tmp_path / "out.png")[0], img)
+
+
+def test_large_profile_spans_jpeg_segments(tmp_path, rgb):
+    icc = _profile(150_000, seed=3)  # three APP2 segments
+    Image.fromarray(rgb).save(tmp_path / "in.png", icc_profile=icc)
+    img, meta = read_image(tmp_path / "in.png")
+    assert meta.icc_profile == icc
+    write_image(tmp_path / "out.jpg", img, meta)
+    data = (tmp_path / "out.jpg").read_bytes()
+    assert data.count(b"ICC_PROFILE\x00") == 3
+    assert _pillow_meta(tmp_path / "out.jpg")[1] == icc
+    assert read_image(tmp_path / "out.jpg")[1].icc_profile == icc
+
+
+def test_gray_profile_and_colour_space_mismatch(tmp_path):
+    gray = (np.random.default_rng(2).random((20, 24)) * 255).astype(np.uint8)
+    gicc = _profile(400, b"GRAY", seed=4)
+    Image.fromarray(gray).save(tmp_path / "g.png", icc_profile=gicc)
+    img, meta = read_image(tmp_path / "g.png")
+    assert meta.icc_profile == gicc
+    write_image(tmp_path / "g2.jpg", img, meta)
+    assert _pillow_meta(tmp_path / "g2.jpg")[1] == gicc
+    rgb = np.dstack([img] * 3)
+    with pytest.warns(ImageWriteWarning, match="profile is for 'GRAY' data but the image is RGB"):
+        write_image(tmp_path / "c.png", rgb, meta)
+    assert _pillow_meta(tmp_path / "c.png")[1] is None
+
+
+def test_stripped_and_no_metadata(tmp_path, rgb):
+    Image.fromarray(rgb).save(tmp_path / "in.jpg", icc_profile=_profile(), exif=_exif_bytes(1))
+    img, meta = read_image(tmp_path / "in.jpg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_image(tmp_path / "s.jpg", img, meta.stripped())
+        write_image(tmp_path / "s.tif", img, meta.stripped())
+    assert _pillow_meta(tmp_path / "s.jpg")[1:3] == (None, {})
+    Image.fromarray(rgb).save(tmp_path / "plain.png")
+    assert read_image(tmp_path / "plain.png")[1].icc_profile is None
+    assert read_image(tmp_path / "plain.png")[1].exif is None
+
+
+def test_malformed_blocks_warn_and_are_dropped(tmp_path, rgb):
+    icc = _profile(150_000, seed=5)
+    Image.fromarray(rgb).save(tmp_path / "in.jpg", icc_profile=icc, exif=_exif_bytes(1))
+    data = bytearray((tmp_path / "in.jpg").read_bytes())
+    k = data.find(b"ICC_PROFILE\x00", data.find(b"ICC_PROFILE\x00") + 1)  # second of three chunks
+    data[k + 12] = 7  # its sequence number
+    (tmp_path / "bad.jpg").write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match=r"unreadable colour profile \(APP2 segments\)"):
+        img, meta = read_image(tmp_path / "bad.jpg")
+    assert meta.icc_profile is None and meta.exif is not None
+    np.testing.assert_array_equal(img, read_image(tmp_path / "in.jpg")[0])
+
+    plain = _plain_png(tmp_path, rgb)
+    (tmp_path / "badexif.png").write_bytes(md.png_with_metadata(plain, None, b"XXXX not exif"))
+    with pytest.warns(UserWarning, match=r"unreadable EXIF \(eXIf chunk\): no TIFF header"):
+        assert read_image(tmp_path / "badexif.png")[1].exif is None
+    bad_icc = bytearray(_profile())
+    bad_icc[0:4] = (10_000).to_bytes(4, "big")
+    (tmp_path / "badicc.png").write_bytes(md.png_with_metadata(plain, bytes(bad_icc), None))
+    with pytest.warns(UserWarning, match="declares 10000 bytes but has 588"):
+        assert read_image(tmp_path / "badicc.png")[1].icc_profile is None
+
+
+def _plain_png(tmp_path, rgb):
+    Image.fromarray(rgb).save(tmp_path / "plain.png")
+    return (tmp_path / "plain.png").read_bytes()
+
+
+def _handmade_exif(e, orientation, px_type):
+    """IFD0 {Orientation, ExifIFD} and an Exif IFD {PixelX (px_type), PixelY (SHORT)}."""
+    hdr = (b"II*\x00" if e == "<" else b"MM\x00*") + struct.pack(e + "I", 8)
+    ifd0_len = 2 + 2 * 12 + 4
+    sub_off = 8 + ifd0_len
+    ifd0 = struct.pack(e + "H", 2)
+    ifd0 += struct.pack(e + "HHI", ORIENTATION, 3, 1) + struct.pack(e + "H", orientation) + b"\x00\x00"
+    ifd0 += struct.pack(e + "HHII", EXIF_IFD, 4, 1, sub_off) + struct.pack(e + "I", 0)
+    sub = struct.pack(e + "H", 2)
+    val = struct.pack(e + "I", 4000) if px_type == 4 else struct.pack(e + "H", 4000) + b"\x00\x00"
+    sub += struct.pack(e + "HHI", PIXEL_X, px_type, 1) + val
+    sub += struct.pack(e + "HHI", PIXEL_Y, 3, 1) + struct.pack(e + "H", 3000) + b"\x00\x00" + struct.pack(e + "I", 0)
+    return hdr + ifd0 + sub
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+@pytest.mark.parametrize("px_type", [3, 4])
+def test_exif_upright_against_pillow(endian, px_type):
+    exif = _handmade_exif(endian, 8, px_type)
+    ref = Image.Exif()
+    ref.load(exif)
+    assert ref[ORIENTATION] == 8 and ref.get_ifd(EXIF_IFD)[PIXEL_X] == 4000
+    out = md.exif_upright(exif, 4000, 3000)  # turned: 4000 rows, 3000 columns
+    assert len(out) == len(exif)
+    got = Image.Exif()
+    got.load(out)
+    assert got[ORIENTATION] == 1
+    assert (got.get_ifd(EXIF_IFD)[PIXEL_X], got.get_ifd(EXIF_IFD)[PIXEL_Y]) == (3000, 4000)
+    assert md.exif_orientation(out) == 1 and md.exif_orientation(exif) == 8
+
+
+def test_exif_parser_rejects_truncated_blocks():
+    exif = _handmade_exif("<", 6, 4)
+    for cut in (3, 7, 12, 30):
+        with pytest.raises(md.MetadataError):
+            md.exif_upright(exif[:cut], 10, 10)
+
+
+@pytest.mark.parametrize("command", ["deconv", "allinfocus"])
+def test_cli_carries_and_strips_metadata(tmp_path, command, capsys):
+    from skimage import data
+
+    from gpudeblur import cli
+
+    icc = _profile()
+    src = tmp_path / "in.jpg"
+    Image.fromarray(data.astronaut()[100:164, 150:214]).save(src, icc_profile=icc, exif=_exif_bytes(6), quality=95)
+    extra = ["--psf", "disc:1.5", "--method", "wiener"] if command == "deconv" else ["--mode", "fast"]
+    for name, strip in (("kept.jpg", []), ("stripped.jpg", ["--strip-metadata"])):
+        code = cli.main([command, str(src), str(tmp_path / name), *extra, "--backend", "cpu", *strip])
+        assert code == 0, capsys.readouterr().err
+    size, icc2, tags, _ = _pillow_meta(tmp_path / "kept.jpg")
+    assert icc2 == icc and tags[ORIENTATION] == 1 and tags[MAKE] == "TestCam"
+    assert _pillow_meta(tmp_path / "stripped.jpg")[1:3] == (None, {})
