@@ -27,10 +27,13 @@ reading, and from the extension when writing.
 Colour profile and EXIF: an embedded ICC profile (PNG, JPEG, TIFF) and the
 EXIF block (PNG, JPEG) of the input travel in :class:`ImageMeta` and are
 written into PNG and JPEG outputs, the profile into TIFF outputs too (TIFF
-gets no EXIF; an :class:`ImageWriteWarning` says so). A JPEG's pixels are
-turned upright on reading, so its EXIF is carried with Orientation 1 and
-the pixel dimensions of the upright image. Pass ``meta.stripped()`` to
-write neither.
+gets no EXIF; an :class:`ImageWriteWarning` says so). Pixels are turned
+upright on reading as the EXIF Orientation says, so EXIF is carried with
+Orientation 1, without its thumbnail (of the unprocessed image), and is
+written with the pixel dimensions of the image written. A malformed block,
+or a profile for data read as something else (CMYK converted to RGB), is
+left out with a :class:`UserWarning`. XMP and IPTC are not carried. Pass
+``meta.stripped()`` to write neither.
 
 Every write is atomic: the bytes go to a temporary file in the target
 folder, which is then renamed onto the target (:func:`os.replace`), so a
@@ -104,7 +107,8 @@ class ImageMeta:
         The embedded ICC colour profile, as stored.
     exif : bytes or None
         The EXIF block (TIFF-structured, from its ``II``/``MM`` header), with
-        Orientation 1 where the pixels were turned upright on reading.
+        Orientation 1 (the pixels were turned upright on reading) and no
+        thumbnail.
     """
 
     bit_depth: int
@@ -175,28 +179,35 @@ def read_image(path) -> tuple[np.ndarray, ImageMeta]:
         arr, order, gray_alpha = _decode_npy(data, path), "rgb", False
     else:
         arr, order, gray_alpha = _decode_cv(data, path, _cv2().IMREAD_UNCHANGED, "image"), "bgr", False
-    img, meta = _finish_read(arr, order, gray_alpha, fmt, path)
-    return img, _with_file_metadata(meta, data, img.shape[:2])
-
-
-def _with_file_metadata(meta: ImageMeta, data: bytes, shape) -> ImageMeta:
-    """``meta`` with the file's colour profile and EXIF block."""
-    icc, exif, problems = _md.read_metadata(data, meta.format)
-    if exif is not None and meta.format == "jpeg":  # OpenCV turned the pixels upright
-        try:
-            exif = _md.exif_upright(exif, *shape)
-        except _md.MetadataError as exc:
-            exif = None
-            problems.append(f"EXIF: {exc}")
+    icc, exif, problems = _md.read_metadata(data, fmt)
     for problem in problems:
-        warnings.warn(f"{meta.path}: unreadable {problem}; not carried to the output", UserWarning, stacklevel=3)
+        warnings.warn(f"{path}: unreadable {problem}; not carried to the output", UserWarning, stacklevel=2)
+    if exif is not None:
+        arr = _upright(arr, _md.exif_orientation(exif))
+        exif = _md.exif_upright(exif)
+    if icc is not None and _md.icc_colour_space(icc) not in ("RGB", "GRAY"):
+        warnings.warn(f"{path}: colour profile is for {_md.icc_colour_space(icc)!r} data, which was converted to "
+                      "RGB without it; profile not carried to the output", UserWarning, stacklevel=2)
+        icc = None
+    img, meta = _finish_read(arr, order, gray_alpha, fmt, path)
     if icc is None and exif is None:
-        return meta
-    return dataclasses.replace(meta, icc_profile=icc, exif=exif)
+        return img, meta
+    return img, dataclasses.replace(meta, icc_profile=icc, exif=exif)
+
+
+def _upright(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Stored pixels turned as the EXIF Orientation (1-8) says they are shown."""
+    if orientation in (5, 6, 7, 8):
+        arr = np.swapaxes(arr, 0, 1)  # transpose; then 6 = flip columns, 7 = both, 8 = flip rows
+    if orientation in (2, 3, 6, 7):
+        arr = arr[:, ::-1]
+    if orientation in (3, 4, 7, 8):
+        arr = arr[::-1]
+    return np.ascontiguousarray(arr) if orientation != 1 else arr
 
 
 def _sniff(data: bytes) -> str:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+    if data.startswith(_md.PNG_SIGNATURE):
         return "png"
     if data.startswith(b"\xff\xd8\xff"):
         return "jpeg"
@@ -258,23 +269,9 @@ def _jpeg_complete(data: bytes) -> bool:
     coded data stuffs 0xFF as FF00, so FFD9 there is a real marker; EXIF
     thumbnails live inside APP segments, which are skipped).
     """
-    i, n = 2, len(data)
-    while i + 4 <= n:
-        if data[i] != 0xFF:
-            return False
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # stand-alone markers
-            i += 2
-            continue
-        if marker == 0xD9:  # EOI before any scan
-            return False
-        seglen = int.from_bytes(data[i + 2 : i + 4], "big")
+    for marker, _, end in _md.jpeg_segments(data):
         if marker == 0xDA:  # SOS
-            return data.find(b"\xff\xd9", i + 2 + seglen) != -1
-        i += 2 + seglen
+            return data.find(b"\xff\xd9", end) != -1
     return False
 
 
@@ -282,8 +279,10 @@ def _decode_jpeg(data: bytes, path: str) -> np.ndarray:
     if not _jpeg_complete(data):
         raise ValueError(f"cannot read {path}: truncated or corrupt JPEG file (no end-of-image marker)")
     cv2 = _cv2()
-    # ANYCOLOR|ANYDEPTH (not UNCHANGED) so that EXIF orientation is applied
-    return _decode_cv(data, path, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH, "JPEG")
+    # EXIF orientation is applied by read_image, from the EXIF block it carries
+    # (so that pixels and carried EXIF always agree)
+    flags = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION
+    return _decode_cv(data, path, flags, "JPEG")
 
 
 def _decode_tiff(data: bytes, path: str):
@@ -475,21 +474,26 @@ def write_image(path, image, meta: ImageMeta | None = None, *, overwrite: bool =
     if alpha is not None:
         alpha = _convert_samples(alpha, depth)
 
-    icc, exif = _metadata_to_write(fmt, meta, color.ndim == 3, path)
+    icc, exif = _metadata_to_write(fmt, meta, color.shape, path)
     if fmt == "tiff":
         data = _encode_tiff(color, alpha, icc)
+    elif fmt == "png":
+        data = _md.png_with_metadata(_encode_cv(fmt, color, alpha, path), icc, exif)
     else:
-        data = _encode_cv(fmt, color, alpha, path)
-        data = (_md.png_with_metadata if fmt == "png" else _md.jpeg_with_metadata)(data, icc, exif)
+        data, left_out = _md.jpeg_with_metadata(_encode_cv(fmt, color, alpha, path), icc, exif)
+        for what in left_out:
+            warnings.warn(f"{what}: not written to {path}", ImageWriteWarning, stacklevel=2)
     _atomic_write(path, data, overwrite)
 
 
-def _metadata_to_write(fmt: str, meta: ImageMeta | None, rgb: bool, path: str):
+def _metadata_to_write(fmt: str, meta: ImageMeta | None, shape, path: str):
     """The colour profile and EXIF block of ``meta`` that ``fmt`` can hold for
-    an RGB (or gray) image; what is left out gets an :class:`ImageWriteWarning`."""
+    an image of ``shape`` (EXIF with that size); what is left out gets an
+    :class:`ImageWriteWarning`."""
     if meta is None:
         return None, None
     icc, exif = meta.icc_profile, meta.exif
+    rgb = len(shape) == 3
     if icc is not None:
         space = _md.icc_colour_space(icc)
         if space != ("RGB" if rgb else "GRAY"):
@@ -499,15 +503,15 @@ def _metadata_to_write(fmt: str, meta: ImageMeta | None, rgb: bool, path: str):
     if exif is not None and fmt == "tiff":
         warnings.warn(f"EXIF is written to PNG and JPEG only: not written to {path}", ImageWriteWarning, stacklevel=3)
         exif = None
-    if fmt == "jpeg":
-        if exif is not None and len(exif) > 65527:
-            warnings.warn(f"EXIF block of {len(exif)} bytes does not fit a JPEG segment: not written to {path}",
-                          ImageWriteWarning, stacklevel=3)
+    if exif is not None:
+        exif = bytes(exif)
+        if exif.startswith(b"Exif\x00\x00"):  # as Pillow's Exif.tobytes() gives it
+            exif = exif[6:]
+        try:
+            exif = _md.exif_with_size(exif, shape[0], shape[1])
+        except _md.MetadataError as exc:
+            warnings.warn(f"EXIF block is malformed ({exc}): not written to {path}", ImageWriteWarning, stacklevel=3)
             exif = None
-        if icc is not None and len(icc) > 255 * 65519:
-            warnings.warn(f"colour profile of {len(icc)} bytes is too large for JPEG: not written to {path}",
-                          ImageWriteWarning, stacklevel=3)
-            icc = None
     return icc, exif
 
 
@@ -586,7 +590,7 @@ def _encode_png_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
     rows = np.concatenate([np.zeros((m, 1), np.uint8), px.reshape(m, -1).view(np.uint8)], axis=1)  # filter 0
     ihdr = int(n).to_bytes(4, "big") + int(m).to_bytes(4, "big") + bytes([depth, 4, 0, 0, 0])
     return (
-        b"\x89PNG\r\n\x1a\n"
+        _md.PNG_SIGNATURE
         + _md.png_chunk(b"IHDR", ihdr)
         + _md.png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
         + _md.png_chunk(b"IEND", b"")
