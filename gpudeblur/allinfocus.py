@@ -219,6 +219,9 @@ class AllInFocusResult:
     saturated : float or None
         Fraction of the pixel values (pixels × channels) ``sv-admm`` fitted
         one-sided as clipped (:func:`saturation_mask`); None: not applied.
+    map_scale : int or None
+        Scale the map was estimated at (``AllInFocus(map_scale=)``); None:
+        the map was given.
     """
 
     radius_map: np.ndarray
@@ -236,6 +239,7 @@ class AllInFocusResult:
     edge_capped: float | None = None
     deblur_map: np.ndarray | None = None
     saturated: float | None = None
+    map_scale: int | None = None
 
     def report(self) -> dict:
         """JSON-serializable summary."""
@@ -250,6 +254,7 @@ class AllInFocusResult:
             "map_uncertainty": None if self.map_uncertainty is None else [float(v) for v in self.map_uncertainty],
             "keep_in_focus": None if self.keep_in_focus is None else [float(v) for v in self.keep_in_focus],
             "map_noise": self.map_noise,
+            "map_scale": self.map_scale,
             "psf_family": self.psf_family,
             "radius_check": None if sc is None else {"scaled_fraction": float(np.mean(sc < 0.99)),
                                                      "min_scale": float(sc.min()), "mean_scale": float(sc.mean())},
@@ -938,6 +943,13 @@ class AllInFocus:
         :data:`SATURATION_LEVEL`) one-sided, whether the map is estimated or
         given. None (default): on for ``sv-admm``; ``fast`` and
         ``blind`` cannot weight pixels, so True with them is an error.
+    map_scale : int
+        Estimate the blur map on the image reduced ``map_scale`` times
+        (``scale=`` of :meth:`gpudeblur.blurmap.BlurMapEstimator.estimate`):
+        radii up to ``map_scale`` times the estimator's ``max_radius`` (8)
+        at ``1/map_scale²`` of the map's cost, for large photos whose blur
+        exceeds 8 px; radii below about ``1.5·map_scale`` px are no longer
+        resolved. Default 1 (full resolution).
     estimator_options : dict
         Passed to :class:`gpudeblur.blurmap.BlurMapEstimator`; the pipeline
         defaults are ``window=MAP_WINDOW`` (51), ``noise='auto'`` (the
@@ -969,12 +981,14 @@ class AllInFocus:
         radius_check=True,
         edge_cap=True,
         saturation=None,
+        map_scale=1,
         estimator_options=None,
         blind_options=None,
         backend=None,
         progress=None,
     ):
         self.mode = check_choice(mode, MODES, "mode")
+        self.map_scale = check_positive_int(map_scale, "map_scale")
         self.layers = None if layers is None else check_positive_int(layers, "layers")
         self.psf_family = psf_family
         self._psf = family_function(psf_family)  # validates
@@ -1057,7 +1071,7 @@ class AllInFocus:
 
     def estimate_map(self, image):
         """Blur map of ``image`` (one estimator, so LUTs/kernels are reused across images)."""
-        return self._map_estimator().estimate(image)
+        return self._map_estimator().estimate(image, scale=self.map_scale)
 
     def run(self, image, radius_map=None, *, map_estimated=None):
         """Deblur ``image``; returns ``(all_in_focus, AllInFocusResult)``.
@@ -1083,7 +1097,7 @@ class AllInFocus:
         map_noise = None
         if radius_map is None:
             self._stage("blur map")
-            radius, info = self._map_estimator().estimate(x, return_info=True)
+            radius, info = self._map_estimator().estimate(x, scale=self.map_scale, return_info=True)
             rmap, _ = as_backend_array(radius, be)
             map_noise = float(info["noise"])
         else:
@@ -1093,7 +1107,8 @@ class AllInFocus:
         timings["blur_map"] = time.perf_counter() - t0
 
         result = AllInFocusResult(radius_map=be.to_host(rmap).astype(np.float32), mode=self.mode, timings=timings,
-                                  map_noise=map_noise, psf_family=_family_name(self.psf_family))
+                                  map_noise=map_noise, psf_family=_family_name(self.psf_family),
+                                  map_scale=self.map_scale if radius_map is None else None)
         t0 = time.perf_counter()
         if self.mode in ("sv-admm", "fast"):
             kw = {}

@@ -96,6 +96,9 @@ def register(subparsers, parents) -> None:
                    help=f"odd analysis window of the blur-map estimate (default {MAP_WINDOW}; the paper's 41)")
     p.add_argument("--noise", type=noise_variance, default=None, metavar="VAR|auto",
                    help="noise variance for the blur-map estimator (default auto: measured on the image, at least 1e-6)")
+    p.add_argument("--map-scale", type=positive_int, default=None, metavar="S",
+                   help="estimate the blur map on the image reduced S times (S x S block means): radii up to S times "
+                   "--max-radius at 1/S^2 of the map's cost, radii below ~1.5*S px not resolved (default 1)")
     p.add_argument("--save-map", metavar="M", help="write the blur map (.png colour-mapped, .npy/.tif float)")
     p.add_argument("--save-layers", metavar="DIR", help="write the layer labels and per-layer results (blind mode) into DIR")
     p.add_argument("--report", metavar="R.json", help="write a JSON report (map statistics, layers, kernels, timings)")
@@ -138,8 +141,8 @@ def run(args) -> int:
         raise NotADirectoryError(f"--save-layers is not a folder: {args.save_layers}")
     est_opts = {k: v for k, v in (("max_radius", args.max_radius), ("window", args.window), ("noise", args.noise))
                 if v is not None}
-    if args.map and est_opts:
-        name = "--" + next(iter(est_opts)).replace("_", "-")
+    if args.map and (est_opts or args.map_scale is not None):
+        name = "--" + next(iter(est_opts or {"map_scale": 0})).replace("_", "-")
         raise ValueError(f"{name} applies to an estimated map, not with --map")
     if args.iters is not None and args.mode == "fast":
         raise ValueError("--iters applies to --mode sv-admm and blind only (fast has no iterations)")
@@ -174,6 +177,7 @@ def run(args) -> int:
         radius_check=args.radius_check != "off",
         edge_cap=args.edge_cap != "off",
         saturation=None if args.saturation is None else args.saturation == "on",
+        map_scale=args.map_scale or 1,
         estimator_options=est_opts,  # unset ones: the pipeline's defaults (window 51, noise auto, radius 8)
         backend=args.backend,
         progress=stage,

@@ -1,6 +1,8 @@
 """All-in-focus pipeline with a given blur map (the estimated-map path is
 covered in tests/test_blurmap.py and bench/bench_allinfocus.py)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -456,14 +458,15 @@ def test_estimator_gets_the_pipeline_window_and_prior(monkeypatch):
     import gpudeblur.blurmap as bm
     from gpudeblur.allinfocus import MAP_WINDOW, RADIUS_PRIOR
 
-    made = []
+    made, scales = [], []
 
     class Recorder:
         def __init__(self, **kw):
             made.append(kw)
             self.noise = kw["noise"]
 
-        def estimate(self, image):
+        def estimate(self, image, scale=1):
+            scales.append(scale)
             return np.zeros(image.shape[:2], np.float32)
 
     monkeypatch.setattr(bm, "BlurMapEstimator", Recorder)
@@ -482,6 +485,9 @@ def test_estimator_gets_the_pipeline_window_and_prior(monkeypatch):
     n = len(made)
     pipe.estimate_map(np.clip(img + 0.01 * np.random.default_rng(0).standard_normal(img.shape), 0, 1))
     assert len(made) == n and made[-1]["noise"] == "auto" and made[-1]["noise_floor"] == 1e-6
+    assert set(scales) == {1}
+    AllInFocus(map_scale=3).estimate_map(img)  # the analysis scale reaches the estimator
+    assert scales[-1] == 3
 
 
 def test_cli_allinfocus_bad_window(tmp_path, natural_rgb):
@@ -596,9 +602,43 @@ def test_cli_estimator_options_refused_with_a_given_map(tmp_path, natural_rgb):
     from gpudeblur import cli
 
     src, mp, out, _rep = _cli_inputs(tmp_path, natural_rgb)
-    for opt in (["--window", "41"], ["--noise", "1e-4"], ["--max-radius", "6"]):
+    for opt in (["--window", "41"], ["--noise", "1e-4"], ["--max-radius", "6"], ["--map-scale", "2"]):
         assert cli.main(["-q", "allinfocus", str(src), str(out), "--map", str(mp), *opt]) == 2
         assert not out.exists()
+
+
+def test_map_scale_in_the_pipeline_and_cli(tmp_path, capsys):
+    """``map_scale=2`` reads a 10 px blur that the full-resolution estimate
+    (``max_radius`` 8) cannot, deblurs better with it, and reports the scale;
+    bad values are refused."""
+    from skimage import data
+
+    from gpudeblur import cli
+    from gpudeblur.io import write_image
+
+    img = (data.astronaut()[100:260, 140:300] / 255.0).astype(np.float64)
+    rm = np.full(img.shape[:2], 10.0)
+    y = np.clip(blur_spatially_varying(img, rm, radius_step=0.1, dtype="float64")
+                + 1e-3 * np.random.default_rng(5).standard_normal(img.shape), 0, 1)
+    full, res1 = AllInFocus(mode="fast").run(y)
+    half, res2 = AllInFocus(mode="fast", map_scale=2).run(y)
+    inner = (slice(40, -40),) * 2
+    assert res1.map_scale == 1 and res2.map_scale == 2 and res2.report()["map_scale"] == 2
+    assert np.median(res1.radius_map[inner]) < 8.5 < 9.0 < np.median(res2.radius_map[inner]) < 11.0
+    assert psnr(half, img) > psnr(full, img) + 1.0
+    assert AllInFocus(mode="fast").run(y, radius_map=rm)[1].map_scale is None  # a given map
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="map_scale must be a positive integer"):
+            AllInFocus(map_scale=bad)
+    src = tmp_path / "in.png"
+    write_image(src, y)
+    rep = tmp_path / "r.json"
+    assert cli.main(["-q", "allinfocus", str(src), str(tmp_path / "o.png"), "--mode", "fast", "--map-scale", "2",
+                     "--report", str(rep)]) == 0
+    assert json.loads(rep.read_text())["map_scale"] == 2
+    assert cli.main(["-q", "allinfocus", str(src), str(tmp_path / "p.png"), "--map-scale", "0"]) == 2
+    assert cli.main(["-q", "allinfocus", str(src), str(tmp_path / "p.png"), "--map-scale", "4"]) == 2  # 40² < window
+    assert "smaller than the analysis window" in capsys.readouterr().err
 
 
 # -- one PSF family for the estimate and the deblurring ------------------------------------------------

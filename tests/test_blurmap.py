@@ -476,3 +476,71 @@ def test_labeling_integration(method):
     assert np.isfinite(res.info["labeling"]["energy"])
     mask, info = est.segment(img, candidates=res, method="min-cut")
     assert to_host(mask).dtype == bool and to_host(mask).shape == (48, 48)
+
+
+def test_resample_helpers_against_references(backend):
+    """Block means against scikit-image's ``downscale_local_mean`` (edge-padded),
+    linear upsampling against ``scipy.ndimage.map_coordinates`` at the block
+    centres ``f·i + (f − 1)/2``."""
+    from scipy.ndimage import map_coordinates
+    from skimage.transform import downscale_local_mean
+
+    from gpudeblur._resample import block_mean, upsample_linear
+
+    xp = backend.xp
+    rng = np.random.default_rng(3)
+    for shape, f in [((40, 64), 2), ((41, 67), 2), ((30, 31, 3), 3), ((9, 12), 4)]:
+        a = rng.standard_normal(shape).astype(np.float32)
+        pad = ((0, -shape[0] % f), (0, -shape[1] % f)) + ((0, 0),) * (len(shape) - 2)
+        ref = downscale_local_mean(np.pad(a, pad, mode="edge"), (f, f) + (1,) * (len(shape) - 2))
+        got = to_host(block_mean(xp.asarray(a), f, xp))
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, ref, atol=1e-6)
+        c = got if got.ndim == 2 else got[..., 0]
+        up = to_host(upsample_linear(xp.asarray(c), f, shape[:2], xp))
+        yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float64)
+        coords = [np.clip((yy - (f - 1) / 2) / f, 0, c.shape[0] - 1), np.clip((xx - (f - 1) / 2) / f, 0, c.shape[1] - 1)]
+        assert up.shape == shape[:2] and up.dtype == np.float32
+        np.testing.assert_allclose(up, map_coordinates(c.astype(np.float64), coords, order=1, mode="nearest"), atol=1e-5)
+    # a one-block axis holds its value; a linear ramp of block means comes back exactly
+    np.testing.assert_allclose(to_host(upsample_linear(xp.asarray(np.array([[1.0, 3.0]], np.float32)), 2, (2, 4), xp)),
+                               [[1, 1.5, 2.5, 3]] * 2)
+    ramp = np.tile(np.arange(48, dtype=np.float32), (8, 1))
+    inner = to_host(upsample_linear(block_mean(xp.asarray(ramp), 4, xp), 4, ramp.shape, xp))[:, 2:-2]
+    np.testing.assert_allclose(inner, ramp[:, 2:-2], atol=1e-5)
+
+
+def test_scaled_estimate_reads_radii_beyond_max_radius(backend):
+    """``scale=2`` reads a 12 px disc blur (beyond ``max_radius`` 8 at full
+    resolution) and equals its definition: the estimate of the block-mean
+    image, linearly upsampled, times 2."""
+    from gpudeblur._resample import block_mean, upsample_linear
+
+    rng = np.random.default_rng(12)
+    sharp = _texture(192, 1)
+    blurred = fftconvolve(sharp, psf.disc(12.0), boundary="reflect") + rng.normal(0, 1e-3, sharp.shape)
+    est = BlurMapEstimator(window=41, noise=1e-6, labeling=None)
+    x = be_array(backend, blurred.astype(np.float32))
+    m2, info = est.estimate(x, scale=2, return_info=True, backend=backend)
+    assert info["scale"] == 2 and info["analysis_shape"] == (96, 96)
+    m2 = to_host(m2)
+    assert m2.shape == (192, 192) and m2.dtype == np.float32
+    assert abs(np.median(m2[48:-48, 48:-48]) - 12.0) < 1.0
+    assert np.median(to_host(est.estimate(x, backend=backend))[48:-48, 48:-48]) < 8.5  # full resolution: capped
+    xp = backend.xp
+    ref = upsample_linear(xp.asarray(est.estimate(block_mean(x, 2, xp), backend=backend)), 2, (192, 192), xp) * 2
+    np.testing.assert_array_equal(m2, to_host(ref))
+
+
+def test_scaled_estimate_bad_arguments():
+    img = _texture(96, 2)
+    est = BlurMapEstimator(window=41, labeling=None)
+    for bad in (0, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="scale must be an integer >= 1"):
+            est.estimate(img, scale=bad)
+    with pytest.raises(ValueError, match="return_candidates needs scale=1"):
+        est.estimate(img, scale=2, return_candidates=True)
+    with pytest.raises(ValueError, match=r"at scale 3 is 32x32, smaller than the analysis window \(41x41\)"):
+        est.estimate(img, scale=3)
+    with pytest.raises(ValueError, match="needs the 'disc' or 'gaussian' PSF family"):
+        BlurMapEstimator(window=41, labeling=None, psf_family=lambda r: psf.disc(r)).estimate(img, scale=2)

@@ -46,6 +46,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .._backend import Backend, as_backend_array, get_backend, to_output
+from .._resample import block_mean, upsample_linear
 from .._validate import check_choice, check_image, check_positive
 from .gabor import GaborBank, block_plan, filter_spectra, gabor_bank, gabor_response_power, padded_derivative, MAX_BLOCK
 from .likelihood import NONE, SearchSettings, device_lut, likelihood_search
@@ -236,6 +237,8 @@ class BlurMapEstimator:
         )
         self._dev_luts: dict = {}
         self._spectra: dict = {}
+        #: the family as given (``estimate(scale=...)`` accepts 'disc' and 'gaussian' only)
+        self.psf_family = psf_family
 
     # -- cached device state ------------------------------------------------
     def _device_lut(self, be: Backend, dtype, noise: float):
@@ -391,8 +394,8 @@ class BlurMapEstimator:
         tile_cols = [range(j, min(nbn, j + tn_)) for j in range(0, nbn, tn_)]
         return tile_rows, tile_cols, fb
 
-    def estimate(self, image, *, return_candidates: bool = False, return_info: bool = False, backend=None,
-                 progress: Callable | None = None):
+    def estimate(self, image, *, scale: int = 1, return_candidates: bool = False, return_info: bool = False,
+                 backend=None, progress: Callable | None = None):
         """Blur radius map of ``image`` (``(M, N)`` gray or ``(M, N, 3)`` RGB in [0, 1]).
 
         Returns the ``(M, N)`` radius map (pixels, working dtype); with
@@ -401,9 +404,26 @@ class BlurMapEstimator:
         without keeping the candidate arrays); with
         ``return_candidates=True`` a :class:`BlurMapResult` (which holds
         ``info`` too; asking for both is an error).
+
+        ``scale`` (integer ≥ 1) analyses the image at ``1/scale`` of its
+        resolution (means of ``scale × scale`` blocks; the noise, window and
+        labels are those of that image), then interpolates the map back to
+        ``(M, N)`` linearly and multiplies its radii by ``scale``: radii up
+        to ``scale · max_radius`` at ``1/scale²`` of the cost, radii below
+        about ``1.5 · scale`` px no longer resolved. For ``'disc'`` and
+        ``'gaussian'`` families (a disc of radius ``r`` averaged over
+        ``s × s`` blocks is close to a disc of ``r/s`` once ``r/s ≳ 1.5``);
+        ``info['scale']`` and ``info['analysis_shape']`` record it. Not with
+        ``return_candidates`` (the candidates live on the coarse grid).
         """
         if return_info and return_candidates:
             raise ValueError("return_info and return_candidates are exclusive: the BlurMapResult has .info")
+        if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
+            raise ValueError(f"scale must be an integer >= 1, got {scale!r}")
+        if scale > 1:
+            if return_candidates:
+                raise ValueError("return_candidates needs scale=1 (the candidates of a scaled estimate live on its coarse grid)")
+            return self._estimate_scaled(image, int(scale), return_info, backend, progress)
         be, x, kind, r_all, l_all, s_all, info = self.candidates(image, backend=backend, progress=progress)
         xp = be.xp
         dt = x.dtype
@@ -457,6 +477,27 @@ class BlurMapEstimator:
             confidence=to_output(conf, kind),
             info=info,
         )
+
+    def _estimate_scaled(self, image, s, return_info, backend, progress):
+        if not (isinstance(self.psf_family, str) and self.psf_family in ("disc", "gaussian")):
+            raise ValueError(f"scale > 1 needs the 'disc' or 'gaussian' PSF family, got {self.psf_family!r} "
+                             "(a calibrated family is measured at full resolution)")
+        be = get_backend(backend if backend is not None else self.backend, like=image)
+        xp = be.xp
+        x, kind = as_backend_array(image, be, self.dtype)
+        check_image(x, xp)
+        M, N = int(x.shape[0]), int(x.shape[1])
+        m, n = -(-M // s), -(-N // s)
+        if m < self.window or n < self.window:
+            raise ValueError(f"image ({M}x{N}) at scale {s} is {m}x{n}, smaller than the analysis window "
+                             f"({self.window}x{self.window}); use a smaller scale")
+        small = block_mean(x, s, xp)
+        radius, info = self.estimate(small, return_info=True, backend=be, progress=progress)
+        radius = upsample_linear(be.xp.asarray(radius), s, (M, N), xp) * radius.dtype.type(s)
+        info["scale"] = s
+        info["analysis_shape"] = (m, n)
+        out = to_output(radius, kind)
+        return (out, info) if return_info else out
 
     def segment(self, image, radius_map=None, *, candidates: BlurMapResult | None = None, tau: float = 2.0,
                 lambda0: float = 1000.0, sigma_lambda: float = 0.04, method: str = "primal-dual", backend=None):
