@@ -220,8 +220,8 @@ class AllInFocusResult:
         Fraction of the pixel values (pixels × channels) ``sv-admm`` fitted
         one-sided as clipped (:func:`saturation_mask`); None: not applied.
     map_scale : int or None
-        Scale the map was estimated at (``AllInFocus(map_scale=)``); None:
-        the map was given.
+        Scale the map was estimated at (``AllInFocus(map_scale=)``; the one
+        chosen for ``'auto'``); None: the map was given.
     """
 
     radius_map: np.ndarray
@@ -943,13 +943,16 @@ class AllInFocus:
         :data:`SATURATION_LEVEL`) one-sided, whether the map is estimated or
         given. None (default): on for ``sv-admm``; ``fast`` and
         ``blind`` cannot weight pixels, so True with them is an error.
-    map_scale : int
+    map_scale : int or 'auto'
         Estimate the blur map on the image reduced ``map_scale`` times
         (``scale=`` of :meth:`gpudeblur.blurmap.BlurMapEstimator.estimate`):
         radii up to ``map_scale`` times the estimator's ``max_radius`` (8)
         at ``1/map_scale²`` of the map's cost, for large photos whose blur
         exceeds 8 px; radii below about ``1.5·map_scale`` px are no longer
-        resolved. Default 1 (full resolution).
+        resolved. Default ``'auto'``: full resolution below 2 MP
+        (:data:`gpudeblur.blurmap.estimator.AUTO_SCALE_MIN_PIXELS`); above,
+        the finest power-of-2 scale whose range holds the blur, found by
+        reading the map coarse first.
     estimator_options : dict
         Passed to :class:`gpudeblur.blurmap.BlurMapEstimator`; the pipeline
         defaults are ``window=MAP_WINDOW`` (51), ``noise='auto'`` (the
@@ -981,14 +984,15 @@ class AllInFocus:
         radius_check=True,
         edge_cap=True,
         saturation=None,
-        map_scale=1,
+        map_scale="auto",
         estimator_options=None,
         blind_options=None,
         backend=None,
         progress=None,
     ):
         self.mode = check_choice(mode, MODES, "mode")
-        self.map_scale = check_positive_int(map_scale, "map_scale")
+        self.map_scale = map_scale if (isinstance(map_scale, str) and map_scale == "auto") else \
+            check_positive_int(map_scale, "map_scale")
         self.layers = None if layers is None else check_positive_int(layers, "layers")
         self.psf_family = psf_family
         self._psf = family_function(psf_family)  # validates
@@ -1094,12 +1098,13 @@ class AllInFocus:
         timings = {}
 
         t0 = time.perf_counter()
-        map_noise = None
+        map_noise = map_scale = None
         if radius_map is None:
             self._stage("blur map")
             radius, info = self._map_estimator().estimate(x, scale=self.map_scale, return_info=True)
             rmap, _ = as_backend_array(radius, be)
             map_noise = float(info["noise"])
+            map_scale = int(info.get("scale", 1))
         else:
             rmap, _ = as_backend_array(radius_map, be, name="radius map")
             check_radius_map(rmap, x.shape[:2], be.xp)
@@ -1108,7 +1113,7 @@ class AllInFocus:
 
         result = AllInFocusResult(radius_map=be.to_host(rmap).astype(np.float32), mode=self.mode, timings=timings,
                                   map_noise=map_noise, psf_family=_family_name(self.psf_family),
-                                  map_scale=self.map_scale if radius_map is None else None)
+                                  map_scale=map_scale)
         t0 = time.perf_counter()
         if self.mode in ("sv-admm", "fast"):
             kw = {}

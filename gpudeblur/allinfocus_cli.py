@@ -35,6 +35,13 @@ def _pair(text: str, check, expected: str) -> tuple:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def map_scale(text: str):
+    """argparse type of ``--map-scale``: ``auto`` or a positive integer."""
+    from .cli import positive_int  # noqa: PLC0415
+
+    return "auto" if text.strip().lower() == "auto" else positive_int(text)
+
+
 def uncertainty_pair(text: str) -> tuple:
     """argparse type: ``S,SP``, checked as ``AllInFocus(map_uncertainty=...)`` checks it."""
     from .allinfocus import _check_uncertainty  # noqa: PLC0415
@@ -96,9 +103,10 @@ def register(subparsers, parents) -> None:
                    help=f"odd analysis window of the blur-map estimate (default {MAP_WINDOW}; the paper's 41)")
     p.add_argument("--noise", type=noise_variance, default=None, metavar="VAR|auto",
                    help="noise variance for the blur-map estimator (default auto: measured on the image, at least 1e-6)")
-    p.add_argument("--map-scale", type=positive_int, default=None, metavar="S",
+    p.add_argument("--map-scale", type=map_scale, default=None, metavar="S|auto",
                    help="estimate the blur map on the image reduced S times (S x S block means): radii up to S times "
-                   "--max-radius at 1/S^2 of the map's cost, radii below ~1.5*S px not resolved (default 1)")
+                   "--max-radius at 1/S^2 of the map's cost, radii below ~1.5*S px not resolved; auto (default): "
+                   "1 below 2 MP, above it the finest power of 2 whose range holds the blur (read coarse first)")
     p.add_argument("--save-map", metavar="M", help="write the blur map (.png colour-mapped, .npy/.tif float)")
     p.add_argument("--save-layers", metavar="DIR", help="write the layer labels and per-layer results (blind mode) into DIR")
     p.add_argument("--report", metavar="R.json", help="write a JSON report (map statistics, layers, kernels, timings)")
@@ -177,7 +185,7 @@ def run(args) -> int:
         radius_check=args.radius_check != "off",
         edge_cap=args.edge_cap != "off",
         saturation=None if args.saturation is None else args.saturation == "on",
-        map_scale=args.map_scale or 1,
+        map_scale=args.map_scale or "auto",
         estimator_options=est_opts,  # unset ones: the pipeline's defaults (window 51, noise auto, radius 8)
         backend=args.backend,
         progress=stage,

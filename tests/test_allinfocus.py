@@ -485,7 +485,7 @@ def test_estimator_gets_the_pipeline_window_and_prior(monkeypatch):
     n = len(made)
     pipe.estimate_map(np.clip(img + 0.01 * np.random.default_rng(0).standard_normal(img.shape), 0, 1))
     assert len(made) == n and made[-1]["noise"] == "auto" and made[-1]["noise_floor"] == 1e-6
-    assert set(scales) == {1}
+    assert set(scales) == {"auto"}  # the default: the estimator decides (scale 1 below 2 MP)
     AllInFocus(map_scale=3).estimate_map(img)  # the analysis scale reaches the estimator
     assert scales[-1] == 3
 
@@ -637,6 +637,10 @@ def test_map_scale_in_the_pipeline_and_cli(tmp_path, capsys):
                      "--report", str(rep)]) == 0
     assert json.loads(rep.read_text())["map_scale"] == 2
     assert cli.main(["-q", "allinfocus", str(src), str(tmp_path / "p.png"), "--map-scale", "0"]) == 2
+    assert cli.main(["-q", "allinfocus", str(src), str(tmp_path / "p.png"), "--map-scale", "half"]) == 2
+    assert cli.main(["-q", "allinfocus", str(src), str(tmp_path / "q.png"), "--mode", "fast", "--map-scale", "auto",
+                     "--report", str(rep), "--overwrite"]) == 0
+    assert json.loads(rep.read_text())["map_scale"] == 1  # 160² is below AUTO_SCALE_MIN_PIXELS
     assert cli.main(["-q", "allinfocus", str(src), str(tmp_path / "p.png"), "--map-scale", "4"]) == 2  # 40² < window
     assert "smaller than the analysis window" in capsys.readouterr().err
 

@@ -544,3 +544,31 @@ def test_scaled_estimate_bad_arguments():
         est.estimate(img, scale=3)
     with pytest.raises(ValueError, match="needs the 'disc' or 'gaussian' PSF family"):
         BlurMapEstimator(window=41, labeling=None, psf_family=lambda r: psf.disc(r)).estimate(img, scale=2)
+
+
+def test_auto_scale_reads_large_blur_coarse_and_small_blur_fine(monkeypatch):
+    """``scale='auto'`` (thresholds lowered so that 192² images count as large):
+    a 12 px blur stays at the coarse scale, a 3 px blur is read again at full
+    resolution and equals ``scale=1``; small images and non-scalable families
+    are read at scale 1 only."""
+    import gpudeblur.blurmap.estimator as E
+
+    rng = np.random.default_rng(7)
+    sharp = _texture(192, 3)
+    est = BlurMapEstimator(window=41, noise=1e-6, labeling=None)
+    big = fftconvolve(sharp, psf.disc(12.0), boundary="reflect") + rng.normal(0, 1e-3, sharp.shape)
+    small = fftconvolve(sharp, psf.disc(3.0), boundary="reflect") + rng.normal(0, 1e-3, sharp.shape)
+    m, info = est.estimate(small, scale="auto", return_info=True)
+    assert info["scale"] == 1 and info["scales"] == [1]  # default thresholds: 192² is small
+    monkeypatch.setattr(E, "AUTO_SCALE_MIN_PIXELS", 0)
+    monkeypatch.setattr(E, "AUTO_SCALE_START_PIXELS", 9000)  # 96² ≥ 9000 > 48²: start at scale 2
+    m, info = est.estimate(big, scale="auto", return_info=True)
+    assert info["scales"] == [2] and info["scale"] == 2
+    np.testing.assert_array_equal(m, est.estimate(big, scale=2))
+    m, info = est.estimate(small, scale="auto", return_info=True)
+    assert info["scales"] == [2, 1] and info["scale"] == 1
+    np.testing.assert_array_equal(m, est.estimate(small))
+    cal = BlurMapEstimator(window=41, noise=1e-6, labeling=None, psf_family=lambda r: psf.disc(r))
+    assert cal.estimate(big, scale="auto", return_info=True)[1]["scales"] == [1]
+    with pytest.raises(ValueError, match="return_candidates needs scale=1"):
+        est.estimate(big, scale="auto", return_candidates=True)

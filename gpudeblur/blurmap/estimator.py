@@ -75,6 +75,19 @@ LABELING_MEMORY_BUDGET = 4 << 30
 #: Lowest noise variance ``noise='auto'`` uses (the paper's simulations use 1e-6).
 NOISE_FLOOR = 1e-6
 
+#: ``estimate(scale='auto')``: images with fewer pixels are analysed at full
+#: resolution, with no coarser look first (it would cost them a quarter more).
+AUTO_SCALE_MIN_PIXELS = 2_000_000
+#: ``scale='auto'`` starts at the coarsest power-of-2 scale whose image still
+#: has this many pixels (4 MP: scale 4, 0.26 MP, radii to 32 px; 12 MP:
+#: scale 4, 0.75 MP; 24 MP: scale 8, 0.38 MP) ...
+AUTO_SCALE_START_PIXELS = 250_000
+#: ... and halves the scale while this quantile of the map read there fits the
+#: finer scale's range (``max_radius · scale / 2``): 512² scenes whose radii
+#: reach 8, 12 and 16 px (90th percentiles 5-7.4, 8-11, 10-14.6 px at scale 2)
+#: deblur best at scale 1, 1-2 and 2 (docs/STATUS.md, session 13).
+AUTO_SCALE_QUANTILE = 0.9
+
 _LUMA = (0.299, 0.587, 0.114)
 
 
@@ -415,11 +428,26 @@ class BlurMapEstimator:
         ``s × s`` blocks is close to a disc of ``r/s`` once ``r/s ≳ 1.5``);
         ``info['scale']`` and ``info['analysis_shape']`` record it. Not with
         ``return_candidates`` (the candidates live on the coarse grid).
+
+        ``scale='auto'``: images below :data:`AUTO_SCALE_MIN_PIXELS` are
+        analysed at scale 1. Larger ones are read first at the coarsest
+        power-of-2 scale ``s`` that keeps :data:`AUTO_SCALE_START_PIXELS`
+        pixels; while the :data:`AUTO_SCALE_QUANTILE` quantile of that map
+        fits the range of scale ``s/2`` (``≤ max_radius · s/2``), the map is
+        read again at ``s/2``. So a blur within ``max_radius`` is read at full
+        resolution (at ~1.3x the cost) and a larger one at the finest scale
+        whose range holds it, at a fraction of the cost. ``info['scales']``
+        lists the scales read. A calibrated or callable PSF family is always
+        read at scale 1.
         """
         if return_info and return_candidates:
             raise ValueError("return_info and return_candidates are exclusive: the BlurMapResult has .info")
+        if isinstance(scale, str) and scale == "auto":
+            if return_candidates:
+                raise ValueError("return_candidates needs scale=1 (the candidates of a scaled estimate live on its coarse grid)")
+            return self._estimate_auto(image, return_info, backend, progress)
         if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
-            raise ValueError(f"scale must be an integer >= 1, got {scale!r}")
+            raise ValueError(f"scale must be an integer >= 1 or 'auto', got {scale!r}")
         if scale > 1:
             if return_candidates:
                 raise ValueError("return_candidates needs scale=1 (the candidates of a scaled estimate live on its coarse grid)")
@@ -478,8 +506,33 @@ class BlurMapEstimator:
             info=info,
         )
 
+    def _estimate_auto(self, image, return_info, backend, progress):
+        be = get_backend(backend if backend is not None else self.backend, like=image)
+        x, kind = as_backend_array(image, be, self.dtype)
+        check_image(x, be.xp)
+        M, N = int(x.shape[0]), int(x.shape[1])
+        s = 1
+        if M * N >= AUTO_SCALE_MIN_PIXELS and self._scalable():
+            while (-(-M // (2 * s))) * (-(-N // (2 * s))) >= AUTO_SCALE_START_PIXELS and \
+                    min(M, N) // (2 * s) >= self.window:
+                s *= 2
+        tried = []
+        while True:
+            radius, info = self.estimate(x, scale=s, return_info=True, backend=be, progress=progress)
+            tried.append(s)
+            if s == 1 or float(be.xp.quantile(radius, AUTO_SCALE_QUANTILE)) > self.max_radius * s / 2:
+                break
+            s //= 2
+        info["scale"] = s
+        info["scales"] = tried
+        out = to_output(radius, kind)
+        return (out, info) if return_info else out
+
+    def _scalable(self) -> bool:
+        return isinstance(self.psf_family, str) and self.psf_family in ("disc", "gaussian")
+
     def _estimate_scaled(self, image, s, return_info, backend, progress):
-        if not (isinstance(self.psf_family, str) and self.psf_family in ("disc", "gaussian")):
+        if not self._scalable():
             raise ValueError(f"scale > 1 needs the 'disc' or 'gaussian' PSF family, got {self.psf_family!r} "
                              "(a calibrated family is measured at full resolution)")
         be = get_backend(backend if backend is not None else self.backend, like=image)
