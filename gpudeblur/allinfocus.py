@@ -45,7 +45,7 @@ import numpy as np
 
 from ._backend import array_module, as_backend_array, get_backend, is_cupy_array, to_output
 from ._validate import check_choice, check_image, check_positive, check_positive_int
-from .spatially_varying import (_family, check_radius_map, check_saturated, check_uncertainty,
+from .spatially_varying import (MAX_RADIUS_SIGMA, _family, check_radius_map, check_saturated, check_uncertainty,
                                 deconvolve_fast_scaled, deconvolve_spatially_varying)
 
 __all__ = ["AllInFocus", "AllInFocusResult", "split_layers", "compose_layers", "in_focus_weight", "disc_equivalent",
@@ -919,8 +919,10 @@ class AllInFocus:
         ``(radius_sigma, spatial_sigma)`` in pixels for ``sv-admm``/``fast``:
         treat the map as uncertain (expected-misfit data term, see
         :func:`gpudeblur.spatially_varying.deconvolve_spatially_varying`).
-        Default: :data:`MAP_UNCERTAINTY` for an estimated map, ``(0, 0)``
-        (exact) for a given one; a value set here applies to both.
+        Default: :data:`MAP_UNCERTAINTY` for an estimated map (times the
+        scale it was read at, ``map_scale``: its errors are that many times
+        larger in full-resolution pixels), ``(0, 0)`` (exact) for a given
+        one; a value set here applies to both.
     keep_in_focus : (float, float), False or None
         ``(lo, hi)`` radii: ``sv-admm``/``fast`` return the input where the
         map is ``≤ lo``, their deconvolution where it is ``≥ hi``, and a
@@ -1126,7 +1128,9 @@ class AllInFocus:
                 kw["num_iter"] = self.num_iter
             unc = self.map_uncertainty
             if unc is None:
-                unc = MAP_UNCERTAINTY if map_estimated else (0.0, 0.0)
+                # a map read at scale S errs S times as many full-resolution px
+                s = map_scale or 1
+                unc = (min(MAP_UNCERTAINTY[0] * s, MAX_RADIUS_SIGMA), MAP_UNCERTAINTY[1] * s) if map_estimated else (0.0, 0.0)
             kw["radius_sigma"], kw["spatial_sigma"] = unc
             result.map_uncertainty = tuple(unc)
             rdeb = rmap
