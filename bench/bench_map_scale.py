@@ -8,7 +8,7 @@ For each: the map estimated at scale 1 (``max_radius`` = 8 × multiplier, so
 the range holds the blur) and at scale 2 (``max_radius`` 8: radii to 16 px),
 map MSE, time, and the deblurred PSNR gain over the input (``sv-admm`` by
 default, the estimated-map pipeline with the radius spread the pipeline
-gives a map read at that scale, ``MAP_UNCERTAINTY`` × scale). The ``auto`` column applies the rule
+gives a map read at that scale, ``allinfocus.scaled_map_uncertainty``). The ``auto`` column applies the rule
 of :meth:`~gpudeblur.blurmap.BlurMapEstimator.estimate` as it would run on
 a large photo started at scale 2: keep scale 2 if the
 ``AUTO_SCALE_QUANTILE`` quantile of the scale-2 map exceeds ``max_radius``
@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_OUT, finish_machine_info, log, machine_info, machine_markdown, markdown_table, result_stem, write_results  # noqa: E402
 from bench_allinfocus import maps, psnr  # noqa: E402
 
-from gpudeblur.allinfocus import MAP_UNCERTAINTY, AllInFocus  # noqa: E402
+from gpudeblur.allinfocus import AllInFocus, scaled_map_uncertainty  # noqa: E402
 from gpudeblur.blurmap.estimator import AUTO_SCALE_QUANTILE  # noqa: E402
-from gpudeblur.spatially_varying import MAX_RADIUS_SIGMA, blur_spatially_varying  # noqa: E402
+from gpudeblur.spatially_varying import blur_spatially_varying  # noqa: E402
 
 IMAGES = ("astronaut", "camera", "grass")
 
@@ -70,8 +70,8 @@ def study(mults, mode):
                     rec[f"s{s}_map_s"] = time.perf_counter() - t0
                     rec[f"s{s}_map_mse"] = float(np.mean((m - rm) ** 2))
                     # the pipeline's spread for a map read at scale s (what run() uses after its own estimate)
-                    unc = (min(MAP_UNCERTAINTY[0] * s, MAX_RADIUS_SIGMA), MAP_UNCERTAINTY[1] * s)
-                    out, _ = AllInFocus(mode=mode, map_uncertainty=unc).run(y, radius_map=m, map_estimated=True)
+                    out, _ = AllInFocus(mode=mode, map_uncertainty=scaled_map_uncertainty(s)).run(
+                        y, radius_map=m, map_estimated=True)
                     rec[f"s{s}_gain"] = psnr(out, img) - rec["input_psnr"]
                     if s == 2:
                         rec["s2_quantile"] = float(np.quantile(m, AUTO_SCALE_QUANTILE))

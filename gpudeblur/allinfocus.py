@@ -264,6 +264,21 @@ class AllInFocusResult:
         }
 
 
+def scaled_map_uncertainty(scale: int) -> tuple:
+    """``(radius_sigma, spatial_sigma)`` the pipeline gives a map estimated at
+    ``scale``: :data:`MAP_UNCERTAINTY` times ``max(1, scale²/4)`` (radius σ
+    capped at :data:`~gpudeblur.spatially_varying.MAX_RADIUS_SIGMA`).
+
+    Fitted to two measurements (docs/STATUS.md, session 13), not derived:
+    at scale 2 (512² scenes, radii to 8-12 px) the unwidened spread beat
+    twice it by 0.6 dB; at scale 4 (4 MP, radii to 24 px) ``fast`` gave
+    22.7 / 25.1 / 28.5 dB with the spread times 1 / 2 / 4 (input 25.6).
+    The errors grow with the radii read, which grow with the scale.
+    """
+    f = max(1.0, scale * scale / 4.0)
+    return (min(MAP_UNCERTAINTY[0] * f, MAX_RADIUS_SIGMA), MAP_UNCERTAINTY[1] * f)
+
+
 def _check_uncertainty(value):
     """``map_uncertainty`` as a validated pair (:func:`~gpudeblur.spatially_varying.check_uncertainty`)."""
     try:
@@ -919,10 +934,9 @@ class AllInFocus:
         ``(radius_sigma, spatial_sigma)`` in pixels for ``sv-admm``/``fast``:
         treat the map as uncertain (expected-misfit data term, see
         :func:`gpudeblur.spatially_varying.deconvolve_spatially_varying`).
-        Default: :data:`MAP_UNCERTAINTY` for an estimated map (times the
-        scale it was read at, ``map_scale``: its errors are that many times
-        larger in full-resolution pixels), ``(0, 0)`` (exact) for a given
-        one; a value set here applies to both.
+        Default: :data:`MAP_UNCERTAINTY` for an estimated map (widened for
+        a map read at a coarser scale, :func:`scaled_map_uncertainty`),
+        ``(0, 0)`` (exact) for a given one; a value set here applies to both.
     keep_in_focus : (float, float), False or None
         ``(lo, hi)`` radii: ``sv-admm``/``fast`` return the input where the
         map is ``≤ lo``, their deconvolution where it is ``≥ hi``, and a
@@ -1128,9 +1142,7 @@ class AllInFocus:
                 kw["num_iter"] = self.num_iter
             unc = self.map_uncertainty
             if unc is None:
-                # a map read at scale S errs S times as many full-resolution px
-                s = map_scale or 1
-                unc = (min(MAP_UNCERTAINTY[0] * s, MAX_RADIUS_SIGMA), MAP_UNCERTAINTY[1] * s) if map_estimated else (0.0, 0.0)
+                unc = scaled_map_uncertainty(map_scale or 1) if map_estimated else (0.0, 0.0)
             kw["radius_sigma"], kw["spatial_sigma"] = unc
             result.map_uncertainty = tuple(unc)
             rdeb = rmap

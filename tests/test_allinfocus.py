@@ -624,7 +624,10 @@ def test_map_scale_in_the_pipeline_and_cli(tmp_path, capsys):
     half, res2 = AllInFocus(mode="fast", map_scale=2).run(y)
     inner = (slice(40, -40),) * 2
     assert res1.map_scale == 1 and res2.map_scale == 2 and res2.report()["map_scale"] == 2
-    assert res1.map_uncertainty == (0.5, 3.0) and res2.map_uncertainty == (1.0, 6.0)  # the spread follows the scale
+    assert res1.map_uncertainty == res2.map_uncertainty == (0.5, 3.0)  # widened from scale 4 on
+    from gpudeblur.allinfocus import scaled_map_uncertainty
+
+    assert scaled_map_uncertainty(4) == (2.0, 12.0) and scaled_map_uncertainty(16) == (4.0, 192.0)
     assert np.median(res1.radius_map[inner]) < 8.5 < 9.0 < np.median(res2.radius_map[inner]) < 11.0
     assert psnr(half, img) > psnr(full, img) + 1.0
     assert AllInFocus(mode="fast").run(y, radius_map=rm)[1].map_scale is None  # a given map
