@@ -149,9 +149,9 @@ def run(args) -> int:
         raise NotADirectoryError(f"--save-layers is not a folder: {args.save_layers}")
     est_opts = {k: v for k, v in (("max_radius", args.max_radius), ("window", args.window), ("noise", args.noise))
                 if v is not None}
-    if args.map and (est_opts or args.map_scale is not None):
-        name = "--" + next(iter(est_opts or {"map_scale": 0})).replace("_", "-")
-        raise ValueError(f"{name} applies to an estimated map, not with --map")
+    estimate_only = list(est_opts) + (["map_scale"] if args.map_scale is not None else [])
+    if args.map and estimate_only:
+        raise ValueError(f"--{estimate_only[0].replace('_', '-')} applies to an estimated map, not with --map")
     if args.iters is not None and args.mode == "fast":
         raise ValueError("--iters applies to --mode sv-admm and blind only (fast has no iterations)")
     if args.layers is not None and args.mode != "blind":

@@ -185,8 +185,9 @@ def read_image(path) -> tuple[np.ndarray, ImageMeta]:
     if exif is not None:
         arr = _upright(arr, _md.exif_orientation(exif))
         exif = _md.exif_upright(exif)
-    if icc is not None and _md.icc_colour_space(icc) not in ("RGB", "GRAY"):
-        warnings.warn(f"{path}: colour profile is for {_md.icc_colour_space(icc)!r} data, which was converted to "
+    space = None if icc is None else _md.icc_colour_space(icc)
+    if space is not None and space not in ("RGB", "GRAY"):
+        warnings.warn(f"{path}: colour profile is for {space!r} data, which was converted to "
                       "RGB without it; profile not carried to the output", UserWarning, stacklevel=2)
         icc = None
     img, meta = _finish_read(arr, order, gray_alpha, fmt, path)

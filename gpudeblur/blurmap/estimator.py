@@ -442,15 +442,14 @@ class BlurMapEstimator:
         """
         if return_info and return_candidates:
             raise ValueError("return_info and return_candidates are exclusive: the BlurMapResult has .info")
-        if isinstance(scale, str) and scale == "auto":
-            if return_candidates:
-                raise ValueError("return_candidates needs scale=1 (the candidates of a scaled estimate live on its coarse grid)")
-            return self._estimate_auto(image, return_info, backend, progress)
-        if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
+        auto = isinstance(scale, str) and scale == "auto"
+        if not auto and (isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1):
             raise ValueError(f"scale must be an integer >= 1 or 'auto', got {scale!r}")
+        if (auto or scale > 1) and return_candidates:
+            raise ValueError("return_candidates needs scale=1 (the candidates of a scaled estimate live on its coarse grid)")
+        if auto:
+            return self._estimate_auto(image, return_info, backend, progress)
         if scale > 1:
-            if return_candidates:
-                raise ValueError("return_candidates needs scale=1 (the candidates of a scaled estimate live on its coarse grid)")
             return self._estimate_scaled(image, int(scale), return_info, backend, progress)
         be, x, kind, r_all, l_all, s_all, info = self.candidates(image, backend=backend, progress=progress)
         xp = be.xp
@@ -546,7 +545,7 @@ class BlurMapEstimator:
                              f"({self.window}x{self.window}); use a smaller scale")
         small = block_mean(x, s, xp)
         radius, info = self.estimate(small, return_info=True, backend=be, progress=progress)
-        radius = upsample_linear(be.xp.asarray(radius), s, (M, N), xp) * radius.dtype.type(s)
+        radius = upsample_linear(radius, s, (M, N), xp) * radius.dtype.type(s)
         info["scale"] = s
         info["analysis_shape"] = (m, n)
         out = to_output(radius, kind)
