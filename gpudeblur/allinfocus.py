@@ -38,6 +38,7 @@ second moment (:func:`disc_equivalent`; a Gaussian's σ ≈ r/2 from 2 px up).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -525,19 +526,68 @@ def edge_cap(image, radius_map, *, psf_family="disc", slack=EDGE_CAP_SLACK, nois
     if clipped is not None:  # a clipped plateau under-reads the contrast of the edges at its rim
         edge &= ndi.maximum_filter(clipped, size=2 * EDGE_CAP_CLIP_REACH + 1, mode="nearest") == 0
     bound = xp.where(edge, bound, t32(np.inf))
-    cap = xp.full(r.shape, t32(np.inf))
-    ok = xp.ones(r.shape, dtype=bool)
-    prev, k_low, low = 0.0, None, None
-    for rho in radii:
-        k = int(np.ceil(rho - 1e-9))
-        if k != k_low:  # two grid radii share each integer reach
-            yy, xx = np.mgrid[-k:k + 1, -k:k + 1]
-            k_low, low = k, ndi.minimum_filter(bound, footprint=xp.asarray(yy * yy + xx * xx <= k * k), mode="nearest")
-        fails = ok & (low < t32(rho - 1e-6))
-        cap = xp.where(fails, t32(prev), cap)
-        ok &= ~fails
-        prev = float(rho)
+    cap = xp.empty(r.shape, dtype=np.float32)
+    reaches = np.ceil(radii - 1e-9).astype(int)  # two grid radii share each integer reach
+    for rows, minima in _disc_minima(bound, int(reaches[-1]), xp):
+        c = xp.full((rows.stop - rows.start, r.shape[1]), t32(np.inf))
+        ok = xp.ones(c.shape, dtype=bool)
+        prev = 0.0
+        for k, low in minima:
+            for rho in radii[reaches == k]:
+                fails = ok & (low < t32(rho - 1e-6))
+                c = xp.where(fails, t32(prev), c)
+                ok &= ~fails
+                prev = float(rho)
+        cap[rows] = c
     return to_output(xp.minimum(r, cap).astype(np.float32, copy=False), kind)
+
+
+#: Working memory (bytes) of :func:`_disc_minima`'s chord minima per strip of rows.
+DISC_MIN_STRIP_BYTES = 256 << 20
+
+
+def _disc_minima(a, reach, xp, strip_bytes=None):
+    """Minima of a 2-D array over the discs ``dy² + dx² ≤ k²``, k = 1 … ``reach``.
+
+    Yields ``(rows, minima)`` per strip of rows (``rows`` a slice), where
+    ``minima`` yields ``(k, low)`` for k = 1 … ``reach`` in order, ``low``
+    the minimum over the disc of reach ``k`` for those rows, with the
+    array's edge values repeated outside: bit-identical to
+    ``scipy.ndimage.minimum_filter(a, footprint=disc, mode='nearest')``. A
+    disc is the union of its horizontal chords ``|dx| ≤ isqrt(k² − dy²)``,
+    so its minimum is the minimum of ``2k + 1`` row-shifted running minima
+    of half-widths 0 … ``reach``, each built from the previous one in two
+    passes. That is ``O(reach²)`` array passes for all the reaches, where a
+    footprint filter per reach costs ``O(reach³)`` per pixel (the edge cap
+    of a 4 MP photo with radii to 24 px took 175 s of a 271 s job). The
+    running minima hold ``reach + 1`` copies of a strip, so strips are
+    sized to ``strip_bytes`` (default :data:`DISC_MIN_STRIP_BYTES`).
+    """
+    m, n = a.shape
+    strip_bytes = DISC_MIN_STRIP_BYTES if strip_bytes is None else strip_bytes
+    height = max(16, strip_bytes // ((reach + 1) * n * a.itemsize) - 2 * reach)
+    for y0 in range(0, m, height):
+        y1 = min(m, y0 + height)
+        yield slice(y0, y1), _strip_minima(a, y0, y1, reach, xp)
+
+
+def _strip_minima(a, y0, y1, reach, xp):
+    m, n = a.shape
+    padded = a[xp.clip(xp.arange(y0 - reach, y1 + reach), 0, m - 1)]  # the strip and its halo, edge rows repeated
+    padded = xp.concatenate([xp.repeat(padded[:, :1], reach, axis=1), padded,
+                             xp.repeat(padded[:, -1:], reach, axis=1)], axis=1)
+    chord = [padded[:, reach:reach + n]]  # chord[w]: the minimum over |dx| <= w
+    for w in range(1, reach + 1):
+        c = xp.minimum(chord[-1], padded[:, reach - w:reach - w + n])
+        chord.append(xp.minimum(c, padded[:, reach + w:reach + w + n], out=c))
+    del padded
+    h = y1 - y0
+    for k in range(1, reach + 1):
+        low = None
+        for dy in range(-k, k + 1):
+            band = chord[math.isqrt(k * k - dy * dy)][reach + dy:reach + dy + h]
+            low = band.copy() if low is None else xp.minimum(low, band, out=low)
+        yield k, low
 
 
 def _clipped_2d(saturated, x, be):

@@ -340,6 +340,49 @@ def test_edge_cap_matches_its_definition(backend, natural_rgb, slack):
     np.testing.assert_allclose(got, ref, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape, reach, strip_bytes", [((40, 50), 6, None), ((40, 50), 6, 2000), ((5, 70), 9, 3000),
+                                                       ((70, 3), 9, 100), ((1, 1), 3, None), ((33, 33), 40, 5000)])
+def test_disc_minima_equal_the_footprint_filter(backend, shape, reach, strip_bytes):
+    """The chord decomposition against SciPy's footprint filter, bit for bit:
+    strips of 16 rows and more, arrays smaller than the disc, inf values."""
+    import scipy.ndimage as ndi
+
+    from gpudeblur.allinfocus import _disc_minima
+
+    rng = np.random.default_rng(5)
+    a = rng.random(shape).astype(np.float32)
+    a[rng.random(shape) < 0.5] = np.inf
+    got, strips = {}, []
+    for rows, minima in _disc_minima(backend.xp.asarray(a), reach, backend.xp, strip_bytes):
+        strips.append(rows)
+        for k, low in minima:
+            got.setdefault(k, []).append(to_host(low))
+    assert strips[0].start == 0 and strips[-1].stop == shape[0]
+    assert all(s.stop == t.start for s, t in zip(strips, strips[1:]))
+    assert (len(strips) > 1) == (strip_bytes is not None and shape[0] > 16)
+    assert sorted(got) == list(range(1, reach + 1))
+    for k in range(1, reach + 1):
+        yy, xx = np.mgrid[-k:k + 1, -k:k + 1]
+        ref = ndi.minimum_filter(a, footprint=yy * yy + xx * xx <= k * k, mode="nearest")
+        np.testing.assert_array_equal(np.concatenate(got[k]), ref)
+
+
+def test_edge_cap_in_strips_matches_its_definition(natural_rgb, monkeypatch):
+    """A map with reaches to 12 px cut into strips of 16 rows gives the cap of the definition."""
+    import gpudeblur.allinfocus as aif
+    from gpudeblur.psf import disc
+
+    rng = np.random.default_rng(4)
+    img = natural_rgb[:60, :64]
+    rmap = rng.uniform(0, 12, img.shape[:2])
+    monkeypatch.setattr(aif, "DISC_MIN_STRIP_BYTES", 4096)
+    got = aif.edge_cap(img, rmap, noise_sigma=1e-3)
+    window = max(disc(np.ceil(rmap.max() / 0.5) * 0.5).shape) // 2 * 2 + 1  # the widest PSF's side
+    ref = _edge_cap_reference(img, rmap, 1e-3, 1.5, window=window)
+    assert 0.05 < (ref < rmap).mean() < 0.95
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+
+
 def test_edge_cap_leaves_flat_8bit_banding_and_wide_true_blurs_alone():
     """Two ways a fixed bound went wrong (review): a flat 8-bit ramp measures
     σ̂ = 0, and its one-level steps looked like edges (25–74 % capped);
