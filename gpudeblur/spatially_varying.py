@@ -64,7 +64,7 @@ from .restoration import _LAM_PER_SIGMA, estimate_noise
 from .solvers import conjugate_gradient
 
 __all__ = ["SpatiallyVaryingBlur", "deconvolve_spatially_varying", "deconvolve_fast_scaled", "blur_spatially_varying",
-           "check_radius_map", "check_saturated", "check_uncertainty", "MAX_RADIUS_SIGMA"]
+           "check_radius_map", "check_saturated", "check_uncertainty", "bank_step", "MAX_RADIUS_SIGMA"]
 
 _FAMILIES = {"disc": _psf.disc, "gaussian": _psf.gaussian}
 
@@ -104,7 +104,8 @@ class SpatiallyVaryingBlur:
     be : Backend
     dtype : float32 or float64
     radius_step : float
-        Spacing ``Δ`` of the PSF bank (default 0.5 px).
+        Spacing ``Δ`` of the PSF bank (default 0.5 px); for an uncertain map
+        with a wide ``radius_sigma`` the bank is coarser (:func:`bank_step`).
     family : {'disc', 'gaussian'} or callable
         ``family(r) -> psf``.
     boundary : {'reflect', 'periodic'}
@@ -125,8 +126,8 @@ class SpatiallyVaryingBlur:
         self.be = be
         self.dtype = np.dtype(dtype)
         xp = be.xp
-        self.step = check_positive(radius_step, "radius_step")
         self.radius_sigma, self.spatial_sigma = check_uncertainty(radius_sigma, spatial_sigma)
+        self.step = bank_step(radius_step, self.radius_sigma)
         #: True when the map is treated as uncertain (expected-misfit data term)
         self.uncertain = self.radius_sigma > 0 or self.spatial_sigma > 0
         self.family = _family(family)
@@ -288,6 +289,27 @@ def _bank(rmap, step, radius_sigma, spatial_sigma, be, dtype):
         # keep only radii whose weight is non-zero somewhere
         keep = [i for i, r in enumerate(radii) if bool((xp.abs(rmap - r) < step).any())]
     return radii[keep], w
+
+
+#: An uncertain map's bank is no finer than needed: its spacing is raised to
+#: the largest multiple of ``radius_step`` within this fraction of
+#: ``radius_sigma`` (:func:`bank_step`). The weights are hat functions
+#: smoothed by a Gaussian of ``radius_sigma`` in ``r``, so they vary on that
+#: scale, while every entry costs a weight map, an FFT filtering per solve
+#: step and a pooling.
+BANK_STEP_PER_SIGMA = 0.5
+
+
+def bank_step(radius_step, radius_sigma):
+    """Spacing of the PSF bank for ``radius_step`` (the finest) and ``radius_sigma``:
+    ``radius_step`` times the largest integer ``m ≥ 1`` with
+    ``m · radius_step ≤`` :data:`BANK_STEP_PER_SIGMA` ``· radius_sigma``
+    (so the bank stays on the same grid). Up to ``radius_sigma = 1`` px the
+    default 0.5 px step is kept; a map read at 4x its resolution
+    (``radius_sigma`` 2 px) gets a 1 px step, half the entries."""
+    radius_step = check_positive(radius_step, "radius_step")
+    m = max(1, int(math.floor(BANK_STEP_PER_SIGMA * radius_sigma / radius_step + 1e-9)))
+    return radius_step * m
 
 
 def _on_grid(a, grid, boundary, xp):
@@ -531,8 +553,8 @@ def deconvolve_fast_scaled(image, radius_map, scales, *, lam=None, radius_step=0
     if not scales:
         raise ValueError("scales must not be empty")
     lam = check_positive(_FAST_LAM if lam is None else lam, "lam")
-    step = check_positive(radius_step, "radius_step")
     rs, ss = check_uncertainty(radius_sigma, spatial_sigma)
+    step = bank_step(radius_step, rs)
     fam = _family(family)
     t = x.dtype.type
     rg = r.astype(x.dtype, copy=False)

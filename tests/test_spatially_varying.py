@@ -150,6 +150,39 @@ def test_uncertain_weights_match_quadrature_and_moments(backend):
     assert op.grid.psf.shape == op.psfs[-1].shape  # the FFT grid is sized for the kept bank
 
 
+def test_bank_step_follows_a_wide_radius_sigma(backend, natural_gray, monkeypatch):
+    """A wide radius_sigma gets a coarser bank (multiples of radius_step): the
+    mixture keeps its moments (mean r̂, second moment r̂² + s² + at most Δ²/4)
+    and the fast deconvolution stays within 0.1 dB of the 0.5 px bank's."""
+    import gpudeblur.spatially_varying as sv
+
+    assert [sv.bank_step(0.5, s) for s in (0.0, 0.5, 1.0, 1.99, 2.0, 3.0, 4.0)] == [0.5] * 4 + [1.0, 1.5, 2.0]
+    assert sv.bank_step(0.25, 2.0) == 1.0 and sv.bank_step(0.3, 2.0) == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="radius_step"):
+        sv.bank_step(0.0, 2.0)
+    rng = np.random.default_rng(6)
+    rm = rng.uniform(9.0, 14.0, (64, 64))
+    s = 2.0
+    op = SpatiallyVaryingBlur(backend.xp.asarray(rm), backend, np.float64, radius_sigma=s)
+    assert op.step == 1.0 and np.array_equal(op.radii, np.round(op.radii))
+    w = np.stack([to_host(op.grid.crop(op.weight(k)[None]))[0] for k in range(len(op.radii))])
+    np.testing.assert_allclose(w.sum(0), 1.0, atol=1e-12)
+    np.testing.assert_allclose(np.tensordot(op.radii, w, 1), rm, atol=5e-3)
+    bias = np.tensordot(op.radii**2, w, 1) - rm**2 - s**2
+    assert bias.min() > -0.05 and bias.max() < op.step**2 / 4 + 0.05
+    # the deblurring barely notices: a 128² crop blurred by 6-10 px discs
+    true = np.tile(np.linspace(6.0, 10.0, 128), (128, 1))
+    y = blur_spatially_varying(natural_gray, true, dtype="float64")
+    y = y + 1e-3 * np.random.default_rng(7).standard_normal(y.shape)
+    kw = dict(method="fast", radius_sigma=s, spatial_sigma=6.0, dtype="float64", backend=backend.name)
+    coarse = to_host(deconvolve_spatially_varying(backend.xp.asarray(y), true, **kw))
+    monkeypatch.setattr(sv, "BANK_STEP_PER_SIGMA", 0.0)  # every bank at 0.5 px
+    fine = to_host(deconvolve_spatially_varying(backend.xp.asarray(y), true, **kw))
+    p_in, p_coarse, p_fine = psnr(y, natural_gray), psnr(coarse, natural_gray), psnr(fine, natural_gray)
+    assert p_coarse > p_in + 1.0 and abs(p_coarse - p_fine) < 0.1, (p_in, p_coarse, p_fine)
+    assert psnr(coarse, fine) > 40
+
+
 @pytest.mark.parametrize("bad,needle", [(-0.1, "radius_sigma"), (4.5, "at most 4")])
 def test_radius_sigma_range(backend, bad, needle):
     with pytest.raises(ValueError, match=needle):
