@@ -44,7 +44,8 @@ from _common import (  # noqa: E402
 )
 
 import gpudeblur as gd  # noqa: E402
-from gpudeblur.allinfocus import MAP_UNCERTAINTY, AllInFocus, edge_cap, radius_check, saturation_mask  # noqa: E402
+from gpudeblur.allinfocus import (MAP_UNCERTAINTY, AllInFocus, edge_cap, radius_check, saturation_mask,  # noqa: E402
+                                  scaled_map_uncertainty)
 from gpudeblur.spatially_varying import blur_spatially_varying, deconvolve_spatially_varying  # noqa: E402
 
 
@@ -218,12 +219,19 @@ def highlights_markdown(rows):
             markdown_table(cols, body + [mean])]
 
 
-def timing(sizes_mp, modes, backends, max_cpu_svadmm_mp=4.0, max_cpu_blind_mp=4.0, map_kinds=("exact", "uncertain")):
+#: Timed map kinds: ramp maximum (px) and the map's uncertainty. ``wide`` is
+#: what a large photo with strong defocus gets: radii to 24 px, read at
+#: scale 4 (``auto`` above 2 MP) and so spread by ``scaled_map_uncertainty(4)``.
+TIMING_MAPS = {"exact": (8.0, (0.0, 0.0)), "uncertain": (8.0, MAP_UNCERTAINTY), "wide": (24.0, scaled_map_uncertainty(4))}
+
+
+def timing(sizes_mp, modes, backends, max_cpu_svadmm_mp=4.0, max_cpu_blind_mp=4.0, map_kinds=("exact", "uncertain", "wide")):
     """Median time per mode, size and backend.
 
     ``fast``/``sv-admm``: the deconvolution alone on a ramp map 0→8 px, once
     with the map taken as exact and once with the uncertainty an estimated map
-    gets in the pipeline. ``blind``: ``AllInFocus(mode='blind').run`` on the
+    gets in the pipeline, and (``wide``) on a ramp 0→24 px with the spread of
+    a map read at scale 4 (:data:`TIMING_MAPS`). ``blind``: ``AllInFocus(mode='blind').run`` on the
     layered map (in-focus ellipse, 2.5 and 5 px layers; kernel start, 20
     alternations and the final deconvolution per layer, composition). The image
     is white noise (the iteration counts are fixed, so content does not change
@@ -232,7 +240,7 @@ def timing(sizes_mp, modes, backends, max_cpu_svadmm_mp=4.0, max_cpu_blind_mp=4.
     a minute / several minutes on 2 cores). With ``fast`` or ``sv-admm``
     timed, the two checks the pipeline runs on an estimated map before
     either are timed too (rows ``edge-cap`` and ``radius-check``, on the
-    ramp map)."""
+    ramp map, and on the wide one when ``wide`` is timed)."""
     rows = []
     rng = np.random.default_rng(1)
     limits = {"sv-admm": ("--max-cpu-svadmm-mp", max_cpu_svadmm_mp), "blind": ("--max-cpu-blind-mp", max_cpu_blind_mp)}
@@ -240,6 +248,7 @@ def timing(sizes_mp, modes, backends, max_cpu_svadmm_mp=4.0, max_cpu_blind_mp=4.
         side = int(round(np.sqrt(mp * 1e6 / 1.5)))
         M, N = side, int(side * 1.5)
         img = rng.random((M, N, 3)).astype(np.float32)
+        ramps = {kind: np.tile(np.linspace(0, TIMING_MAPS[kind][0], N, dtype=np.float32), (M, 1)) for kind in map_kinds}
         rm = np.tile(np.linspace(0, 8, N, dtype=np.float32), (M, 1))
         layered = maps((M, N))["layered"].astype(np.float32)
         for bname in backends:
@@ -247,16 +256,19 @@ def timing(sizes_mp, modes, backends, max_cpu_svadmm_mp=4.0, max_cpu_blind_mp=4.
             x = be.xp.asarray(img)
             checks = []
             if {"fast", "sv-admm"} & set(modes):
-                r = be.xp.asarray(rm)
-                # warm-up on the ramp's wide end, so every filter footprint and FFT plan is made there
-                checks = [("edge-cap", lambda x=x, r=r, be=be: edge_cap(x, r, backend=be),
-                           lambda x=x, r=r, be=be: edge_cap(x[:256, -256:], r[:256, -256:], backend=be)),
-                          ("radius-check", lambda x=x, r=r, be=be: radius_check(x, r, backend=be),
-                           lambda x=x, r=r, be=be: radius_check(x[:256, -256:], r[:256, -256:], backend=be))]
-            for name, fn, warm in checks:
+                for kind in ["ramp"] + (["wide"] if "wide" in map_kinds else []):
+                    r = be.xp.asarray(rm if kind == "ramp" else ramps["wide"])
+                    unc = MAP_UNCERTAINTY if kind == "ramp" else TIMING_MAPS["wide"][1]
+                    # warm-up on the ramp's wide end, so every filter footprint and FFT plan is made there
+                    checks += [(kind, "edge-cap", lambda x=x, r=r, be=be: edge_cap(x, r, backend=be),
+                                lambda x=x, r=r, be=be: edge_cap(x[:256, -256:], r[:256, -256:], backend=be)),
+                               (kind, "radius-check", lambda x=x, r=r, be=be, u=unc: radius_check(x, r, map_uncertainty=u, backend=be),
+                                lambda x=x, r=r, be=be, u=unc: radius_check(x[:256, -256:], r[:256, -256:], map_uncertainty=u,
+                                                                              backend=be))]
+            for kind, name, fn, warm in checks:
                 t, _ = time_call(fn, sync=be.synchronize, repeats=3, warmup=warm, budget_s=60)
-                rows.append({"megapixels": mp, "shape": [M, N, 3], "backend": bname, "mode": name, "map": "ramp", **t.as_dict()})
-                log(f"{mp} MP {bname} {name}: {fmt_s(t.median)}")
+                rows.append({"megapixels": mp, "shape": [M, N, 3], "backend": bname, "mode": name, "map": kind, **t.as_dict()})
+                log(f"{mp} MP {bname} {name} ({kind}): {fmt_s(t.median)}")
             for mode in modes:
                 if mode in limits and bname == "cpu" and mp > limits[mode][1]:
                     log(f"{mp} MP {bname} {mode}: skipped (above {limits[mode][0]} {limits[mode][1]:g})")
@@ -267,16 +279,16 @@ def timing(sizes_mp, modes, backends, max_cpu_svadmm_mp=4.0, max_cpu_blind_mp=4.
                              lambda x=x, r=r, be=be: AllInFocus(mode="blind", backend=be, blind_options={"n_outer": 1, "n_final": 1}).run(
                                  x[:256, :384], radius_map=r[:256, :384]))]
                 else:
-                    r = be.xp.asarray(rm)
                     kw = {"num_iter": 1} if mode == "sv-admm" else {}
                     runs = []
                     for mapkind in map_kinds:
-                        # 'uncertain': the weights an estimated map gets in the pipeline (MAP_UNCERTAINTY)
-                        unc = dict(zip(("radius_sigma", "spatial_sigma"), MAP_UNCERTAINTY if mapkind == "uncertain" else (0.0, 0.0)))
+                        # 'uncertain'/'wide': the weights an estimated map gets in the pipeline
+                        r = be.xp.asarray(ramps[mapkind])
+                        unc = dict(zip(("radius_sigma", "spatial_sigma"), TIMING_MAPS[mapkind][1]))
                         runs.append((mapkind,
                                      lambda x=x, r=r, be=be, unc=unc, mode=mode: deconvolve_spatially_varying(x, r, method=mode, backend=be, **unc),
                                      lambda x=x, r=r, be=be, unc=unc, mode=mode, kw=kw: deconvolve_spatially_varying(
-                                         x[:256, :256], r[:256, :256], method=mode, backend=be, **kw, **unc)))
+                                         x[:256, -256:], r[:256, -256:], method=mode, backend=be, **kw, **unc)))
                 for mapkind, fn, warm in runs:
                     t, _ = time_call(fn, sync=be.synchronize, repeats=3, warmup=warm, budget_s=60)
                     rows.append({"megapixels": mp, "shape": [M, N, 3], "backend": bname, "mode": mode, "map": mapkind, **t.as_dict()})
@@ -340,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-estimate", action="store_true", help="true maps only")
     ap.add_argument("--max-cpu-svadmm-mp", type=float, default=4.0, help="largest size timed for sv-admm on the CPU")
     ap.add_argument("--max-cpu-blind-mp", type=float, default=4.0, help="largest size timed for blind on the CPU")
-    ap.add_argument("--timing-maps", type=_csv(("exact", "uncertain")), default=["exact", "uncertain"],
+    ap.add_argument("--timing-maps", type=_csv(tuple(TIMING_MAPS)), default=list(TIMING_MAPS),
                     help="map kinds timed for fast/sv-admm")
     ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--skip-quality", action="store_true")

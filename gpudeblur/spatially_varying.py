@@ -121,7 +121,7 @@ class SpatiallyVaryingBlur:
     """
 
     def __init__(self, radius_map, be: Backend, dtype=np.float32, radius_step=0.5, family="disc", boundary="reflect",
-                 radius_sigma=0.0, spatial_sigma=0.0):
+                 radius_sigma=0.0, spatial_sigma=0.0, *, grid_weights=True):
         check_choice(boundary, ("reflect", "periodic"), "boundary")
         self.be = be
         self.dtype = np.dtype(dtype)
@@ -138,13 +138,29 @@ class SpatiallyVaryingBlur:
         M, N = radius_map.shape
         self.grid = BlurOperator(big, (M, N), be, self.dtype, boundary=boundary, taper=True)
         # radius map on the grid (edge-extended); hat weights are computed on the fly
+        self.rmap = rg
         self.rgrid = _on_grid(rg, self.grid, boundary, xp)
-        self._w = None if w is None else _on_grid(w, self.grid, boundary, xp)
+        # an uncertain map's stored weights: on the grid for the solvers, or on the image
+        # only (grid_weights=False: the fast mode's one blend needs no padded copy of the stack)
+        self._w = None if w is None or not grid_weights else _on_grid(w, self.grid, boundary, xp)
+        self._w_image = w if self._w is None else None
+        del w
         #: Values left out of the data term: flat indices into ``(C, Mg, Ng)``
         #: grid arrays (weight ``m = 0`` there, 1 elsewhere), or None; see :meth:`normal`
         self.excluded = None
         self._channels = 1
-        self.otfs = [psf2otf(k, self.grid.grid_shape, be, self.dtype) for k in self.psfs]
+        self._otfs = None
+
+    @property
+    def otfs(self):
+        """The bank's OTFs on the grid (built on first use and kept: the solvers reuse them)."""
+        if self._otfs is None:
+            self._otfs = [self.otf(k) for k in range(len(self.psfs))]
+        return self._otfs
+
+    def otf(self, k: int):
+        """OTF of bank entry ``k`` on the grid (computed, not kept)."""
+        return psf2otf(self.psfs[k], self.grid.grid_shape, self.be, self.dtype)
 
     @property
     def grid_shape(self):
@@ -155,7 +171,17 @@ class SpatiallyVaryingBlur:
         weights of an uncertain map)."""
         if self._w is not None:
             return self._w[k]
+        if self._w_image is not None:
+            return _on_grid(self._w_image[k], self.grid, self.grid.boundary, self.be.xp)
         return _hat(self.rgrid, self.radii[k], self.step, self.be.xp, self.dtype.type)
+
+    def weight_image(self, k: int):
+        """Weight ``w_k`` on the image only, shape ``(M, N)``: :meth:`weight` cropped."""
+        if self._w_image is not None:
+            return self._w_image[k]
+        if self._w is not None:
+            return self.grid.crop(self._w[k][None])[0]
+        return _hat(self.rmap, self.radii[k], self.step, self.be.xp, self.dtype.type)
 
     def mean_otf_abs2(self):
         """``m̄·|H̄|²``, ``H̄`` the OTF of the weight-averaged PSF and ``m̄`` the mean
@@ -496,7 +522,8 @@ def deconvolve_spatially_varying(
     be, x, kind, r = _prepare(image, radius_map, backend, dtype)
     xp = be.xp
     t = x.dtype.type
-    op = SpatiallyVaryingBlur(r, be, x.dtype, radius_step, family, radius_sigma=radius_sigma, spatial_sigma=spatial_sigma)
+    op = SpatiallyVaryingBlur(r, be, x.dtype, radius_step, family, radius_sigma=radius_sigma, spatial_sigma=spatial_sigma,
+                              grid_weights=method != "fast")
     g = op.grid.extend(to_channels_first(x))
     sat = None
     if saturated is not None:
@@ -507,11 +534,10 @@ def deconvolve_spatially_varying(
         lam = max(_LAM_PER_SIGMA * estimate_noise(x, backend=be), _SV_LAM_FLOOR) if method == "sv-admm" else _FAST_LAM
     lam = check_positive(lam, "lam")
     if method == "fast":
-        f = _fast(op, g, lam)
+        out = _fast(op, g, lam)
     else:
         rho = check_positive(rho if rho is not None else _SV_RHO_FACTOR * lam, "rho")
-        f = _sv_admm(op, g, lam, rho, num_iter, cg_iter, callback, sat)
-    out = op.grid.crop(f)
+        out = op.grid.crop(_sv_admm(op, g, lam, rho, num_iter, cg_iter, callback, sat))
     if sat is not None:
         # clipped in, clipped out: the data bound those values only from below, so
         # whatever the fit put above the clipped level there is unobserved
@@ -622,6 +648,9 @@ _SV_RHO_FACTOR = 100.0
 
 
 def _fast(op: SpatiallyVaryingBlur, g, lam):
+    """The fast mode's blend of the per-radius results, on the image only
+    (``crop(Σ w_k ⊙ u_k) = Σ crop(w_k) ⊙ crop(u_k)``): each OTF is made,
+    used and dropped, so only the weights are held for the whole bank."""
     be = op.be
     fft, kw = be.fft, be.fft_kwargs()
     G = fft.rfft2(g, **kw)
@@ -629,8 +658,8 @@ def _fast(op: SpatiallyVaryingBlur, g, lam):
     t = op.dtype.type
     prior = t(lam) * d2
     out = None
-    for k, otf in enumerate(op.otfs):
-        term = op.weight(k) * _tikhonov(G, otf, prior, op.grid_shape, be)
+    for k in range(len(op.psfs)):
+        term = op.weight_image(k) * op.grid.crop(_tikhonov(G, op.otf(k), prior, op.grid_shape, be))
         out = term if out is None else out + term
     return out.astype(op.dtype, copy=False)
 

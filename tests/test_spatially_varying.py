@@ -282,6 +282,26 @@ def test_fast_mode_blends_by_the_uncertain_weights(backend, natural_gray):
     assert np.abs(hat - out).max() > 1e-3  # and that is not the plain hat blend
 
 
+@pytest.mark.parametrize("uncertainty", [(0.0, 0.0), (0.5, 3.0), (2.0, 6.0)])
+def test_weights_on_the_image_equal_the_grid_weights_cropped(backend, uncertainty):
+    """grid_weights=False (the fast mode: no padded copy of the weight stack) gives the
+    same weights on the grid and on the image, and the OTFs made one at a time are the kept ones."""
+    rng = np.random.default_rng(9)
+    rm = backend.xp.asarray(np.clip(rng.uniform(-1, 9, (70, 90)), 0, None))
+    rs, ss = uncertainty
+    on_grid = SpatiallyVaryingBlur(rm, backend, np.float32, radius_sigma=rs, spatial_sigma=ss)
+    on_image = SpatiallyVaryingBlur(rm, backend, np.float32, radius_sigma=rs, spatial_sigma=ss, grid_weights=False)
+    assert (on_image._w is None) and (on_image._w_image is None) == (rs == ss == 0)
+    assert len(on_grid.radii) == len(on_image.radii) > 3
+    for k in range(len(on_grid.radii)):
+        wg = to_host(on_grid.weight(k))
+        np.testing.assert_array_equal(to_host(on_image.weight(k)), wg)
+        np.testing.assert_array_equal(to_host(on_image.weight_image(k)), to_host(on_grid.grid.crop(on_grid.weight(k)[None])[0]))
+        np.testing.assert_array_equal(to_host(on_grid.weight_image(k)), to_host(on_image.weight_image(k)))
+        np.testing.assert_array_equal(to_host(on_image.otf(k)), to_host(on_grid.otfs[k]))
+    assert on_image._otfs is None  # nothing kept until the solvers ask
+
+
 @pytest.mark.parametrize("uncertainty", [(0.0, 0.0), (0.5, 3.0)])
 def test_fast_scaled_equals_separate_fast_calls(backend, natural_rgb, uncertainty):
     """The radius check's shared trials: each scale's result is the separate
