@@ -552,8 +552,8 @@ def _disc_minima(a, reach, xp, strip_bytes=None):
     Yields ``(rows, minima)`` per strip of rows (``rows`` a slice), where
     ``minima`` yields ``(k, low)`` for k = 1 … ``reach`` in order, ``low``
     the minimum over the disc of reach ``k`` for those rows, with the
-    array's edge values repeated outside: bit-identical to
-    ``scipy.ndimage.minimum_filter(a, footprint=disc, mode='nearest')``. A
+    array's edge values repeated outside: for NaN-free input, bit-identical
+    to ``scipy.ndimage.minimum_filter(a, footprint=disc, mode='nearest')``. A
     disc is the union of its horizontal chords ``|dx| ≤ isqrt(k² − dy²)``,
     so its minimum is the minimum of ``2k + 1`` row-shifted running minima
     of half-widths 0 … ``reach``, each built from the previous one in two

@@ -111,6 +111,11 @@ class SpatiallyVaryingBlur:
     boundary : {'reflect', 'periodic'}
     radius_sigma, spatial_sigma : float
         Uncertainty of the map (module docstring).
+    grid_weights : bool
+        Keep an uncertain map's weights on the padded grid (default; the
+        solvers use them at every step). ``False`` keeps them on the image
+        only, for one blend (the fast mode: no padded copy of the stack;
+        :meth:`weight_image`); :meth:`weight` then pads an entry per call.
 
     Attributes
     ----------
@@ -330,9 +335,13 @@ def bank_step(radius_step, radius_sigma):
     """Spacing of the PSF bank for ``radius_step`` (the finest) and ``radius_sigma``:
     ``radius_step`` times the largest integer ``m ≥ 1`` with
     ``m · radius_step ≤`` :data:`BANK_STEP_PER_SIGMA` ``· radius_sigma``
-    (so the bank stays on the same grid). Up to ``radius_sigma = 1`` px the
-    default 0.5 px step is kept; a map read at 4x its resolution
-    (``radius_sigma`` 2 px) gets a 1 px step, half the entries."""
+    (so the bank stays on the same grid). Below ``radius_sigma = 4 ·
+    radius_step`` (2 px at the default 0.5 px step) the step is
+    ``radius_step``; a map read at 4x its resolution (``radius_sigma`` 2 px,
+    :func:`gpudeblur.allinfocus.scaled_map_uncertainty`) gets a 1 px step,
+    half the entries. The bank's top radius is rounded up to the coarser
+    step, so on an image only a few PSF widths tall a wide
+    ``radius_sigma`` can reach "PSF larger than the image" sooner."""
     radius_step = check_positive(radius_step, "radius_step")
     m = max(1, int(math.floor(BANK_STEP_PER_SIGMA * radius_sigma / radius_step + 1e-9)))
     return radius_step * m
@@ -490,7 +499,9 @@ def deconvolve_spatially_varying(
     rho : float, optional
         ADMM penalty, default ``100·lam``.
     radius_step : float
-        Spacing of the PSF bank (linear interpolation in between).
+        Spacing of the PSF bank (linear interpolation in between); the
+        finest one: with a wide ``radius_sigma`` the bank is coarser
+        (:func:`bank_step`).
     family : {'disc', 'gaussian'} or callable
     radius_sigma, spatial_sigma : float
         Uncertainty of an estimated map (see the module docstring): spread

@@ -340,18 +340,20 @@ def test_edge_cap_matches_its_definition(backend, natural_rgb, slack):
     np.testing.assert_allclose(got, ref, atol=1e-6)
 
 
-@pytest.mark.parametrize("shape, reach, strip_bytes", [((40, 50), 6, None), ((40, 50), 6, 2000), ((5, 70), 9, 3000),
-                                                       ((70, 3), 9, 100), ((1, 1), 3, None), ((33, 33), 40, 5000)])
-def test_disc_minima_equal_the_footprint_filter(backend, shape, reach, strip_bytes):
+@pytest.mark.parametrize("shape, reach, strip_bytes, finite", [
+    ((40, 50), 6, None, 0.5), ((40, 50), 6, 2000, 0.5), ((5, 70), 9, 3000, 0.5), ((70, 3), 9, 100, 0.5),
+    ((1, 1), 3, None, 0.5), ((33, 33), 40, 5000, 0.5), ((60, 40), 7, 2000, 0.02)])
+def test_disc_minima_equal_the_footprint_filter(backend, shape, reach, strip_bytes, finite):
     """The chord decomposition against SciPy's footprint filter, bit for bit:
-    strips of 16 rows and more, arrays smaller than the disc, inf values."""
+    strips of 16 rows and more, arrays smaller than the disc, inf values
+    (sparse ones too: there the disc's tips are often the only finite value)."""
     import scipy.ndimage as ndi
 
     from gpudeblur.allinfocus import _disc_minima
 
     rng = np.random.default_rng(5)
     a = rng.random(shape).astype(np.float32)
-    a[rng.random(shape) < 0.5] = np.inf
+    a[rng.random(shape) >= finite] = np.inf
     got, strips = {}, []
     for rows, minima in _disc_minima(backend.xp.asarray(a), reach, backend.xp, strip_bytes):
         strips.append(rows)
