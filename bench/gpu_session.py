@@ -71,6 +71,9 @@ STEPS = [
                            "--out", "{out}"], 180, "bench_allinfocus"),
     ("allinfocus-blind", ["bench/bench_allinfocus.py", "--skip-quality", "--skip-no-blur", "--backends", "cuda",
                           "--timing-sizes", "1", "--timing-modes", "blind", "--out", "{out}"], 150, "bench_allinfocus"),
+    # #4: the main job end to end on 12 MP photos with strong defocus (map read at scale 4), fast mode
+    ("large-12mp", ["bench/bench_large.py", "--backend", "cuda", "--size", "3464", "--images", "camera",
+                    "--out", "{out}"], 150, "bench_large"),
     # foundation: deconvolution methods on the GPU, with the RL roofline breakdown
     ("deconv", ["bench/bench_deconv.py", "--backends", "cuda", "--sizes", "512,2048,4096", "--no-reference",
                 "--out", "{out}"], 180, "bench_deconv"),
