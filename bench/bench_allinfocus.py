@@ -248,8 +248,10 @@ def timing(sizes_mp, modes, backends, max_cpu_svadmm_mp=4.0, max_cpu_blind_mp=4.
         side = int(round(np.sqrt(mp * 1e6 / 1.5)))
         M, N = side, int(side * 1.5)
         img = rng.random((M, N, 3)).astype(np.float32)
-        ramps = {kind: np.tile(np.linspace(0, TIMING_MAPS[kind][0], N, dtype=np.float32), (M, 1)) for kind in map_kinds}
-        rm = np.tile(np.linspace(0, 8, N, dtype=np.float32), (M, 1))
+        # one ramp per maximum radius: 'exact', 'uncertain' and the checks' 'ramp' share the 8 px one
+        tops = {TIMING_MAPS["exact"][0]} | {TIMING_MAPS[kind][0] for kind in map_kinds}
+        by_top = {top: np.tile(np.linspace(0, top, N, dtype=np.float32), (M, 1)) for top in tops}
+        ramps = {kind: by_top[top] for kind, (top, _) in TIMING_MAPS.items() if top in by_top}
         layered = maps((M, N))["layered"].astype(np.float32)
         for bname in backends:
             be = gd.get_backend(bname)
@@ -257,7 +259,7 @@ def timing(sizes_mp, modes, backends, max_cpu_svadmm_mp=4.0, max_cpu_blind_mp=4.
             checks = []
             if {"fast", "sv-admm"} & set(modes):
                 for kind in ["ramp"] + (["wide"] if "wide" in map_kinds else []):
-                    r = be.xp.asarray(rm if kind == "ramp" else ramps["wide"])
+                    r = be.xp.asarray(ramps["exact" if kind == "ramp" else "wide"])
                     unc = MAP_UNCERTAINTY if kind == "ramp" else TIMING_MAPS["wide"][1]
                     # warm-up on the ramp's wide end, so every filter footprint and FFT plan is made there
                     checks += [(kind, "edge-cap", lambda x=x, r=r, be=be: edge_cap(x, r, backend=be),
