@@ -373,13 +373,17 @@ class _BlockWeights:
         return len(self.blocks)
 
     def __getitem__(self, k):
-        return upsample_linear(self.blocks[k], self.f, self.shape, self.xp)
+        return self.get(k)
+
+    def get(self, k, out=None):
+        """Entry ``k`` at the pixels, written into ``out`` (an ``(M, N)`` buffer) if given."""
+        return upsample_linear(self.blocks[k], self.f, self.shape, self.xp, out=out)
 
     def stack(self):
         """All entries at the pixels, ``(K, M, N)``."""
         out = self.xp.empty((len(self),) + self.shape, dtype=self.blocks.dtype)
         for k in range(len(self)):
-            out[k] = self[k]
+            self.get(k, out[k])
         return out
 
 
@@ -681,6 +685,7 @@ def _fast_scaled(be, x, kind, rg, scales, lam, step, rs, ss, fam, grid):
     # the blend is only needed inside the image: the weights stay unpadded and each bank
     # radius's result is kept cropped (crop(Σ w_k ⊙ u_k) = Σ crop(w_k) ⊙ crop(u_k))
     filtered = {}  # bank radius / step -> per-radius result, (C, M, N)
+    wbuf = tmp = None  # buffers reused by every entry and scale (fresh memory is slow)
     for s in scales:
         rs_map = rg * t(s)
         radii, w = _bank(rs_map, step, rs, ss, be, x.dtype)
@@ -690,12 +695,14 @@ def _fast_scaled(be, x, kind, rg, scales, lam, step, rs, ss, fam, grid):
             if key not in filtered:
                 otf = psf2otf(fam(float(rho)), grid.grid_shape, be, x.dtype)
                 filtered[key] = xp.ascontiguousarray(grid.crop(_tikhonov(G, otf, prior, grid.grid_shape, be)))
-            wk = w[k] if w is not None else _hat(rs_map, rho, step, xp, t)
-            term = wk * filtered[key]
-            out = term if out is None else out + term
+            if isinstance(w, _BlockWeights):
+                wk = wbuf = w.get(k, wbuf)
+            else:
+                wk = w[k] if w is not None else _hat(rs_map, rho, step, xp, t)
+            out, tmp = _accumulate(out, wk, filtered[key], tmp, xp)
         # nothing may hold the weight stack (wk is a view of it) while the caller works
         # or the next scale's stack is built
-        del w, wk, term, rs_map
+        del w, wk, rs_map
         yield s, to_output(from_channels_first(out.astype(x.dtype, copy=False), x.ndim), kind)
 
 
@@ -729,11 +736,28 @@ def _fast(op: SpatiallyVaryingBlur, g, lam):
     d2 = laplacian_otf_abs2(op.grid_shape, be.xp, op.dtype)
     t = op.dtype.type
     prior = t(lam) * d2
-    out = None
+    out = wbuf = tmp = None
+    blocks = op._w_image if isinstance(op._w_image, _BlockWeights) else None
     for k in range(len(op.psfs)):
-        term = op.weight_image(k) * op.grid.crop(_tikhonov(G, op.otf(k), prior, op.grid_shape, be))
-        out = term if out is None else out + term
+        if blocks is not None:
+            wk = wbuf = blocks.get(k, wbuf)
+        else:
+            wk = op.weight_image(k)
+        u = op.grid.crop(_tikhonov(G, op.otf(k), prior, op.grid_shape, be))
+        out, tmp = _accumulate(out, wk, u, tmp, be.xp)
     return out.astype(op.dtype, copy=False)
+
+
+def _accumulate(out, wk, u, tmp, xp):
+    """``out + wk ⊙ u`` (``wk ⊙ u`` when ``out`` is None), summed in place with the
+    product in the reused buffer ``tmp``; returns ``(out, tmp)``."""
+    if out is None:
+        return wk * u, tmp
+    if tmp is None:
+        tmp = xp.empty_like(out)
+    xp.multiply(wk, u, out=tmp)
+    out += tmp
+    return out, tmp
 
 
 def _tikhonov(G, otf, prior, shape, be):

@@ -502,6 +502,11 @@ def test_resample_helpers_against_references(backend):
         coords = [np.clip((yy - (f - 1) / 2) / f, 0, c.shape[0] - 1), np.clip((xx - (f - 1) / 2) / f, 0, c.shape[1] - 1)]
         assert up.shape == shape[:2] and up.dtype == np.float32
         np.testing.assert_allclose(up, map_coordinates(c.astype(np.float64), coords, order=1, mode="nearest"), atol=1e-5)
+        buf = xp.full(shape[:2], np.nan, dtype=np.float32)
+        assert upsample_linear(xp.asarray(c), f, shape[:2], xp, out=buf) is buf
+        np.testing.assert_array_equal(to_host(buf), up)
+    with pytest.raises(ValueError, match="out must be"):
+        upsample_linear(xp.zeros((3, 4), np.float32), 2, (6, 8), xp, out=xp.zeros((6, 7), np.float32))
     # a one-block axis holds its value; a linear ramp of block means comes back exactly
     np.testing.assert_allclose(to_host(upsample_linear(xp.asarray(np.array([[1.0, 3.0]], np.float32)), 2, (2, 4), xp)),
                                [[1, 1.5, 2.5, 3]] * 2)

@@ -296,8 +296,10 @@ def test_uncertain_map_survives_an_overestimated_radius(natural_gray):
     assert psnr(fast, natural_gray) > p_in
 
 
-def test_fast_mode_blends_by_the_uncertain_weights(backend, natural_gray):
-    """fast = Σ_k w_k ⊙ (per-radius Tikhonov result), with the uncertain weights, built by hand."""
+@pytest.mark.parametrize("rs, ss", [(0.5, 2.0), (1.0, 12.0)])
+def test_fast_mode_blends_by_the_uncertain_weights(backend, natural_gray, rs, ss):
+    """fast = Σ_k w_k ⊙ (per-radius Tikhonov result), with the uncertain weights, built by hand
+    (also with weights on 4 px blocks, pool_block, which fast interpolates one entry at a time)."""
     from gpudeblur.convolution import from_channels_first, to_channels_first
     from gpudeblur.operators import laplacian_otf_abs2
 
@@ -305,9 +307,9 @@ def test_fast_mode_blends_by_the_uncertain_weights(backend, natural_gray):
     rm = np.where(np.arange(128)[None, :] < 64, 1.0, 3.2) * np.ones((128, 1))
     y = blur_spatially_varying(natural_gray, rm, dtype="float64")
     lam = 0.015
-    out = to_host(deconvolve_spatially_varying(xp.asarray(y), rm, method="fast", lam=lam, radius_sigma=0.5, spatial_sigma=2.0,
+    out = to_host(deconvolve_spatially_varying(xp.asarray(y), rm, method="fast", lam=lam, radius_sigma=rs, spatial_sigma=ss,
                                                dtype="float64", backend=backend.name))
-    op = SpatiallyVaryingBlur(xp.asarray(rm), backend, np.float64, radius_sigma=0.5, spatial_sigma=2.0)
+    op = SpatiallyVaryingBlur(xp.asarray(rm), backend, np.float64, radius_sigma=rs, spatial_sigma=ss)
     g = op.grid.extend(to_channels_first(xp.asarray(y)))
     G = backend.fft.rfft2(g)
     d2 = laplacian_otf_abs2(op.grid_shape, xp, np.float64)
