@@ -56,14 +56,14 @@ def _lerp_axis(a, f, n, axis, xp, out):
     d = sl(a, 1, m) - sl(a, 0, m - 1)  # hi − lo of each pair of neighbouring blocks
     for j in range(min(f, n)):
         xs = np.arange(j, n, f)
-        t0 = 0
-        while t0 < len(xs):  # runs of consecutive blocks at one fraction: one slice each
-            t1 = t0 + 1
-            while t1 < len(xs) and i0[xs[t1]] == i0[xs[t1 - 1]] + 1 and frac[xs[t1]] == frac[xs[t0]]:
-                t1 += 1
-            k0, L = int(i0[xs[t0]]), t1 - t0
+        # runs of consecutive blocks at one fraction (the interior, and single pixels
+        # where the ends are held): one slice each
+        new_run = np.ones(len(xs), dtype=bool)
+        new_run[1:] = (np.diff(i0[xs]) != 1) | (frac[xs[1:]] != frac[xs[:-1]])
+        starts = np.flatnonzero(new_run)
+        for t0, t1 in zip(starts, list(starts[1:]) + [len(xs)]):
+            k0, L = int(i0[xs[t0]]), int(t1 - t0)
             o = sl(out, int(xs[t0]), int(xs[t1 - 1]) + 1, f)
             xp.multiply(sl(d, k0, k0 + L), frac[xs[t0]], out=o)
             o += sl(a, k0, k0 + L)
-            t0 = t1
     return out
