@@ -6,7 +6,8 @@ also works on its own:
 
 1. blur map: given (``radius_map=``) or estimated by
    :func:`gpudeblur.blurmap.estimate_blur_map` (Zhu et al. 2013);
-2. deblurring, by ``mode``:
+2. deblurring, by ``mode`` (default ``'auto'``: ``sv-admm``, or ``fast``
+   for an image above :data:`AUTO_SV_ADMM_MAX_PIXELS` on the CPU):
 
    ``'sv-admm'``
        spatially varying deconvolution, eq. 19 of Zhu et al.
@@ -44,7 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._backend import array_module, as_backend_array, get_backend, is_cupy_array, to_output
+from ._backend import Backend, array_module, as_backend_array, get_backend, is_cupy_array, to_output
 from ._validate import check_choice, check_image, check_positive, check_positive_int
 from .spatially_varying import (MAX_RADIUS_SIGMA, _family, check_radius_map, check_saturated, check_uncertainty,
                                 deconvolve_fast_scaled, deconvolve_spatially_varying)
@@ -52,8 +53,19 @@ from .spatially_varying import (MAX_RADIUS_SIGMA, _family, check_radius_map, che
 __all__ = ["AllInFocus", "AllInFocusResult", "split_layers", "compose_layers", "in_focus_weight", "disc_equivalent",
            "family_function", "radius_check", "edge_cap", "saturation_mask"]
 
-MODES = ("sv-admm", "fast", "blind")
-DEFAULT_MODE = "sv-admm"
+MODES = ("auto", "sv-admm", "fast", "blind")
+#: ``'auto'``: ``sv-admm`` (the quality benchmark's winner) where its speed is
+#: acceptable, ``fast`` where it is not (:data:`AUTO_SV_ADMM_MAX_PIXELS`).
+DEFAULT_MODE = "auto"
+#: ``mode='auto'`` takes ``sv-admm`` on the CPU up to this many pixels and
+#: ``fast`` above; on a GPU always ``sv-admm``. Measured on 2 CPU cores
+#: (docs/STATUS.md, session 15): ``sv-admm`` deblurs a 1 MP photo in
+#: ~80 s, but a 4 MP one with its map read at scale 4 (spread (2, 12), a
+#: 33-entry bank) at 57 s per ADMM iteration, ~29 min for the 30; ``fast``
+#: runs the whole 4 MP job in 31–39 s and 12 MP in ~100 s. 2 MP is also
+#: where the map starts being read at a coarser scale
+#: (:data:`gpudeblur.blurmap.estimator.AUTO_SCALE_MIN_PIXELS`).
+AUTO_SV_ADMM_MAX_PIXELS = 2_000_000
 #: Default TV weight of ``sv-admm`` on an *estimated* map. An estimated map
 #: is off by about a pixel in places (blur-map MSE 0.2–1.7 px² on the bench)
 #: and deconvolving with a wrong disc radius rings, so this used to be 3e-3
@@ -957,9 +969,15 @@ class AllInFocus:
 
     Parameters
     ----------
-    mode : {'sv-admm', 'fast', 'blind'}
-        Deblurring method (see module docstring). The default, ``sv-admm``,
-        won the quality benchmark (``bench/bench_allinfocus.py``).
+    mode : {'auto', 'sv-admm', 'fast', 'blind'}
+        Deblurring method (see module docstring). The default, ``'auto'``,
+        is ``sv-admm``, which won the quality benchmark
+        (``bench/bench_allinfocus.py``), on a GPU and for images up to
+        :data:`AUTO_SV_ADMM_MAX_PIXELS` on the CPU, and ``fast`` for larger
+        images on the CPU, where ``sv-admm`` takes tens of minutes; the
+        result's ``mode`` says which ran. Options whose meaning depends on
+        the mode (``lam``, ``num_iter``, ``saturation=True``) make
+        ``'auto'`` run ``sv-admm`` whatever the size (as before ``'auto'``).
     layers : int, optional
         Number of out-of-focus layers (``blind``); default from the map.
     in_focus_radius : float, optional
@@ -1085,14 +1103,26 @@ class AllInFocus:
         self.edge_cap = bool(edge_cap)
         if saturation is not None and not isinstance(saturation, (bool, np.bool_)):
             raise ValueError(f"saturation must be True, False or None, got {saturation!r}")
-        if saturation and self.mode != "sv-admm":
+        if saturation and self.mode not in ("sv-admm", "auto"):
             raise ValueError(f"saturation handling needs mode 'sv-admm' (mode {self.mode!r} cannot weight pixels)")
-        self.saturation = self.mode == "sv-admm" if saturation is None else bool(saturation)
+        #: None: on for ``sv-admm`` (also when ``'auto'`` picks it), off otherwise
+        self.saturation = None if saturation is None else bool(saturation)
         self.estimator_options = dict(estimator_options or {})
         self.blind_options = dict(blind_options or {})
         self.backend = backend
         self.progress = progress
         self._estimator = None
+
+    def resolve_mode(self, image_shape, backend=None) -> str:
+        """The mode :meth:`run` uses for an image of ``image_shape`` on ``backend``
+        (``mode`` itself unless it is ``'auto'``; see :data:`AUTO_SV_ADMM_MAX_PIXELS`)."""
+        if self.mode != "auto":
+            return self.mode
+        if self.lam is not None or self.num_iter is not None or self.saturation:
+            return "sv-admm"  # options of sv-admm (lam: its TV weight, not fast's prior)
+        be = backend if isinstance(backend, Backend) else get_backend(backend if backend is not None else self.backend)
+        pixels = int(image_shape[0]) * int(image_shape[1])
+        return "sv-admm" if be.name != "cpu" or pixels <= AUTO_SV_ADMM_MAX_PIXELS else "fast"
 
     def _stage(self, name):
         if self.progress is not None:
@@ -1162,6 +1192,7 @@ class AllInFocus:
         x, kind = as_backend_array(image, be)
         check_image(x, be.xp)
         timings = {}
+        mode = self.resolve_mode(x.shape, be)
 
         t0 = time.perf_counter()
         map_noise = map_scale = None
@@ -1177,16 +1208,16 @@ class AllInFocus:
         be.synchronize()
         timings["blur_map"] = time.perf_counter() - t0
 
-        result = AllInFocusResult(radius_map=be.to_host(rmap).astype(np.float32), mode=self.mode, timings=timings,
+        result = AllInFocusResult(radius_map=be.to_host(rmap).astype(np.float32), mode=mode, timings=timings,
                                   map_noise=map_noise, psf_family=_family_name(self.psf_family),
                                   map_scale=map_scale)
         t0 = time.perf_counter()
-        if self.mode in ("sv-admm", "fast"):
+        if mode in ("sv-admm", "fast"):
             kw = {}
             check = map_estimated and self.radius_check
             if self.lam is not None:
                 kw["lam"] = self.lam
-            elif map_estimated and self.mode == "sv-admm":
+            elif map_estimated and mode == "sv-admm":
                 kw["lam"] = ESTIMATED_MAP_LAM if check else UNCHECKED_MAP_LAM
             if self.num_iter is not None:
                 kw["num_iter"] = self.num_iter
@@ -1215,14 +1246,14 @@ class AllInFocus:
                 rdeb = rdeb * scale.astype(rdeb.dtype, copy=False)
                 result.radius_scale = be.to_host(scale).astype(np.float32)
             t0 = time.perf_counter()  # the deblur stage starts after the checks
-            self._stage(f"deblur ({self.mode})")
+            self._stage(f"deblur ({mode})")
             result.deblur_map = be.to_host(rdeb).astype(np.float32)
-            if self.saturation:
+            if self.saturation or (self.saturation is None and mode == "sv-admm"):
                 if sat is None:
                     sat = saturation_mask(x, backend=be)
                 result.saturated = float(sat.mean())
                 kw["saturated"] = sat
-            out = deconvolve_spatially_varying(x, rdeb, method=self.mode, family=self._psf, backend=be, **kw)
+            out = deconvolve_spatially_varying(x, rdeb, method=mode, family=self._psf, backend=be, **kw)
             if keep is not False:
                 # the weight follows the map before the radius check (which only rescales blurred radii)
                 a = in_focus_weight(rkeep, *keep, backend=be).astype(out.dtype, copy=False)
@@ -1231,7 +1262,7 @@ class AllInFocus:
                 out = a * x.astype(out.dtype, copy=False) + (1 - a) * out
                 result.keep_in_focus = tuple(keep)
         else:
-            self._stage(f"deblur ({self.mode})")
+            self._stage(f"deblur ({mode})")
             out = self._blind(x, rmap, be, result)
         be.synchronize()
         timings["deblur"] = time.perf_counter() - t0

@@ -1,6 +1,6 @@
 """``gpudeblur allinfocus``: the main job on the command line (a CLI plug-in).
 
-    gpudeblur allinfocus IN OUT [--map MAP.npy | --estimate] [--mode sv-admm|fast|blind]
+    gpudeblur allinfocus IN OUT [--map MAP.npy | --estimate] [--mode auto|sv-admm|fast|blind]
                          [--layers L] [--save-map M.png|.npy|.tif] [--save-layers DIR]
                          [--report R.json] [--lam X] [--iters N] [--map-uncertainty S,SP]
                          [--keep-in-focus LO,HI|off] [--radius-check on|off]
@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from .allinfocus import DEFAULT_MODE, KEEP_IN_FOCUS, MAP_UNCERTAINTY, MAP_WINDOW, MODES
+from .allinfocus import AUTO_SV_ADMM_MAX_PIXELS, DEFAULT_MODE, KEEP_IN_FOCUS, MAP_UNCERTAINTY, MAP_WINDOW, MODES
 
 
 def _pair(text: str, check, expected: str) -> tuple:
@@ -66,14 +66,17 @@ def register(subparsers, parents) -> None:
         parents=parents,
         help="all-in-focus image from a partially defocused photo (the main job)",
         description="Estimate the defocus blur map (or read one) and remove the blur: "
-        "spatially varying deconvolution (sv-admm, default; fast) or blind per-layer deblurring (blind).",
+        "spatially varying deconvolution (sv-admm; fast) or blind per-layer deblurring (blind). The default, auto, "
+        f"is sv-admm, or fast for images above {AUTO_SV_ADMM_MAX_PIXELS / 1e6:g} MP on the CPU (unless --lam, "
+        "--iters or --saturation on is given).",
     )
     p.add_argument("input", metavar="IN", help="input image (PNG, TIFF, JPEG)")
     p.add_argument("output", metavar="OUT", help="all-in-focus output image (.png, .tif, .jpg)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--map", metavar="MAP", help="blur radius map in pixels (.npy or float .tif) instead of estimating it")
     src.add_argument("--estimate", action="store_true", help="estimate the blur map (default)")
-    p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help=f"deblurring method (default {DEFAULT_MODE})")
+    p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help=f"deblurring method (default {DEFAULT_MODE}: sv-admm, or fast above "
+                   f"{AUTO_SV_ADMM_MAX_PIXELS / 1e6:g} MP on the CPU)")
     p.add_argument("--layers", type=positive_int, metavar="L", help="out-of-focus layers for --mode blind (default: from the map)")
     p.add_argument("--lam", type=positive_float, metavar="X", help="regularization weight: TV (sv-admm), gradient prior (fast), framelet ℓ1 (blind) "
                    "(default: sv-admm 3e-4 on an estimated map, 3e-3 with --radius-check off, from the noise level "
@@ -164,13 +167,6 @@ def run(args) -> int:
     if args.keep_in_focus is not None and args.mode == "blind":
         raise ValueError("--keep-in-focus applies to --mode sv-admm and fast only (blind keeps its in-focus layer)")
 
-    image, meta = read_image(args.input)
-    if args.strip_metadata:
-        meta = meta.stripped()
-    radius_map = _read_map(args.map) if args.map else None
-    if radius_map is not None and radius_map.shape != image.shape[:2]:
-        raise ValueError(f"map shape {radius_map.shape} does not match the image {image.shape[:2]}")
-
     def stage(name):
         say(f"allinfocus: {name} ...")
 
@@ -190,6 +186,16 @@ def run(args) -> int:
         backend=args.backend,
         progress=stage,
     )
+    image, meta = read_image(args.input)
+    if args.strip_metadata:
+        meta = meta.stripped()
+    radius_map = _read_map(args.map) if args.map else None
+    if radius_map is not None and radius_map.shape != image.shape[:2]:
+        raise ValueError(f"map shape {radius_map.shape} does not match the image {image.shape[:2]}")
+
+    if args.mode == "auto" and pipe.resolve_mode(image.shape) == "fast":
+        say(f"allinfocus: mode auto -> fast ({image.shape[0] * image.shape[1] / 1e6:.1f} MP on the CPU, where sv-admm "
+            f"takes tens of minutes above {AUTO_SV_ADMM_MAX_PIXELS / 1e6:g} MP; --mode sv-admm forces it)")
     t0 = time.perf_counter()
     result_img, res = pipe.run(image, radius_map=radius_map)
     total = time.perf_counter() - t0
@@ -218,5 +224,5 @@ def run(args) -> int:
         from .io import _atomic_write  # noqa: PLC0415
 
         _atomic_write(args.report, (json.dumps(rep, indent=2) + "\n").encode(), args.overwrite)
-    say(f"allinfocus: wrote {out} ({args.mode}, {total:.2f} s; map radius {res.radius_map.min():.2f}–{res.radius_map.max():.2f} px)")
+    say(f"allinfocus: wrote {out} ({res.mode}, {total:.2f} s; map radius {res.radius_map.min():.2f}–{res.radius_map.max():.2f} px)")
     return 0

@@ -918,7 +918,9 @@ def test_pipeline_fits_clipped_values_one_sided(natural_rgb):
     for mode in ("fast", "blind"):
         with pytest.raises(ValueError, match="saturation handling needs mode 'sv-admm'"):
             AllInFocus(mode=mode, saturation=True)
-        assert AllInFocus(mode=mode).saturation is False
+        assert AllInFocus(mode=mode).saturation is None
+        _, res = AllInFocus(mode=mode).run(bright, radius_map=rm)
+        assert res.saturated is None  # the default is off outside sv-admm
     with pytest.raises(ValueError, match="saturation must be"):
         AllInFocus(saturation="yes")
 
@@ -971,3 +973,51 @@ def test_checks_ignore_clipped_highlights(natural_rgb):
     np.testing.assert_array_equal(res.radius_scale, radius_check(y, masked))
     with pytest.raises(ValueError, match="saturated must be a boolean mask"):
         edge_cap(y, rm, saturated=np.zeros((M, N)))
+
+
+def test_auto_mode_picks_sv_admm_unless_large_on_the_cpu(monkeypatch, natural_rgb):
+    """mode='auto' (the default): sv-admm up to AUTO_SV_ADMM_MAX_PIXELS on the CPU and
+    on a GPU, fast above on the CPU, sv-admm whenever an sv-admm option is set; the
+    run is the explicit mode's, bit for bit, and the result names the mode that ran."""
+    import scipy.fft
+
+    from gpudeblur import allinfocus
+    from gpudeblur._backend import Backend
+
+    y = natural_rgb[:40, :48]
+    rm = np.full(y.shape[:2], 2.0)
+    monkeypatch.setattr(allinfocus, "AUTO_SV_ADMM_MAX_PIXELS", 40 * 48 - 1)
+    auto = AllInFocus(backend="cpu")
+    assert auto.mode == "auto" and auto.resolve_mode(y.shape) == "fast"
+    assert auto.resolve_mode((40, 47)) == "sv-admm"
+    assert auto.resolve_mode(y.shape, Backend("cuda", np, scipy.fft)) == "sv-admm"
+    out, res = auto.run(y, radius_map=rm)
+    ref, _ = AllInFocus(mode="fast", backend="cpu").run(y, radius_map=rm)
+    assert res.mode == "fast" and res.saturated is None and res.report()["mode"] == "fast"
+    np.testing.assert_array_equal(out, ref)
+    for opts in ({"lam": 1e-3}, {"num_iter": 2}, {"saturation": True}):
+        assert AllInFocus(backend="cpu", **opts).resolve_mode(y.shape) == "sv-admm"
+    small = natural_rgb[:40, :40]
+    out, res = AllInFocus(backend="cpu").run(small, radius_map=rm[:, :40])
+    ref, _ = AllInFocus(mode="sv-admm", backend="cpu").run(small, radius_map=rm[:, :40])
+    assert res.mode == "sv-admm" and res.saturated is not None
+    np.testing.assert_array_equal(out, ref)
+    with pytest.raises(ValueError, match="unknown mode|mode must be"):
+        AllInFocus(mode="best")
+
+
+def test_cli_auto_mode_says_when_it_takes_fast(monkeypatch, tmp_path, natural_rgb, capsys):
+    import json
+
+    from gpudeblur import allinfocus, cli
+
+    src, mp, out, rep = _cli_inputs(tmp_path, natural_rgb)
+    monkeypatch.setattr(allinfocus, "AUTO_SV_ADMM_MAX_PIXELS", 100)
+    monkeypatch.setattr("gpudeblur.allinfocus_cli.AUTO_SV_ADMM_MAX_PIXELS", 100)
+    assert cli.main(["allinfocus", str(src), str(out), "--map", str(mp), "--backend", "cpu", "--report", str(rep)]) == 0
+    said = capsys.readouterr().out
+    assert "mode auto -> fast" in said and "(fast," in said
+    assert json.loads(rep.read_text())["mode"] == "fast"
+    assert cli.main(["allinfocus", str(src), str(out), "--map", str(mp), "--backend", "cpu", "--iters", "2",
+                     "--report", str(rep), "--overwrite"]) == 0
+    assert "mode auto" not in capsys.readouterr().out and json.loads(rep.read_text())["mode"] == "sv-admm"
