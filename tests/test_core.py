@@ -367,3 +367,22 @@ def test_psf2otf_is_the_fft_of_the_centred_psf(backend, shape, psf_shape):
     np.testing.assert_allclose(got32, ref, rtol=0, atol=1e-6 * psf.sum())
     with pytest.raises(ValueError, match="larger than the grid"):
         psf2otf(np.ones((40, 3)), (37, 50), backend)
+
+
+@pytest.mark.parametrize("shape", [(64, 90), (37, 50)])
+def test_psf2otf_of_even_psfs_is_real(backend, shape):
+    """A PSF even about its centre in both axes (disc, Gaussian) takes the real cos ⊗ cos
+    product: equal to numpy's FFT of the centred PSF, imaginary part exactly 0; an
+    asymmetric perturbation (1e-6) takes the complex product and is still exact."""
+    from gpudeblur.convolution import psf2otf
+
+    for psf in (gd.psf.disc(0.0), gd.psf.disc(3.3), gd.psf.gaussian(2.0), gd.psf.disc(8.0)):
+        for p in (psf, psf + np.pad([[1e-6]], ((0, psf.shape[0] - 1), (0, psf.shape[1] - 1)))):
+            kh, kw = p.shape
+            big = np.zeros(shape)
+            big[:kh, :kw] = p
+            ref = np.fft.rfft2(np.roll(big, (-(kh // 2), -(kw // 2)), axis=(0, 1)))
+            got = to_host(psf2otf(p, shape, backend, np.float64))
+            np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * p.sum())
+            assert (np.abs(got.imag).max() == 0) == (p is psf) or kh == 1
+
