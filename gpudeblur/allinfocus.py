@@ -1105,8 +1105,12 @@ class AllInFocus:
             raise ValueError(f"saturation must be True, False or None, got {saturation!r}")
         if saturation and self.mode not in ("sv-admm", "auto"):
             raise ValueError(f"saturation handling needs mode 'sv-admm' (mode {self.mode!r} cannot weight pixels)")
-        #: None: on for ``sv-admm`` (also when ``'auto'`` picks it), off otherwise
-        self.saturation = None if saturation is None else bool(saturation)
+        #: whether ``sv-admm`` fits clipped values one-sided; None for ``mode='auto'``
+        #: left at its default: on when ``'auto'`` runs ``sv-admm``
+        if saturation is None:
+            self.saturation = None if self.mode == "auto" else self.mode == "sv-admm"
+        else:
+            self.saturation = bool(saturation)
         self.estimator_options = dict(estimator_options or {})
         self.blind_options = dict(blind_options or {})
         self.backend = backend
@@ -1248,7 +1252,7 @@ class AllInFocus:
             t0 = time.perf_counter()  # the deblur stage starts after the checks
             self._stage(f"deblur ({mode})")
             result.deblur_map = be.to_host(rdeb).astype(np.float32)
-            if self.saturation or (self.saturation is None and mode == "sv-admm"):
+            if self.saturation or (self.saturation is None and mode == "sv-admm"):  # None: 'auto' took sv-admm
                 if sat is None:
                     sat = saturation_mask(x, backend=be)
                 result.saturated = float(sat.mean())

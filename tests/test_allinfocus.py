@@ -918,7 +918,7 @@ def test_pipeline_fits_clipped_values_one_sided(natural_rgb):
     for mode in ("fast", "blind"):
         with pytest.raises(ValueError, match="saturation handling needs mode 'sv-admm'"):
             AllInFocus(mode=mode, saturation=True)
-        assert AllInFocus(mode=mode).saturation is None
+        assert AllInFocus(mode=mode).saturation is False
         _, res = AllInFocus(mode=mode).run(bright, radius_map=rm)
         assert res.saturated is None  # the default is off outside sv-admm
     with pytest.raises(ValueError, match="saturation must be"):
@@ -989,6 +989,7 @@ def test_auto_mode_picks_sv_admm_unless_large_on_the_cpu(monkeypatch, natural_rg
     monkeypatch.setattr(allinfocus, "AUTO_SV_ADMM_MAX_PIXELS", 40 * 48 - 1)
     auto = AllInFocus(backend="cpu")
     assert auto.mode == "auto" and auto.resolve_mode(y.shape) == "fast"
+    assert auto.saturation is None and AllInFocus(mode="sv-admm").saturation is True
     assert auto.resolve_mode((40, 47)) == "sv-admm"
     assert auto.resolve_mode(y.shape, Backend("cuda", np, scipy.fft)) == "sv-admm"
     out, res = auto.run(y, radius_map=rm)
