@@ -62,7 +62,7 @@ DEFAULT_MODE = "auto"
 #: (docs/STATUS.md, session 15): ``sv-admm`` deblurs a 1 MP photo in
 #: ~80 s, but a 4 MP one with its map read at scale 4 (spread (2, 12), a
 #: 33-entry bank) at 57 s per ADMM iteration, ~29 min for the 30; ``fast``
-#: runs the whole 4 MP job in 31–39 s and 12 MP in ~100 s. 2 MP is also
+#: runs the whole 4 MP job in 30–37 s and 12 MP in 100–115 s. 2 MP is also
 #: where the map starts being read at a coarser scale
 #: (:data:`gpudeblur.blurmap.estimator.AUTO_SCALE_MIN_PIXELS`).
 AUTO_SV_ADMM_MAX_PIXELS = 2_000_000
@@ -977,7 +977,7 @@ class AllInFocus:
         images on the CPU, where ``sv-admm`` takes tens of minutes; the
         result's ``mode`` says which ran. Options whose meaning depends on
         the mode (``lam``, ``num_iter``, ``saturation=True``) make
-        ``'auto'`` run ``sv-admm`` whatever the size (as before ``'auto'``).
+        ``'auto'`` run ``sv-admm`` whatever the size (the mode they belong to).
     layers : int, optional
         Number of out-of-focus layers (``blind``); default from the map.
     in_focus_radius : float, optional
@@ -1025,8 +1025,9 @@ class AllInFocus:
     saturation : bool or None
         ``sv-admm``: fit clipped pixels (:func:`saturation_mask`,
         :data:`SATURATION_LEVEL`) one-sided, whether the map is estimated or
-        given. None (default): on for ``sv-admm``; ``fast`` and
-        ``blind`` cannot weight pixels, so True with them is an error.
+        given. None (default): on for ``sv-admm`` (also when ``'auto'``
+        runs it); ``fast`` and ``blind`` cannot weight pixels, so True with
+        them is an error (with ``'auto'`` it makes ``sv-admm`` run).
     map_scale : int or 'auto'
         Estimate the blur map on the image reduced ``map_scale`` times
         (``scale=`` of :meth:`gpudeblur.blurmap.BlurMapEstimator.estimate`):
