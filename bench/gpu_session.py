@@ -65,10 +65,11 @@ STEPS = [
     ("blurmap-24mp-22gib", ["bench/bench_blurmap.py", "--backend", "cuda", "--skip-fig8", "--skip-cuhk", "--timing-size",
                             "4000x6000", "--time-labeling", "--pool-limit-gib", "22", "--peak-memory", "--out", "{out}"],
      180, "bench_blurmap"),
-    # #4: the default mode at 1 and 12 MP (uncertain map: what the pipeline uses), blind at 1 MP
+    # #4: what mode='auto' runs on a GPU at any size (sv-admm), 1 and 12 MP, on the uncertain map of a
+    # full-resolution estimate and the wide one of a large photo's (read at scale 4); blind at 1 MP
     ("allinfocus-svadmm", ["bench/bench_allinfocus.py", "--skip-quality", "--skip-no-blur", "--backends", "cuda",
-                           "--timing-sizes", "1,12", "--timing-modes", "sv-admm", "--timing-maps", "uncertain",
-                           "--out", "{out}"], 180, "bench_allinfocus"),
+                           "--timing-sizes", "1,12", "--timing-modes", "sv-admm", "--timing-maps", "uncertain,wide",
+                           "--out", "{out}"], 240, "bench_allinfocus"),
     ("allinfocus-blind", ["bench/bench_allinfocus.py", "--skip-quality", "--skip-no-blur", "--backends", "cuda",
                           "--timing-sizes", "1", "--timing-modes", "blind", "--out", "{out}"], 150, "bench_allinfocus"),
     # #4: the main job end to end on 12 MP photos with strong defocus (map read at scale 4), fast mode
