@@ -292,6 +292,24 @@ def scaled_map_uncertainty(scale: int) -> tuple:
     return (min(MAP_UNCERTAINTY[0] * f, MAX_RADIUS_SIGMA), MAP_UNCERTAINTY[1] * f)
 
 
+def scaled_keep_in_focus(scale: int, keep=KEEP_IN_FOCUS) -> tuple:
+    """The keep-in-focus range ``(lo, hi)`` the pipeline gives a map estimated at
+    ``scale``: ``keep`` (:data:`KEEP_IN_FOCUS`, disc radii) times ``max(1,
+    scale²/4)``, the factor of :func:`scaled_map_uncertainty`; unchanged up
+    to scale 2, (6, 10) px at scale 4.
+
+    A map read at scale ``s`` does not resolve radii below about ``1.5·s``
+    px: at scale 4 in-focus content reads 2.4–5.2 px (median over the r = 0
+    regions of ``bench/bench_large.py``'s scenes), which the full-resolution
+    range (1.5, 2.5) then deconvolves as blur. Measured on the five
+    scale-4 scenes of that bench (`fast`, the pipeline's own maps; mean
+    PSNR, docs/STATUS.md session 15): (1.5, 2.5) 32.42 dB, (3, 5) 32.49,
+    (4.5, 7.5) 32.80, (6, 10) **32.85**.
+    """
+    f = max(1.0, scale * scale / 4.0)
+    return (float(keep[0]) * f, float(keep[1]) * f)
+
+
 def _check_uncertainty(value):
     """``map_uncertainty`` as a validated pair (:func:`~gpudeblur.spatially_varying.check_uncertainty`)."""
     try:
@@ -1009,7 +1027,8 @@ class AllInFocus:
         ``(lo, hi)`` radii: ``sv-admm``/``fast`` return the input where the
         map is ``≤ lo``, their deconvolution where it is ``≥ hi``, and a
         linear fade between (:func:`in_focus_weight`). Default (None):
-        :data:`KEEP_IN_FOCUS` for an estimated map, off for a given one; a
+        :data:`KEEP_IN_FOCUS` for an estimated map (widened for a map read at
+        a coarser scale, :func:`scaled_keep_in_focus`), off for a given one; a
         pair set here applies to both; ``False``: never.
     radius_check : bool
         ``sv-admm``/``fast`` on an *estimated* map: shrink the radii where
@@ -1244,7 +1263,7 @@ class AllInFocus:
             rkeep = rdeb
             keep = self.keep_in_focus
             if keep is None:
-                keep = self._keep_default if map_estimated else False
+                keep = scaled_keep_in_focus(map_scale or 1, self._keep_default) if map_estimated else False
             if check:
                 scale = self._timed("radius check", timings, be, radius_check, x, rdeb, psf_family=self._psf,
                                     keep_in_focus=keep, map_uncertainty=unc, noise_sigma=sigma, backend=be)

@@ -87,7 +87,8 @@ def register(subparsers, parents) -> None:
                    f"data term (default {MAP_UNCERTAINTY[0]:g},{MAP_UNCERTAINTY[1]:g} for an estimated map, 0,0 for --map)")
     p.add_argument("--keep-in-focus", type=keep_pair, metavar="LO,HI|off",
                    help="return the input where the map is below LO px, the deconvolution above HI, a fade between "
-                   f"(sv-admm, fast; default {KEEP_IN_FOCUS[0]:g},{KEEP_IN_FOCUS[1]:g} for an estimated map, off for --map)")
+                   f"(sv-admm, fast; default {KEEP_IN_FOCUS[0]:g},{KEEP_IN_FOCUS[1]:g} for an estimated map, times "
+                   "max(1, S²/4) for a map read at scale S, off for --map)")
     p.add_argument("--radius-check", choices=("on", "off"), default=None,
                    help="shrink the estimated map's radii where trial deconvolutions ring (sv-admm, fast; default on "
                    "for an estimated map; not with --map)")

@@ -673,6 +673,12 @@ def test_map_scale_in_the_pipeline_and_cli(tmp_path, capsys):
     from gpudeblur.allinfocus import scaled_map_uncertainty
 
     assert scaled_map_uncertainty(4) == (2.0, 12.0) and scaled_map_uncertainty(16) == (4.0, 192.0)
+    from gpudeblur.allinfocus import KEEP_IN_FOCUS, scaled_keep_in_focus
+
+    assert res1.keep_in_focus == res2.keep_in_focus == KEEP_IN_FOCUS == scaled_keep_in_focus(2)  # widened from scale 4 on
+    assert scaled_keep_in_focus(4) == (6.0, 10.0) and scaled_keep_in_focus(8, (1.0, 2.0)) == (16.0, 32.0)
+    quarter, res4 = AllInFocus(mode="fast", map_scale=4, estimator_options={"window": 35}).run(y)
+    assert res4.map_scale == 4 and res4.keep_in_focus == (6.0, 10.0) and res4.map_uncertainty == (2.0, 12.0)
     assert np.median(res1.radius_map[inner]) < 8.5 < 9.0 < np.median(res2.radius_map[inner]) < 11.0
     assert psnr(half, img) > psnr(full, img) + 1.0
     assert AllInFocus(mode="fast").run(y, radius_map=rm)[1].map_scale is None  # a given map
