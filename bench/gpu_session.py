@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import importlib
+import importlib.util
 import json
 import os
 import shutil
@@ -168,12 +169,13 @@ def _run_step(cmd, log, limit, env):
     return "ok" if rc == 0 else f"failed (exit {rc})"
 
 
-def run(out: Path, budget: float, only: list[str] | None, copy_results: bool) -> int:
+def run(out: Path, budget: float, only: list[str] | None, copy_results: bool, workers: int = 1) -> int:
     """Run the steps; ``summary.json``/``summary.md`` are rewritten after every
     step (and on SIGTERM/SIGINT), so an outer time limit never loses them."""
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
-    steps = [s for s in STEPS if not only or s[0] in only]
+    by_name = {s[0]: s for s in STEPS}
+    steps = [by_name[n] for n in only] if only else list(STEPS)  # --only's order: this session's priorities
     rows = [{"step": s[0], "status": "pending", "seconds": 0.0} for s in steps]
     meta = {"device": "not checked", "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "commit": _commit(), "budget_s": budget, "wall_s": 0.0, "steps": rows}
@@ -212,6 +214,8 @@ def run(out: Path, budget: float, only: list[str] | None, copy_results: bool) ->
                 if module is not None:
                     res_dir.mkdir(parents=True, exist_ok=True)
                 cmd = [sys.executable] + [a.replace("{out}", str(res_dir)) for a in argv]
+                if workers > 1 and argv[:2] == ["-m", "pytest"]:
+                    cmd += ["-n", str(workers)]  # pytest-xdist
                 limit = min(timeout, left)
                 with open(out / f"{name}.log", "w") as log:
                     log.write(f"$ {' '.join(cmd)}\n(timeout {limit:.0f} s)\n")
@@ -255,7 +259,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.environ.get("OUT", "gpu-session"), help="output folder (default $OUT)")
     ap.add_argument("--budget", type=float, default=500.0, help="wall seconds after which no step starts")
-    ap.add_argument("--only", default=None, help="comma-separated step names (default: all, in order)")
+    ap.add_argument("--only", default=None, help="comma-separated step names, run in this order (default: all)")
+    ap.add_argument("--workers", type=int, default=1, help="pytest-xdist workers for the test steps (default 1: none)")
     ap.add_argument("--copy-results", action="store_true", help="also copy each step's results into bench/results/")
     ap.add_argument("--dry-run", action="store_true", help="check every step's command line; run nothing")
     ap.add_argument("--list", action="store_true", help="print the steps and exit")
@@ -271,7 +276,9 @@ def main(argv=None) -> int:
         unknown = set(only) - {s[0] for s in STEPS}
         if unknown:
             ap.error(f"--only: unknown step(s) {', '.join(sorted(unknown))}")
-    return run(Path(args.out), args.budget, only, args.copy_results)
+    if args.workers > 1 and importlib.util.find_spec("xdist") is None:
+        ap.error("--workers needs pytest-xdist")
+    return run(Path(args.out), args.budget, only, args.copy_results, args.workers)
 
 
 if __name__ == "__main__":
