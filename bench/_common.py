@@ -197,7 +197,13 @@ def cpu_cores() -> int:
 
 
 def git_commit() -> str:
-    """``git rev-parse --short HEAD`` of the repo, ``+dirty`` when the tree has changes."""
+    """``git rev-parse --short HEAD`` of the repo, ``+dirty`` when the tree has changes.
+
+    ``$GIT_COMMIT`` wins when set: a copy of the tree (the GPU machine's) may
+    carry a ``.git`` that is not the tree's commit.
+    """
+    if os.environ.get("GIT_COMMIT"):
+        return os.environ["GIT_COMMIT"]
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True

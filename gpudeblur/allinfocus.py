@@ -277,6 +277,24 @@ class AllInFocusResult:
         }
 
 
+#: Side of the blind mode's kernels (the paper's 31 × 31), grown for wider layers (:func:`blind_kernel_size`).
+BLIND_KERNEL_SIZE = 31
+
+
+def blind_kernel_size(init_kernel) -> int:
+    """Kernel side for a blind layer whose initial PSF is ``init_kernel``.
+
+    The paper's 31 when the PSF leaves the estimate room to grow (at least
+    4 px, or an eighth of its side, on each side: discs up to 11 px);
+    otherwise the PSF's side plus that margin, so a layer blurred by more
+    than the paper's images (a 21 px disc is 43 px wide) is estimated
+    instead of refused. Always odd.
+    """
+    side = int(max(np.shape(init_kernel)))
+    side += 1 - side % 2  # odd
+    return max(BLIND_KERNEL_SIZE, side + 2 * max(4, side // 8))
+
+
 def scaled_map_uncertainty(scale: int) -> tuple:
     """``(radius_sigma, spatial_sigma)`` the pipeline gives a map estimated at
     ``scale``: :data:`MAP_UNCERTAINTY` times ``max(1, scale²/4)`` (radius σ
@@ -1063,7 +1081,10 @@ class AllInFocus:
         image's own noise, :meth:`map_noise`) and ``labeling_kwargs={'radius_prior':
         RADIUS_PRIOR}`` (2).
     blind_options : dict
-        Passed to :func:`gpudeblur.blind.blind_deblur_layer`.
+        Passed to :func:`gpudeblur.blind.blind_deblur_layer`; its
+        ``kernel_size`` defaults to :func:`blind_kernel_size` of the
+        layer's initial PSF (the paper's 31 up to an 11 px disc, larger
+        beyond).
     backend : {'auto', 'cuda', 'cpu'}, optional
     progress : callable, optional
         ``progress(stage_name)`` at the start of each stage.
@@ -1310,6 +1331,7 @@ class AllInFocus:
             mask = sel.astype(x.dtype)
             opts = dict(self.blind_options)
             opts.setdefault("init_kernel", self._psf(float(radii[i])))
+            opts.setdefault("kernel_size", blind_kernel_size(opts["init_kernel"]))
             if self.lam is not None:
                 opts.setdefault("lam1", self.lam)
             if self.num_iter is not None:

@@ -1028,3 +1028,24 @@ def test_cli_auto_mode_says_when_it_takes_fast(monkeypatch, tmp_path, natural_rg
     assert cli.main(["allinfocus", str(src), str(out), "--map", str(mp), "--backend", "cpu", "--iters", "2",
                      "--report", str(rep), "--overwrite"]) == 0
     assert "mode auto" not in capsys.readouterr().out and json.loads(rep.read_text())["mode"] == "sv-admm"
+
+
+def test_blind_kernel_grows_for_a_wide_layer(natural_rgb):
+    """A layer blurred by more than the paper's 31 x 31 kernel holds (a 16 px disc is 33 px wide) is
+    estimated with a larger kernel, not refused ("kernel of shape (33, 33) does not fit in 31x31")."""
+    from gpudeblur import psf
+    from gpudeblur.allinfocus import BLIND_KERNEL_SIZE, blind_kernel_size
+
+    assert blind_kernel_size(psf.disc(3.0)) == BLIND_KERNEL_SIZE == 31
+    assert blind_kernel_size(psf.disc(11.0)) == 31  # 23 px: 4 px of room on each side
+    assert blind_kernel_size(psf.disc(16.0)) == 33 + 8 and blind_kernel_size(psf.disc(21.0)) == 43 + 10
+    assert blind_kernel_size(np.ones((4, 4))) == 31 and blind_kernel_size(np.ones((30, 30))) % 2 == 1
+    M = 96
+    img = np.tile(natural_rgb[:M, :M], (1, 2, 1))  # 96 x 192
+    rm = np.zeros(img.shape[:2], np.float32)
+    rm[:, M:] = 16.0
+    y = np.clip(blur_spatially_varying(img, rm, radius_step=0.5), 0, 1)
+    out, res = AllInFocus(mode="blind", num_iter=2).run(y, radius_map=rm)
+    assert res.layer_radii[1] == 16.0 and res.kernels[0].shape == (41, 41)  # kernels: layers 1, 2, ...
+    assert np.isfinite(out).all() and out.shape == y.shape
+    np.testing.assert_allclose(res.kernels[0].sum(), 1.0, rtol=1e-6)

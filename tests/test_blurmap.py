@@ -306,10 +306,16 @@ def test_cuda_search_matches_numba(dtype):
     gpu = BlurMapEstimator(**kw).estimate(y, return_candidates=True, backend="cuda")
     rc, rg = to_host(cpu.candidates), to_host(gpu.candidates)
     assert rg.dtype == np.dtype(dtype)
-    top_agree = np.mean(np.abs(rc[..., 0] - rg[..., 0]) < 1e-3)
-    assert top_agree > 0.995, top_agree
+    # The search stops a start at |Δr| < tol_r = 1e-3 px. In float32 the end point of that slow fixed
+    # point moves by a few tol_r with the last bits of its input: on the CPU, powers perturbed by a
+    # relative 1e-7 (cuFFT's rounding against pocketfft's) move 2 % of the top candidates by more than
+    # 1e-3 px, none by 0.01 px (largest 0.0055 px; 1e-6 .. 1e-4: 3.6 % and 0.0087 px). The first H200
+    # run (2026-12-04) found 96.3 % within 1e-3 px. float64: 1e-6 moves 0.01 % by more than 1e-3 px.
+    tol = 1e-2 if dtype == np.float32 else 1e-3
+    d = np.abs(rc[..., 0] - rg[..., 0])
+    assert np.mean(d < tol) > 0.995, (np.mean(d < tol), float(d.max()))
     lc, lg = to_host(cpu.log_likelihoods)[..., 0], to_host(gpu.log_likelihoods)[..., 0]
-    ok = np.abs(rc[..., 0] - rg[..., 0]) < 1e-3
+    ok = d < tol
     np.testing.assert_allclose(lg[ok], lc[ok], rtol=1e-4 if dtype == np.float32 else 1e-9, atol=1e-3)
 
 
