@@ -130,7 +130,8 @@ def main():
     md.append(markdown_table(["scene", "mode", "max radius", "input", "estimated map", "true map", "map scale", "map MSE px²",
                               "total", " / ".join(STAGES)], table))
     text = "\n".join(md) + "\n"
-    stem = result_stem("large" if args.mode == "fast" else f"large-{args.mode}", info)
+    name = "large" + ("" if args.mode == "fast" else f"-{args.mode}") + ("" if args.size == 2048 else f"-{args.size}")
+    stem = result_stem(name, info)  # mode and size in the name: one GPU call runs several
     paths = write_results(args.out, stem, {"machine": info, "size": args.size, "mult": args.mult,
                                                                   "mode": args.mode, "backend": args.backend, "rows": rows}, text)
     print(text)
