@@ -62,9 +62,7 @@ DEFAULT_MODE = "auto"
 #: (docs/STATUS.md, session 15): ``sv-admm`` deblurs a 1 MP photo in
 #: ~80 s, but a 4 MP one with its map read at scale 4 (spread (2, 12), a
 #: 33-entry bank) at 57 s per ADMM iteration, ~29 min for the 30; ``fast``
-#: runs the whole 4 MP job in 30–37 s and 12 MP in 100–115 s. 2 MP is also
-#: where the map starts being read at a coarser scale
-#: (:data:`gpudeblur.blurmap.estimator.AUTO_SCALE_MIN_PIXELS`).
+#: runs the whole 4 MP job in 30–37 s and 12 MP in 100–115 s.
 AUTO_SV_ADMM_MAX_PIXELS = 2_000_000
 #: Default TV weight of ``sv-admm`` on an *estimated* map. An estimated map
 #: is off by about a pixel in places (blur-map MSE 0.2–1.7 px² on the bench)
@@ -1071,10 +1069,11 @@ class AllInFocus:
         radii up to ``map_scale`` times the estimator's ``max_radius`` (8)
         at ``1/map_scale²`` of the map's cost, for large photos whose blur
         exceeds 8 px; radii below about ``1.5·map_scale`` px are no longer
-        resolved. Default ``'auto'``: full resolution below 2 MP
-        (:data:`gpudeblur.blurmap.estimator.AUTO_SCALE_MIN_PIXELS`); above,
-        the finest power-of-2 scale whose range holds the blur, found by
-        reading the map coarse first.
+        resolved. Default ``'auto'``: the finest power-of-2 scale whose
+        range holds the blur, found by reading the map coarse first (at
+        scale 4 or as the window allows below 2 MP, coarser above; see
+        ``scale='auto'`` of :meth:`~gpudeblur.blurmap.BlurMapEstimator.estimate`):
+        full resolution when the blur is within 8 px.
     estimator_options : dict
         Passed to :class:`gpudeblur.blurmap.BlurMapEstimator`; the pipeline
         defaults are ``window=MAP_WINDOW`` (51), ``noise='auto'`` (the

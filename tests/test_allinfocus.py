@@ -655,7 +655,8 @@ def test_cli_estimator_options_refused_with_a_given_map(tmp_path, natural_rgb):
 def test_map_scale_in_the_pipeline_and_cli(tmp_path, capsys):
     """``map_scale=2`` reads a 10 px blur that the full-resolution estimate
     (``max_radius`` 8) cannot, deblurs better with it, and reports the scale;
-    bad values are refused."""
+    ``'auto'`` finds it (a look at scale 2 first, since session 17); bad
+    values are refused."""
     from skimage import data
 
     from gpudeblur import cli
@@ -665,8 +666,10 @@ def test_map_scale_in_the_pipeline_and_cli(tmp_path, capsys):
     rm = np.full(img.shape[:2], 10.0)
     y = np.clip(blur_spatially_varying(img, rm, radius_step=0.1, dtype="float64")
                 + 1e-3 * np.random.default_rng(5).standard_normal(img.shape), 0, 1)
-    full, res1 = AllInFocus(mode="fast").run(y)
+    full, res1 = AllInFocus(mode="fast", map_scale=1).run(y)
     half, res2 = AllInFocus(mode="fast", map_scale=2).run(y)
+    auto, resa = AllInFocus(mode="fast").run(y)
+    assert resa.map_scale == 2 and np.array_equal(auto, half)
     inner = (slice(40, -40),) * 2
     assert res1.map_scale == 1 and res2.map_scale == 2 and res2.report()["map_scale"] == 2
     assert res1.map_uncertainty == res2.map_uncertainty == (0.5, 3.0)  # widened from scale 4 on
@@ -695,7 +698,7 @@ def test_map_scale_in_the_pipeline_and_cli(tmp_path, capsys):
     assert cli.main(["-q", "allinfocus", str(src), str(tmp_path / "p.png"), "--map-scale", "half"]) == 2
     assert cli.main(["-q", "allinfocus", str(src), str(tmp_path / "q.png"), "--mode", "fast", "--map-scale", "auto",
                      "--report", str(rep), "--overwrite"]) == 0
-    assert json.loads(rep.read_text())["map_scale"] == 1  # 160² is below AUTO_SCALE_MIN_PIXELS
+    assert json.loads(rep.read_text())["map_scale"] == 2  # auto: the look at 2 (160 // 4 < 51) sees the 10 px blur
     assert cli.main(["-q", "allinfocus", str(src), str(tmp_path / "p.png"), "--map-scale", "4"]) == 2  # 40² < window
     assert "smaller than the analysis window" in capsys.readouterr().err
 

@@ -558,10 +558,12 @@ def test_scaled_estimate_bad_arguments():
 
 
 def test_auto_scale_reads_large_blur_coarse_and_small_blur_fine(monkeypatch):
-    """``scale='auto'`` (thresholds lowered so that 192² images count as large):
-    a 12 px blur stays at the coarse scale, a 3 px blur is read again at full
-    resolution and equals ``scale=1``; small images and non-scalable families
-    are read at scale 1 only."""
+    """``scale='auto'``: a small image is looked at at scale 4 (as the window
+    allows) first; a 3 px blur is then read at full resolution directly (no
+    read at 2) and equals ``scale=1``, a 12 px blur (beyond scale 1's 8 px)
+    is read at 2. With thresholds lowered so that 192² counts as large: a 12
+    px blur stays at the coarse scale, a 3 px one goes back to 1. Non-scalable
+    families are read at scale 1 only."""
     import gpudeblur.blurmap.estimator as E
 
     rng = np.random.default_rng(7)
@@ -570,7 +572,15 @@ def test_auto_scale_reads_large_blur_coarse_and_small_blur_fine(monkeypatch):
     big = fftconvolve(sharp, psf.disc(12.0), boundary="reflect") + rng.normal(0, 1e-3, sharp.shape)
     small = fftconvolve(sharp, psf.disc(3.0), boundary="reflect") + rng.normal(0, 1e-3, sharp.shape)
     m, info = est.estimate(small, scale="auto", return_info=True)
-    assert info["scale"] == 1 and info["scales"] == [1]  # default thresholds: 192² is small
+    assert info["scale"] == 1 and info["scales"] == [4, 1]  # 192 // 4 = 48 >= the 41 px window
+    np.testing.assert_array_equal(m, est.estimate(small))
+    m, info = est.estimate(big, scale="auto", return_info=True)
+    assert info["scale"] == 2 and info["scales"] == [4, 2]
+    np.testing.assert_array_equal(m, est.estimate(big, scale=2))
+    assert BlurMapEstimator(window=51, noise=1e-6, labeling=None).estimate(
+        small, scale="auto", return_info=True)[1]["scales"] == [2, 1]  # 192 // 4 < 51: the look is at 2
+    monkeypatch.setattr(E, "AUTO_SCALE_SMALL_START", 1)  # the rule before session 17: scale 1 only
+    assert est.estimate(big, scale="auto", return_info=True)[1]["scales"] == [1]
     monkeypatch.setattr(E, "AUTO_SCALE_MIN_PIXELS", 0)
     monkeypatch.setattr(E, "AUTO_SCALE_START_PIXELS", 9000)  # 96² ≥ 9000 > 48²: start at scale 2
     m, info = est.estimate(big, scale="auto", return_info=True)

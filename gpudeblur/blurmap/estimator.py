@@ -75,17 +75,29 @@ LABELING_MEMORY_BUDGET = 4 << 30
 #: Lowest noise variance ``noise='auto'`` uses (the paper's simulations use 1e-6).
 NOISE_FLOOR = 1e-6
 
-#: ``estimate(scale='auto')``: images with fewer pixels are analysed at full
-#: resolution, with no coarser look first (it would cost them a quarter more).
+#: ``estimate(scale='auto')``: images with at least this many pixels start at
+#: the coarsest power-of-2 scale that keeps :data:`AUTO_SCALE_START_PIXELS`
+#: pixels; smaller ones at scale :data:`AUTO_SCALE_SMALL_START`.
 AUTO_SCALE_MIN_PIXELS = 2_000_000
-#: ``scale='auto'`` starts at the coarsest power-of-2 scale whose image still
-#: has this many pixels (4 MP: scale 4, 0.26 MP, radii to 32 px; 12 MP:
-#: scale 4, 0.75 MP; 24 MP: scale 8, 0.38 MP) ...
+#: ``scale='auto'`` starts a large image at the coarsest power-of-2 scale whose
+#: image still has this many pixels (4 MP: scale 4, 0.26 MP, radii to 32 px;
+#: 12 MP: scale 4, 0.75 MP; 24 MP: scale 8, 0.38 MP) ...
 AUTO_SCALE_START_PIXELS = 250_000
-#: ... and halves the scale while this quantile of the map read there fits the
-#: finer scale's range (``max_radius · scale / 2``): 512² scenes whose radii
-#: reach 8, 12 and 16 px (90th percentiles 5-7.4, 8-11, 10-14.6 px at scale 2)
-#: deblur best at scale 1, 1-2 and 2 (docs/STATUS.md, session 13).
+#: ... and a smaller one at this scale, or the coarsest below it whose image
+#: still holds the analysis window (a 640×431 photo: 4; 192²: 2 with the
+#: pipeline's 51 px window). Blur beyond scale 1's range (``max_radius``, 8
+#: px) is not seen there, it reads as small: CUHK 0284's background, ~21 px
+#: at scale 4, reads 0.6 px at scale 1 and 5.6 px at scale 2. The look at
+#: scale 4 costs ~4 % of the full-resolution read (1.5–3 s at 1 MP on 2 CPU
+#: cores) and changes nothing where the blur fits scale 1 (docs/STATUS.md,
+#: session 17); before session 17 small images were read at scale 1 only.
+AUTO_SCALE_SMALL_START = 4
+#: From the scale read, the map goes on to the finest scale whose range
+#: (``max_radius · scale``) holds this quantile of it, if that is finer (a
+#: map read at 4 whose quantile is 7 px is read again at 1, not at 2 then 1):
+#: 512² scenes whose radii reach 8, 12 and 16 px (90th percentiles 5-7.4,
+#: 8-11, 10-14.6 px at scale 2) deblur best at scale 1, 1-2 and 2
+#: (docs/STATUS.md, session 13).
 AUTO_SCALE_QUANTILE = 0.9
 
 _LUMA = (0.299, 0.587, 0.114)
@@ -429,16 +441,19 @@ class BlurMapEstimator:
         ``info['scale']`` and ``info['analysis_shape']`` record it. Not with
         ``return_candidates`` (the candidates live on the coarse grid).
 
-        ``scale='auto'``: images below :data:`AUTO_SCALE_MIN_PIXELS` are
-        analysed at scale 1. Larger ones are read first at the coarsest
-        power-of-2 scale ``s`` that keeps :data:`AUTO_SCALE_START_PIXELS`
-        pixels; while the :data:`AUTO_SCALE_QUANTILE` quantile of that map
-        fits the range of scale ``s/2`` (``≤ max_radius · s/2``), the map is
-        read again at ``s/2``. So a blur within ``max_radius`` is read at full
-        resolution (at ~1.3x the cost) and a larger one at the finest scale
-        whose range holds it, at a fraction of the cost. ``info['scales']``
-        lists the scales read. A calibrated or callable PSF family is always
-        read at scale 1.
+        ``scale='auto'``: the map is read first at a coarse scale ``s``:
+        for images of :data:`AUTO_SCALE_MIN_PIXELS` or more the coarsest
+        power of 2 that keeps :data:`AUTO_SCALE_START_PIXELS` pixels, for
+        smaller ones :data:`AUTO_SCALE_SMALL_START` (4) or less, as the
+        analysis window allows. If the :data:`AUTO_SCALE_QUANTILE` quantile
+        ``q`` of that map fits a finer scale's range (``q ≤ max_radius ·
+        s/2``), the map is read again at the finest scale whose range holds
+        ``q``, and so on. So a blur within ``max_radius`` is read at full
+        resolution (the coarse look costs a few %) and a larger one at the
+        finest scale whose range holds it, at a fraction of the cost (at
+        scale 1 a blur far beyond ``max_radius`` reads as *small*).
+        ``info['scales']`` lists the scales read. A calibrated or callable
+        PSF family is always read at scale 1.
         """
         if return_info and return_candidates:
             raise ValueError("return_info and return_candidates are exclusive: the BlurMapResult has .info")
@@ -515,13 +530,20 @@ class BlurMapEstimator:
             while (-(-M // (2 * s))) * (-(-N // (2 * s))) >= AUTO_SCALE_START_PIXELS and \
                     min(M, N) // (2 * s) >= self.window:
                 s *= 2
+        elif self._scalable():
+            while 2 * s <= AUTO_SCALE_SMALL_START and min(M, N) // (2 * s) >= self.window:
+                s *= 2
         tried = []
         while True:
             radius, info = self.estimate(x, scale=s, return_info=True, backend=be, progress=progress)
             tried.append(s)
-            if s == 1 or float(be.xp.quantile(radius, AUTO_SCALE_QUANTILE)) > self.max_radius * s / 2:
+            if s == 1:
                 break
-            s //= 2
+            q = float(be.xp.quantile(radius, AUTO_SCALE_QUANTILE))
+            if q > self.max_radius * s / 2:
+                break
+            while s > 1 and q <= self.max_radius * s / 2:  # the finest scale whose range holds q
+                s //= 2
         info["scale"] = s
         info["scales"] = tried
         out = to_output(radius, kind)
