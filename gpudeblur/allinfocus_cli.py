@@ -110,7 +110,7 @@ def register(subparsers, parents) -> None:
     p.add_argument("--map-scale", type=map_scale, default=None, metavar="S|auto",
                    help="estimate the blur map on the image reduced S times (S x S block means): radii up to S times "
                    "--max-radius at 1/S^2 of the map's cost, radii below ~1.5*S px not resolved; auto (default): "
-                   "1 below 2 MP, above it the finest power of 2 whose range holds the blur (read coarse first)")
+                   "the finest power of 2 whose range holds the blur, found by a coarse read first (at 4 below 2 MP)")
     p.add_argument("--save-map", metavar="M", help="write the blur map (.png colour-mapped, .npy/.tif float)")
     p.add_argument("--save-layers", metavar="DIR", help="write the layer labels and per-layer results (blind mode) into DIR")
     p.add_argument("--report", metavar="R.json", help="write a JSON report (map statistics, layers, kernels, timings)")
