@@ -12,8 +12,9 @@ gives a map read at that scale, ``allinfocus.scaled_map_uncertainty``). The ``au
 of :meth:`~gpudeblur.blurmap.BlurMapEstimator.estimate` as it would run on
 a large photo started at scale 2: keep scale 2 if the
 ``AUTO_SCALE_QUANTILE`` quantile of the scale-2 map exceeds ``max_radius``
-(8 px), else scale 1. (At 512² the real ``'auto'`` reads at scale 1: it
-only looks coarse first above ``AUTO_SCALE_MIN_PIXELS``.)
+(8 px), else scale 1. (Since session 17 the real ``'auto'`` looks at 512²
+first at scale 4, then reads at the finest scale that holds the scale-4
+map's quantile; this bench's column is the session-13 rule it was tuned on.)
 
     python bench/bench_map_scale.py [--modes sv-admm|fast] [--mults 1,1.5,2]
 

@@ -233,6 +233,9 @@ class AllInFocusResult:
     map_scale : int or None
         Scale the map was estimated at (``AllInFocus(map_scale=)``; the one
         chosen for ``'auto'``); None: the map was given.
+    in_focus_radius : float or None
+        ``blind``: the radius below which pixels formed the in-focus layer
+        (the default grows with ``map_scale``: :func:`scaled_in_focus_radius`).
     """
 
     radius_map: np.ndarray
@@ -251,6 +254,7 @@ class AllInFocusResult:
     deblur_map: np.ndarray | None = None
     saturated: float | None = None
     map_scale: int | None = None
+    in_focus_radius: float | None = None
 
     def report(self) -> dict:
         """JSON-serializable summary."""
@@ -266,6 +270,7 @@ class AllInFocusResult:
             "keep_in_focus": None if self.keep_in_focus is None else [float(v) for v in self.keep_in_focus],
             "map_noise": self.map_noise,
             "map_scale": self.map_scale,
+            "in_focus_radius": self.in_focus_radius,
             "psf_family": self.psf_family,
             "radius_check": None if sc is None else {"scaled_fraction": float(np.mean(sc < 0.99)),
                                                      "min_scale": float(sc.min()), "mean_scale": float(sc.mean())},
@@ -279,18 +284,38 @@ class AllInFocusResult:
 BLIND_KERNEL_SIZE = 31
 
 
-def blind_kernel_size(init_kernel) -> int:
+def blind_kernel_size(init_kernel, image_shape=None) -> int:
     """Kernel side for a blind layer whose initial PSF is ``init_kernel``.
 
     The paper's 31 when the PSF leaves the estimate room to grow (at least
     4 px, or an eighth of its side, on each side: discs up to 11 px);
     otherwise the PSF's side plus that margin, so a layer blurred by more
     than the paper's images (a 21 px disc is 43 px wide) is estimated
-    instead of refused. Always odd.
+    instead of refused. With ``image_shape`` the margin shrinks to fit the
+    image (never below the PSF's side). Always odd.
     """
     side = int(max(np.shape(init_kernel)))
     side += 1 - side % 2  # odd
-    return max(BLIND_KERNEL_SIZE, side + 2 * max(4, side // 8))
+    ks = max(BLIND_KERNEL_SIZE, side + 2 * max(4, side // 8))
+    if image_shape is not None:
+        fit = int(min(image_shape)) - 1 + int(min(image_shape)) % 2  # largest odd side within the image
+        ks = max(min(ks, fit), min(side, ks))
+    return ks
+
+
+def scaled_in_focus_radius(scale: int, radius: float = 1.0) -> float:
+    """Blind mode's in-focus radius for a map estimated at ``scale``: ``radius``
+    up to scale 2, from scale 4 on ``radius · 1.5 · scale²/4`` (6 px at 4),
+    what :func:`scaled_keep_in_focus` keeps whole in the other modes.
+
+    A map read at scale 4 reads in-focus content at ~5 px. Measured on a
+    256×512 photo, left half sharp (60 dB), right half a 20 px disc (18.1
+    dB), map read at 4, ``blind`` (docs/STATUS.md, session 17): in-focus
+    radius 1 or 4 px keeps 0 % of the sharp half in focus (it comes out at
+    13.2 dB), 6 px keeps 92 % (33.0 dB), the blurred half 21.7 dB either
+    way (the map read at scale 1: 30.0 / 18.2 dB).
+    """
+    return float(radius) * (1.0 if scale <= 2 else 1.5 * scale * scale / 4.0)
 
 
 def scaled_map_uncertainty(scale: int) -> tuple:
@@ -1017,7 +1042,8 @@ class AllInFocus:
     in_focus_radius : float, optional
         Radius below which a pixel counts as in focus (layers, ``blind``);
         default a disc radius of 1 px (:func:`disc_equivalent` for another
-        family).
+        family), widened for a map estimated at scale 4 or coarser
+        (:func:`scaled_in_focus_radius`; 6 px at scale 4).
     psf_family : {'disc', 'gaussian'}, callable or PSFCalibration
         The blur's PSF as a function of the map's ``r``, used by the
         estimate *and* the deblurring (``sv-admm``/``fast`` bank, ``blind``'s
@@ -1125,6 +1151,7 @@ class AllInFocus:
                              "must use the same one")
         # defaults are disc radii, converted once for another family (only those this mode uses)
         self._keep_default = _default_keep(psf_family) if (keep_in_focus is None and mode != "blind") else None
+        self._in_focus_default = in_focus_radius is None  # then scaled with the map's scale (blind)
         if in_focus_radius is None:
             self.in_focus_radius = _default_in_focus_radius(psf_family) if mode == "blind" else 1.0
         else:
@@ -1316,7 +1343,11 @@ class AllInFocus:
         from .blind import blind_deblur_layer
 
         xp = be.xp
-        labels, radii = split_layers(rmap, self.layers, self.in_focus_radius, xp=xp)
+        in_focus = self.in_focus_radius
+        if self._in_focus_default and result.map_scale:
+            in_focus = scaled_in_focus_radius(result.map_scale, in_focus)
+        result.in_focus_radius = float(in_focus)
+        labels, radii = split_layers(rmap, self.layers, in_focus, xp=xp)
         result.layer_labels = be.to_host(labels)
         result.layer_radii = radii
         layers = [x]  # layer 0: in focus, kept
@@ -1330,7 +1361,8 @@ class AllInFocus:
             mask = sel.astype(x.dtype)
             opts = dict(self.blind_options)
             opts.setdefault("init_kernel", self._psf(float(radii[i])))
-            opts.setdefault("kernel_size", blind_kernel_size(opts["init_kernel"]))
+            if opts["init_kernel"] is not None:  # None: Tung's initialization, at the default kernel size
+                opts.setdefault("kernel_size", blind_kernel_size(opts["init_kernel"], x.shape[:2]))
             if self.lam is not None:
                 opts.setdefault("lam1", self.lam)
             if self.num_iter is not None:

@@ -530,7 +530,7 @@ def test_estimator_gets_the_pipeline_window_and_prior(monkeypatch):
     n = len(made)
     pipe.estimate_map(np.clip(img + 0.01 * np.random.default_rng(0).standard_normal(img.shape), 0, 1))
     assert len(made) == n and made[-1]["noise"] == "auto" and made[-1]["noise_floor"] == 1e-6
-    assert set(scales) == {"auto"}  # the default: the estimator decides (scale 1 below 2 MP)
+    assert set(scales) == {"auto"}  # the default: the estimator decides (a coarse look, then the finest scale that holds the blur)
     AllInFocus(map_scale=3).estimate_map(img)  # the analysis scale reaches the estimator
     assert scales[-1] == 3
 
@@ -1052,3 +1052,34 @@ def test_blind_kernel_grows_for_a_wide_layer(natural_rgb):
     assert res.layer_radii[1] == 16.0 and res.kernels[0].shape == (41, 41)  # kernels: layers 1, 2, ...
     assert np.isfinite(out).all() and out.shape == y.shape
     np.testing.assert_allclose(res.kernels[0].sum(), 1.0, rtol=1e-6)
+
+
+def test_blind_in_focus_radius_follows_the_map_scale_and_tung_init(monkeypatch, natural_rgb):
+    """A map read at scale 4 reads in-focus content at ~5 px: blind's default in-focus radius
+    becomes 6 px there (a given radius is kept); ``init_kernel=None`` (Tung's initialization)
+    still runs, at the default kernel size; the kernel shrinks to fit a small image."""
+    import gpudeblur.blind as blind
+    from gpudeblur import psf
+    from gpudeblur.allinfocus import blind_kernel_size, scaled_in_focus_radius
+
+    assert [scaled_in_focus_radius(s) for s in (1, 2, 4, 8)] == [1.0, 1.0, 6.0, 24.0]
+    assert blind_kernel_size(psf.disc(16.0), (40, 192)) == 39 and blind_kernel_size(psf.disc(3.0), (20, 20)) == 19
+    assert blind_kernel_size(psf.disc(16.0), (30, 192)) == 33  # the PSF itself never shrinks
+    seen = []
+
+    def fake_layer(image, mask, **kw):
+        seen.append(kw)
+        return image, np.ones((3, 3)) / 9, {}
+
+    monkeypatch.setattr(blind, "blind_deblur_layer", fake_layer)
+    img = np.tile(natural_rgb, (2, 2, 1))  # 256² (the 51 px window fits scale 4)
+    out, res = AllInFocus(mode="blind", map_scale=4).run(img)
+    assert res.map_scale == 4 and res.in_focus_radius == 6.0 and res.report()["in_focus_radius"] == 6.0
+    np.testing.assert_array_equal(res.layer_labels == 0, res.radius_map < 6.0)
+    _, res1 = AllInFocus(mode="blind", map_scale=4, in_focus_radius=1.0).run(img)
+    assert res1.in_focus_radius == 1.0  # given: kept
+    rm = np.zeros(img.shape[:2], np.float32)
+    rm[:, 128:] = 3.0
+    seen.clear()
+    _, res2 = AllInFocus(mode="blind", blind_options={"init_kernel": None}).run(img, radius_map=rm)
+    assert res2.in_focus_radius == 1.0 and seen and all(k["init_kernel"] is None and "kernel_size" not in k for k in seen)

@@ -589,6 +589,8 @@ def test_auto_scale_reads_large_blur_coarse_and_small_blur_fine(monkeypatch):
     m, info = est.estimate(small, scale="auto", return_info=True)
     assert info["scales"] == [2, 1] and info["scale"] == 1
     np.testing.assert_array_equal(m, est.estimate(small))
+    monkeypatch.setattr(E, "AUTO_SCALE_SMALL_START", 4)  # a "large" image starts at the coarser rule's scale
+    assert est.estimate(big, scale="auto", return_info=True)[1]["scales"] == [4, 2]  # (a 2-4 MP photo: 4, not 2)
     cal = BlurMapEstimator(window=41, noise=1e-6, labeling=None, psf_family=lambda r: psf.disc(r))
     assert cal.estimate(big, scale="auto", return_info=True)[1]["scales"] == [1]
     with pytest.raises(ValueError, match="return_candidates needs scale=1"):

@@ -77,7 +77,8 @@ NOISE_FLOOR = 1e-6
 
 #: ``estimate(scale='auto')``: images with at least this many pixels start at
 #: the coarsest power-of-2 scale that keeps :data:`AUTO_SCALE_START_PIXELS`
-#: pixels; smaller ones at scale :data:`AUTO_SCALE_SMALL_START`.
+#: pixels, if that is coarser than :data:`AUTO_SCALE_SMALL_START` (every
+#: image starts there, as the window allows).
 AUTO_SCALE_MIN_PIXELS = 2_000_000
 #: ``scale='auto'`` starts a large image at the coarsest power-of-2 scale whose
 #: image still has this many pixels (4 MP: scale 4, 0.26 MP, radii to 32 px;
@@ -442,10 +443,10 @@ class BlurMapEstimator:
         ``return_candidates`` (the candidates live on the coarse grid).
 
         ``scale='auto'``: the map is read first at a coarse scale ``s``:
-        for images of :data:`AUTO_SCALE_MIN_PIXELS` or more the coarsest
-        power of 2 that keeps :data:`AUTO_SCALE_START_PIXELS` pixels, for
-        smaller ones :data:`AUTO_SCALE_SMALL_START` (4) or less, as the
-        analysis window allows. If the :data:`AUTO_SCALE_QUANTILE` quantile
+        :data:`AUTO_SCALE_SMALL_START` (4) or less, as the analysis window
+        allows, and for images of :data:`AUTO_SCALE_MIN_PIXELS` or more the
+        coarsest power of 2 that keeps :data:`AUTO_SCALE_START_PIXELS`
+        pixels if that is coarser (8 from 16 MP). If the :data:`AUTO_SCALE_QUANTILE` quantile
         ``q`` of that map fits a finer scale's range (``q ≤ max_radius ·
         s/2``), the map is read again at the finest scale whose range holds
         ``q``, and so on. So a blur within ``max_radius`` is read at full
@@ -526,12 +527,11 @@ class BlurMapEstimator:
         check_image(x, be.xp)
         M, N = int(x.shape[0]), int(x.shape[1])
         s = 1
-        if M * N >= AUTO_SCALE_MIN_PIXELS and self._scalable():
-            while (-(-M // (2 * s))) * (-(-N // (2 * s))) >= AUTO_SCALE_START_PIXELS and \
-                    min(M, N) // (2 * s) >= self.window:
-                s *= 2
-        elif self._scalable():
+        if self._scalable():  # the coarser of the two rules' starts (2-4 MP: 4, not 2)
             while 2 * s <= AUTO_SCALE_SMALL_START and min(M, N) // (2 * s) >= self.window:
+                s *= 2
+            while M * N >= AUTO_SCALE_MIN_PIXELS and (-(-M // (2 * s))) * (-(-N // (2 * s))) >= \
+                    AUTO_SCALE_START_PIXELS and min(M, N) // (2 * s) >= self.window:
                 s *= 2
         tried = []
         while True:
