@@ -59,7 +59,7 @@ def keep_pair(text: str):
 
 
 def register(subparsers, parents) -> None:
-    from .cli import add_strip_metadata, noise_variance, positive_float, positive_int, psf_family  # noqa: PLC0415
+    from .cli import add_strip_metadata, noise_variance, odd_window, positive_float, positive_int, psf_family  # noqa: PLC0415
 
     p = subparsers.add_parser(
         "allinfocus",
@@ -103,7 +103,7 @@ def register(subparsers, parents) -> None:
                    help="PSF family of the map and the deblurring: disc radius, Gaussian sigma, or a lens calibration "
                    ".npz with 'radii' (K,) and 'psfs' (K, H, W) (default disc)")
     p.add_argument("--max-radius", type=positive_float, default=None, metavar="R", help="largest blur radius estimated (8)")
-    p.add_argument("--window", type=positive_int, default=None, metavar="N",
+    p.add_argument("--window", type=odd_window, default=None, metavar="N",
                    help=f"odd analysis window of the blur-map estimate (default {MAP_WINDOW}; the paper's 41)")
     p.add_argument("--noise", type=noise_variance, default=None, metavar="VAR|auto",
                    help="noise variance for the blur-map estimator (default auto: measured on the image, at least 1e-6)")
@@ -124,10 +124,17 @@ def _read_map(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"map file not found: {path}")
     if path.lower().endswith(".npy"):
+        with open(path, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":
+                raise ValueError(f"--map {path}: not a .npy array file")
         try:
             m = np.load(path, allow_pickle=False)
-        except Exception as exc:
-            raise ValueError(f"cannot read map {path}: {exc}") from None
+        except ValueError as exc:
+            if "allow_pickle" in str(exc):
+                raise ValueError(f"--map {path}: holds Python objects, not a numeric array") from None
+            raise ValueError(f"--map {path}: not a .npy array file") from None
+        except Exception:  # noqa: BLE001  (truncated or foreign bytes: NumPy's own words help no one)
+            raise ValueError(f"--map {path}: not a .npy array file") from None
     else:
         m, _ = read_image(path)
     m = np.asarray(m)
@@ -139,18 +146,19 @@ def _read_map(path):
 def run(args) -> int:
     from .allinfocus import AllInFocus  # noqa: PLC0415
     from .blurmap.cli import colorize  # noqa: PLC0415
-    from .cli import check_output_path, say  # noqa: PLC0415
-    from .io import read_image, write_array, write_image  # noqa: PLC0415
+    from .cli import check_distinct_outputs, check_output_folder, check_output_path, say  # noqa: PLC0415
+    from .io import ARRAY_WRITE_EXTENSIONS, read_image, write_array, write_image  # noqa: PLC0415
 
     ins = [args.input] + ([args.map] if args.map else [])
     out = check_output_path(ins, args.output, args.overwrite, kind="image")
+    check_distinct_outputs({"OUT": out, "--save-map": args.save_map, "--report": args.report})
     if args.save_map:
-        kind = "image" if args.save_map.lower().endswith(".png") else "array"
-        check_output_path(ins + [out], args.save_map, args.overwrite, kind=kind)
+        check_output_path(ins, args.save_map, args.overwrite, extensions=(".png",) + ARRAY_WRITE_EXTENSIONS,
+                          label="--save-map")
     if args.report:
-        check_output_path(ins + [out], args.report, args.overwrite, kind=None)
-    if args.save_layers and os.path.exists(args.save_layers) and not os.path.isdir(args.save_layers):
-        raise NotADirectoryError(f"--save-layers is not a folder: {args.save_layers}")
+        check_output_path(ins, args.report, args.overwrite, kind=None, label="--report")
+    if args.save_layers:
+        check_output_folder(args.save_layers, "--save-layers")
     est_opts = {k: v for k, v in (("max_radius", args.max_radius), ("window", args.window), ("noise", args.noise))
                 if v is not None}
     estimate_only = list(est_opts) + (["map_scale"] if args.map_scale is not None else [])
@@ -201,15 +209,15 @@ def run(args) -> int:
     result_img, res = pipe.run(image, radius_map=radius_map)
     total = time.perf_counter() - t0
 
-    write_image(out, result_img, meta, overwrite=args.overwrite)
+    # OUT last: a failing side output leaves no result behind that looks complete
     if args.save_map:
         if args.save_map.lower().endswith(".png"):
             write_image(args.save_map, colorize(res.radius_map, max(args.max_radius or 8.0, float(res.radius_map.max()))), overwrite=args.overwrite, bit_depth=8)
         else:
             write_array(args.save_map, res.radius_map, overwrite=args.overwrite)
     if args.save_layers:
-        os.makedirs(args.save_layers, exist_ok=True)
         if res.layer_labels is not None:
+            os.makedirs(args.save_layers, exist_ok=True)
             write_array(os.path.join(args.save_layers, "labels.npy"), res.layer_labels, overwrite=args.overwrite)
             for i, u in enumerate(res.layers):
                 write_image(os.path.join(args.save_layers, f"layer{i}.png"), np.clip(u, 0, 1), meta, overwrite=args.overwrite, bit_depth=8)
@@ -225,5 +233,6 @@ def run(args) -> int:
         from .io import _atomic_write  # noqa: PLC0415
 
         _atomic_write(args.report, (json.dumps(rep, indent=2) + "\n").encode(), args.overwrite)
+    write_image(out, result_img, meta, overwrite=args.overwrite)
     say(f"allinfocus: wrote {out} ({res.mode}, {total:.2f} s; map radius {res.radius_map.min():.2f}–{res.radius_map.max():.2f} px)")
     return 0

@@ -49,6 +49,7 @@ import importlib.metadata
 import importlib.util
 import inspect
 import os
+import re
 import sys
 import time
 import warnings
@@ -59,6 +60,9 @@ __all__ = [
     "main",
     "build_parser",
     "check_output_path",
+    "check_output_folder",
+    "check_distinct_outputs",
+    "odd_window",
     "add_strip_metadata",
     "progress",
     "Progress",
@@ -139,7 +143,18 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
-def check_output_path(in_path, out_path, overwrite: bool, kind: str | None = "image") -> str:
+def check_distinct_outputs(named) -> None:
+    """Refuse two outputs that are one file: ``named`` maps an option's name
+    (``'OUT'``, ``'--save-map'``, ...) to its path (None: not given)."""
+    items = [(k, os.fspath(v)) for k, v in named.items() if v]
+    for i, (ka, a) in enumerate(items):
+        for kb, b in items[i + 1:]:
+            if _same_file(a, b):
+                raise ValueError(f"{ka} {a} and {kb} {b} are the same file; choose different names")
+
+
+def check_output_path(in_path, out_path, overwrite: bool, kind: str | None = "image", *, extensions=None,
+                      label: str = "output") -> str:
     """Check an output path before any work is done; return it as ``str``.
 
     Parameters
@@ -155,6 +170,11 @@ def check_output_path(in_path, out_path, overwrite: bool, kind: str | None = "im
         Also check the extension: ``'image'`` for :func:`gpudeblur.io.write_image`
         (.png, .tif, .tiff, .jpg, .jpeg), ``'array'`` for
         :func:`gpudeblur.io.write_array` (.npy, .tif, .tiff), ``None``: no check.
+    extensions : sequence of str, optional
+        The extensions this output accepts (overrides ``kind``'s list; the
+        error names exactly these).
+    label : str
+        How messages name this output (``'output'``, ``'--save-map'``, ...).
 
     Raises
     ------
@@ -177,19 +197,46 @@ def check_output_path(in_path, out_path, overwrite: bool, kind: str | None = "im
         ins = list(in_path)
     for i in ins:
         if _same_file(os.fspath(i), out):
-            raise ValueError(f"output {out} is the input file {os.fspath(i)}; choose another output name")
-    if kind is not None:
-        image_format(out, kind)
+            raise ValueError(f"{label} {out} is the input file {os.fspath(i)}; choose another output name")
     if os.path.isdir(out):
-        raise IsADirectoryError(f"output is a folder: {out}")
+        raise IsADirectoryError(f"{label} {out} is a folder; give a file name")
+    if extensions is not None:
+        ext = os.path.splitext(out)[1].lower()
+        if ext not in extensions:
+            raise ValueError(f"unsupported format for {label} {out} (extension {ext or 'none'}); use {', '.join(extensions)}")
+    elif kind is not None:
+        image_format(out, kind)
     if os.path.lexists(out) and not overwrite:
-        raise FileExistsError(f"output file exists: {out} (use --overwrite to replace it)")
+        raise FileExistsError(f"{label} file exists: {out} (use --overwrite to replace it)")
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"output folder does not exist: {folder}")
+        raise FileNotFoundError(f"{label} folder does not exist: {folder}")
     if not os.access(folder, os.W_OK):
-        raise PermissionError(f"output folder is not writable: {folder}")
+        raise PermissionError(f"{label} folder is not writable: {folder}")
     return out
+
+
+def check_output_folder(path, label: str) -> str:
+    """Check a folder that outputs will be written into, before any work: an
+    existing writable folder, or one that can be created (its nearest existing
+    parent is a writable folder). Nothing is created here."""
+    path = os.fspath(path)
+    if not path:
+        raise ValueError(f"{label}: empty folder name")
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise NotADirectoryError(f"{label} {path} is not a folder")
+        if not os.access(path, os.W_OK):
+            raise PermissionError(f"{label} folder is not writable: {path}")
+        return path
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise NotADirectoryError(f"{label} {path} cannot be created: {parent} is a file")
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(f"{label} {path} cannot be created: {parent} is not writable")
+    return path
 
 
 def positive_int(text: str) -> int:
@@ -601,6 +648,33 @@ def _one_line(exc: BaseException) -> str:
     return first
 
 
+_NEGATIVE_LIST = re.compile(r"^-(\d|\.\d)[^,]*,")  # "-1,3", "-.5,2": a value, never an option
+
+
+def _join_negative_lists(argv: list[str]) -> list[str]:
+    """``--opt -1,3`` -> ``--opt=-1,3``: argparse takes a token starting with
+    ``-`` that is not a plain number for an option, so a comma-separated list
+    starting with a negative number could only be given as ``--opt=-1,3``."""
+    out: list[str] = []
+    for tok in argv:
+        if out and _NEGATIVE_LIST.match(tok) and out[-1].startswith("--") and "=" not in out[-1] and out[-1] != "--":
+            out[-1] = f"{out[-1]}={tok}"
+        else:
+            out.append(tok)
+    return out
+
+
+def odd_window(text: str) -> int:
+    """argparse type: an odd integer >= 9 (the analysis window of the blur map)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an odd integer >= 9, got {text!r}") from None
+    if v < 9 or v % 2 == 0:
+        raise argparse.ArgumentTypeError(f"must be an odd integer >= 9, got {text!r}")
+    return v
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (0 ok, 2 user error, 1 failure)."""
     global _quiet
@@ -609,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             parser = build_parser()
-            args = parser.parse_args(argv)
+            args = parser.parse_args(_join_negative_lists(list(sys.argv[1:] if argv is None else argv)))
         except SystemExit as exc:  # --help, --version, argparse errors
             return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
         _quiet = bool(args.quiet)

@@ -21,7 +21,7 @@ _ARRAY_EXT = (".npy", ".tif", ".tiff")
 
 
 def register(subparsers, parents) -> None:
-    from ..cli import finite_float, noise_variance, positive_float, positive_int, psf_family  # noqa: PLC0415
+    from ..cli import noise_variance, odd_window, positive_float, positive_int, psf_family  # noqa: PLC0415
 
     p = subparsers.add_parser(
         "blurmap",
@@ -37,7 +37,7 @@ def register(subparsers, parents) -> None:
     p.add_argument("output", metavar="OUT", help="radius map (.npy, .tif, .tiff) or picture (.png, .jpg)")
     p.add_argument("--mask", metavar="MASK.png", help="also write the in-focus mask (white = in focus)")
     p.add_argument("--candidates", metavar="C.npz", help="also write the top-3 candidates per pixel")
-    p.add_argument("--window", type=positive_int, default=41, help="odd analysis window side (default 41)")
+    p.add_argument("--window", type=odd_window, default=41, help="odd analysis window side (default 41)")
     p.add_argument("--noise", type=noise_variance, default=1e-4,
                    help="noise variance for [0, 1] intensities (1e-4, the paper's), or 'auto': measured on the image")
     p.add_argument("--max-radius", type=positive_float, default=8.0, help="largest blur radius in pixels (8)")
@@ -51,7 +51,7 @@ def register(subparsers, parents) -> None:
         help="coherent labeling method; 'none' writes the raw global-maximum map",
     )
     p.add_argument("--vertical", action="store_true", help="use the vertical derivative")
-    p.add_argument("--tau", type=finite_float, default=2.0, help="in-focus threshold for --mask (pixels, 2)")
+    p.add_argument("--tau", type=positive_float, default=2.0, help="in-focus threshold for --mask (pixels, 2)")
     p.add_argument("--memory-budget", type=positive_int, default=None, metavar="BYTES",
                    help="working memory of the candidate stages (default: half the free GPU memory, 1 GiB on the CPU; the labeling has its own 4 GiB budget)")
     p.set_defaults(func=run)
@@ -116,7 +116,8 @@ def run(args) -> int:
     from .estimator import BlurMapEstimator  # noqa: PLC0415
 
     ext = os.path.splitext(args.output)[1].lower()
-    out = check_output_path(args.input, args.output, args.overwrite, kind="array" if ext in _ARRAY_EXT else "image")
+    out = check_output_path(args.input, args.output, args.overwrite,
+                            extensions=_ARRAY_EXT + (".png", ".jpg", ".jpeg"))  # what run() writes for each
     mask_out = check_output_path(args.input, args.mask, args.overwrite, kind="image") if args.mask else None
     cand_out = None
     if args.candidates:

@@ -1,0 +1,128 @@
+"""Command-line faults a fresh-user review found (session 16), each checked
+before any work is done and reported in one line (exit 2)."""
+
+import numpy as np
+import pytest
+
+from gpudeblur import cli
+from gpudeblur.io import write_image
+
+
+@pytest.fixture
+def scene(tmp_path, natural_rgb):
+    """A 64² image with a half-blurred map on disk: ``(src, map)``."""
+    img = natural_rgb[:64, :64]
+    rm = np.zeros(img.shape[:2], np.float32)
+    rm[:, 32:] = 2.0
+    src, mp = tmp_path / "in.png", tmp_path / "map.npy"
+    write_image(src, img)
+    np.save(mp, rm)
+    return src, mp
+
+
+def _run(capsys, *argv):
+    rc = cli.main(["-q", *map(str, argv)])
+    return rc, capsys.readouterr().err.strip()
+
+
+def test_save_layers_checked_before_the_work_and_no_result_left(tmp_path, scene, capsys, monkeypatch):
+    src, mp = scene
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    out = tmp_path / "o.png"
+    import gpudeblur.allinfocus as A
+
+    ran = []
+    monkeypatch.setattr(A.AllInFocus, "run", lambda *a, **k: ran.append(1))
+    rc, err = _run(capsys, "allinfocus", src, out, "--map", mp, "--mode", "blind", "--save-layers", blocker / "sub")
+    assert rc == 2 and "--save-layers" in err and "is a file" in err and not ran and not out.exists()
+    monkeypatch.undo()
+    # a side output that fails at write time leaves no OUT behind (OUT is written last)
+    import gpudeblur.io as io
+
+    real = io.write_array
+
+    def failing(path, *a, **k):
+        if str(path).endswith("m.npy"):
+            raise OSError("disk full")
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(io, "write_array", failing)
+    rc, err = _run(capsys, "allinfocus", src, out, "--map", mp, "--mode", "fast", "--save-map", tmp_path / "m.npy")
+    assert rc == 2 and "disk full" in err and not out.exists()
+
+
+def test_same_file_outputs_are_named(tmp_path, scene, capsys):
+    src, mp = scene
+    out = tmp_path / "y.png"
+    rc, err = _run(capsys, "allinfocus", src, out, "--map", mp, "--save-map", out)
+    assert rc == 2 and "--save-map" in err and "OUT" in err and "same file" in err
+    rc, err = _run(capsys, "allinfocus", src, out, "--map", mp, "--save-map", tmp_path / "r.npy", "--report",
+                   tmp_path / "r.npy")
+    assert rc == 2 and "--save-map" in err and "--report" in err and "same file" in err
+    rc, err = _run(capsys, "allinfocus", src, src, "--map", mp, "--overwrite")
+    assert rc == 2 and "is the input file" in err and src.exists()
+
+
+def test_map_that_is_not_an_npy_array(tmp_path, scene, capsys):
+    src, _ = scene
+    bad = tmp_path / "garbage.npy"
+    bad.write_text("this is text\n")
+    rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", bad)
+    assert rc == 2 and err.endswith("--map " + str(bad) + ": not a .npy array file") and "allow_pickle" not in err
+    obj = tmp_path / "obj.npy"
+    np.save(obj, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", obj)
+    assert rc == 2 and "Python objects" in err and "allow_pickle" not in err
+
+
+def test_negative_number_lists_are_values(tmp_path, scene, capsys):
+    src, mp = scene
+    rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map-uncertainty", "-1,3")
+    assert rc == 2 and "expected one argument" not in err and "map-uncertainty" in err  # its own validation
+    assert cli._join_negative_lists(["--a", "-1,3", "--b", "-.5,2", "-q", "--c", "-2"]) == \
+        ["--a=-1,3", "--b=-.5,2", "-q", "--c", "-2"]
+    assert cli._join_negative_lists(["--", "-1,3"]) == ["--", "-1,3"]
+
+
+def test_numbers_checked_at_parse_time(tmp_path, scene, capsys, monkeypatch):
+    src, _ = scene
+    import gpudeblur.blurmap.estimator as E
+
+    monkeypatch.setattr(E.BlurMapEstimator, "estimate", lambda *a, **k: pytest.fail("work started"))
+    rc, err = _run(capsys, "blurmap", src, tmp_path / "m.npy", "--tau", "-1")
+    assert rc == 2 and "--tau" in err
+    for w in ("50", "7"):
+        rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--window", w)
+        assert rc == 2 and "--window" in err and "odd integer >= 9" in err
+        rc, err = _run(capsys, "blurmap", src, tmp_path / "m.npy", "--window", w)
+        assert rc == 2 and "--window" in err
+
+
+def test_extension_lists_name_what_each_output_takes(tmp_path, scene, capsys):
+    src, mp = scene
+    rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", mp, "--save-map", tmp_path / "m.bmp")
+    assert rc == 2 and "--save-map" in err and ".png, .npy, .tif, .tiff" in err
+    rc, err = _run(capsys, "blurmap", src, tmp_path / "q.bmp")
+    assert rc == 2 and ".npy" in err and ".png" in err
+
+
+def test_no_empty_layers_folder_without_layers(tmp_path, scene, capsys):
+    src, mp = scene
+    layers = tmp_path / "layers"
+    rc = cli.main(["allinfocus", str(src), str(tmp_path / "o.png"), "--map", str(mp), "--mode", "fast",
+                   "--save-layers", str(layers)])
+    assert rc == 0 and not layers.exists() and "no layers in this mode" in capsys.readouterr().out
+
+
+def test_folder_as_output(tmp_path, scene, capsys):
+    src, mp = scene
+    d = tmp_path / "dirout"
+    d.mkdir()
+    for out in (str(d), str(d) + "/"):
+        rc, err = _run(capsys, "allinfocus", src, out, "--map", mp)
+        assert rc == 2 and "is a folder" in err and "unsupported" not in err
+        rc, err = _run(capsys, "blurmap", src, out)
+        assert rc == 2 and "is a folder" in err
+    rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", mp, "--save-map", d)
+    assert rc == 2 and "--save-map" in err and "is a folder" in err
