@@ -239,15 +239,25 @@ def check_output_folder(path, label: str) -> str:
     return path
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer > 0."""
+def _int_arg(text: str, ok, what: str) -> int:
+    """``int(text)`` if ``ok`` of it, else argparse's error naming ``what``."""
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not ok(v):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
     return v
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0."""
+    return _int_arg(text, lambda v: v > 0, "a positive integer")
+
+
+def odd_window(text: str) -> int:
+    """argparse type: an odd integer >= 9 (the analysis window of the blur map)."""
+    return _int_arg(text, lambda v: v >= 9 and v % 2 == 1, "an odd integer >= 9")
 
 
 def finite_float(text: str) -> float:
@@ -662,17 +672,6 @@ def _join_negative_lists(argv: list[str]) -> list[str]:
         else:
             out.append(tok)
     return out
-
-
-def odd_window(text: str) -> int:
-    """argparse type: an odd integer >= 9 (the analysis window of the blur map)."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an odd integer >= 9, got {text!r}") from None
-    if v < 9 or v % 2 == 0:
-        raise argparse.ArgumentTypeError(f"must be an odd integer >= 9, got {text!r}")
-    return v
 
 
 def main(argv: list[str] | None = None) -> int:
