@@ -658,16 +658,20 @@ def _one_line(exc: BaseException) -> str:
     return first
 
 
-_NEGATIVE_LIST = re.compile(r"^-(\d|\.\d)[^,]*,")  # "-1,3", "-.5,2": a value, never an option
+_NEGATIVE_VALUE = re.compile(r"^-(\d|\.\d)")  # "-1,3", "-.5,2", "-1e-3": a value, never an option
+_ARGPARSE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")  # what argparse itself already takes for a number
 
 
 def _join_negative_lists(argv: list[str]) -> list[str]:
     """``--opt -1,3`` -> ``--opt=-1,3``: argparse takes a token starting with
-    ``-`` that is not a plain number for an option, so a comma-separated list
-    starting with a negative number could only be given as ``--opt=-1,3``."""
+    ``-`` that is not a plain number (``-1``, ``-.5``) for an option, so a
+    comma-separated list starting with a negative number, or a negative number
+    in scientific notation (``-1e-3``), could only be given as ``--opt=VALUE``.
+    Plain numbers are left alone (argparse takes them as values, or positionals)."""
     out: list[str] = []
     for tok in argv:
-        if out and _NEGATIVE_LIST.match(tok) and out[-1].startswith("--") and "=" not in out[-1] and out[-1] != "--":
+        if (out and _NEGATIVE_VALUE.match(tok) and not _ARGPARSE_NUMBER.match(tok)
+                and out[-1].startswith("--") and "=" not in out[-1] and out[-1] != "--"):
             out[-1] = f"{out[-1]}={tok}"
         else:
             out.append(tok)

@@ -126,3 +126,13 @@ def test_folder_as_output(tmp_path, scene, capsys):
         assert rc == 2 and "is a folder" in err
     rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", mp, "--save-map", d)
     assert rc == 2 and "--save-map" in err and "is a folder" in err
+
+
+def test_negative_scientific_numbers_are_values(tmp_path, scene, capsys):
+    """argparse takes '-1e-3' for an option (only '-1' and '-.5' look like numbers to it)."""
+    src, mp = scene
+    rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", mp, "--lam", "-1e-3")
+    assert rc == 2 and "expected one argument" not in err and "--lam" in err and "must be positive" in err
+    # plain negative numbers stay separate tokens: argparse already takes them as values (or positionals)
+    assert cli._join_negative_lists(["--a", "-1e-3", "--b", "-2", "--c", "-.5", "--overwrite", "-3"]) == \
+        ["--a=-1e-3", "--b", "-2", "--c", "-.5", "--overwrite", "-3"]
