@@ -181,8 +181,8 @@ def check_output_path(in_path, out_path, overwrite: bool, kind: str | None = "im
     ValueError
         Output equals an input; empty path; unsupported extension.
     FileExistsError, IsADirectoryError, FileNotFoundError, PermissionError
-        Output exists (without ``overwrite``) or is a folder; its folder is
-        missing or not writable.
+        Output exists (without ``overwrite``), is a folder or ends in a path
+        separator; its folder is missing or not writable.
     """
     from .io import image_format  # noqa: PLC0415
 
@@ -200,6 +200,8 @@ def check_output_path(in_path, out_path, overwrite: bool, kind: str | None = "im
             raise ValueError(f"{label} {out} is the input file {os.fspath(i)}; choose another output name")
     if os.path.isdir(out):
         raise IsADirectoryError(f"{label} {out} is a folder; give a file name")
+    if out.endswith(tuple(s for s in (os.sep, os.altsep) if s)):
+        raise IsADirectoryError(f"{label} {out} names a folder (it ends in {out[-1]}); give a file name")
     if extensions is not None:
         ext = os.path.splitext(out)[1].lower()
         if ext not in extensions:

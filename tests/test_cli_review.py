@@ -136,3 +136,16 @@ def test_negative_scientific_numbers_are_values(tmp_path, scene, capsys):
     # plain negative numbers stay separate tokens: argparse already takes them as values (or positionals)
     assert cli._join_negative_lists(["--a", "-1e-3", "--b", "-2", "--c", "-.5", "--overwrite", "-3"]) == \
         ["--a=-1e-3", "--b", "-2", "--c", "-.5", "--overwrite", "-3"]
+
+
+def test_folder_name_as_output_that_does_not_exist(tmp_path, scene, capsys):
+    """'newdir/' (a trailing slash) names a folder even before it exists."""
+    src, mp = scene
+    d = str(tmp_path / "newdir") + "/"
+    rc, err = _run(capsys, "allinfocus", src, d, "--map", mp)
+    assert rc == 2 and "names a folder" in err and "unsupported" not in err
+    rc, err = _run(capsys, "blurmap", src, d)
+    assert rc == 2 and "names a folder" in err and "unsupported" not in err
+    rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", mp, "--save-map", d)
+    assert rc == 2 and "--save-map" in err and "names a folder" in err
+    assert not (tmp_path / "newdir").exists()
