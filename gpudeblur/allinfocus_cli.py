@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import numpy as np
@@ -143,6 +144,32 @@ def _read_map(path):
     return m.astype(np.float32)
 
 
+#: The files ``--save-layers DIR`` receives in blind mode (written in :func:`run`).
+_LAYER_FILE = re.compile(r"labels\.npy|layer\d+\.png|kernel\d+\.npy")
+
+
+def _check_layers_folder(folder: str, outputs: dict, blind: bool, overwrite: bool) -> None:
+    """``--save-layers`` before any work: not the path of another output, and in
+    blind mode (the only one that writes there) none of the other outputs is a
+    file it writes, and without ``overwrite`` it holds no layer files of an
+    earlier run (the job would fail only at its end)."""
+    from .cli import _same_file  # noqa: PLC0415
+
+    for name, path in outputs.items():
+        if not path:
+            continue
+        if _same_file(folder, path):
+            raise ValueError(f"{name} {path} and --save-layers {folder} are the same path; choose different names")
+        if blind and _LAYER_FILE.fullmatch(os.path.basename(path)) and _same_file(os.path.dirname(os.path.abspath(path)), folder):
+            raise ValueError(f"{name} {path} is a file that --save-layers {folder} writes; choose another name")
+    if blind and not overwrite and os.path.isdir(folder):
+        old = sorted(f for f in os.listdir(folder) if _LAYER_FILE.fullmatch(f))
+        if old:
+            shown = ", ".join(old[:3]) + (", ..." if len(old) > 3 else "")
+            raise FileExistsError(f"--save-layers {folder} already holds layer files ({shown}); "
+                                  "use --overwrite to replace them")
+
+
 def run(args) -> int:
     from .allinfocus import AllInFocus  # noqa: PLC0415
     from .blurmap.cli import colorize  # noqa: PLC0415
@@ -159,6 +186,8 @@ def run(args) -> int:
         check_output_path(ins, args.report, args.overwrite, kind=None, label="--report")
     if args.save_layers:
         check_output_folder(args.save_layers, "--save-layers")
+        _check_layers_folder(args.save_layers, {"OUT": out, "--save-map": args.save_map, "--report": args.report},
+                             args.mode == "blind", args.overwrite)
     est_opts = {k: v for k, v in (("max_radius", args.max_radius), ("window", args.window), ("noise", args.noise))
                 if v is not None}
     estimate_only = list(est_opts) + (["map_scale"] if args.map_scale is not None else [])

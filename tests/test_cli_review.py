@@ -149,3 +149,28 @@ def test_folder_name_as_output_that_does_not_exist(tmp_path, scene, capsys):
     rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", mp, "--save-map", d)
     assert rc == 2 and "--save-map" in err and "names a folder" in err
     assert not (tmp_path / "newdir").exists()
+
+
+def test_save_layers_clashes_checked_before_the_work(tmp_path, scene, capsys, monkeypatch):
+    src, mp = scene
+    import gpudeblur.allinfocus as A
+
+    monkeypatch.setattr(A.AllInFocus, "run", lambda *a, **k: pytest.fail("work started"))
+    out = tmp_path / "l.png"
+    rc, err = _run(capsys, "allinfocus", src, out, "--map", mp, "--mode", "blind", "--save-layers", out)
+    assert rc == 2 and "--save-layers" in err and "OUT" in err and "same path" in err and not out.exists()
+    layers = tmp_path / "L"
+    layers.mkdir()
+    rc, err = _run(capsys, "allinfocus", src, out, "--map", mp, "--mode", "blind", "--save-layers", layers,
+                   "--save-map", layers / "labels.npy")
+    assert rc == 2 and "--save-map" in err and "is a file that --save-layers" in err
+    # files of an earlier run: refused up front without --overwrite (the job would fail at its end)
+    (layers / "labels.npy").write_bytes(b"old")
+    rc, err = _run(capsys, "allinfocus", src, out, "--map", mp, "--mode", "blind", "--save-layers", layers,
+                   "--save-map", tmp_path / "m.npy")
+    assert rc == 2 and "--save-layers" in err and "labels.npy" in err and "--overwrite" in err
+    assert not out.exists() and not (tmp_path / "m.npy").exists()
+    # modes without layers write nothing there, so nothing to refuse
+    monkeypatch.undo()
+    rc, err = _run(capsys, "allinfocus", src, out, "--map", mp, "--mode", "fast", "--save-layers", layers)
+    assert rc == 0 and out.exists() and (layers / "labels.npy").read_bytes() == b"old"
