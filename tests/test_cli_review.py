@@ -174,3 +174,29 @@ def test_save_layers_clashes_checked_before_the_work(tmp_path, scene, capsys, mo
     monkeypatch.undo()
     rc, err = _run(capsys, "allinfocus", src, out, "--map", mp, "--mode", "fast", "--save-layers", layers)
     assert rc == 0 and out.exists() and (layers / "labels.npy").read_bytes() == b"old"
+
+
+def test_blurmap_outputs_named_and_out_written_last(tmp_path, scene, capsys, monkeypatch):
+    src, _ = scene
+    m = tmp_path / "m.png"
+    rc, err = _run(capsys, "blurmap", src, m, "--mask", m)
+    assert rc == 2 and "OUT" in err and "--mask" in err and "same file" in err and "--candidates" not in err
+    k = tmp_path / "k.png"
+    k.write_bytes(b"old")
+    rc, err = _run(capsys, "blurmap", src, m, "--mask", k)
+    assert rc == 2 and "--mask file exists" in err and k.read_bytes() == b"old"
+    # a side output that fails at write time leaves no OUT behind (OUT is written last)
+    import gpudeblur.io as io
+
+    real = io.write_image
+
+    def failing(path, *a, **k):
+        if str(path).endswith("mask.png"):
+            raise OSError("disk full")
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(io, "write_image", failing)
+    out = tmp_path / "r.npy"
+    rc, err = _run(capsys, "blurmap", src, out, "--mask", tmp_path / "mask.png", "--window", "9", "--max-radius", "3",
+                   "--labeling", "none", "--backend", "cpu")
+    assert rc == 2 and "disk full" in err and not out.exists()

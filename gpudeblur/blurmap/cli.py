@@ -17,7 +17,8 @@ import numpy as np
 
 __all__ = ["register", "run", "colorize"]
 
-_ARRAY_EXT = (".npy", ".tif", ".tiff")
+#: OUT extensions written as a colour-mapped picture (the others: :data:`gpudeblur.io.ARRAY_WRITE_EXTENSIONS`).
+_PICTURE_EXT = (".png", ".jpg", ".jpeg")
 
 
 def register(subparsers, parents) -> None:
@@ -111,24 +112,20 @@ class _StageBars:
 
 def run(args) -> int:
     from .._backend import get_backend  # noqa: PLC0415
-    from ..cli import check_output_path, say  # noqa: PLC0415
-    from ..io import _atomic_write, read_image, write_array, write_image  # noqa: PLC0415
+    from ..cli import check_distinct_outputs, check_output_path, say  # noqa: PLC0415
+    from ..io import ARRAY_WRITE_EXTENSIONS, _atomic_write, read_image, write_array, write_image  # noqa: PLC0415
     from .estimator import BlurMapEstimator  # noqa: PLC0415
 
     ext = os.path.splitext(args.output)[1].lower()
     out = check_output_path(args.input, args.output, args.overwrite,
-                            extensions=_ARRAY_EXT + (".png", ".jpg", ".jpeg"))  # what run() writes for each
-    mask_out = check_output_path(args.input, args.mask, args.overwrite, kind="image") if args.mask else None
+                            extensions=ARRAY_WRITE_EXTENSIONS + _PICTURE_EXT)  # what run() writes for each
+    check_distinct_outputs({"OUT": out, "--mask": args.mask, "--candidates": args.candidates})
+    mask_out = check_output_path(args.input, args.mask, args.overwrite, kind="image", label="--mask") if args.mask else None
     cand_out = None
     if args.candidates:
         if not args.candidates.lower().endswith(".npz"):
             raise ValueError(f"--candidates must end in .npz, got {args.candidates}")
-        cand_out = check_output_path(args.input, args.candidates, args.overwrite, kind=None)
-    outs = [o for o in (out, mask_out, cand_out) if o]
-    if len({os.path.abspath(o) for o in outs}) != len(outs):
-        raise ValueError("OUT, --mask and --candidates must be different files")
-    if args.window % 2 == 0:
-        raise ValueError(f"--window must be odd, got {args.window}")
+        cand_out = check_output_path(args.input, args.candidates, args.overwrite, kind=None, label="--candidates")
     labeling = None if args.labeling == "none" else args.labeling
     image, _meta = read_image(args.input)
     if image.ndim == 3 and image.shape[2] == 4:
@@ -153,10 +150,7 @@ def run(args) -> int:
     be.synchronize()
     dt = time.perf_counter() - t0
     radius = be.to_host(res.radius).astype(np.float32)
-    if ext in _ARRAY_EXT:
-        write_array(out, radius, overwrite=args.overwrite)
-    else:
-        write_image(out, colorize(radius, args.max_radius), overwrite=args.overwrite)
+    # OUT last: a failing side output leaves no result behind that looks complete
     if mask_out:
         write_image(mask_out, (be.to_host(mask).astype(np.uint8) * 255), overwrite=args.overwrite)
     if cand_out:
@@ -170,6 +164,10 @@ def run(args) -> int:
             raw_radius=be.to_host(res.raw_radius),
         )
         _atomic_write(cand_out, buf.getvalue(), args.overwrite)
+    if ext in ARRAY_WRITE_EXTENSIONS:
+        write_array(out, radius, overwrite=args.overwrite)
+    else:
+        write_image(out, colorize(radius, args.max_radius), overwrite=args.overwrite)
     lab = labeling or "no labeling"
     say(f"gpudeblur: wrote {out} (blur map, {lab}, noise {res.info['noise']:.3g}, {be.name} backend, {dt:.2f} s)")
     return 0
