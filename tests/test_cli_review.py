@@ -200,3 +200,16 @@ def test_blurmap_outputs_named_and_out_written_last(tmp_path, scene, capsys, mon
     rc, err = _run(capsys, "blurmap", src, out, "--mask", tmp_path / "mask.png", "--window", "9", "--max-radius", "3",
                    "--labeling", "none", "--backend", "cpu")
     assert rc == 2 and "disk full" in err and not out.exists()
+
+
+def test_max_radius_beyond_the_window_refused_before_the_work(tmp_path, scene, capsys):
+    """``--max-radius 1e9`` ran out of memory (74.5 GiB) after reading the image: a radius over half the
+    analysis window cannot be measured in it, and is refused when the estimator is built."""
+    from gpudeblur.blurmap import BlurMapEstimator
+
+    BlurMapEstimator(window=41, max_radius=20.5)
+    with pytest.raises(ValueError, match="exceeds half the 41 px analysis window"):
+        BlurMapEstimator(window=41, max_radius=21)
+    src, _ = scene
+    rc, err = _run(capsys, "blurmap", src, tmp_path / "m.npy", "--max-radius", "1e9")
+    assert rc == 2 and "max_radius" in err and "analysis window" in err and not (tmp_path / "m.npy").exists()

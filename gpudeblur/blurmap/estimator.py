@@ -187,7 +187,8 @@ class BlurMapEstimator:
     noise_floor : float
         Lower bound of the measured noise with ``noise='auto'`` (1e-6).
     max_radius : float
-        Largest blur scale ``r`` (paper: 8). The search domain is ``[0, max_radius]``.
+        Largest blur scale ``r`` (paper: 8). The search domain is ``[0, max_radius]``;
+        at most half the window (a wider blur cannot be measured in it).
     psf_family : {'disc', 'gaussian'}, callable or PSFCalibration
         Single-parameter PSF model ``h(r)``.
     starts : iterable of float
@@ -235,6 +236,9 @@ class BlurMapEstimator:
             self.noise = check_positive(noise, "noise")
         self.noise_floor = check_positive(noise_floor, "noise_floor")
         self.max_radius = check_positive(max_radius, "max_radius")
+        if self.max_radius > self.window / 2:  # also keeps the label set and its tables finite
+            raise ValueError(f"max_radius {self.max_radius:g} exceeds half the {self.window} px analysis window: a blur "
+                             "that wide cannot be measured in it (use a larger window, or read the map at a coarser scale)")
         st = np.asarray(list(starts), dtype=np.float64).ravel()
         if st.size == 0 or not np.all(np.isfinite(st)):
             raise ValueError("starts must be a non-empty sequence of finite radii")
@@ -644,7 +648,7 @@ def estimate_blur_map(image, *, window: int = 41, noise=1e-4, max_radius: float 
         Noise variance ``σ_n²`` (1e-4), or ``'auto'``: measured on the image
         (:func:`measure_noise`).
     max_radius : float
-        Largest blur radius searched (8 pixels).
+        Largest blur radius searched (8 pixels; at most ``window / 2``).
     psf_family : {'disc', 'gaussian'}, callable or PSFCalibration
     starts : iterable of float
         Starts of the fixed-point search (1..8).
