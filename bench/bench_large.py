@@ -60,7 +60,7 @@ def study(names, size, mult, mode, backend, warmup=False, true_map=True):
     be = gd.get_backend(backend)
     rows = []
     rng = np.random.default_rng(0)
-    for i, name in enumerate(names):
+    for name in names:
         img = photo(name, size)
         for mname, rm in maps(img.shape[:2]).items():
             rm = (rm * mult).astype(np.float32)

@@ -299,8 +299,13 @@ def blind_kernel_size(init_kernel, image_shape=None) -> int:
     ks = max(BLIND_KERNEL_SIZE, side + 2 * max(4, side // 8))
     if image_shape is not None:
         fit = int(min(image_shape)) - 1 + int(min(image_shape)) % 2  # largest odd side within the image
-        ks = max(min(ks, fit), min(side, ks))
+        ks = max(min(ks, fit), side)  # side <= ks
     return ks
+
+
+def _scale_widening(scale: int) -> float:
+    """``max(1, scale²/4)``: how much a map read at ``scale`` widens its per-scale settings."""
+    return max(1.0, scale * scale / 4.0)
 
 
 def scaled_in_focus_radius(scale: int, radius: float = 1.0) -> float:
@@ -315,7 +320,7 @@ def scaled_in_focus_radius(scale: int, radius: float = 1.0) -> float:
     13.2 dB), 6 px keeps 92 % (33.0 dB), the blurred half 21.7 dB either
     way (the map read at scale 1: 30.0 / 18.2 dB).
     """
-    return float(radius) * (1.0 if scale <= 2 else 1.5 * scale * scale / 4.0)
+    return float(radius) * (1.0 if scale <= 2 else 1.5 * _scale_widening(scale))
 
 
 def scaled_map_uncertainty(scale: int) -> tuple:
@@ -329,7 +334,7 @@ def scaled_map_uncertainty(scale: int) -> tuple:
     22.7 / 25.1 / 28.5 dB with the spread times 1 / 2 / 4 (input 25.6).
     The errors grow with the radii read, which grow with the scale.
     """
-    f = max(1.0, scale * scale / 4.0)
+    f = _scale_widening(scale)
     return (min(MAP_UNCERTAINTY[0] * f, MAX_RADIUS_SIGMA), MAP_UNCERTAINTY[1] * f)
 
 
@@ -347,7 +352,7 @@ def scaled_keep_in_focus(scale: int, keep=KEEP_IN_FOCUS) -> tuple:
     PSNR, docs/STATUS.md session 15): (1.5, 2.5) 32.42 dB, (3, 5) 32.49,
     (4.5, 7.5) 32.80, (6, 10) **32.85**.
     """
-    f = max(1.0, scale * scale / 4.0)
+    f = _scale_widening(scale)
     return (float(keep[0]) * f, float(keep[1]) * f)
 
 
