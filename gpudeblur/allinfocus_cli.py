@@ -170,6 +170,20 @@ def _check_layers_folder(folder: str, outputs: dict, blind: bool, overwrite: boo
                                   "use --overwrite to replace them")
 
 
+def _remove_stale_layers(folder: str, n_layers: int, n_kernels: int, say) -> None:
+    """After a blind run wrote its layer files into ``folder`` (``--overwrite``
+    given, else :func:`_check_layers_folder` refused a folder holding any):
+    remove the layer files of an earlier run with more layers, so the folder
+    does not mix two runs (``layer5.png`` of a 6-layer run beside a 4-layer one)."""
+    written = {"labels.npy"} | {f"layer{i}.png" for i in range(n_layers)} | \
+        {f"kernel{i}.npy" for i in range(1, n_kernels + 1)}
+    stale = sorted(f for f in os.listdir(folder) if _LAYER_FILE.fullmatch(f) and f not in written)
+    for f in stale:
+        os.remove(os.path.join(folder, f))
+    if stale:
+        say(f"allinfocus: --save-layers: removed {len(stale)} layer file(s) of an earlier run ({', '.join(stale)})")
+
+
 def run(args) -> int:
     from .allinfocus import AllInFocus  # noqa: PLC0415
     from .blurmap.cli import colorize  # noqa: PLC0415
@@ -252,6 +266,7 @@ def run(args) -> int:
                 write_image(os.path.join(args.save_layers, f"layer{i}.png"), np.clip(u, 0, 1), meta, overwrite=args.overwrite, bit_depth=8)
             for i, k in enumerate(res.kernels, start=1):
                 write_array(os.path.join(args.save_layers, f"kernel{i}.npy"), k, overwrite=args.overwrite)
+            _remove_stale_layers(args.save_layers, len(res.layers), len(res.kernels), say)
         else:
             say("allinfocus: --save-layers: no layers in this mode (only --mode blind splits the image)")
     if args.report:

@@ -213,3 +213,21 @@ def test_max_radius_beyond_the_window_refused_before_the_work(tmp_path, scene, c
     src, _ = scene
     rc, err = _run(capsys, "blurmap", src, tmp_path / "m.npy", "--max-radius", "1e9")
     assert rc == 2 and "max_radius" in err and "analysis window" in err and not (tmp_path / "m.npy").exists()
+
+
+def test_overwritten_layers_folder_holds_one_run(tmp_path, scene, capsys):
+    # an earlier run with more layers left layer7.png / kernel7.npy: with
+    # --overwrite they are removed (the folder would mix two runs), other files kept
+    src, mp = scene
+    layers = tmp_path / "L"
+    layers.mkdir()
+    for name in ("layer7.png", "kernel7.npy", "labels.npy", "notes.txt"):
+        (layers / name).write_bytes(b"old")
+    rc = cli.main(["allinfocus", str(src), str(tmp_path / "o.png"), "--map", str(mp), "--mode", "blind",
+                   "--iters", "1", "--save-layers", str(layers), "--overwrite"])
+    said = capsys.readouterr().out
+    assert rc == 0
+    names = sorted(p.name for p in layers.iterdir())
+    assert names == ["kernel1.npy", "labels.npy", "layer0.png", "layer1.png", "notes.txt"], names
+    assert (layers / "notes.txt").read_bytes() == b"old" and (layers / "labels.npy").read_bytes() != b"old"
+    assert "removed 2 layer file(s)" in said and "kernel7.npy" in said and "layer7.png" in said
