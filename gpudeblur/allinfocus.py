@@ -1273,8 +1273,10 @@ class AllInFocus:
         t0 = time.perf_counter()
         map_noise = map_scale = None
         if radius_map is None:
+            estimator = self._map_estimator()
+            estimator.check_scale(x.shape, self.map_scale)  # before the stage is announced
             self._stage("blur map")
-            radius, info = self._map_estimator().estimate(x, scale=self.map_scale, return_info=True)
+            radius, info = estimator.estimate(x, scale=self.map_scale, return_info=True)
             rmap, _ = as_backend_array(radius, be)
             map_noise = float(info["noise"])
             map_scale = int(info.get("scale", 1))

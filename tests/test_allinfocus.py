@@ -701,6 +701,11 @@ def test_map_scale_in_the_pipeline_and_cli(tmp_path, capsys):
     assert json.loads(rep.read_text())["map_scale"] == 2  # auto: the look at 2 (160 // 4 < 51) sees the 10 px blur
     assert cli.main(["-q", "allinfocus", str(src), str(tmp_path / "p.png"), "--map-scale", "4"]) == 2  # 40² < window
     assert "smaller than the analysis window" in capsys.readouterr().err
+    # refused before the blur-map stage is announced
+    stages = []
+    with pytest.raises(ValueError, match="at scale 1000 is 1x1, smaller than the analysis window"):
+        AllInFocus(mode="fast", map_scale=1000, progress=stages.append).run(y)
+    assert stages == []
 
 
 # -- one PSF family for the estimate and the deblurring ------------------------------------------------

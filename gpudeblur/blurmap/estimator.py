@@ -556,24 +556,39 @@ class BlurMapEstimator:
     def _scalable(self) -> bool:
         return isinstance(self.psf_family, str) and self.psf_family in ("disc", "gaussian")
 
-    def _estimate_scaled(self, image, s, return_info, backend, progress):
+    def _check_scalable(self) -> None:
         if not self._scalable():
             raise ValueError(f"scale > 1 needs the 'disc' or 'gaussian' PSF family, got {self.psf_family!r} "
                              "(a calibrated family is measured at full resolution)")
-        be = get_backend(backend if backend is not None else self.backend, like=image)
-        xp = be.xp
-        x, kind = as_backend_array(image, be, self.dtype)
-        check_image(x, xp)
-        M, N = int(x.shape[0]), int(x.shape[1])
+
+    def check_scale(self, shape, scale) -> None:
+        """Raise the one-line error :meth:`estimate` would raise for an
+        integer ``scale > 1`` on an image of ``shape``, before any work: the
+        family cannot be read coarser, or the reduced image is smaller than
+        the analysis window. ``'auto'`` and 1 always pass."""
+        if isinstance(scale, str) or int(scale) <= 1:
+            return
+        s = int(scale)
+        self._check_scalable()
+        M, N = int(shape[0]), int(shape[1])
         m, n = -(-M // s), -(-N // s)
         if m < self.window or n < self.window:
             raise ValueError(f"image ({M}x{N}) at scale {s} is {m}x{n}, smaller than the analysis window "
                              f"({self.window}x{self.window}); use a smaller scale")
+
+    def _estimate_scaled(self, image, s, return_info, backend, progress):
+        self._check_scalable()
+        be = get_backend(backend if backend is not None else self.backend, like=image)
+        xp = be.xp
+        x, kind = as_backend_array(image, be, self.dtype)
+        check_image(x, xp)
+        self.check_scale(x.shape, s)
+        M, N = int(x.shape[0]), int(x.shape[1])
         small = block_mean(x, s, xp)
         radius, info = self.estimate(small, return_info=True, backend=be, progress=progress)
         radius = upsample_linear(radius, s, (M, N), xp) * radius.dtype.type(s)
         info["scale"] = s
-        info["analysis_shape"] = (m, n)
+        info["analysis_shape"] = tuple(int(v) for v in small.shape[:2])
         out = to_output(radius, kind)
         return (out, info) if return_info else out
 
