@@ -570,7 +570,7 @@ def edge_cap(image, radius_map, *, psf_family="disc", slack=EDGE_CAP_SLACK, nois
     noise_factor = check_positive(noise_factor, "noise_factor", allow_zero=True)
     step = check_positive(step, "step")
     be = get_backend(backend, like=radius_map)
-    xp, ndi = be.xp, be.ndimage
+    xp = be.xp
     x, _ = as_backend_array(image, be)
     check_image(x, xp)
     r, kind = as_backend_array(radius_map, be, name="radius map")
@@ -590,7 +590,7 @@ def edge_cap(image, radius_map, *, psf_family="disc", slack=EDGE_CAP_SLACK, nois
     lum = _luminance(x.astype(np.float32, copy=False), xp)
     gy, gx = xp.gradient(lum)
     grad = xp.sqrt(gx * gx + gy * gy)
-    contrast = ndi.maximum_filter(lum, size=window, mode="nearest") - ndi.minimum_filter(lum, size=window, mode="nearest")
+    contrast = _box_extreme(lum, window, xp, maximum=True) - _box_extreme(lum, window, xp, maximum=False)
     lsf = np.minimum.accumulate(lsf)  # a wider PSF never allows a steeper edge
     # largest allowed radius per edge pixel: count of grid radii whose L(r) still reaches G / (slack C)
     q = grad / xp.maximum(t32(slack) * contrast, t32(1e-12))
@@ -600,7 +600,7 @@ def edge_cap(image, radius_map, *, psf_family="disc", slack=EDGE_CAP_SLACK, nois
     edge = grad > t32(noise_factor * noise_sigma)
     clipped = _clipped_2d(saturated, x, be)
     if clipped is not None:  # a clipped plateau under-reads the contrast of the edges at its rim
-        edge &= ndi.maximum_filter(clipped, size=2 * EDGE_CAP_CLIP_REACH + 1, mode="nearest") == 0
+        edge &= _box_extreme(clipped, 2 * EDGE_CAP_CLIP_REACH + 1, xp, maximum=True) == 0
     bound = xp.where(edge, bound, t32(np.inf))
     cap = xp.empty(r.shape, dtype=np.float32)
     reaches = np.ceil(radii - 1e-9).astype(int)  # two grid radii share each integer reach
@@ -616,6 +616,46 @@ def edge_cap(image, radius_map, *, psf_family="disc", slack=EDGE_CAP_SLACK, nois
                 prev = float(rho)
         cap[rows] = c
     return to_output(xp.minimum(r, cap).astype(np.float32, copy=False), kind)
+
+
+def _box_extreme(a, size: int, xp, maximum: bool):
+    """Maximum (or minimum) of a 2-D array over ``size × size`` squares
+    centred on each value (``size`` odd), edge values repeated outside:
+    for NaN-free input, bit-identical to ``scipy.ndimage.maximum_filter(a,
+    size=size, mode='nearest')`` (``minimum_filter``).
+
+    Array code (shifted ``maximum``/``minimum`` of slices, and one gather
+    per axis for the edge), so on CuPy it compiles nothing per ``size``:
+    ``cupyx.scipy.ndimage``'s min/max filters bake the window's length into
+    each kernel's source (CuPy 14.2, ``_filters_core._generate_nd_kernel``),
+    so every new window size compiles two kernels per axis on first use,
+    and :func:`edge_cap`'s window follows the map's largest PSF. Per axis,
+    windows of 1, 2, 4, … values are doubled up to the largest power of two
+    ``k ≤ size``, and the two such windows at each end of the ``size``
+    window cover it: ``⌊log2 size⌋ + 1`` passes over the array.
+    """
+    if size % 2 == 0 or size < 1:
+        raise ValueError(f"size must be a positive odd integer, got {size}")
+    op = xp.maximum if maximum else xp.minimum
+    r = size // 2
+    out = a
+    for axis in (0, 1):
+        n = out.shape[axis]
+        idx = xp.clip(xp.arange(-r, n + r), 0, n - 1)
+        m = xp.take(out, idx, axis=axis)  # the edge values repeated r times at each end
+        k = 1
+        while 2 * k <= size:  # m[i]: the extreme over padded values i … i + 2k − 1
+            m = op(_axis_slice(m, axis, 0, -k), _axis_slice(m, axis, k, None))
+            k *= 2
+        # the window of padded values i … i + size − 1 = the two windows of k at its ends
+        out = op(_axis_slice(m, axis, 0, n), _axis_slice(m, axis, size - k, size - k + n))
+    return out
+
+
+def _axis_slice(a, axis, start, stop):
+    sl = [slice(None)] * a.ndim
+    sl[axis] = slice(start, stop)
+    return a[tuple(sl)]
 
 
 #: Working memory (bytes) of :func:`_disc_minima`'s chord minima per strip of rows.
@@ -674,7 +714,7 @@ def _clipped_2d(saturated, x, be):
     s = check_saturated(saturated, x, be)
     if s.ndim == 3:
         s = s.any(axis=2)
-    # uint8 for the max filters (cupyx.scipy.ndimage's filters are not documented for bool)
+    # uint8: a maximum over it is a logical or
     return s.astype(np.uint8) if bool(s.any()) else None
 
 
@@ -789,7 +829,7 @@ def radius_check(image, radius_map, *, psf_family="disc", keep_in_focus=KEEP_IN_
     clipped = _clipped_2d(saturated, x, be)
     if clipped is not None:  # every trial rings around a clipped highlight: no evidence there
         reach = 2 * int(np.ceil(2 * float(r.max()))) + 1
-        w = w * (be.ndimage.maximum_filter(clipped, size=reach, mode="nearest") == 0).astype(w.dtype)
+        w = w * (_box_extreme(clipped, reach, xp, maximum=True) == 0).astype(w.dtype)
     wsum = _window_summer(window, w.shape, be, w.dtype)
     gw = wsum(w)
     gy, gx = xp.gradient(lum)

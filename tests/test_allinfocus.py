@@ -369,6 +369,27 @@ def test_disc_minima_equal_the_footprint_filter(backend, shape, reach, strip_byt
         np.testing.assert_array_equal(np.concatenate(got[k]), ref)
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (40, 33), (3, 120)])
+@pytest.mark.parametrize("size", [1, 3, 17, 51, 129])
+def test_box_extreme_equals_scipy_filters(backend, shape, size):
+    """The array-code square max/min filter against SciPy's, bit for bit: windows
+    larger than the array, ties, both dtypes, a uint8 mask."""
+    import scipy.ndimage as ndi
+
+    from gpudeblur.allinfocus import _box_extreme
+
+    rng = np.random.default_rng(size)
+    for a in (rng.standard_normal(shape).astype(np.float32), rng.random(shape),
+              (rng.random(shape) < 0.1).astype(np.uint8)):
+        a[rng.random(shape) < 0.2] = a.flat[0]  # ties
+        for maximum, ref in ((True, ndi.maximum_filter), (False, ndi.minimum_filter)):
+            got = to_host(_box_extreme(backend.xp.asarray(a), size, backend.xp, maximum))
+            assert got.dtype == a.dtype
+            np.testing.assert_array_equal(got, ref(a, size=size, mode="nearest"))
+    with pytest.raises(ValueError, match="positive odd"):
+        _box_extreme(backend.xp.zeros((3, 3)), 4, backend.xp, True)
+
+
 def test_edge_cap_in_strips_matches_its_definition(natural_rgb, monkeypatch):
     """A map with reaches to 12 px cut into strips of 16 rows gives the cap of the definition."""
     import gpudeblur.allinfocus as aif
