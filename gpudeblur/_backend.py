@@ -255,8 +255,10 @@ def resolve_float_dtype(in_dtype, dtype=None) -> np.dtype:
 
     float32 is the default precision whatever the input (GPU throughput,
     half the memory traffic); ``dtype='float64'`` requests double
-    precision. float16, integer and bool inputs are promoted (their values
-    are not rescaled). Complex and non-numeric inputs are refused.
+    precision. float16, integer and bool inputs are promoted
+    (:func:`as_backend_array` scales an unsigned integer *image* to [0, 1]
+    by its type's maximum; other values are not rescaled). Complex and
+    non-numeric inputs are refused.
     """
     in_dtype = np.dtype(in_dtype)
     if in_dtype.kind not in "fiub":
@@ -292,6 +294,11 @@ def _from_dlpack_like(x):
 def as_backend_array(x, be: Backend, dtype=None, name: str = "image"):
     """Move ``x`` to backend ``be`` as a float array.
 
+    With ``name='image'`` (the default) an unsigned integer array is scaled
+    to [0, 1] by its type's maximum (uint8 / 255, uint16 / 65535), as
+    :func:`gpudeblur.io.read_image` returns images; maps, masks and other
+    named arrays keep their values.
+
     Returns ``(array, output_kind)``; pass ``output_kind`` to
     :func:`to_output` to hand the result back as the caller's array type.
     """
@@ -308,6 +315,9 @@ def as_backend_array(x, be: Backend, dtype=None, name: str = "image"):
     else:
         raise TypeError(f"{name} must be a NumPy/CuPy array or DLPack tensor, got {type(x).__name__}")
     ft = resolve_float_dtype(x.dtype, dtype)
+    # an unsigned integer image is on its type's full scale (255 for uint8): to [0, 1],
+    # as read_image gives it (every tuned tolerance and weight assumes that range)
+    full_scale = np.iinfo(x.dtype).max if (name == "image" and x.dtype.kind == "u") else None
     # order="C": the custom kernels (CUDA raw pointers, Numba twins' ravel())
     # assume C-contiguous arrays, and arrays made with *_like from a
     # Fortran-ordered or strided input would inherit its layout. No copy for
@@ -322,6 +332,8 @@ def as_backend_array(x, be: Backend, dtype=None, name: str = "image"):
         if out_kind.kind == "cupy":
             x = x.get()
         arr = np.asarray(x, dtype=ft, order="C")
+    if full_scale is not None:
+        arr = arr * ft.type(1.0 / full_scale)
     return arr, out_kind
 
 

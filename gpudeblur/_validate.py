@@ -26,6 +26,23 @@ def check_image(img, xp, name: str = "image", allow_channels=(1, 3, 4)):
     return img
 
 
+def split_alpha(img):
+    """``(colour, alpha)`` of a checked channels-last image: an ``(M, N, 4)``
+    image is RGB plus alpha (its fourth channel, kept ``(M, N, 1)``), which
+    the deblurring functions pass through untouched; any other image has no
+    alpha (None)."""
+    if img.ndim == 3 and img.shape[2] == 4:
+        return img[..., :3], img[..., 3:]
+    return img, None
+
+
+def join_alpha(out, alpha, xp):
+    """``out`` with :func:`split_alpha`'s alpha appended (in ``out``'s dtype), or ``out`` when there is none."""
+    if alpha is None:
+        return out
+    return xp.concatenate([out, alpha.astype(out.dtype, copy=False)], axis=-1)
+
+
 def check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._backend import Backend, array_module, as_backend_array, get_backend, is_cupy_array, to_output
-from ._validate import check_choice, check_image, check_positive, check_positive_int
+from ._validate import check_choice, check_image, check_positive, check_positive_int, join_alpha, split_alpha
 from .spatially_varying import (MAX_RADIUS_SIGMA, _family, check_radius_map, check_saturated, check_uncertainty,
                                 deconvolve_fast_scaled, deconvolve_spatially_varying)
 
@@ -865,8 +865,9 @@ def saturation_mask(image, level=SATURATION_LEVEL, backend=None):
     ``level`` times the white point (per pixel and channel).
 
     The white point is 1 for float images within [0, 1] (what
-    :func:`gpudeblur.io.read_image` returns), the type's maximum for integer
-    arrays (255 for uint8) and the image's maximum for other float images;
+    :func:`gpudeblur.io.read_image` returns) and for unsigned integer arrays
+    (read on their type's full scale: 255 for uint8), the type's maximum
+    for signed integer arrays and the image's maximum for other float images;
     channels beyond the third (alpha) are never clipped. For
     ``deconvolve_spatially_varying(..., saturated=)``: a clipped value only
     bounds the blurred value from below, so ``sv-admm`` fits it one-sided
@@ -885,8 +886,10 @@ def saturation_mask(image, level=SATURATION_LEVEL, backend=None):
     x, kind = as_backend_array(image, be)
     check_image(x, xp)
     colour = x[..., :3] if x.ndim == 3 else x
-    if dtype is not None and np.issubdtype(dtype, np.integer):
-        white = float(np.iinfo(dtype).max)  # an integer image's own full scale, not its brightest pixel
+    if dtype is not None and np.issubdtype(dtype, np.unsignedinteger):
+        white = 1.0  # as_backend_array read it on its type's full scale, not its brightest pixel
+    elif dtype is not None and np.issubdtype(dtype, np.integer):
+        white = float(np.iinfo(dtype).max)
     else:
         white = max(float(colour.max()), 1.0)
     mask = x >= np.float32(level * white)
@@ -1307,6 +1310,7 @@ class AllInFocus:
         be = get_backend(self.backend, like=image)
         x, kind = as_backend_array(image, be)
         check_image(x, be.xp)
+        x, alpha = split_alpha(x)  # RGBA: the alpha channel comes back untouched
         timings = {}
         mode = self.resolve_mode(x.shape, be)
 
@@ -1384,7 +1388,7 @@ class AllInFocus:
             out = self._blind(x, rmap, be, result)
         be.synchronize()
         timings["deblur"] = time.perf_counter() - t0
-        return to_output(out, kind), result
+        return to_output(join_alpha(out, alpha, be.xp), kind), result
 
     def _blind(self, x, rmap, be, result):
         from .blind import blind_deblur_layer

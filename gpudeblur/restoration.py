@@ -20,7 +20,7 @@ import numpy as np
 
 from . import psf as _psf
 from ._backend import Backend, as_backend_array, get_backend, to_output
-from ._validate import check_choice, check_image, check_positive, check_positive_int
+from ._validate import check_choice, check_image, check_positive, check_positive_int, split_alpha
 from .convolution import BlurOperator, from_channels_first, to_channels_first
 from .operators import laplacian_otf_abs2
 
@@ -60,13 +60,14 @@ class _Problem:
         self.dtype = x.dtype
         k = _psf.from_array(psf)
         self.luminance = bool(luminance) and x.ndim == 3 and x.shape[2] >= 3
+        x, alpha = split_alpha(x)
+        #: the alpha channel, (1, M, N), passed through untouched (or None)
+        self._alpha = None if alpha is None else to_channels_first(alpha)
         xc = to_channels_first(x)
-        self._extra = None
         if self.luminance:
             m = xp.asarray(_RGB2YCC.astype(self.dtype))
-            ycc = xp.tensordot(m, xc[:3], axes=1)
+            ycc = xp.tensordot(m, xc, axes=1)
             self._chroma = ycc[1:]
-            self._extra = xc[3:]  # alpha or further channels: passed through
             xc = ycc[:1]
         self.y = xc
         self.op = BlurOperator(k, x.shape[:2], self.be, self.dtype, boundary=boundary, taper=taper)
@@ -75,11 +76,12 @@ class _Problem:
         xp = self.be.xp
         if self.luminance:
             inv = xp.asarray(np.linalg.inv(_RGB2YCC).astype(self.dtype))
-            rgb = xp.tensordot(inv, xp.concatenate([xc, self._chroma], axis=0), axes=1)
-            xc = xp.concatenate([rgb, self._extra], axis=0) if self._extra.shape[0] else rgb
+            xc = xp.tensordot(inv, xp.concatenate([xc, self._chroma], axis=0), axes=1)
         if clip is not None and clip is not False:
             lo, hi = (0.0, 1.0) if clip is True else clip
             xc = xp.clip(xc, lo, hi)
+        if self._alpha is not None:  # after the clip: untouched
+            xc = xp.concatenate([xc.astype(self.dtype, copy=False), self._alpha], axis=0)
         out = from_channels_first(xc.astype(self.dtype, copy=False), self.ndim)
         return to_output(out, self.kind)
 

@@ -59,11 +59,11 @@ import numpy as np
 
 from . import psf as _psf
 from ._backend import Backend, as_backend_array, get_backend, to_output
-from ._validate import check_choice, check_image, check_positive, check_positive_int
+from ._validate import check_choice, check_image, check_positive, check_positive_int, join_alpha, split_alpha
 from ._resample import block_mean, upsample_linear
 from .convolution import BlurOperator, from_channels_first, psf2otf, to_channels_first
 from .operators import laplacian_otf_abs2
-from .restoration import _LAM_PER_SIGMA, estimate_noise
+from .restoration import _LAM_PER_SIGMA, _check_clip, estimate_noise
 from .solvers import conjugate_gradient
 
 __all__ = ["SpatiallyVaryingBlur", "deconvolve_spatially_varying", "deconvolve_fast_scaled", "blur_spatially_varying",
@@ -581,9 +581,10 @@ def blur_spatially_varying(image, radius_map, *, radius_step=0.5, family="disc",
     Used to simulate test data and by the re-blur checks; reflect boundary.
     """
     be, x, kind, r = _prepare(image, radius_map, backend, dtype)
+    x, alpha = split_alpha(x)  # RGBA: alpha untouched
     op = SpatiallyVaryingBlur(r, be, x.dtype, radius_step, family)
     y = op.grid.crop(op.forward(op.grid.extend(to_channels_first(x), taper=False)))
-    return to_output(from_channels_first(y, x.ndim), kind)
+    return to_output(join_alpha(from_channels_first(y, x.ndim), alpha, be.xp), kind)
 
 
 def deconvolve_spatially_varying(
@@ -664,6 +665,10 @@ def deconvolve_spatially_varying(
     be, x, kind, r = _prepare(image, radius_map, backend, dtype)
     xp = be.xp
     t = x.dtype.type
+    clip = _check_clip(clip)
+    x, alpha = split_alpha(x)  # RGBA: the alpha channel comes back untouched
+    if alpha is not None and saturated is not None and np.ndim(saturated) == 3:
+        saturated = saturated[..., :3]
     op = SpatiallyVaryingBlur(r, be, x.dtype, radius_step, family, radius_sigma=radius_sigma, spatial_sigma=spatial_sigma,
                               grid_weights=method != "fast")
     g = op.grid.extend(to_channels_first(x))
@@ -688,7 +693,7 @@ def deconvolve_spatially_varying(
     if clip is not None and clip is not False:
         lo, hi = (0.0, 1.0) if clip is True else clip
         out = xp.clip(out, t(lo), t(hi))
-    return to_output(from_channels_first(out.astype(x.dtype, copy=False), x.ndim), kind)
+    return to_output(join_alpha(from_channels_first(out.astype(x.dtype, copy=False), x.ndim), alpha, xp), kind)
 
 
 def deconvolve_fast_scaled(image, radius_map, scales, *, lam=None, radius_step=0.5, family="disc", radius_sigma=0.0,

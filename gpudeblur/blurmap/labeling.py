@@ -1460,6 +1460,10 @@ def segment_in_focus(radius_map, image, *, tau: float = 2.0, lambda0: float = 10
         rm, kind = as_backend_array(radius_map, be, name="radius_map")
         if rm.ndim != 2:
             raise ValueError(f"radius_map must be 2-D (M, N), got shape {tuple(rm.shape)}")
+        if not bool(xp.isfinite(rm).all()):
+            raise ValueError("radius_map contains NaN or Inf values")
+        if bool((rm < 0).any()):
+            raise ValueError("radius_map has negative radii")
         r, p = rm[..., None], xp.ones_like(rm)[..., None]
         log_l = False
     else:
