@@ -973,6 +973,27 @@ def compose_layers(layers, labels, feather=2.0, backend=None):
     return to_output(out, kind)
 
 
+def _check_blind_options(options) -> None:
+    """``blind_options`` names only keywords of :func:`~gpudeblur.blind.blind_deblur_layer` that the
+    pipeline does not set itself (checked when the pipeline is made, not after the blur map)."""
+    import inspect
+
+    from .blind import blind_deblur_layer
+
+    if options is None:
+        return
+    if not isinstance(options, dict):
+        raise ValueError(f"blind_options must be a dict, got {type(options).__name__}")
+    params = inspect.signature(blind_deblur_layer).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return  # a stand-in taking any keyword (tests)
+    known = set(params) - {"image", "mask", "backend"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"blind_options: unknown option(s) {', '.join(map(repr, unknown))}; "
+                         f"known: {', '.join(sorted(known))}")
+
+
 def family_function(family):
     """``r -> psf`` of a PSF family: ``'disc'``, ``'gaussian'``, a callable
     (e.g. a :class:`gpudeblur.blurmap.PSFCalibration`)."""
@@ -1197,6 +1218,13 @@ class AllInFocus:
         if "psf_family" in (estimator_options or {}):
             raise ValueError("set the PSF family with AllInFocus(psf_family=...): the estimate and the deblurring "
                              "must use the same one")
+        if "backend" in (estimator_options or {}):
+            raise ValueError("set the backend with AllInFocus(backend=...), not in estimator_options")
+        if progress is not None and not callable(progress):
+            raise ValueError(f"progress must be a callable (stage name -> None), got {progress!r}")
+        if backend is not None and not isinstance(backend, Backend):
+            check_choice(backend, ("auto", "cuda", "cpu"), "backend")
+        _check_blind_options(blind_options)
         # defaults are disc radii, converted once for another family (only those this mode uses)
         self._keep_default = _default_keep(psf_family) if (keep_in_focus is None and mode != "blind") else None
         self._in_focus_default = in_focus_radius is None  # then scaled with the map's scale (blind)
@@ -1307,6 +1335,8 @@ class AllInFocus:
         """
         if map_estimated is None:
             map_estimated = radius_map is None
+        elif not isinstance(map_estimated, (bool, np.bool_)):
+            raise ValueError(f"map_estimated must be True, False or None, got {map_estimated!r}")
         be = get_backend(self.backend, like=image)
         x, kind = as_backend_array(image, be)
         check_image(x, be.xp)

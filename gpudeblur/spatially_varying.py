@@ -785,6 +785,17 @@ def _family(family, name="PSF family"):
     if isinstance(fam, str) or not callable(fam):
         raise ValueError(f"unknown {name} {family!r}; expected 'disc', 'gaussian', a callable r -> psf "
                          "or a PSFCalibration")
+    if fam is not family or isinstance(family, str):
+        return fam
+    for r in (0.0, 2.0):  # a user's callable: what it returns is checked once, here, in one line
+        try:
+            k = np.asarray(fam(r), dtype=np.float64)
+        except Exception as exc:  # noqa: BLE001  (any failure of the user's function, named)
+            raise ValueError(f"{name}({r}) failed: {exc}") from None
+        if k.ndim != 2 or min(k.shape) < 1:
+            raise ValueError(f"{name}({r}) must return a 2-D PSF array, got shape {k.shape}")
+        if not np.isfinite(k).all() or (k < 0).any() or not k.sum() > 0:
+            raise ValueError(f"{name}({r}) must return a finite, non-negative PSF with a positive sum")
     return fam
 
 

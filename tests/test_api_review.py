@@ -106,3 +106,23 @@ def test_segment_checks_its_map(rgba):
                      (rmap[:10], "shape")):
         with pytest.raises(ValueError, match=msg):
             segment_in_focus(bad, rgb)
+
+
+def test_pipeline_options_checked_when_made(rgba):
+    rgb, _, rmap = rgba
+    cases = [({"progress": 3}, "progress must be a callable"),
+             ({"backend": "gpu"}, "backend"),
+             ({"estimator_options": {"backend": "cpu"}}, "AllInFocus\\(backend=...\\)"),
+             ({"mode": "blind", "blind_options": {"bogus": 1}}, "unknown option.*'bogus'"),
+             ({"psf_family": lambda r: np.ones(3)}, "2-D PSF"),
+             ({"psf_family": lambda r: -np.ones((3, 3))}, "non-negative"),
+             ({"psf_family": lambda r: 1 / 0}, "psf_family\\(0.0\\) failed: division by zero")]
+    for kw, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            AllInFocus(**kw)
+    with pytest.raises(ValueError, match="map_estimated must be"):
+        AllInFocus(mode="fast").run(rgb, radius_map=rmap, map_estimated="yes")
+    with pytest.raises(ValueError, match="estimator_options"):
+        AllInFocus(mode="fast").run(rgb[:20, :20])  # smaller than the 51 px window: says how to change it
+    # a valid callable family still works
+    AllInFocus(mode="fast", psf_family=gd.psf.gaussian).run(rgb, radius_map=rmap)

@@ -324,7 +324,7 @@ class BlurMapEstimator:
         if M < self.window or N < self.window:
             raise ValueError(
                 f"image ({M}x{N}) is smaller than the analysis window ({self.window}x{self.window}); "
-                "use a smaller window or a larger image"
+                "use a smaller window (window=; AllInFocus(estimator_options={'window': ...}); --window) or a larger image"
             )
         dt = x.dtype
         info: dict = {"timings": {}, "backend": be.name}
