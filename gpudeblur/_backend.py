@@ -314,6 +314,8 @@ def as_backend_array(x, be: Backend, dtype=None, name: str = "image"):
         out_kind = _OutputKind("cupy", int(x.device.id)) if is_cupy_array(x) else _OutputKind("numpy")
     else:
         raise TypeError(f"{name} must be a NumPy/CuPy array or DLPack tensor, got {type(x).__name__}")
+    if np.dtype(x.dtype).kind not in "fiub":
+        raise TypeError(f"unsupported {name} dtype {x.dtype}; expected a real numeric type")
     ft = resolve_float_dtype(x.dtype, dtype)
     # an unsigned integer image is on its type's full scale (255 for uint8): to [0, 1],
     # as read_image gives it (every tuned tolerance and weight assumes that range)

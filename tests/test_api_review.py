@@ -126,3 +126,9 @@ def test_pipeline_options_checked_when_made(rgba):
         AllInFocus(mode="fast").run(rgb[:20, :20])  # smaller than the 51 px window: says how to change it
     # a valid callable family still works
     AllInFocus(mode="fast", psf_family=gd.psf.gaussian).run(rgb, radius_map=rmap)
+
+
+def test_dtype_errors_name_the_array(rgba):
+    rgb, _, rmap = rgba
+    with pytest.raises(TypeError, match="unsupported radius map dtype complex128"):
+        AllInFocus(mode="fast").run(rgb, radius_map=rmap.astype(complex))
