@@ -28,7 +28,7 @@ import numpy as np
 
 from . import psf as _psf
 from ._backend import Backend, array_module, as_backend_array, get_backend, to_output
-from ._validate import check_choice, check_image
+from ._validate import check_choice, check_image, join_alpha, split_alpha
 
 __all__ = ["next_smooth_len", "psf2otf", "BlurOperator", "fftconvolve", "to_channels_first", "from_channels_first"]
 
@@ -302,7 +302,9 @@ def fftconvolve(image, psf, boundary="reflect", backend=None, dtype=None):
     Parameters
     ----------
     image : (M, N) or (M, N, C) array
+        An (M, N, 4) image is RGBA: its alpha channel is returned untouched.
     psf : (h, w) array
+        Normalized to sum 1 first (:func:`gpudeblur.psf.from_array`), as a PSF is.
     boundary : {'reflect', 'periodic', 'zero'}
         ``'reflect'`` equals :func:`scipy.ndimage.convolve` with
         ``mode='reflect'``; ``'zero'`` equals ``mode='constant'``;
@@ -317,6 +319,7 @@ def fftconvolve(image, psf, boundary="reflect", backend=None, dtype=None):
     be = get_backend(backend, like=image)
     x, kind = as_backend_array(image, be, dtype)
     check_image(x, be.xp)
+    x, alpha = split_alpha(x)
     k = _psf.from_array(psf)
     op = BlurOperator(k, x.shape[:2], be, x.dtype, boundary=boundary, taper=False)
     xc = to_channels_first(x)
@@ -324,4 +327,4 @@ def fftconvolve(image, psf, boundary="reflect", backend=None, dtype=None):
         y = op.forward(xc)
     else:
         y = op.crop(op.forward(op.extend(xc)))
-    return to_output(from_channels_first(y.astype(x.dtype, copy=False), x.ndim), kind)
+    return to_output(join_alpha(from_channels_first(y.astype(x.dtype, copy=False), x.ndim), alpha, be.xp), kind)

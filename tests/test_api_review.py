@@ -64,6 +64,8 @@ def test_spatially_varying_passes_alpha_through(backend, rgba, method):
     _same(a, b, alpha)
     _same(blur_spatially_varying(x, xp.asarray(rmap)), blur_spatially_varying(xp.asarray(rgb), xp.asarray(rmap)),
           alpha)
+    k = gd.psf.disc(2.0)
+    _same(gd.fftconvolve(x, k), gd.fftconvolve(xp.asarray(rgb), k), alpha)
 
 
 @pytest.mark.parametrize("fn, kw", [(gd.admm_tv, {"num_iter": 3}), (gd.wiener, {}), (gd.tikhonov, {}),
