@@ -113,7 +113,9 @@ def quality(size, modes, estimate=True):
                 # map treated as an estimate (the spread, keep-in-focus, edge cap, radius
                 # check and TV weight an estimated map gets), so est − hedged is what the
                 # map's errors cost and hedged − true what the hedge costs
-                for which, m in (("true", rm), ("hedged", rm if est is not None else None), ("est", est)):
+                # (blind reads the map the same way either way: no hedged run)
+                hedged = rm if (est is not None and mode != "blind") else None
+                for which, m in (("true", rm), ("hedged", hedged), ("est", est)):
                     if m is None:
                         continue
                     t0 = time.perf_counter()

@@ -291,13 +291,13 @@ def _from_dlpack_like(x):
     raise TypeError(f"unsupported DLPack device type {dev_type}")
 
 
-def as_backend_array(x, be: Backend, dtype=None, name: str = "image"):
+def as_backend_array(x, be: Backend, dtype=None, name: str = "image", image: bool | None = None):
     """Move ``x`` to backend ``be`` as a float array.
 
-    With ``name='image'`` (the default) an unsigned integer array is scaled
-    to [0, 1] by its type's maximum (uint8 / 255, uint16 / 65535), as
-    :func:`gpudeblur.io.read_image` returns images; maps, masks and other
-    named arrays keep their values.
+    An unsigned integer *image* (``image=True``; default: ``name ==
+    'image'``) is scaled to [0, 1] by its type's maximum (uint8 / 255,
+    uint16 / 65535), as :func:`gpudeblur.io.read_image` returns images;
+    maps, masks and other arrays keep their values.
 
     Returns ``(array, output_kind)``; pass ``output_kind`` to
     :func:`to_output` to hand the result back as the caller's array type.
@@ -319,7 +319,8 @@ def as_backend_array(x, be: Backend, dtype=None, name: str = "image"):
     ft = resolve_float_dtype(x.dtype, dtype)
     # an unsigned integer image is on its type's full scale (255 for uint8): to [0, 1],
     # as read_image gives it (every tuned tolerance and weight assumes that range)
-    full_scale = np.iinfo(x.dtype).max if (name == "image" and x.dtype.kind == "u") else None
+    is_image = name == "image" if image is None else bool(image)
+    full_scale = np.iinfo(x.dtype).max if (is_image and x.dtype.kind == "u") else None
     # order="C": the custom kernels (CUDA raw pointers, Numba twins' ravel())
     # assume C-contiguous arrays, and arrays made with *_like from a
     # Fortran-ordered or strided input would inherit its layout. No copy for

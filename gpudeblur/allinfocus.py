@@ -954,7 +954,7 @@ def compose_layers(layers, labels, feather=2.0, backend=None):
     be = get_backend(backend, like=layers[0])
     xp = be.xp
     dt = layers[0].dtype if np.dtype(layers[0].dtype) in (np.dtype(np.float32), np.dtype(np.float64)) else None
-    moved = [as_backend_array(u, be, dtype=dt, name=f"layer {i}") for i, u in enumerate(layers)]
+    moved = [as_backend_array(u, be, dtype=dt, name=f"layer {i}", image=True) for i, u in enumerate(layers)]
     kind = moved[0][1]
     layers = [u for u, _ in moved]
     if is_cupy_array(labels) and be.name == "cpu":
@@ -977,13 +977,14 @@ def _check_blind_options(options) -> None:
     """``blind_options`` names only keywords of :func:`~gpudeblur.blind.blind_deblur_layer` that the
     pipeline does not set itself (checked when the pipeline is made, not after the blur map)."""
     import inspect
+    from collections.abc import Mapping
 
     from .blind import blind_deblur_layer
 
     if options is None:
         return
-    if not isinstance(options, dict):
-        raise ValueError(f"blind_options must be a dict, got {type(options).__name__}")
+    if not isinstance(options, Mapping):
+        raise ValueError(f"blind_options must be a mapping (dict), got {type(options).__name__}")
     params = inspect.signature(blind_deblur_layer).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return  # a stand-in taking any keyword (tests)
@@ -1223,7 +1224,8 @@ class AllInFocus:
         if progress is not None and not callable(progress):
             raise ValueError(f"progress must be a callable (stage name -> None), got {progress!r}")
         if backend is not None and not isinstance(backend, Backend):
-            check_choice(backend, ("auto", "cuda", "cpu"), "backend")
+            if not isinstance(backend, str) or backend.lower() not in ("auto", "cuda", "cpu"):
+                raise ValueError(f"backend must be 'auto', 'cuda' or 'cpu', got {backend!r}")
         _check_blind_options(blind_options)
         # defaults are disc radii, converted once for another family (only those this mode uses)
         self._keep_default = _default_keep(psf_family) if (keep_in_focus is None and mode != "blind") else None

@@ -170,14 +170,28 @@ def _check_layers_folder(folder: str, outputs: dict, blind: bool, overwrite: boo
                                   "use --overwrite to replace them")
 
 
-def _remove_stale_layers(folder: str, n_layers: int, n_kernels: int, say) -> None:
+def _remove_stale_layers(folder: str, n_layers: int, n_kernels: int, say, inputs=()) -> None:
     """After a blind run wrote its layer files into ``folder`` (``--overwrite``
     given, else :func:`_check_layers_folder` refused a folder holding any):
     remove the layer files of an earlier run with more layers, so the folder
-    does not mix two runs (``layer5.png`` of a 6-layer run beside a 4-layer one)."""
+    does not mix two runs (``layer5.png`` of a 6-layer run beside a 4-layer one).
+    Only names this command writes (``layer7.png``, not ``layer07.png``), and
+    never one of this run's ``inputs`` (the image, ``--map``, ``--psf``)."""
+    from .cli import _same_file  # noqa: PLC0415
+
     written = {"labels.npy"} | {f"layer{i}.png" for i in range(n_layers)} | \
         {f"kernel{i}.npy" for i in range(1, n_kernels + 1)}
-    stale = sorted(f for f in os.listdir(folder) if _LAYER_FILE.fullmatch(f) and f not in written)
+    stale = []
+    for f in sorted(os.listdir(folder)):
+        m = re.fullmatch(r"layer(\d+)\.png|kernel(\d+)\.npy", f)
+        if not m or f in written:
+            continue
+        number = m.group(1) or m.group(2)
+        path = os.path.join(folder, f)
+        if number != str(int(number)) or any(isinstance(p, (str, os.PathLike)) and os.path.exists(p)
+                                             and _same_file(path, p) for p in inputs):
+            continue
+        stale.append(f)
     for f in stale:
         os.remove(os.path.join(folder, f))
     if stale:
@@ -266,7 +280,8 @@ def run(args) -> int:
                 write_image(os.path.join(args.save_layers, f"layer{i}.png"), np.clip(u, 0, 1), meta, overwrite=args.overwrite, bit_depth=8)
             for i, k in enumerate(res.kernels, start=1):
                 write_array(os.path.join(args.save_layers, f"kernel{i}.npy"), k, overwrite=args.overwrite)
-            _remove_stale_layers(args.save_layers, len(res.layers), len(res.kernels), say)
+            _remove_stale_layers(args.save_layers, len(res.layers), len(res.kernels), say,
+                                 inputs=(args.input, args.map, args.psf))
         else:
             say("allinfocus: --save-layers: no layers in this mode (only --mode blind splits the image)")
     if args.report:

@@ -91,8 +91,11 @@ def check_saturated(saturated, image, be):
     s = be.asarray(saturated)
     if s.dtype != bool:
         raise ValueError(f"saturated must be a boolean mask, got dtype {s.dtype}")
-    if tuple(s.shape) not in (tuple(image.shape[:2]), tuple(image.shape)):
-        shapes = str(tuple(image.shape[:2])) + ("" if image.ndim == 2 else f" or {tuple(image.shape)}")
+    shapes_ok = [tuple(image.shape[:2]), tuple(image.shape)]
+    if image.ndim == 3 and image.shape[2] == 4:  # RGBA: a mask of the colour channels only
+        shapes_ok.append(tuple(image.shape[:2]) + (3,))
+    if tuple(s.shape) not in shapes_ok:
+        shapes = " or ".join(map(str, shapes_ok))
         raise ValueError(f"saturated mask shape {tuple(s.shape)} must be {shapes}")
     return s
 
@@ -668,7 +671,7 @@ def deconvolve_spatially_varying(
     clip = _check_clip(clip)
     x, alpha = split_alpha(x)  # RGBA: the alpha channel comes back untouched
     if alpha is not None and saturated is not None and np.ndim(saturated) == 3:
-        saturated = saturated[..., :3]
+        saturated = be.asarray(saturated)[..., :3]
     op = SpatiallyVaryingBlur(r, be, x.dtype, radius_step, family, radius_sigma=radius_sigma, spatial_sigma=spatial_sigma,
                               grid_weights=method != "fast")
     g = op.grid.extend(to_channels_first(x))
@@ -743,10 +746,11 @@ def deconvolve_fast_scaled(image, radius_map, scales, *, lam=None, radius_step=0
     fits = [k for k in psfs if k.shape[0] <= rg.shape[0] and k.shape[1] <= rg.shape[1]] or psfs
     big = max(fits, key=lambda k: k.shape[0] * k.shape[1])
     grid = BlurOperator(big, rg.shape, be, x.dtype, boundary="reflect", taper=True)
-    return _fast_scaled(be, x, kind, rg, scales, lam, step, rs, ss, fam, grid)
+    x, alpha = split_alpha(x)  # RGBA: the alpha channel comes back untouched with every scale
+    return _fast_scaled(be, x, kind, rg, scales, lam, step, rs, ss, fam, grid, alpha)
 
 
-def _fast_scaled(be, x, kind, rg, scales, lam, step, rs, ss, fam, grid):
+def _fast_scaled(be, x, kind, rg, scales, lam, step, rs, ss, fam, grid, alpha=None):
     """The iterator of :func:`deconvolve_fast_scaled` (arguments checked there)."""
     xp = be.xp
     t = x.dtype.type
@@ -774,7 +778,7 @@ def _fast_scaled(be, x, kind, rg, scales, lam, step, rs, ss, fam, grid):
         # nothing may hold the weight stack (wk is a view of it) while the caller works
         # or the next scale's stack is built
         del w, wk, rs_map
-        yield s, to_output(from_channels_first(out.astype(x.dtype, copy=False), x.ndim), kind)
+        yield s, to_output(join_alpha(from_channels_first(out.astype(x.dtype, copy=False), x.ndim), alpha, xp), kind)
 
 
 def _family(family, name="PSF family"):

@@ -134,3 +134,40 @@ def test_dtype_errors_name_the_array(rgba):
     rgb, _, rmap = rgba
     with pytest.raises(TypeError, match="unsupported radius map dtype complex128"):
         AllInFocus(mode="fast").run(rgb, radius_map=rmap.astype(complex))
+
+
+def test_second_review_findings(rgba):
+    """The code review of these fixes: mixed-case backend names, any mapping as
+    blind_options, a list mask on RGBA, (M, N, 3) masks on RGBA, the radius
+    check's trials and compose_layers with RGBA / uint8, check_scale's input."""
+    import types
+
+    from gpudeblur.allinfocus import compose_layers, edge_cap
+    from gpudeblur.blurmap import BlurMapEstimator
+    from gpudeblur.spatially_varying import deconvolve_fast_scaled
+
+    rgb, alpha, rmap = rgba
+    x = np.dstack([rgb, alpha])
+    AllInFocus(mode="fast", backend="CPU").run(rgb, radius_map=rmap)
+    AllInFocus(mode="blind", blind_options=types.MappingProxyType({"n_outer": 1}))
+    mask = np.zeros(x.shape, bool)
+    mask[5, 5, :3] = True
+    a = deconvolve_spatially_varying(x, rmap, num_iter=2, saturated=mask.tolist())
+    np.testing.assert_array_equal(a[..., 3], alpha)
+    np.testing.assert_array_equal(edge_cap(x, rmap, noise_sigma=1e-3, saturated=mask[..., :3]),
+                                  edge_cap(x, rmap, noise_sigma=1e-3, saturated=mask))
+    for (s1, f1), (s2, f2) in zip(deconvolve_fast_scaled(x, rmap, (0.5, 1.0)), deconvolve_fast_scaled(rgb, rmap, (0.5, 1.0))):
+        assert s1 == s2
+        _same(f1, f2, alpha)
+    u8 = np.full(rgb.shape, 200, np.uint8)
+    np.testing.assert_allclose(compose_layers([u8, u8], np.zeros(rmap.shape, np.int32)), 200 / 255, rtol=1e-6)
+    est = BlurMapEstimator()
+    for bad in (2.5, "bogus", None, 0, True):
+        with pytest.raises(ValueError, match="scale must be"):
+            est.check_scale((200, 200), bad)
+    with pytest.raises(ValueError, match="smaller than the analysis window"):
+        est.check_scale((30, 200), "auto")
+    stages = []
+    with pytest.raises(ValueError, match="smaller than the analysis window"):
+        AllInFocus(mode="fast", progress=stages.append).run(rgb[:30])
+    assert stages == []

@@ -231,3 +231,20 @@ def test_overwritten_layers_folder_holds_one_run(tmp_path, scene, capsys):
     assert names == ["kernel1.npy", "labels.npy", "layer0.png", "layer1.png", "notes.txt"], names
     assert (layers / "notes.txt").read_bytes() == b"old" and (layers / "labels.npy").read_bytes() != b"old"
     assert "removed 2 layer file(s)" in said and "kernel7.npy" in said and "layer7.png" in said
+
+
+def test_overwritten_layers_folder_keeps_inputs_and_other_names(tmp_path, scene, capsys):
+    # the input image itself named like a stale layer file inside the folder, and a
+    # name this command never writes (layer07.png): both kept (the review of session 18)
+    src, mp = scene
+    layers = tmp_path / "L"
+    layers.mkdir()
+    inside = layers / "layer7.png"
+    inside.write_bytes(src.read_bytes())
+    (layers / "layer07.png").write_bytes(b"mine")
+    (layers / "kernel9.npy").write_bytes(b"old")
+    rc = cli.main(["allinfocus", str(inside), str(tmp_path / "o.png"), "--map", str(mp), "--mode", "blind",
+                   "--iters", "1", "--save-layers", str(layers), "--overwrite"])
+    said = capsys.readouterr().out
+    assert rc == 0 and inside.exists() and (layers / "layer07.png").read_bytes() == b"mine"
+    assert not (layers / "kernel9.npy").exists() and "removed 1 layer file(s)" in said and "kernel9.npy" in said

@@ -322,10 +322,7 @@ class BlurMapEstimator:
         check_image(x, xp)
         M, N = int(x.shape[0]), int(x.shape[1])
         if M < self.window or N < self.window:
-            raise ValueError(
-                f"image ({M}x{N}) is smaller than the analysis window ({self.window}x{self.window}); "
-                "use a smaller window (window=; AllInFocus(estimator_options={'window': ...}); --window) or a larger image"
-            )
+            raise ValueError(self._too_small(M, N))
         dt = x.dtype
         info: dict = {"timings": {}, "backend": be.name}
         tm = info["timings"]
@@ -556,21 +553,32 @@ class BlurMapEstimator:
     def _scalable(self) -> bool:
         return isinstance(self.psf_family, str) and self.psf_family in ("disc", "gaussian")
 
+    def _too_small(self, M: int, N: int) -> str:
+        return (f"image ({M}x{N}) is smaller than the analysis window ({self.window}x{self.window}); "
+                "use a smaller window (window=; AllInFocus(estimator_options={'window': ...}); --window) "
+                "or a larger image")
+
     def _check_scalable(self) -> None:
         if not self._scalable():
             raise ValueError(f"scale > 1 needs the 'disc' or 'gaussian' PSF family, got {self.psf_family!r} "
                              "(a calibrated family is measured at full resolution)")
 
     def check_scale(self, shape, scale) -> None:
-        """Raise the one-line error :meth:`estimate` would raise for an
-        integer ``scale > 1`` on an image of ``shape``, before any work: the
-        family cannot be read coarser, or the reduced image is smaller than
-        the analysis window. ``'auto'`` and 1 always pass."""
-        if isinstance(scale, str) or int(scale) <= 1:
+        """Raise the one-line error :meth:`estimate` would raise for ``scale``
+        on an image of ``shape``, before any work: ``scale`` is not an integer
+        ≥ 1 or ``'auto'``, the image is smaller than the analysis window (at
+        scale 1, where ``'auto'`` can always end), the family cannot be read
+        coarser, or the reduced image is smaller than the window."""
+        auto = isinstance(scale, str) and scale == "auto"
+        if not auto and (isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1):
+            raise ValueError(f"scale must be an integer >= 1 or 'auto', got {scale!r}")
+        M, N = int(shape[0]), int(shape[1])
+        if auto or scale == 1:
+            if M < self.window or N < self.window:
+                raise ValueError(self._too_small(M, N))
             return
         s = int(scale)
         self._check_scalable()
-        M, N = int(shape[0]), int(shape[1])
         m, n = -(-M // s), -(-N // s)
         if m < self.window or n < self.window:
             raise ValueError(f"image ({M}x{N}) at scale {s} is {m}x{n}, smaller than the analysis window "
