@@ -148,12 +148,18 @@ def _read_map(path):
 _LAYER_FILE = re.compile(r"labels\.npy|layer\d+\.png|kernel\d+\.npy")
 
 
-def _check_layers_folder(folder: str, outputs: dict, blind: bool, overwrite: bool) -> None:
+def _check_layers_folder(folder: str, outputs: dict, blind: bool, overwrite: bool, inputs=()) -> None:
     """``--save-layers`` before any work: not the path of another output, and in
-    blind mode (the only one that writes there) none of the other outputs is a
-    file it writes, and without ``overwrite`` it holds no layer files of an
-    earlier run (the job would fail only at its end)."""
+    blind mode (the only one that writes there) none of the other outputs and
+    none of the ``inputs`` (even with ``overwrite``) is a file it writes, and
+    without ``overwrite`` it holds no layer files of an earlier run (the job
+    would fail only at its end)."""
     from .cli import _same_file  # noqa: PLC0415
+
+    for path in inputs:
+        if blind and _LAYER_FILE.fullmatch(os.path.basename(path)) and \
+                _same_file(os.path.dirname(os.path.abspath(path)), folder):
+            raise ValueError(f"input {path} is a file that --save-layers {folder} writes; choose another folder")
 
     for name, path in outputs.items():
         if not path:
@@ -201,10 +207,10 @@ def _remove_stale_layers(folder: str, n_layers: int, n_kernels: int, say, inputs
 def run(args) -> int:
     from .allinfocus import AllInFocus  # noqa: PLC0415
     from .blurmap.cli import colorize  # noqa: PLC0415
-    from .cli import check_distinct_outputs, check_output_folder, check_output_path, say  # noqa: PLC0415
+    from .cli import check_distinct_outputs, check_output_folder, check_output_path, input_paths, say  # noqa: PLC0415
     from .io import ARRAY_WRITE_EXTENSIONS, read_image, write_array, write_image  # noqa: PLC0415
 
-    ins = [args.input] + ([args.map] if args.map else [])
+    ins = input_paths(args.input, args.map, psf=args.psf)  # a --psf calibration file is an input too
     out = check_output_path(ins, args.output, args.overwrite, kind="image")
     check_distinct_outputs({"OUT": out, "--save-map": args.save_map, "--report": args.report})
     if args.save_map:
@@ -213,9 +219,11 @@ def run(args) -> int:
     if args.report:
         check_output_path(ins, args.report, args.overwrite, kind=None, label="--report")
     if args.save_layers:
+        if args.mode != "blind":  # the only mode that splits the image into layers
+            raise ValueError("--save-layers applies to --mode blind only")
         check_output_folder(args.save_layers, "--save-layers")
         _check_layers_folder(args.save_layers, {"OUT": out, "--save-map": args.save_map, "--report": args.report},
-                             args.mode == "blind", args.overwrite)
+                             True, args.overwrite, ins)
     est_opts = {k: v for k, v in (("max_radius", args.max_radius), ("window", args.window), ("noise", args.noise))
                 if v is not None}
     estimate_only = list(est_opts) + (["map_scale"] if args.map_scale is not None else [])
@@ -272,7 +280,7 @@ def run(args) -> int:
             write_image(args.save_map, colorize(res.radius_map, max(args.max_radius or 8.0, float(res.radius_map.max()))), overwrite=args.overwrite, bit_depth=8)
         else:
             write_array(args.save_map, res.radius_map, overwrite=args.overwrite)
-    if args.save_layers:
+    if args.save_layers:  # blind mode (checked above): there are layers
         if res.layer_labels is not None:
             os.makedirs(args.save_layers, exist_ok=True)
             write_array(os.path.join(args.save_layers, "labels.npy"), res.layer_labels, overwrite=args.overwrite)
@@ -282,8 +290,6 @@ def run(args) -> int:
                 write_array(os.path.join(args.save_layers, f"kernel{i}.npy"), k, overwrite=args.overwrite)
             _remove_stale_layers(args.save_layers, len(res.layers), len(res.kernels), say,
                                  inputs=(args.input, args.map, args.psf))
-        else:
-            say("allinfocus: --save-layers: no layers in this mode (only --mode blind splits the image)")
     if args.report:
         rep = res.report()
         rep["input"] = os.path.abspath(args.input)

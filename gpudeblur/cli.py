@@ -153,6 +153,14 @@ def check_distinct_outputs(named) -> None:
                 raise ValueError(f"{ka} {a} and {kb} {b} are the same file; choose different names")
 
 
+def input_paths(image, map_path=None, psf=None) -> list:
+    """The run's input files, for :func:`check_output_path`: the image, the
+    ``--map`` file and the file a ``--psf`` calibration was loaded from
+    (``PSFCalibration.source``; ``'disc'``/``'gaussian'`` name no file)."""
+    calib = getattr(psf, "source", None) if not isinstance(psf, str) else None
+    return [p for p in (image, map_path, calib) if p]
+
+
 def check_output_path(in_path, out_path, overwrite: bool, kind: str | None = "image", *, extensions=None,
                       label: str = "output") -> str:
     """Check an output path before any work is done; return it as ``str``.
@@ -354,7 +362,7 @@ def _add_deconv(sub, parents) -> None:
         "--psf",
         required=True,
         metavar="SPEC",
-        help="disc:RADIUS | gaussian:SIGMA | motion:LENGTH,ANGLE | FILE.npy (2-D array)",
+        help="disc:RADIUS | gaussian:SIGMA | motion:LENGTH[,ANGLE] (degrees, default 0) | FILE.npy (2-D array)",
     )
     p.add_argument(
         "--method",
@@ -537,6 +545,8 @@ def _run_deconv(args) -> int:
     fn, kw, n_iter = _deconv_call(args)
     psf = psf_mod.from_spec(args.psf)
     image, meta = read_image(args.input)
+    if args.luminance and image.ndim == 2:
+        raise ValueError(f"--luminance applies to colour images; {args.input} is grey")
     if args.strip_metadata:
         meta = meta.stripped()
     be = get_backend(args.backend)

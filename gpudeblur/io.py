@@ -27,8 +27,9 @@ reading, and from the extension when writing.
 Colour profile and EXIF: an embedded ICC profile (PNG, JPEG, TIFF) and the
 EXIF block (PNG, JPEG) of the input travel in :class:`ImageMeta` and are
 written into PNG and JPEG outputs, the profile into TIFF outputs too (TIFF
-gets no EXIF; an :class:`ImageWriteWarning` says so). Pixels are turned
-upright on reading as the EXIF Orientation says, so EXIF is carried with
+gets no EXIF; an :class:`ImageWriteWarning` says so; a TIFF input's EXIF
+is not read). Pixels are turned upright on reading as the EXIF Orientation
+(a TIFF: its own Orientation tag) says, so EXIF is carried with
 Orientation 1, without its thumbnail (of the unprocessed image), and is
 written with the pixel dimensions of the image written. A malformed block,
 or a profile for data read as something else (CMYK converted to RGB), is
@@ -290,9 +291,15 @@ def _decode_tiff(data: bytes, path: str):
     """First page of a TIFF with tifffile; OpenCV for what tifffile cannot do."""
     import tifffile  # noqa: PLC0415
 
+    orientation = 1
     try:
         with tifffile.TiffFile(_io.BytesIO(data)) as tif:
             page = tif.pages[0]
+            tag = page.tags.get("Orientation")  # the TIFF's own tag 274 (baseline), as EXIF's for JPEG
+            try:
+                orientation = int(tag.value) if tag is not None else 1
+            except (TypeError, ValueError):
+                orientation = 1
             photometric = int(page.photometric)
             if photometric not in (1, 2):  # MINISBLACK, RGB; others (palette, YCbCr, CMYK) -> OpenCV
                 raise _UseOpenCV
@@ -302,7 +309,7 @@ def _decode_tiff(data: bytes, path: str):
             n_pages = len(tif.pages)
     except _UseOpenCV:
         arr = _decode_cv(data, path, _cv2().IMREAD_UNCHANGED, "TIFF")
-        return arr, "bgr", False
+        return _upright(arr, orientation if 1 <= orientation <= 8 else 1), "bgr", False
     except Exception as exc:  # TiffFileError, ValueError, zlib.error, KeyError (codec) ...
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "imagecodecs" in msg:  # e.g. LZW without imagecodecs: OpenCV's libtiff can
@@ -316,7 +323,8 @@ def _decode_tiff(data: bytes, path: str):
     if n_pages > 1:
         warnings.warn(f"{path} has {n_pages} pages (images); reading the first only", UserWarning, stacklevel=3)
     gray_alpha = arr.ndim == 3 and arr.shape[2] == 2 and bool(extrasamples)
-    return arr, "rgb", gray_alpha
+    # pixels turned upright as the Orientation tag says they are shown (outputs carry no tag)
+    return _upright(arr, orientation if 1 <= orientation <= 8 else 1), "rgb", gray_alpha
 
 
 class _UseOpenCV(Exception):

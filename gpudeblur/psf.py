@@ -112,7 +112,7 @@ def from_array(psf, name: str = "psf") -> np.ndarray:
 def from_spec(spec: str) -> np.ndarray:
     """Parse a command-line PSF description.
 
-    ``disc:R``, ``gaussian:SIGMA``, ``motion:LENGTH,ANGLE`` or a path to a
+    ``disc:R``, ``gaussian:SIGMA``, ``motion:LENGTH[,ANGLE]`` or a path to a
     ``.npy`` file holding a 2-D array.
     """
     if not isinstance(spec, str) or not spec:
@@ -127,7 +127,7 @@ def from_spec(spec: str) -> np.ndarray:
         except ValueError:
             values = []
         if not 1 <= len(values) <= max_args:
-            raise ValueError(f"malformed PSF spec {spec!r}; expected disc:R, gaussian:SIGMA or motion:LENGTH,ANGLE")
+            raise ValueError(f"malformed PSF spec {spec!r}; expected disc:R, gaussian:SIGMA or motion:LENGTH[,ANGLE]")
         return func(*values)
     if spec.endswith(".npy"):
         if not os.path.isfile(spec):
@@ -138,7 +138,7 @@ def from_spec(spec: str) -> np.ndarray:
             raise ValueError(f"cannot read PSF file {spec}: {exc}") from None
         return from_array(arr, name=f"PSF file {spec}")
     raise ValueError(
-        f"malformed PSF spec {spec!r}; expected disc:R, gaussian:SIGMA, motion:LENGTH,ANGLE or a .npy path"
+        f"malformed PSF spec {spec!r}; expected disc:R, gaussian:SIGMA, motion:LENGTH[,ANGLE] or a .npy path"
     )
 
 

@@ -107,12 +107,16 @@ def test_extension_lists_name_what_each_output_takes(tmp_path, scene, capsys):
     assert rc == 2 and ".npy" in err and ".png" in err
 
 
-def test_no_empty_layers_folder_without_layers(tmp_path, scene, capsys):
+def test_save_layers_outside_blind_mode_is_refused(tmp_path, scene, capsys):
+    # only blind splits the image into layers: refused up front (session 18's review found
+    # it silently ignored), as --layers is; nothing is created
     src, mp = scene
     layers = tmp_path / "layers"
-    rc = cli.main(["allinfocus", str(src), str(tmp_path / "o.png"), "--map", str(mp), "--mode", "fast",
-                   "--save-layers", str(layers)])
-    assert rc == 0 and not layers.exists() and "no layers in this mode" in capsys.readouterr().out
+    for mode in ("fast", "sv-admm", "auto"):
+        rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", mp, "--mode", mode,
+                       "--save-layers", layers)
+        assert rc == 2 and "--save-layers applies to --mode blind only" in err
+    assert not layers.exists() and not (tmp_path / "o.png").exists()
 
 
 def test_folder_as_output(tmp_path, scene, capsys):
@@ -170,10 +174,6 @@ def test_save_layers_clashes_checked_before_the_work(tmp_path, scene, capsys, mo
                    "--save-map", tmp_path / "m.npy")
     assert rc == 2 and "--save-layers" in err and "labels.npy" in err and "--overwrite" in err
     assert not out.exists() and not (tmp_path / "m.npy").exists()
-    # modes without layers write nothing there, so nothing to refuse
-    monkeypatch.undo()
-    rc, err = _run(capsys, "allinfocus", src, out, "--map", mp, "--mode", "fast", "--save-layers", layers)
-    assert rc == 0 and out.exists() and (layers / "labels.npy").read_bytes() == b"old"
 
 
 def test_blurmap_outputs_named_and_out_written_last(tmp_path, scene, capsys, monkeypatch):
@@ -233,18 +233,66 @@ def test_overwritten_layers_folder_holds_one_run(tmp_path, scene, capsys):
     assert "removed 2 layer file(s)" in said and "kernel7.npy" in said and "layer7.png" in said
 
 
-def test_overwritten_layers_folder_keeps_inputs_and_other_names(tmp_path, scene, capsys):
-    # the input image itself named like a stale layer file inside the folder, and a
-    # name this command never writes (layer07.png): both kept (the review of session 18)
+def test_overwritten_layers_folder_keeps_other_names(tmp_path, scene, capsys):
+    # a name this command never writes (layer07.png) is kept (the review of session 18;
+    # an input inside the folder under a layer file's name is refused up front:
+    # test_no_output_is_written_over_an_input)
     src, mp = scene
     layers = tmp_path / "L"
     layers.mkdir()
-    inside = layers / "layer7.png"
-    inside.write_bytes(src.read_bytes())
     (layers / "layer07.png").write_bytes(b"mine")
     (layers / "kernel9.npy").write_bytes(b"old")
-    rc = cli.main(["allinfocus", str(inside), str(tmp_path / "o.png"), "--map", str(mp), "--mode", "blind",
+    rc = cli.main(["allinfocus", str(src), str(tmp_path / "o.png"), "--map", str(mp), "--mode", "blind",
                    "--iters", "1", "--save-layers", str(layers), "--overwrite"])
     said = capsys.readouterr().out
-    assert rc == 0 and inside.exists() and (layers / "layer07.png").read_bytes() == b"mine"
+    assert rc == 0 and (layers / "layer07.png").read_bytes() == b"mine"
     assert not (layers / "kernel9.npy").exists() and "removed 1 layer file(s)" in said and "kernel9.npy" in said
+
+
+def test_no_output_is_written_over_an_input(tmp_path, scene, capsys, monkeypatch):
+    """The CLI review of session 18: a --psf calibration file was overwritten by --report
+    (allinfocus) or --candidates (blurmap), and --save-layers --overwrite wrote the
+    layers over the input image or the --map file sitting in that folder."""
+    from gpudeblur import psf
+    from gpudeblur.blurmap import PSFCalibration
+
+    src, mp = scene
+    calib = tmp_path / "calib.npz"
+    radii = np.arange(0, 6.5, 0.5)
+    PSFCalibration(radii, [psf.disc(float(r)) for r in radii]).save(calib)
+    before = calib.read_bytes()
+    import gpudeblur.allinfocus as A
+
+    monkeypatch.setattr(A.AllInFocus, "run", lambda *a, **k: pytest.fail("work started"))
+    rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", mp, "--psf", calib, "--report", calib,
+                   "--overwrite")
+    assert rc == 2 and "--report" in err and calib.read_bytes() == before
+    rc, err = _run(capsys, "blurmap", src, tmp_path / "m.npy", "--psf", calib, "--candidates", calib, "--overwrite")
+    assert rc == 2 and "--candidates" in err and calib.read_bytes() == before
+    layers = tmp_path / "L"
+    layers.mkdir()
+    for name, argv in (("layer0.png", lambda p: [p, tmp_path / "o.png", "--map", mp]),
+                       ("labels.npy", lambda p: [src, tmp_path / "o.png", "--map", p])):
+        inside = layers / name
+        inside.write_bytes((src if name.endswith(".png") else mp).read_bytes())
+        rc, err = _run(capsys, "allinfocus", *argv(inside), "--mode", "blind", "--save-layers", layers, "--overwrite")
+        assert rc == 2 and "is a file that --save-layers" in err and "choose another folder" in err
+        inside.unlink()
+
+
+def test_third_review_options(tmp_path, scene, capsys):
+    """Options that did not apply were accepted silently (session 18's CLI review):
+    --luminance on a grey image, --tau without --mask; a wide --window named an
+    internal fft_block."""
+    src, mp = scene
+    from gpudeblur.io import read_image
+
+    grey = tmp_path / "grey.png"
+    write_image(grey, read_image(src)[0].mean(axis=2))
+    rc, err = _run(capsys, "deconv", grey, tmp_path / "d.png", "--psf", "disc:2", "--luminance")
+    assert rc == 2 and "--luminance applies to colour images" in err and not (tmp_path / "d.png").exists()
+    rc, err = _run(capsys, "blurmap", src, tmp_path / "m.npy", "--tau", "3")
+    assert rc == 2 and "--tau applies to --mask only" in err
+    rc, err = _run(capsys, "blurmap", src, tmp_path / "m.npy", "--window", "301")
+    assert rc == 2 and "smaller than the analysis window" in err and "fft_block" not in err
+    assert _run(capsys, "deconv", src, tmp_path / "m.png", "--psf", "motion:5")[0] == 0  # the angle defaults to 0

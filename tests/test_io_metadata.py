@@ -400,3 +400,21 @@ def test_api_exif_with_prefix_and_malformed(tmp_path, rgb):
 def _save(path, arr):
     Image.fromarray(arr).save(path)
     return path
+
+
+def test_tiff_orientation_tag_turns_pixels_upright(tmp_path):
+    """A TIFF's Orientation tag (274) was ignored: the output (which carries no tag)
+    showed rotated against the input (session 18's CLI review). Read upright now,
+    as JPEG and PNG EXIF orientations are."""
+    import tifffile
+
+    from gpudeblur.io import _upright, read_image
+
+    rng = np.random.default_rng(3)
+    stored = (rng.random((6, 9, 3)) * 255).astype(np.uint8)
+    for o in range(1, 9):
+        p = tmp_path / f"o{o}.tif"
+        tifffile.imwrite(p, stored, photometric="rgb", extratags=[(274, "H", 1, o, True)])
+        img, _ = read_image(p)
+        np.testing.assert_array_equal(np.rint(img * 255).astype(np.uint8), _upright(stored, o))
+        assert img.shape[:2] == ((9, 6) if o >= 5 else (6, 9))

@@ -52,7 +52,7 @@ def register(subparsers, parents) -> None:
         help="coherent labeling method; 'none' writes the raw global-maximum map",
     )
     p.add_argument("--vertical", action="store_true", help="use the vertical derivative")
-    p.add_argument("--tau", type=positive_float, default=2.0, help="in-focus threshold for --mask (pixels, 2)")
+    p.add_argument("--tau", type=positive_float, default=None, help="in-focus threshold for --mask (pixels, 2)")
     p.add_argument("--memory-budget", type=positive_int, default=None, metavar="BYTES",
                    help="working memory of the candidate stages (default: half the free GPU memory, 1 GiB on the CPU; the labeling has its own 4 GiB budget)")
     p.set_defaults(func=run)
@@ -112,20 +112,23 @@ class _StageBars:
 
 def run(args) -> int:
     from .._backend import get_backend  # noqa: PLC0415
-    from ..cli import check_distinct_outputs, check_output_path, say  # noqa: PLC0415
+    from ..cli import check_distinct_outputs, check_output_path, input_paths, say  # noqa: PLC0415
     from ..io import ARRAY_WRITE_EXTENSIONS, _atomic_write, read_image, write_array, write_image  # noqa: PLC0415
     from .estimator import BlurMapEstimator  # noqa: PLC0415
 
+    if args.tau is not None and not args.mask:
+        raise ValueError("--tau applies to --mask only (the in-focus threshold of the mask)")
+    ins = input_paths(args.input, psf=args.psf)  # a --psf calibration file is an input too
     ext = os.path.splitext(args.output)[1].lower()
-    out = check_output_path(args.input, args.output, args.overwrite,
+    out = check_output_path(ins, args.output, args.overwrite,
                             extensions=ARRAY_WRITE_EXTENSIONS + _PICTURE_EXT)  # what run() writes for each
     check_distinct_outputs({"OUT": out, "--mask": args.mask, "--candidates": args.candidates})
-    mask_out = check_output_path(args.input, args.mask, args.overwrite, kind="image", label="--mask") if args.mask else None
+    mask_out = check_output_path(ins, args.mask, args.overwrite, kind="image", label="--mask") if args.mask else None
     cand_out = None
     if args.candidates:
         if not args.candidates.lower().endswith(".npz"):
             raise ValueError(f"--candidates must end in .npz, got {args.candidates}")
-        cand_out = check_output_path(args.input, args.candidates, args.overwrite, kind=None, label="--candidates")
+        cand_out = check_output_path(ins, args.candidates, args.overwrite, kind=None, label="--candidates")
     labeling = None if args.labeling == "none" else args.labeling
     image, _meta = read_image(args.input)
     if image.ndim == 3 and image.shape[2] == 4:
@@ -142,7 +145,7 @@ def run(args) -> int:
         if mask_out:
             bars("segmentation", 0, 1)
             # exact min cut (PyMaxflow) on the CPU; the primal-dual solver on the GPU
-            mask, _ = est.segment(image, res.radius, candidates=res, tau=args.tau,
+            mask, _ = est.segment(image, res.radius, candidates=res, tau=2.0 if args.tau is None else args.tau,
                                   method="primal-dual" if be.name == "cuda" else "min-cut")
             bars("segmentation", 1, 1)
     finally:

@@ -214,8 +214,9 @@ class BlurMapEstimator:
         ``r`` step of the PSF samples that are fitted (0.1).
     labeling_kwargs : dict, optional
         Extra arguments of ``coherent_labeling`` (``lambda0``, ``sigma_lambda``, ...).
-    fft_block : int
-        Largest overlap-save FFT block side (512).
+    fft_block : int, optional
+        Largest overlap-save FFT block side (default 512, or the next power
+        of two ≥ 2 × ``window`` for a wider window).
     timings : bool
         Record device-synchronized stage times in ``info['timings']``.
     """
@@ -224,7 +225,7 @@ class BlurMapEstimator:
                  starts=range(1, 9), labeling: str | None = "primal-dual", vertical_derivative: bool = False,
                  memory_budget: int | None = None, backend=None, dtype=np.float32,
                  settings: SearchSettings | None = None, lut_step: float = 0.01, fit_degree: int = 20,
-                 sample_step: float = 0.1, labeling_kwargs: dict | None = None, fft_block: int = MAX_BLOCK,
+                 sample_step: float = 0.1, labeling_kwargs: dict | None = None, fft_block: int | None = None,
                  timings: bool = False, noise_floor: float = NOISE_FLOOR):
         self.bank: GaborBank = gabor_bank(window)
         self.window = self.bank.window
@@ -256,6 +257,8 @@ class BlurMapEstimator:
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
         self.settings = settings or SearchSettings()
         self.labeling_kwargs = dict(labeling_kwargs or {})
+        if fft_block is None:  # MAX_BLOCK, or the next power of two that holds a wide window
+            fft_block = max(MAX_BLOCK, 1 << (2 * self.window - 1).bit_length())
         if isinstance(fft_block, bool) or int(fft_block) < 2 * self.window:
             raise ValueError(f"fft_block must be an integer >= 2 * window ({2 * self.window}), got {fft_block!r}")
         self.fft_block = int(fft_block)
