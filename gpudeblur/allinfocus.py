@@ -45,9 +45,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._backend import Backend, array_module, as_backend_array, get_backend, is_cupy_array, to_output
+from ._backend import BACKEND_NAMES, Backend, array_module, as_backend_array, get_backend, is_cupy_array, to_output
 from ._validate import check_choice, check_image, check_positive, check_positive_int, join_alpha, split_alpha
-from .spatially_varying import (MAX_RADIUS_SIGMA, _family, check_radius_map, check_saturated, check_uncertainty,
+from .spatially_varying import (MAX_RADIUS_SIGMA, _check_family_psfs, _family, check_radius_map, check_saturated, check_uncertainty,
                                 deconvolve_fast_scaled, deconvolve_spatially_varying)
 
 __all__ = ["AllInFocus", "AllInFocusResult", "split_layers", "compose_layers", "in_focus_weight", "disc_equivalent",
@@ -997,8 +997,12 @@ def _check_blind_options(options) -> None:
 
 def family_function(family):
     """``r -> psf`` of a PSF family: ``'disc'``, ``'gaussian'``, a callable
-    (e.g. a :class:`gpudeblur.blurmap.PSFCalibration`)."""
-    return _family(family, "psf_family")
+    (e.g. a :class:`gpudeblur.blurmap.PSFCalibration`); a callable's PSFs are
+    checked once here (at r = 0 and 2), not at every use."""
+    fam = _family(family, "psf_family")
+    if fam is family and not isinstance(family, str):
+        _check_family_psfs(fam, "psf_family")
+    return fam
 
 
 def _second_moment(k) -> float:
@@ -1223,9 +1227,9 @@ class AllInFocus:
             raise ValueError("set the backend with AllInFocus(backend=...), not in estimator_options")
         if progress is not None and not callable(progress):
             raise ValueError(f"progress must be a callable (stage name -> None), got {progress!r}")
-        if backend is not None and not isinstance(backend, Backend):
-            if not isinstance(backend, str) or backend.lower() not in ("auto", "cuda", "cpu"):
-                raise ValueError(f"backend must be 'auto', 'cuda' or 'cpu', got {backend!r}")
+        if backend is not None and not isinstance(backend, Backend) and \
+                (not isinstance(backend, str) or backend.lower() not in BACKEND_NAMES):
+            raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKEND_NAMES)}")
         _check_blind_options(blind_options)
         # defaults are disc radii, converted once for another family (only those this mode uses)
         self._keep_default = _default_keep(psf_family) if (keep_in_focus is None and mode != "blind") else None

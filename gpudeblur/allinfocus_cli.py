@@ -145,30 +145,31 @@ def _read_map(path):
 
 
 #: The files ``--save-layers DIR`` receives in blind mode (written in :func:`run`).
-_LAYER_FILE = re.compile(r"labels\.npy|layer\d+\.png|kernel\d+\.npy")
+_LAYER_FILE = re.compile(r"labels\.npy|layer(\d+)\.png|kernel(\d+)\.npy")
 
 
-def _check_layers_folder(folder: str, outputs: dict, blind: bool, overwrite: bool, inputs=()) -> None:
-    """``--save-layers`` before any work: not the path of another output, and in
-    blind mode (the only one that writes there) none of the other outputs and
-    none of the ``inputs`` (even with ``overwrite``) is a file it writes, and
-    without ``overwrite`` it holds no layer files of an earlier run (the job
-    would fail only at its end)."""
+def _check_layers_folder(folder: str, outputs: dict, overwrite: bool, inputs=()) -> None:
+    """``--save-layers`` (blind mode) before any work: not the path of another
+    output, none of the other outputs and none of the ``inputs`` (even with
+    ``overwrite``) is a file it writes, and without ``overwrite`` it holds no
+    layer files of an earlier run (the job would fail only at its end)."""
     from .cli import _same_file  # noqa: PLC0415
 
-    for path in inputs:
-        if blind and _LAYER_FILE.fullmatch(os.path.basename(path)) and \
-                _same_file(os.path.dirname(os.path.abspath(path)), folder):
-            raise ValueError(f"input {path} is a file that --save-layers {folder} writes; choose another folder")
+    def written_there(path) -> bool:
+        return bool(_LAYER_FILE.fullmatch(os.path.basename(path))) and \
+            _same_file(os.path.dirname(os.path.abspath(path)), folder)
 
+    for path in inputs:
+        if written_there(path):
+            raise ValueError(f"input {path} is a file that --save-layers {folder} writes; choose another folder")
     for name, path in outputs.items():
         if not path:
             continue
         if _same_file(folder, path):
             raise ValueError(f"{name} {path} and --save-layers {folder} are the same path; choose different names")
-        if blind and _LAYER_FILE.fullmatch(os.path.basename(path)) and _same_file(os.path.dirname(os.path.abspath(path)), folder):
+        if written_there(path):
             raise ValueError(f"{name} {path} is a file that --save-layers {folder} writes; choose another name")
-    if blind and not overwrite and os.path.isdir(folder):
+    if not overwrite and os.path.isdir(folder):
         old = sorted(f for f in os.listdir(folder) if _LAYER_FILE.fullmatch(f))
         if old:
             shown = ", ".join(old[:3]) + (", ..." if len(old) > 3 else "")
@@ -182,20 +183,20 @@ def _remove_stale_layers(folder: str, n_layers: int, n_kernels: int, say, inputs
     remove the layer files of an earlier run with more layers, so the folder
     does not mix two runs (``layer5.png`` of a 6-layer run beside a 4-layer one).
     Only names this command writes (``layer7.png``, not ``layer07.png``), and
-    never one of this run's ``inputs`` (the image, ``--map``, ``--psf``)."""
+    never one of this run's ``inputs`` (also checked up front; this guards a
+    hard link under another name)."""
     from .cli import _same_file  # noqa: PLC0415
 
     written = {"labels.npy"} | {f"layer{i}.png" for i in range(n_layers)} | \
         {f"kernel{i}.npy" for i in range(1, n_kernels + 1)}
     stale = []
     for f in sorted(os.listdir(folder)):
-        m = re.fullmatch(r"layer(\d+)\.png|kernel(\d+)\.npy", f)
-        if not m or f in written:
+        m = _LAYER_FILE.fullmatch(f)
+        if not m or f in written:  # (labels.npy is always written)
             continue
         number = m.group(1) or m.group(2)
         path = os.path.join(folder, f)
-        if number != str(int(number)) or any(isinstance(p, (str, os.PathLike)) and os.path.exists(p)
-                                             and _same_file(path, p) for p in inputs):
+        if number != str(int(number)) or any(os.path.exists(p) and _same_file(path, p) for p in inputs):
             continue
         stale.append(f)
     for f in stale:
@@ -223,7 +224,7 @@ def run(args) -> int:
             raise ValueError("--save-layers applies to --mode blind only")
         check_output_folder(args.save_layers, "--save-layers")
         _check_layers_folder(args.save_layers, {"OUT": out, "--save-map": args.save_map, "--report": args.report},
-                             True, args.overwrite, ins)
+                             args.overwrite, ins)
     est_opts = {k: v for k, v in (("max_radius", args.max_radius), ("window", args.window), ("noise", args.noise))
                 if v is not None}
     estimate_only = list(est_opts) + (["map_scale"] if args.map_scale is not None else [])
@@ -281,15 +282,13 @@ def run(args) -> int:
         else:
             write_array(args.save_map, res.radius_map, overwrite=args.overwrite)
     if args.save_layers:  # blind mode (checked above): there are layers
-        if res.layer_labels is not None:
-            os.makedirs(args.save_layers, exist_ok=True)
-            write_array(os.path.join(args.save_layers, "labels.npy"), res.layer_labels, overwrite=args.overwrite)
-            for i, u in enumerate(res.layers):
-                write_image(os.path.join(args.save_layers, f"layer{i}.png"), np.clip(u, 0, 1), meta, overwrite=args.overwrite, bit_depth=8)
-            for i, k in enumerate(res.kernels, start=1):
-                write_array(os.path.join(args.save_layers, f"kernel{i}.npy"), k, overwrite=args.overwrite)
-            _remove_stale_layers(args.save_layers, len(res.layers), len(res.kernels), say,
-                                 inputs=(args.input, args.map, args.psf))
+        os.makedirs(args.save_layers, exist_ok=True)
+        write_array(os.path.join(args.save_layers, "labels.npy"), res.layer_labels, overwrite=args.overwrite)
+        for i, u in enumerate(res.layers):
+            write_image(os.path.join(args.save_layers, f"layer{i}.png"), np.clip(u, 0, 1), meta, overwrite=args.overwrite, bit_depth=8)
+        for i, k in enumerate(res.kernels, start=1):
+            write_array(os.path.join(args.save_layers, f"kernel{i}.npy"), k, overwrite=args.overwrite)
+        _remove_stale_layers(args.save_layers, len(res.layers), len(res.kernels), say, inputs=ins)
     if args.report:
         rep = res.report()
         rep["input"] = os.path.abspath(args.input)

@@ -789,9 +789,13 @@ def _family(family, name="PSF family"):
     if isinstance(fam, str) or not callable(fam):
         raise ValueError(f"unknown {name} {family!r}; expected 'disc', 'gaussian', a callable r -> psf "
                          "or a PSFCalibration")
-    if fam is not family or isinstance(family, str):
-        return fam
-    for r in (0.0, 2.0):  # a user's callable: what it returns is checked once, here, in one line
+    return fam
+
+
+def _check_family_psfs(fam, name="PSF family") -> None:
+    """A user's ``r -> psf`` callable returns 2-D, finite, non-negative PSFs with a
+    positive sum (tried at r = 0 and 2); else a one-line ``ValueError`` naming it."""
+    for r in (0.0, 2.0):
         try:
             k = np.asarray(fam(r), dtype=np.float64)
         except Exception as exc:  # noqa: BLE001  (any failure of the user's function, named)
@@ -800,7 +804,6 @@ def _family(family, name="PSF family"):
             raise ValueError(f"{name}({r}) must return a 2-D PSF array, got shape {k.shape}")
         if not np.isfinite(k).all() or (k < 0).any() or not k.sum() > 0:
             raise ValueError(f"{name}({r}) must return a finite, non-negative PSF with a positive sum")
-    return fam
 
 
 _FAST_LAM = 0.015
