@@ -79,6 +79,9 @@ STEPS = [
     # foundation: deconvolution methods on the GPU, with the RL roofline breakdown
     ("deconv", ["bench/bench_deconv.py", "--backends", "cuda", "--sizes", "512,2048,4096", "--no-reference",
                 "--out", "{out}"], 180, "bench_deconv"),
+    # where the labeling's time goes: phases of one 12 MP tile and its kernels against their byte floor
+    ("labeling-profile", ["bench/profile_labeling.py", "--backend", "cuda", "--out", "{out}"], 120,
+     "profile_labeling"),
     # labeling energies and times (primal-dual on the GPU against the CPU references)
     # (250²: the CPU references, alpha-expansion and the exact multi-label cut, take minutes at 500²)
     ("labeling", ["bench/bench_labeling.py", "--sizes", "250", "--backends", "cpu", "cuda", "--out", "{out}"], 150,
