@@ -148,7 +148,7 @@ def bench_size(S, L_step, backends, methods, exact_max_mpix, max_iter, tol, seg,
                 f"gap {info.get('gap')}, MAE {err:.4f} (top-1 {top1_err:.4f})")
             results.append(res)
         if seg:
-            rm = xp.asarray(true + np.random.default_rng(1).normal(0, 0.8, true.shape).clip(-8, 8))
+            rm = xp.asarray(np.clip(true + np.random.default_rng(1).normal(0, 0.8, true.shape), 0, 8))
             for m in ("min-cut", "primal-dual"):
                 if m == "min-cut" and bname != "cpu":
                     continue

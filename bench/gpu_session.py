@@ -53,6 +53,9 @@ STEPS = [
     # ('auto') is CUDA on a GPU machine; the rest of the suite is the last step
     ("tests-cuda", ["-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-k", "cuda or test_allinfocus", "tests"],
      240, None),
+    # the labeling's CUDA kernels against their Numba twins, and the blur-map tests on the GPU
+    ("tests-labeling", ["-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-k", "cuda",
+                        "tests/test_labeling.py", "tests/test_blurmap.py"], 150, None),
     # #3: blur map per stage, 500² (goal ≤ 0.5 s) and 12 MP (goal ≤ 5 s), with labeling
     ("blurmap-500", ["bench/bench_blurmap.py", "--backend", "cuda", "--skip-fig8", "--skip-cuhk", "--timing-size", "500",
                      "--time-labeling", "--peak-memory", "--out", "{out}"], 120, "bench_blurmap"),

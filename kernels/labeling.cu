@@ -24,21 +24,33 @@ __global__ void lifted_dual_kernel(const T* ubar, T* p, const T* W, const T* del
     gd::lifted_dual_at(ubar, p, W, delta, k, i, j, K, M, N, E, sigma);
 }
 
-// grid: (ceil(N/32), ceil(M/8)) with blocks (32, 8); one thread per pixel.
+// grid: (ceil(N/bx), ceil(M/by)), blocks (bx, by); one thread per pixel.
+// shared_stack = 1: the PAVA stacks live in dynamic shared memory, 2 * K * bx
+// * by values of T (the launch's shared_mem); 0: in scratch / ubar (any K).
 template <typename T>
 __global__ void lifted_primal_fused_kernel(T* u, T* ubar, T* scratch, const T* c, const T* p, const T* tau, T* lb,
-                                           int K, int M, int N, int E) {
+                                           int K, int M, int N, int E, int shared_stack) {
+    extern __shared__ __align__(16) unsigned char gd_labeling_smem[];
     int j = blockIdx.x * blockDim.x + threadIdx.x;
     int i = blockIdx.y * blockDim.y + threadIdx.y;
     if (i >= M || j >= N) return;
     long long x = (long long)i * N + j;
-    gd::lifted_primal_fused_at(u, ubar, scratch, c, p, i, j, K, M, N, E, tau[x], lb + x);
+    if (shared_stack) {
+        const int nt = blockDim.x * blockDim.y;
+        const int t = threadIdx.y * blockDim.x + threadIdx.x;
+        T* s = reinterpret_cast<T*>(gd_labeling_smem);
+        gd::lifted_primal_fused_at(u, ubar, c, p, i, j, K, M, N, E, tau[x], lb + x, s + t, s + (long long)nt * K + t,
+                                   (long long)nt);
+    } else {
+        gd::lifted_primal_fused_at(u, ubar, c, p, i, j, K, M, N, E, tau[x], lb + x, scratch + x, ubar + x,
+                                   (long long)M * N);
+    }
 }
 
 #define GD_INSTANTIATE_LABELING(T)                                                                       \
     template __global__ void lifted_primal_kernel<T>(T*, T*, T*, const T*, long long, int);              \
     template __global__ void lifted_dual_kernel<T>(const T*, T*, const T*, const T*, int, int, int, int, T); \
     template __global__ void lifted_primal_fused_kernel<T>(T*, T*, T*, const T*, const T*, const T*, T*, int, int, \
-                                                           int, int);
+                                                           int, int, int);
 GD_INSTANTIATE_LABELING(float)
 GD_INSTANTIATE_LABELING(double)

@@ -101,11 +101,20 @@ GD_HD void lifted_dual_at(const T* ubar, T* p, const T* W, const T* delta, int k
 //     G_k = c_k - sum_d p[d, k, x] + sum_d p[d, k, x - off_d],
 // and the pixel's term of the dual bound written to *lb:
 //     min(0, min_k sum_{j <= k} G_j).
-// u, ubar, scratch, c: (K, M, N); p: (E, K, M, N). scratch holds the PAVA
-// block sums, ubar the block sizes (then 2 u_new - u_old).
+// u, ubar, c: (K, M, N); p: (E, K, M, N); ubar gets 2 u_new - u_old.
+// The PAVA stack (block sums ssum[b * sstride], block sizes ssize[b *
+// sstride], b < K) is the caller's: on the GPU a slice of shared memory
+// (sstride = threads per block), because the stack depth differs between
+// the threads of a warp and global-memory stacks then cost one memory
+// transaction per thread (measured 28x the kernel's byte floor on an H200);
+// for a K too large for shared memory, ssum = scratch + x and ssize = ubar +
+// x with sstride = M * N (every size is read before ubar's entry is
+// overwritten: block b starts at label step >= b). The write-out walks the
+// label steps from K-1 down, one per loop trip, so the threads of a warp
+// stay on the same k and their u / ubar accesses coalesce.
 template <typename T>
-GD_HD void lifted_primal_fused_at(T* u, T* ubar, T* scratch, const T* c, const T* p, int i, int j, int K, int M,
-                                  int N, int E, T tau, T* lb) {
+GD_HD void lifted_primal_fused_at(T* u, T* ubar, const T* c, const T* p, int i, int j, int K, int M, int N, int E,
+                                  T tau, T* lb, T* ssum, T* ssize, long long sstride) {
     const long long plane = (long long)M * N;
     const long long x = (long long)i * N + j;
     int nb = 0;
@@ -124,29 +133,30 @@ GD_HD void lifted_primal_fused_at(T* u, T* ubar, T* scratch, const T* c, const T
         minpref = gd_min(minpref, prefix);
         T val = u[(long long)k * plane + x] - tau * G;
         T w = T(1);
-        while (nb > 0 && scratch[(long long)(nb - 1) * plane + x] * w < val * ubar[(long long)(nb - 1) * plane + x]) {
-            val += scratch[(long long)(nb - 1) * plane + x];
-            w += ubar[(long long)(nb - 1) * plane + x];
+        while (nb > 0 && ssum[(long long)(nb - 1) * sstride] * w < val * ssize[(long long)(nb - 1) * sstride]) {
+            val += ssum[(long long)(nb - 1) * sstride];
+            w += ssize[(long long)(nb - 1) * sstride];
             --nb;
         }
-        scratch[(long long)nb * plane + x] = val;
-        ubar[(long long)nb * plane + x] = w;
+        ssum[(long long)nb * sstride] = val;
+        ssize[(long long)nb * sstride] = w;
         ++nb;
     }
     *lb = minpref;
-    int k = K;
-    for (int b = nb - 1; b >= 0; --b) {
-        const T wb = ubar[(long long)b * plane + x];
-        T val = scratch[(long long)b * plane + x] / wb;
-        const int w = (int)wb;
-        val = gd_min(gd_max(val, T(0)), T(1));
-        for (int q = 0; q < w; ++q) {
-            --k;
-            const long long o = (long long)k * plane + x;
-            const T old = u[o];
-            u[o] = val;
-            ubar[o] = T(2) * val - old;
+    int b = nb - 1, left = 0;
+    T val = T(0);
+    for (int k = K - 1; k >= 0; --k) {
+        if (left == 0) {
+            const T wb = ssize[(long long)b * sstride];
+            val = gd_min(gd_max(ssum[(long long)b * sstride] / wb, T(0)), T(1));
+            left = (int)wb;
+            --b;
         }
+        const long long o = (long long)k * plane + x;
+        const T old = u[o];
+        u[o] = val;
+        ubar[o] = T(2) * val - old;
+        --left;
     }
 }
 

@@ -97,3 +97,23 @@ def test_runner_keeps_its_summary_when_killed(gpu_session, tmp_path):
     status = {r["step"]: r["status"] for r in json.loads((tmp_path / "summary.json").read_text())["steps"]}
     assert status == {"quick": "ok", "long": "interrupted (SIGTERM)"}
     assert "| quick | ok |" in (tmp_path / "summary.md").read_text()
+
+
+def test_labeling_bench_and_profile_run_small(monkeypatch, tmp_path):
+    """The labeling bench (with its segmentation part) and the labeling profile run end to
+    end on a small CPU problem: a GPU step must not be the first to run their code (session
+    19's GPU call found bench_labeling's segmentation map refused for negative radii)."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    bl = importlib.import_module("bench_labeling")
+    results, rows = bl.bench_size(24, 0.5, ["cpu"], ["primal-dual"], 0.0, 50, 1e-2, True)
+    methods = [r["method"] for r in results]
+    assert "segment primal-dual" in methods and "primal-dual" in methods
+    assert all(r["time_s"] >= 0 for r in results) and len(rows) == len(results)
+    prof = importlib.import_module("profile_labeling")
+    assert prof.main(["--backend", "cpu", "--size", "40", "--problem", "planted", "--repeats", "2",
+                      "--out", str(tmp_path)]) == 0
+    (js,) = tmp_path.glob("labeling-profile-40-*.json")
+    payload = json.loads(js.read_text())
+    solves = [p for p in payload["phases"] if p["phase"] == "_primal_dual"]
+    assert solves and all(p["iterations"] > 0 for p in solves)
+    assert {"lifted_dual", "lifted_primal_fused"} <= set(payload["kernels"])

@@ -15,12 +15,21 @@
             for (int i = 0; i < M; ++i)                                                              \
                 for (int j = 0; j < N; ++j) gd::lifted_dual_at(ubar, p, W, delta, k, i, j, K, M, N, E, sigma); \
     }                                                                                                \
+    /* stack = 0: PAVA stacks in scratch / ubar (the kernel's fallback); 1: separate per-pixel */      \
+    /* buffers (the kernel's shared-memory path; `stack_buf` holds 2 K values) */                        \
     extern "C" void lifted_primal_fused_##S(T* u, T* ubar, T* scratch, const T* c, const T* p, const T* tau, \
-                                            T* lb, int K, int M, int N, int E) {                     \
+                                            T* lb, int K, int M, int N, int E, int stack, T* stack_buf) { \
+        const long long plane = (long long)M * N;                                                    \
         for (int i = 0; i < M; ++i)                                                                  \
-            for (int j = 0; j < N; ++j)                                                              \
-                gd::lifted_primal_fused_at(u, ubar, scratch, c, p, i, j, K, M, N, E, tau[(long long)i * N + j], \
-                                           lb + (long long)i * N + j);                               \
+            for (int j = 0; j < N; ++j) {                                                            \
+                const long long x = (long long)i * N + j;                                            \
+                if (stack)                                                                           \
+                    gd::lifted_primal_fused_at(u, ubar, c, p, i, j, K, M, N, E, tau[x], lb + x, stack_buf, \
+                                               stack_buf + K, 1LL);                                  \
+                else                                                                                 \
+                    gd::lifted_primal_fused_at(u, ubar, c, p, i, j, K, M, N, E, tau[x], lb + x, scratch + x, \
+                                               ubar + x, plane);                                     \
+            }                                                                                        \
     }
 
 SHIM(float, f32)
