@@ -157,16 +157,13 @@ def profile(size, problem, be, dtype, repeats):
     sync = be.synchronize
     td, _ = time_call(lambda: lb._lifted_dual(be, ubar, P, W, delta, t(0.05)), sync, repeats=repeats)
     variants = [("lifted_primal_fused", None)]
-    if be.name == "cuda":  # the PAVA stacks: shared memory at each block size, and global memory
-        variants += [(f"lifted_primal_fused, {nt} threads", nt) for nt in (32, 64, 128)
-                     if lb._fused_launch(K, np.dtype(dtype).itemsize, nt)[1] > 0]
-        variants += [("lifted_primal_fused, stacks in global memory", 0)]
+    if be.name == "cuda":  # the kernel's two variants
+        variants = [("lifted_primal_fused, prefetch", True), ("lifted_primal_fused, no prefetch", False)]
     tps = []
-    for name, nt in variants:
-        tm, _ = time_call(lambda nt=nt: lb._lifted_primal_fused(be, u, ubar, scratch, c, P, tau, lbpix, threads=nt),
+    for name, pf in variants:
+        tm, _ = time_call(lambda pf=pf: lb._lifted_primal_fused(be, u, ubar, scratch, c, P, tau, lbpix, prefetch=pf),
                           sync, repeats=repeats)
-        block, smem = lb._fused_launch(K, np.dtype(dtype).itemsize, nt) if be.name == "cuda" else (None, 0)
-        tps.append((f"{name} (block {block}, {smem} B shared)" if block else name, tm))
+        tps.append((name, tm))
     th, _ = time_call(lambda: (u > t(0.5)).sum(axis=0).astype(np.int32), sync, repeats=repeats)
     bw = copy_bandwidth(xp, sync) * 1e9  # B/s
     bd, bp = kernel_bytes(K, M * N, E, np.dtype(dtype).itemsize)

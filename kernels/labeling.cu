@@ -24,27 +24,22 @@ __global__ void lifted_dual_kernel(const T* ubar, T* p, const T* W, const T* del
     gd::lifted_dual_at(ubar, p, W, delta, k, i, j, K, M, N, E, sigma);
 }
 
-// grid: (ceil(N/bx), ceil(M/by)), blocks (bx, by); one thread per pixel.
-// shared_stack = 1: the PAVA stacks live in dynamic shared memory, 2 * K * bx
-// * by values of T (the launch's shared_mem); 0: in scratch / ubar (any K).
+// grid: (ceil(N/32), ceil(M/8)) with blocks (32, 8); one thread per pixel.
+// The PAVA stacks live in scratch (block sums) and ubar (block sizes);
+// prefetch: load the next label step's inputs ahead (same result).
 template <typename T>
 __global__ void lifted_primal_fused_kernel(T* u, T* ubar, T* scratch, const T* c, const T* p, const T* tau, T* lb,
-                                           int K, int M, int N, int E, int shared_stack) {
-    extern __shared__ __align__(16) unsigned char gd_labeling_smem[];
+                                           int K, int M, int N, int E, int prefetch) {
     int j = blockIdx.x * blockDim.x + threadIdx.x;
     int i = blockIdx.y * blockDim.y + threadIdx.y;
     if (i >= M || j >= N) return;
     long long x = (long long)i * N + j;
-    if (shared_stack) {
-        const int nt = blockDim.x * blockDim.y;
-        const int t = threadIdx.y * blockDim.x + threadIdx.x;
-        T* s = reinterpret_cast<T*>(gd_labeling_smem);
-        gd::lifted_primal_fused_at(u, ubar, c, p, i, j, K, M, N, E, tau[x], lb + x, s + t, s + (long long)nt * K + t,
-                                   (long long)nt);
-    } else {
-        gd::lifted_primal_fused_at(u, ubar, c, p, i, j, K, M, N, E, tau[x], lb + x, scratch + x, ubar + x,
-                                   (long long)M * N);
-    }
+    if (prefetch)
+        gd::lifted_primal_fused_at<T, true>(u, ubar, c, p, i, j, K, M, N, E, tau[x], lb + x, scratch + x, ubar + x,
+                                            (long long)M * N);
+    else
+        gd::lifted_primal_fused_at<T, false>(u, ubar, c, p, i, j, K, M, N, E, tau[x], lb + x, scratch + x, ubar + x,
+                                             (long long)M * N);
 }
 
 #define GD_INSTANTIATE_LABELING(T)                                                                       \

@@ -96,6 +96,27 @@ GD_HD void lifted_dual_at(const T* ubar, T* p, const T* W, const T* delta, int k
     }
 }
 
+// One label step's inputs of the fused primal step at pixel x = (i, j):
+// c_k, u_k, the pixel's own edge duals pa[d] = p[d, k, x] and the incoming
+// ones pb[d] = p[d, k, x - off_d] (0 outside the image), d < E <= 4.
+template <typename T>
+GD_HD void fused_inputs(const T* u, const T* c, const T* p, int k, int i, int j, int K, int N, int E,
+                        long long plane, long long x, T* cv, T* uv, T* pa, T* pb) {
+    *cv = c[(long long)k * plane + x];
+    *uv = u[(long long)k * plane + x];
+#pragma unroll
+    for (int d = 0; d < 4; ++d) {  // a constant trip count keeps pa, pb in registers
+        if (d < E) {
+            int di, dj;
+            edge_offset(d, &di, &dj);
+            const long long base = ((long long)d * K + k) * plane;
+            pa[d] = p[base + x];
+            const int i0 = i - di, j0 = j - dj;
+            pb[d] = (i0 >= 0 && j0 >= 0 && j0 < N) ? p[base + (long long)i0 * N + j0] : T(0);
+        }
+    }
+}
+
 // Fused primal step of pixel (i, j): the same projection as
 // lifted_primal_at, with G = c + K^T p computed on the fly,
 //     G_k = c_k - sum_d p[d, k, x] + sum_d p[d, k, x - off_d],
@@ -103,46 +124,65 @@ GD_HD void lifted_dual_at(const T* ubar, T* p, const T* W, const T* delta, int k
 //     min(0, min_k sum_{j <= k} G_j).
 // u, ubar, c: (K, M, N); p: (E, K, M, N); ubar gets 2 u_new - u_old.
 // The PAVA stack (block sums ssum[b * sstride], block sizes ssize[b *
-// sstride], b < K) is the caller's: on the GPU a slice of shared memory
-// (sstride = threads per block), because the stack depth differs between
-// the threads of a warp and global-memory stacks then cost one memory
-// transaction per thread (measured 28x the kernel's byte floor on an H200);
-// for a K too large for shared memory, ssum = scratch + x and ssize = ubar +
-// x with sstride = M * N (every size is read before ubar's entry is
-// overwritten: block b starts at label step >= b). The write-out walks the
-// label steps from K-1 down, one per loop trip, so the threads of a warp
-// stay on the same k and their u / ubar accesses coalesce.
-template <typename T>
+// sstride], b < K) is the caller's memory; the kernel passes ssum = scratch
+// + x and ssize = ubar + x with sstride = M * N (every size is read before
+// ubar's entry is overwritten: block b starts at label step >= b). The top
+// block stays in registers (ts, tw): the merge test, on the critical path,
+// reads no memory, and a block read back from memory is not written again.
+// The write-out walks the label steps from K-1 down, one per loop trip, so
+// the threads of a warp stay on the same k and their u / ubar accesses
+// coalesce (with nested per-block loops the H200 took 28x the byte floor).
+// Prefetch: the next label step's inputs are loaded before this step's
+// merges, so their latency overlaps them. The arithmetic, hence the result,
+// is the same with and without it, and the same as the Numba twin's.
+template <typename T, bool Prefetch>
 GD_HD void lifted_primal_fused_at(T* u, T* ubar, const T* c, const T* p, int i, int j, int K, int M, int N, int E,
                                   T tau, T* lb, T* ssum, T* ssize, long long sstride) {
     const long long plane = (long long)M * N;
     const long long x = (long long)i * N + j;
-    int nb = 0;
+    int nb = 0;             // blocks on the stack: the top one in (ts, tw), the others in memory at 0..nb-2
+    T ts = T(0), tw = T(0);
+    bool top_stored = false;  // the top block is also in memory at nb-1 (read back after a merge)
     T prefix = T(0), minpref = T(0);
+    T cv, uv, pa[4], pb[4];
+    if (Prefetch) fused_inputs(u, c, p, 0, i, j, K, N, E, plane, x, &cv, &uv, pa, pb);
     for (int k = 0; k < K; ++k) {
-        T G = c[(long long)k * plane + x];
-        for (int d = 0; d < E; ++d) {
-            int di, dj;
-            edge_offset(d, &di, &dj);
-            const long long base = ((long long)d * K + k) * plane;
-            G -= p[base + x];
-            const int i0 = i - di, j0 = j - dj;
-            if (i0 >= 0 && j0 >= 0 && j0 < N) G += p[base + (long long)i0 * N + j0];
+        if (!Prefetch) fused_inputs(u, c, p, k, i, j, K, N, E, plane, x, &cv, &uv, pa, pb);
+        T G = cv;
+#pragma unroll
+        for (int d = 0; d < 4; ++d) {
+            if (d < E) {
+                G -= pa[d];
+                G += pb[d];
+            }
         }
+        T val = uv - tau * G;
+        if (Prefetch && k + 1 < K) fused_inputs(u, c, p, k + 1, i, j, K, N, E, plane, x, &cv, &uv, pa, pb);
         prefix += G;
         minpref = gd_min(minpref, prefix);
-        T val = u[(long long)k * plane + x] - tau * G;
         T w = T(1);
-        while (nb > 0 && ssum[(long long)(nb - 1) * sstride] * w < val * ssize[(long long)(nb - 1) * sstride]) {
-            val += ssum[(long long)(nb - 1) * sstride];
-            w += ssize[(long long)(nb - 1) * sstride];
+        while (nb > 0 && ts * w < val * tw) {
+            val += ts;
+            w += tw;
             --nb;
+            if (nb > 0) {
+                ts = ssum[(long long)(nb - 1) * sstride];
+                tw = ssize[(long long)(nb - 1) * sstride];
+                top_stored = true;
+            }
         }
-        ssum[(long long)nb * sstride] = val;
-        ssize[(long long)nb * sstride] = w;
+        if (nb > 0 && !top_stored) {
+            ssum[(long long)(nb - 1) * sstride] = ts;
+            ssize[(long long)(nb - 1) * sstride] = tw;
+        }
+        ts = val;
+        tw = w;
+        top_stored = false;
         ++nb;
     }
     *lb = minpref;
+    ssum[(long long)(nb - 1) * sstride] = ts;
+    ssize[(long long)(nb - 1) * sstride] = tw;
     int b = nb - 1, left = 0;
     T val = T(0);
     for (int k = K - 1; k >= 0; --k) {

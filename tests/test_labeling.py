@@ -479,8 +479,8 @@ def test_fused_kernels_match_host_build_and_array_code(dtype, host_build_dir):
     uref = np.stack([_iso_project_reference(v[:, i, j]) for i in range(M) for j in range(N)], axis=1).reshape(K, M, N)
     outs = []
     # the host build runs both PAVA stack layouts of the CUDA kernel: in scratch / ubar
-    # (global memory) and in a separate buffer (the kernel's shared memory)
-    for impl in ("numba", "host-global", "host-stack"):
+    # (as the kernel) and in a separate buffer, with and without the prefetch
+    for impl in ("numba", "host-global", "host-stack", "host-prefetch"):
         u1, b1, s1, l1 = u.copy(), np.empty_like(u), np.empty_like(u), np.empty((M, N), dtype)
         if impl == "numba":
             u1, b1 = _pm(u1), _pm(b1)
@@ -488,17 +488,19 @@ def test_fused_kernels_match_host_build_and_array_code(dtype, host_build_dir):
             u1, b1 = _lm(u1), _lm(b1)
         else:
             fp = getattr(lib, f"lifted_primal_fused_{S}")
-            fp.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int] * 5 + [ctypes.c_void_p]
+            fp.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int] * 5 + [ctypes.c_void_p, ctypes.c_int]
             stack = np.full(2 * K, np.nan, dtype)
             fp(ptr(u1), ptr(b1), ptr(s1), ptr(c), ptr(P1), ptr(tau), ptr(l1), K, M, N, E, int(impl == "host-stack"),
-               ptr(stack))
+               ptr(stack), int(impl == "host-prefetch"))
         np.testing.assert_allclose(u1, uref, atol=10 * tol)
         np.testing.assert_allclose(b1, 2 * uref - u, atol=20 * tol)
         np.testing.assert_allclose(l1, lb_ref, atol=10 * tol)
         outs.append((u1, b1, l1))
-    for a, b, g in zip(*outs):
+    for a, b, g, f in zip(*outs):
         assert np.max(np.abs(a - b)) <= 8 * np.finfo(dtype).eps
-        np.testing.assert_array_equal(b, g)  # the same arithmetic, whichever memory holds the stack
+        # the same arithmetic, whichever memory holds the stack, with or without the prefetch
+        np.testing.assert_array_equal(b, g)
+        np.testing.assert_array_equal(b, f)
 
 
 def test_fused_and_array_code_iterates_agree():
@@ -516,7 +518,7 @@ def test_fused_and_array_code_iterates_agree():
     assert a[1]["lower_bound"] == pytest.approx(b[1]["lower_bound"], rel=1e-5)
 
 
-@pytest.mark.parametrize("K", [7, 80])  # 80: the blur map's 81 labels (shared-memory stacks, 64 / 32 threads)
+@pytest.mark.parametrize("K", [7, 80])  # 80: the blur map's 81 labels
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cuda_labeling_kernels_equal_numba_twins(backend, dtype, K):
     if backend.name != "cuda":
@@ -541,15 +543,15 @@ def test_cuda_labeling_kernels_equal_numba_twins(backend, dtype, K):
     _numba_labeling.lifted_dual(_pm(ubar), P, W, delta, dtype(0.7))
     P = _lm(P)
     assert np.max(np.abs(to_host(Pg) - P)) <= 4 * eps
-    # fused primal, PAVA stacks in shared memory (default and 32 threads) and in global memory (0)
+    # fused primal, both variants of the kernel (with and without the prefetch)
     u1, b1, l1 = _pm(u), _pm(ubar), np.empty((M, N), dtype)
     _numba_labeling.lifted_primal_fused(u1, b1, _pm(u), _pm(c), _pm(P), tau, l1)
     u1, b1 = _lm(u1), _lm(b1)
-    for threads in (None, 32, 0):
+    for prefetch in (True, False):
         g = [xp.asarray(a) for a in (u, ubar, np.empty_like(u), c, P, tau)] + [xp.empty((M, N), dtype=dtype)]
-        lb._lifted_primal_fused(backend, *g, threads=threads)
+        lb._lifted_primal_fused(backend, *g, prefetch=prefetch)
         for a, b in ((g[0], u1), (g[1], b1), (g[6], l1)):
-            assert np.max(np.abs(to_host(a) - b)) <= 16 * eps, threads
+            assert np.max(np.abs(to_host(a) - b)) <= 16 * eps, prefetch
     # standalone projection
     G = rng.normal(0, 2, (K, M, N)).astype(dtype)
     g2 = [xp.asarray(a) for a in (u, G, np.empty_like(u), tau)]
@@ -798,18 +800,3 @@ def test_tiled_labeling_close_to_untiled(backend):
                                          memory_budget=10**9)
     assert "tiles" not in info_a
     np.testing.assert_array_equal(to_host(again), to_host(full))
-
-
-def test_fused_launch_fits_the_stacks_in_shared_memory():
-    """The fused primal kernel's launch: the largest block whose PAVA stacks (2 K values per
-    thread) fit the shared-memory limit, else the global-memory stacks (any K)."""
-    assert lb._fused_launch(80, 4) == ((32, 2, 1), 2 * 80 * 64 * 4)  # 81 labels, float32: 64 threads
-    assert lb._fused_launch(16, 4) == ((32, 4, 1), 2 * 16 * 128 * 4)  # coarse label level: 128
-    assert lb._fused_launch(80, 8) == ((32, 1, 1), 2 * 80 * 32 * 8)
-    assert lb._fused_launch(200, 8) == ((32, 8, 1), 0)  # too deep for shared memory: global stacks
-    assert lb._fused_launch(80, 4, threads=0) == ((32, 8, 1), 0)
-    for K in (1, 7, 80, 191, 192, 500):
-        for itemsize in (4, 8):
-            block, smem = lb._fused_launch(K, itemsize)
-            assert smem <= lb._FUSED_SHARED_LIMIT
-            assert smem == 0 or smem == 2 * K * block[0] * block[1] * itemsize

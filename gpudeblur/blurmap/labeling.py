@@ -618,39 +618,25 @@ def _lifted_dual(be: Backend, ubar, P, W, delta, sigma):
         _numba_labeling.lifted_dual(_pixel_major(ubar), _pixel_major(P), W, delta, P.dtype.type(sigma))
 
 
-#: Shared memory a launch of ``lifted_primal_fused_kernel`` may ask for
-#: without opting in (bytes): the PAVA stacks of its threads, 2 K values each.
-_FUSED_SHARED_LIMIT = 48 * 1024
-#: Threads per block of the fused primal kernel, tried largest first; the
-#: largest whose stacks fit :data:`_FUSED_SHARED_LIMIT` is used.
-_FUSED_THREADS = (128, 64, 32)
+#: The fused primal kernel loads the next label step's inputs while it merges
+#: this step's PAVA blocks (same result either way).
+_FUSED_PREFETCH = True
 
 
-def _fused_launch(K: int, itemsize: int, threads=None):
-    """``(block, shared_mem_bytes)`` of the fused primal kernel; ``shared_mem`` 0: stacks in global memory.
+def _lifted_primal_fused(be: Backend, u, ubar, scratch, c, P, tau, lb, prefetch=None):
+    """Custom kernel: primal step with ``G = c + K^T p`` on the fly; per-pixel dual bound in ``lb``.
 
-    ``threads``: force a block size (a multiple of 32), or 0 for the
-    global-memory stacks (for profiling, :mod:`bench.profile_labeling`).
+    ``prefetch``: the CUDA kernel's variant (default :data:`_FUSED_PREFETCH`;
+    for :mod:`bench.profile_labeling`); the Numba twin has one.
     """
-    choices = _FUSED_THREADS if threads is None else (threads,)
-    for nt in choices:
-        smem = 2 * K * nt * itemsize
-        if nt > 0 and smem <= _FUSED_SHARED_LIMIT:
-            return (32, nt // 32, 1), smem
-    return (32, 8, 1), 0
-
-
-def _lifted_primal_fused(be: Backend, u, ubar, scratch, c, P, tau, lb, threads=None):
-    """Custom kernel: primal step with ``G = c + K^T p`` on the fly; per-pixel dual bound in ``lb``."""
     if be.name == "cuda":
         from .._kernels import cuda_function  # noqa: PLC0415
 
         E, K, M, N = P.shape
-        block, smem = _fused_launch(K, u.dtype.itemsize, threads)
+        prefetch = _FUSED_PREFETCH if prefetch is None else bool(prefetch)
         f = cuda_function(be, "labeling.cu", "lifted_primal_fused_kernel", u.dtype)
-        f(((N + block[0] - 1) // block[0], (M + block[1] - 1) // block[1], 1), block,
-          (u, ubar, scratch, c, P, tau, lb, np.int32(K), np.int32(M), np.int32(N), np.int32(E), np.int32(smem > 0)),
-          shared_mem=smem)
+        f(((N + 31) // 32, (M + 7) // 8, 1), (32, 8, 1),
+          (u, ubar, scratch, c, P, tau, lb, np.int32(K), np.int32(M), np.int32(N), np.int32(E), np.int32(prefetch)))
     else:
         from . import _numba_labeling  # noqa: PLC0415
 

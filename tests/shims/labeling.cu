@@ -15,20 +15,22 @@
             for (int i = 0; i < M; ++i)                                                              \
                 for (int j = 0; j < N; ++j) gd::lifted_dual_at(ubar, p, W, delta, k, i, j, K, M, N, E, sigma); \
     }                                                                                                \
-    /* stack = 0: PAVA stacks in scratch / ubar (the kernel's fallback); 1: separate per-pixel */      \
-    /* buffers (the kernel's shared-memory path; `stack_buf` holds 2 K values) */                        \
+    /* stack = 0: PAVA stacks in scratch / ubar (as the kernel); 1: a separate per-pixel buffer */    \
+    /* `stack_buf` of 2 K values; prefetch as the kernel's flag */                                       \
     extern "C" void lifted_primal_fused_##S(T* u, T* ubar, T* scratch, const T* c, const T* p, const T* tau, \
-                                            T* lb, int K, int M, int N, int E, int stack, T* stack_buf) { \
+                                            T* lb, int K, int M, int N, int E, int stack, T* stack_buf,  \
+                                            int prefetch) {                                          \
         const long long plane = (long long)M * N;                                                    \
         for (int i = 0; i < M; ++i)                                                                  \
             for (int j = 0; j < N; ++j) {                                                            \
                 const long long x = (long long)i * N + j;                                            \
-                if (stack)                                                                           \
-                    gd::lifted_primal_fused_at(u, ubar, c, p, i, j, K, M, N, E, tau[x], lb + x, stack_buf, \
-                                               stack_buf + K, 1LL);                                  \
+                T* ss = stack ? stack_buf : scratch + x;                                             \
+                T* sw = stack ? stack_buf + K : ubar + x;                                            \
+                const long long st = stack ? 1LL : plane;                                            \
+                if (prefetch)                                                                        \
+                    gd::lifted_primal_fused_at<T, true>(u, ubar, c, p, i, j, K, M, N, E, tau[x], lb + x, ss, sw, st); \
                 else                                                                                 \
-                    gd::lifted_primal_fused_at(u, ubar, c, p, i, j, K, M, N, E, tau[x], lb + x, scratch + x, \
-                                               ubar + x, plane);                                     \
+                    gd::lifted_primal_fused_at<T, false>(u, ubar, c, p, i, j, K, M, N, E, tau[x], lb + x, ss, sw, st); \
             }                                                                                        \
     }
 
