@@ -721,6 +721,13 @@ def test_coarse_labels_prolong_feasible_and_aggregating(L, step):
     for j in range(1, idx.size):
         np.testing.assert_allclose(P[:, layer == j].sum(axis=1), Pc[:, j - 1], rtol=1e-12, atol=1e-14)
     np.testing.assert_array_equal(vals[(u > 0.5).sum(axis=0)], vc[labc])
+    # the CPU kernel (Numba, pixel-major) against the gather it replaces, both dtypes
+    frac = np.diff(vals) / np.diff(vc)[layer - 1]
+    np.testing.assert_array_equal(u, uc[layer - 1])
+    np.testing.assert_array_equal(P, Pc[:, layer - 1] * frac[None, :, None, None])
+    u32, P32 = lb._prolong_labels(uc.astype(np.float32), Pc.astype(np.float32), vals, step, get_backend("cpu"))
+    assert u32.dtype == P32.dtype == np.float32
+    np.testing.assert_array_equal(P32, Pc.astype(np.float32)[:, layer - 1] * frac.astype(np.float32)[None, :, None, None])
 
 
 def test_label_coarse_to_fine_certified_like_single_level(backend):

@@ -10,7 +10,8 @@ backend (``labeling._lifted_empty``) and hands (K, M, N) *views* of them to
 the array code, so both backends run the same Python lines.
 
 Checked against a host build of ``kernels/labeling.cuh`` (same inputs,
-transposed) in ``tests/test_labeling.py``.
+transposed) in ``tests/test_labeling.py``. ``prolong_labels`` has no CUDA
+twin: on the GPU that step is array code (``labeling._prolong_labels``).
 """
 
 from __future__ import annotations
@@ -175,3 +176,28 @@ def lifted_primal_fused(u, ubar, scratch, c, p, tau, lb):
                 old = ux[k]
                 ux[k] = val
                 bx[k] = two * val - old
+
+
+@numba.njit(parallel=True, nogil=True, cache=True, fastmath=False)
+def prolong_labels(u_c, p_c, layer, frac, u, p):
+    """Fine lifted ``(u, p)`` from a coarse label level (``labeling._prolong_labels``).
+
+    ``u[i, j, k] = u_c[i, j, layer[k]]``, ``p[d, i, j, k] = p_c[d, i, j,
+    layer[k]] * frac[k]`` (``layer``: each fine layer's 0-based coarse
+    layer). Pixel-major arrays: ``u_c``: ``(M, N, Kc)``, ``p_c``: ``(E, M,
+    N, Kc)``, ``u``: ``(M, N, K)``, ``p``: ``(E, M, N, K)``. One row of
+    pixels per task (``np.take`` with ``out=`` runs on one core: 0.93 s of a
+    6 s labeling at 500², 81 labels, 2 cores).
+    """
+    E, M, N, K = p.shape
+    for i in prange(M):
+        for j in range(N):
+            uc = u_c[i, j]
+            ux = u[i, j]
+            for k in range(K):
+                ux[k] = uc[layer[k]]
+            for d in range(E):
+                pc = p_c[d, i, j]
+                px = p[d, i, j]
+                for k in range(K):
+                    px[k] = pc[layer[k]] * frac[k]

@@ -941,12 +941,11 @@ def _prolong_labels(u_c, P_c, vals, step, be: Backend):
     u = _lifted_empty(be, (), L - 1, M, N, u_c.dtype)
     P = _lifted_empty(be, (E,), L - 1, M, N, P_c.dtype)
     frac = (delta / Delta[layer - 1]).astype(P_c.dtype)
-    if be.name == "cpu":  # pixel-major: gather along the contiguous label axis
-        # mode="clip": the indices are in range, and with the default "raise"
-        # NumPy buffers ``out`` (measured 20x slower at 1 MP)
-        np.take(_pixel_major(u_c), layer - 1, axis=-1, out=_pixel_major(u), mode="clip")
-        np.take(_pixel_major(P_c), layer - 1, axis=-1, out=_pixel_major(P), mode="clip")
-        _pixel_major(P)[...] *= frac
+    if be.name == "cpu":  # pixel-major: gather along the contiguous label axis, one row per thread
+        from . import _numba_labeling  # noqa: PLC0415
+
+        _numba_labeling.prolong_labels(_pixel_major(u_c), _pixel_major(P_c), (layer - 1).astype(np.intp), frac,
+                                       _pixel_major(u), _pixel_major(P))
     else:  # one fine layer at a time: no full-size temporaries
         for k in range(L - 1):
             j = int(layer[k]) - 1
