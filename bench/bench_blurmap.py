@@ -236,7 +236,8 @@ def stage_timing(size, backend, time_labeling: bool = False, peak_memory: bool =
         out["stages"]["labeling(primal-dual)"] = time.perf_counter() - t0
         out["labeling"] = {k: linfo[k] for k in ("energy", "lower_bound", "gap", "iterations", "levels",
                                                  "level_iterations", "label_steps", "label_iterations",
-                                                 "label_range", "tiles", "tile_gaps", "tile_iterations") if k in linfo}
+                                                 "label_range", "tiles", "tile_gaps", "tile_iterations",
+                                                 "tile_label_iterations", "tile_seconds", "tile_shapes") if k in linfo}
     log(f"timing {size}: {out}")
     return out
 

@@ -5,7 +5,7 @@ For each ``out_of_focus*.jpg`` in ``--data`` (default ``../shared/data/cuhk``) i
 (outside the repository; the photos are not ours to ship):
 
 - ``<name>_before_after.png``: input | output side by side;
-- ``<name>_map.png``: the estimated blur map (colour bar, 0-8 px);
+- ``<name>_map.png``: the estimated blur map (colour bar from 0 to the larger of 8 px and its maximum);
 - ``summary.json``: times per stage, the noise handed to the estimator, and the median
   estimated radius inside and outside the hand-labelled blurred region (``*_gt.png``,
   white = blurred).
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
         summary[name] = rec
         print(name, json.dumps(rec, default=float), flush=True)
         cv2.imwrite(os.path.join(args.out, f"{name}_before_after.png"), np.hstack([to8(img), to8(out)]))
-        cv2.imwrite(os.path.join(args.out, f"{name}_map.png"), colorize(res.radius_map, 8.0)[..., ::-1])
+        cv2.imwrite(os.path.join(args.out, f"{name}_map.png"), colorize(res.radius_map, max(8.0, float(np.max(res.radius_map))))[..., ::-1])
     with open(os.path.join(args.out, "summary.json"), "w") as fh:
         json.dump(summary, fh, indent=1, default=float)
     return 0

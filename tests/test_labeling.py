@@ -791,6 +791,8 @@ def test_tiled_labeling_close_to_untiled(backend):
     tiled, info_t = lb.coherent_labeling(_xp(backend, r), _xp(backend, p), _xp(backend, img), tol=1e-3,
                                          memory_budget=budget, tile_halo=6)
     assert info_t["tiles"] == 4 and len(info_t["tile_gaps"]) == 4 and info_t["converged"]
+    assert len(info_t["tile_label_iterations"]) == len(info_t["tile_seconds"]) == len(info_t["tile_shapes"]) == 4
+    assert [li[0] for li in info_t["tile_label_iterations"]] == info_t["tile_iterations"]
     assert "lower_bound" not in info_t and info_t["max_tile_gap"] <= 1e-3
     e_full = lb.labeling_energy(to_host(info_f["label_index"]), D, W, vals)
     e_tiled = lb.labeling_energy(to_host(info_t["label_index"]), D, W, vals)

@@ -1303,7 +1303,9 @@ def coherent_labeling(r_cand, p_cand, image, *, labels=None, max_radius: float =
         smoothness would carry information further than the halo. ``info``
         then has the stitched labeling's ``energy`` but no joint
         ``lower_bound``/``gap`` (``max_tile_gap``, ``tile_gaps``,
-        ``tile_iterations``, ``tiles``; ``converged`` = every tile
+        ``tile_iterations``, ``tile_label_iterations`` (iterations per label
+        level, finest first), ``tile_seconds``, ``tile_shapes``, ``tiles``;
+        ``converged`` = every tile
         converged). The layout depends only on the shape, the labels, the
         halo and the budget, so results stay deterministic. ``None``: never
         tile.
@@ -1355,12 +1357,15 @@ def coherent_labeling(r_cand, p_cand, image, *, labels=None, max_radius: float =
     else:
         t0 = time.perf_counter()
         idx = xp.empty((M, N), dtype=np.int32)
-        gaps, its, conv = [], [], []
+        gaps, its, conv, label_its, secs, shapes = [], [], [], [], [], []
         data = 0.0
         for c0, c1, d0, d1 in tiles:
             y0, y1 = max(c0 - tile_halo, 0), min(c1 + tile_halo, M)
             x0, x1 = max(d0 - tile_halo, 0), min(d1 + tile_halo, N)
             t_idx, t_info, D = solve(y0, y1, x0, x1)
+            label_its.append(list(t_info.get("label_iterations", [t_info["iterations"]])))
+            secs.append(round(float(t_info["time"]), 4))
+            shapes.append((y1 - y0, x1 - x0))
             core = (slice(c0 - y0, c1 - y0), slice(d0 - x0, d1 - x0))
             idx[c0:c1, d0:d1] = t_idx[core]
             data += float(xp.take_along_axis(D[(slice(None),) + core], t_idx[core][None].astype(np.intp),
@@ -1374,7 +1379,8 @@ def coherent_labeling(r_cand, p_cand, image, *, labels=None, max_radius: float =
                          backend=be).astype(np.float32)
         pair = _pairwise_energy(idx, W, xp.asarray(lab, dtype=np.float64), xp)
         info = dict(method=method, energy=data + pair, tiles=len(tiles), tile_halo=tile_halo, max_tile_gap=max(gaps),
-                    tile_gaps=gaps, tile_iterations=its, iterations=max(its), converged=all(conv),
+                    tile_gaps=gaps, tile_iterations=its, tile_label_iterations=label_its, tile_seconds=secs,
+                    tile_shapes=shapes, iterations=max(its), converged=all(conv),
                     time=time.perf_counter() - t0)
     radius = xp.asarray(lab, dtype=np.float32)[idx]
     info["label_index"] = to_output(idx, kind)
