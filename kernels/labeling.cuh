@@ -122,7 +122,7 @@ GD_HD void fused_inputs(const T* u, const T* c, const T* p, int k, int i, int j,
 //     G_k = c_k - sum_d p[d, k, x] + sum_d p[d, k, x - off_d],
 // and the pixel's term of the dual bound written to *lb:
 //     min(0, min_k sum_{j <= k} G_j).
-// u, ubar, c: (K, M, N); p: (E, K, M, N); ubar gets 2 u_new - u_old.
+// u, ubar, c: (K, M, N), K >= 1; p: (E, K, M, N); ubar gets 2 u_new - u_old.
 // The PAVA stack (block sums ssum[b * sstride], block sizes ssize[b *
 // sstride], b < K) is the caller's memory; the kernel passes ssum = scratch
 // + x and ssize = ubar + x with sstride = M * N (every size is read before

@@ -336,23 +336,28 @@ def test_in_focus_data_cost_eq18():
 
 
 def _pm(a):
-    """Pixel-major copy (label axis last), the Numba twins' memory order."""
-    return np.ascontiguousarray(np.moveaxis(a, -3, -1))
+    """Pixel-major copy (label axis last), the Numba twins' memory order. Always a copy:
+    with K = 1 the moved axis is already C-contiguous and ``ascontiguousarray`` would
+    return a view, which the in-place kernels would then write through."""
+    return np.array(np.moveaxis(a, -3, -1), order="C", copy=True)
 
 
 def _lm(a):
-    """Back to the label-major (..., K, M, N) axes of the CUDA kernels."""
-    return np.ascontiguousarray(np.moveaxis(a, -1, -3))
+    """Back to the label-major (..., K, M, N) axes of the CUDA kernels (a copy)."""
+    return np.array(np.moveaxis(a, -1, -3), order="C", copy=True)
 
 
 def _iso_project_reference(v):
     """Projection onto {1 >= u_1 >= ... >= u_K >= 0}: clip of the
     non-increasing isotonic regression, by the min-max formula
     f_k = min_{i <= k} max_{j >= k} mean(v_i..v_j)."""
+    v = np.asarray(v, dtype=np.float64)
     K = v.size
-    f = np.empty(K)
-    for k in range(K):
-        f[k] = min(max(v[i : j + 1].mean() for j in range(k, K)) for i in range(k + 1))
+    S = np.concatenate([[0.0], np.cumsum(v)])
+    i, j = np.mgrid[:K, :K]
+    A = np.where(j >= i, (S[j + 1] - S[i]) / np.maximum(j - i + 1, 1), -np.inf)  # mean(v_i..v_j)
+    B = np.maximum.accumulate(A[:, ::-1], axis=1)[:, ::-1]  # B[i, k] = max_{j >= k} mean(v_i..v_j)
+    f = np.where(i <= j, B, np.inf).min(axis=0)  # f_k = min_{i <= k} B[i, k]
     return np.clip(f, 0, 1)
 
 
@@ -427,14 +432,15 @@ def test_bad_inputs_raise():
         lb.edge_weights(np.zeros((8, 8, 2)))
 
 
+@pytest.mark.parametrize("E, K", [(4, 6), (2, 6), (4, 1), (4, 80), (2, 80)])  # E = 2: connectivity 4
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fused_kernels_match_host_build_and_array_code(dtype, host_build_dir):
+def test_fused_kernels_match_host_build_and_array_code(dtype, E, K, host_build_dir):
     """lifted_dual / lifted_primal_fused: Numba twin vs host build of the CUDA
     header vs the plain array code (slices + isotonic projection)."""
     from gpudeblur.blurmap import _numba_labeling
 
-    rng = np.random.default_rng(11)
-    E, K, M, N = 4, 6, 7, 5
+    rng = np.random.default_rng(11 + K + E)
+    M, N = 7, 5
     ubar = rng.uniform(-0.5, 1.5, (K, M, N)).astype(dtype)
     P = rng.normal(0, 0.3, (E, K, M, N)).astype(dtype)
     W = rng.uniform(0, 2, (E, M, N)).astype(dtype)
@@ -442,7 +448,7 @@ def test_fused_kernels_match_host_build_and_array_code(dtype, host_build_dir):
     sigma = dtype(0.7)
     # reference for the dual step
     ref = P.astype(np.float64).copy()
-    for d, (di, dj) in enumerate(lb.EDGE_OFFSETS):
+    for d, (di, dj) in enumerate(lb.EDGE_OFFSETS[:E]):
         for k in range(K):
             for i in range(M):
                 for j in range(N):
@@ -470,7 +476,7 @@ def test_fused_kernels_match_host_build_and_array_code(dtype, host_build_dir):
     c = rng.normal(0, 1, (K, M, N)).astype(dtype)
     tau = rng.uniform(0.05, 0.2, (M, N)).astype(dtype)
     G = c.astype(np.float64).copy()
-    for d, (di, dj) in enumerate(lb.EDGE_OFFSETS):
+    for d, (di, dj) in enumerate(lb.EDGE_OFFSETS[:E]):
         src, dst = lb._edge_slices(di, dj, M, N)
         G[(slice(None),) + src] -= P1[d][(slice(None),) + src]
         G[(slice(None),) + dst] += P1[d][(slice(None),) + src]
@@ -478,8 +484,9 @@ def test_fused_kernels_match_host_build_and_array_code(dtype, host_build_dir):
     v = u - tau * G
     uref = np.stack([_iso_project_reference(v[:, i, j]) for i in range(M) for j in range(N)], axis=1).reshape(K, M, N)
     outs = []
-    # the host build runs both PAVA stack layouts of the CUDA kernel: in scratch / ubar
-    # (as the kernel) and in a separate buffer, with and without the prefetch
+    # the host build runs the kernel's math with its PAVA stacks in scratch / ubar (stride
+    # M N, as the kernel) and in a separate per-pixel buffer (stride 1, host only), and the
+    # kernel's other variant (prefetch)
     for impl in ("numba", "host-global", "host-stack", "host-prefetch"):
         u1, b1, s1, l1 = u.copy(), np.empty_like(u), np.empty_like(u), np.empty((M, N), dtype)
         if impl == "numba":
@@ -518,16 +525,16 @@ def test_fused_and_array_code_iterates_agree():
     assert a[1]["lower_bound"] == pytest.approx(b[1]["lower_bound"], rel=1e-5)
 
 
-@pytest.mark.parametrize("K", [7, 80])  # 80: the blur map's 81 labels
+@pytest.mark.parametrize("E, K", [(4, 7), (4, 80), (2, 80)])  # 80: the blur map's 81 labels; E = 2: connectivity 4
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_cuda_labeling_kernels_equal_numba_twins(backend, dtype, K):
+def test_cuda_labeling_kernels_equal_numba_twins(backend, dtype, E, K):
     if backend.name != "cuda":
         pytest.skip("compares the CUDA kernels of labeling.cu with the Numba twins; needs a GPU")
     from gpudeblur.blurmap import _numba_labeling
 
     xp = backend.xp
     rng = np.random.default_rng(12)
-    E, M, N = 4, 37, 45
+    M, N = 37, 45
     ubar = rng.uniform(-0.5, 1.5, (K, M, N)).astype(dtype)
     P = rng.normal(0, 0.3, (E, K, M, N)).astype(dtype)
     W = rng.uniform(0, 2, (E, M, N)).astype(dtype)
@@ -727,6 +734,8 @@ def test_coarse_labels_prolong_feasible_and_aggregating(L, step):
     np.testing.assert_array_equal(P, Pc[:, layer - 1] * frac[None, :, None, None])
     u32, P32 = lb._prolong_labels(uc.astype(np.float32), Pc.astype(np.float32), vals, step, get_backend("cpu"))
     assert u32.dtype == P32.dtype == np.float32
+    assert lb._is_lifted(get_backend("cpu"), u32) and lb._is_lifted(get_backend("cpu"), P32)  # pixel-major memory
+    np.testing.assert_array_equal(u32, uc.astype(np.float32)[layer - 1])
     np.testing.assert_array_equal(P32, Pc.astype(np.float32)[:, layer - 1] * frac.astype(np.float32)[None, :, None, None])
 
 
@@ -809,3 +818,14 @@ def test_tiled_labeling_close_to_untiled(backend):
                                          memory_budget=10**9)
     assert "tiles" not in info_a
     np.testing.assert_array_equal(to_host(again), to_host(full))
+
+
+def test_fused_primal_with_no_label_step(backend):
+    """K = 0 (no label step): nothing is launched, the pixel bounds are 0 (the CUDA kernel
+    assumes K >= 1; the review of session 19 found it would write outside its arrays)."""
+    xp = backend.xp
+    u = lb._lifted_empty(backend, (), 0, 4, 5, np.float32)
+    P = lb._lifted_empty(backend, (4,), 0, 4, 5, np.float32)
+    bound = xp.full((4, 5), 7, dtype=np.float32)
+    lb._lifted_primal_fused(backend, u, u.copy(), u.copy(), u.copy(), P, xp.ones((4, 5), dtype=np.float32), bound)
+    assert float(abs(bound).max()) == 0.0

@@ -631,6 +631,9 @@ def _lifted_primal_fused(be: Backend, u, ubar, scratch, c, P, tau, lb, prefetch=
     ``prefetch``: the CUDA kernel's variant (default :data:`_FUSED_PREFETCH`;
     ``bench/profile_labeling.py`` times both); ignored by the Numba twin.
     """
+    if P.shape[1] == 0:  # no label step: nothing to project (the kernel assumes K >= 1)
+        lb[...] = 0
+        return
     if be.name == "cuda":
         from .._kernels import cuda_function  # noqa: PLC0415
 
