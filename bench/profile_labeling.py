@@ -14,9 +14,11 @@ with every phase of ``_solve_lmn`` wrapped in device synchronizations:
   check (threshold + energy) takes;
 
 then times the two fused kernels of one iteration (``lifted_dual``,
-``lifted_primal_fused``) on the full level's state, and compares with the
-bytes they must move at least (``--bandwidth``, default a measured device
-copy).
+``lifted_primal_fused``) on the full level's own data and final iterate
+(the PAVA's merges, hence the primal kernel's time, depend on them; up to
+session 19's third GPU call a synthetic state was used), and compares with
+the bytes they must move at least, at the device's measured copy
+bandwidth (:func:`_common.copy_bandwidth`).
 
 Usage::
 
@@ -94,6 +96,8 @@ class PhaseTimer:
                 _, info = out
                 rec.update(labels=int(D.shape[0]), pixels=int(D.shape[1] * D.shape[2]),
                            iterations=int(info["iterations"]), gap=float(info["gap"]))
+                # the last solve (the full label level) and its final iterate, for the kernel timings
+                self.last_solve = (D, args[1], args[2], float(info["balance"]), info.get("state"))
             self.calls.append(rec)
             return out
 
@@ -135,32 +139,41 @@ def profile(size, problem, be, dtype, repeats):
                  f"{sum(c['phase'] == '_energy_lmn' for c in pt.calls)} calls"])
     rows.append(["**coherent_labeling total**", fmt_s(total), f"label range {info.get('label_range')}"])
 
-    # kernels of one iteration of the full level, at the pruned label count
-    lo, hi = info["label_range"]
-    L = hi - lo + 1
-    K, E = L - 1, 4
-    M = N = size
+    # one iteration's kernels on the full label level's own data and final iterate (the
+    # PAVA's merges, hence the primal kernel's time, depend on them), set up as _primal_dual does
+    D, W, vals, balance, (u, P) = pt.last_solve
+    E, K, M, N = P.shape
     t = np.dtype(dtype).type
-    u = lb._lifted_empty(be, (), K, M, N, dtype)
-    u[...] = xp.asarray(np.linspace(1, 0, K, dtype=dtype))[:, None, None]
+    c = lb._as_lifted(be, D[1:] - D[:-1])
     ubar = lb._lifted_empty(be, (), K, M, N, dtype)
     ubar[...] = u
     scratch = lb._lifted_empty(be, (), K, M, N, dtype)
-    c = lb._lifted_empty(be, (), K, M, N, dtype)
-    c[...] = xp.asarray(np.random.default_rng(0).normal(0, 1, (K, M, N)).astype(dtype))
-    P = lb._lifted_empty(be, (E,), K, M, N, dtype)
-    P[...] = 0
-    W = xp.ones((E, M, N), dtype=dtype)
-    delta = xp.full(K, 0.1, dtype=dtype)
-    tau = xp.full((M, N), 1 / 16, dtype=dtype)
+    deg = xp.zeros((M, N), dtype=dtype)
+    for di, dj in lb.EDGE_OFFSETS[:E]:
+        src, dst = lb._edge_slices(di, dj, M, N)
+        deg[src] += 1
+        deg[dst] += 1
+    tau = xp.ascontiguousarray((1.0 / (balance * deg)).astype(dtype))
+    W = xp.ascontiguousarray(W, dtype=dtype)
+    delta = xp.asarray(np.diff(vals), dtype=dtype)
+    sig = t(balance / 2.0)
     lbpix = xp.empty((M, N), dtype=dtype)
     sync = be.synchronize
-    td, _ = time_call(lambda: lb._lifted_dual(be, ubar, P, W, delta, t(0.05)), sync, repeats=repeats)
+    # each timed call starts from the same iterate (the kernels update u, ubar, P in place)
+    u0, P0 = u.copy(), P.copy()
+
+    def restore():
+        u[...] = u0
+        ubar[...] = u0
+        P[...] = P0
+    restore()
+    td, _ = time_call(lambda: lb._lifted_dual(be, ubar, P, W, delta, sig), sync, repeats=repeats)
     variants = [("lifted_primal_fused", None)]
     if be.name == "cuda":  # the kernel's two variants
         variants = [("lifted_primal_fused, prefetch", True), ("lifted_primal_fused, no prefetch", False)]
     tps = []
     for name, pf in variants:
+        restore()
         tm, _ = time_call(lambda pf=pf: lb._lifted_primal_fused(be, u, ubar, scratch, c, P, tau, lbpix, prefetch=pf),
                           sync, repeats=repeats)
         tps.append((name, tm))
@@ -175,8 +188,10 @@ def profile(size, problem, be, dtype, repeats):
         kern[name] = dict(median_s=tm.median, bytes=nbytes, floor_s=floor)
         krows.append([name, fmt_s(tm.median), f"{nbytes / 1e9:.2f} GB" if nbytes else "—",
                       fmt_s(floor) if floor else "—", f"{tm.median / floor:.1f}x" if floor else "—"])
+    lo, hi = info["label_range"]
     payload = dict(size=size, problem=problem, dtype=np.dtype(dtype).name, phases=phases, total_s=total,
-                   label_range=[int(lo), int(hi)], energy_checks_s=energy_time, kernels=kern,
+                   label_range=[int(lo), int(hi)], label_steps=int(K), edges=int(E), energy_checks_s=energy_time,
+                   kernels=kern,
                    copy_bandwidth_Bps=bw, info={k: v for k, v in info.items() if k != "label_index"})
     return payload, rows, krows, bw
 
@@ -201,8 +216,8 @@ def main(argv=None):
     md = [f"# Primal-dual labeling profile, one {args.size}² tile ({args.problem} candidates, 81 labels)", "",
           machine_markdown(info), "", "## Phases (synchronized)", "",
           markdown_table(["phase", "time", "detail"], rows), "",
-          f"## One iteration's kernels (full level, K = {payload['label_range'][1] - payload['label_range'][0]}, "
-          f"E = 4, float32; copy bandwidth {bw / 1e9:.0f} GB/s)", "",
+          f"## One iteration's kernels (the full level's data and final iterate, K = {payload['label_steps']}, "
+          f"E = {payload['edges']}, float32; copy bandwidth {bw / 1e9:.0f} GB/s)", "",
           markdown_table(["kernel", "median", "least bytes", "floor", "vs floor"], krows)]
     stem = result_stem(f"labeling-profile-{args.size}", info)
     pj, pm = write_results(args.out, stem, payload, "\n".join(md))
