@@ -85,6 +85,10 @@ STEPS = [
     # where the labeling's time goes: phases of one 12 MP tile and its kernels against their byte floor
     ("labeling-profile", ["bench/profile_labeling.py", "--backend", "cuda", "--out", "{out}"], 120,
      "profile_labeling"),
+    # the same at the size of a 12 MP map's tiles with their halo (~1 MP): session 19's 12 MP labeling did not
+    # follow the 866² profile's gain
+    ("labeling-profile-1mp", ["bench/profile_labeling.py", "--backend", "cuda", "--size", "1000", "--out", "{out}"],
+     150, "profile_labeling"),
     # labeling energies and times (primal-dual on the GPU against the CPU references)
     # (250²: the CPU references, alpha-expansion and the exact multi-label cut, take minutes at 500²)
     ("labeling", ["bench/bench_labeling.py", "--sizes", "250", "--backends", "cpu", "cuda", "--out", "{out}"], 150,
