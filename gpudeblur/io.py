@@ -300,6 +300,8 @@ def _decode_tiff(data: bytes, path: str):
                 orientation = int(tag.value) if tag is not None else 1
             except (TypeError, ValueError):
                 orientation = 1
+            if not 1 <= orientation <= 8:  # not one of the eight defined values: as shot
+                orientation = 1
             photometric = int(page.photometric)
             if photometric not in (1, 2):  # MINISBLACK, RGB; others (palette, YCbCr, CMYK) -> OpenCV
                 raise _UseOpenCV
@@ -309,7 +311,7 @@ def _decode_tiff(data: bytes, path: str):
             n_pages = len(tif.pages)
     except _UseOpenCV:
         arr = _decode_cv(data, path, _cv2().IMREAD_UNCHANGED, "TIFF")
-        return _upright(arr, orientation if 1 <= orientation <= 8 else 1), "bgr", False
+        return _upright(arr, orientation), "bgr", False
     except Exception as exc:  # TiffFileError, ValueError, zlib.error, KeyError (codec) ...
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "imagecodecs" in msg:  # e.g. LZW without imagecodecs: OpenCV's libtiff can
@@ -324,7 +326,7 @@ def _decode_tiff(data: bytes, path: str):
         warnings.warn(f"{path} has {n_pages} pages (images); reading the first only", UserWarning, stacklevel=3)
     gray_alpha = arr.ndim == 3 and arr.shape[2] == 2 and bool(extrasamples)
     # pixels turned upright as the Orientation tag says they are shown (outputs carry no tag)
-    return _upright(arr, orientation if 1 <= orientation <= 8 else 1), "rgb", gray_alpha
+    return _upright(arr, orientation), "rgb", gray_alpha
 
 
 class _UseOpenCV(Exception):

@@ -588,7 +588,6 @@ class BlurMapEstimator:
                              f"({self.window}x{self.window}); use a smaller scale")
 
     def _estimate_scaled(self, image, s, return_info, backend, progress):
-        self._check_scalable()
         be = get_backend(backend if backend is not None else self.backend, like=image)
         xp = be.xp
         x, kind = as_backend_array(image, be, self.dtype)
