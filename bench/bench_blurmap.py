@@ -182,9 +182,14 @@ def cuhk_experiment(labeling: bool, backend) -> dict:
     return rows
 
 
-def stage_timing(size, backend, time_labeling: bool = False, peak_memory: bool = False) -> dict:
+def stage_timing(size, backend, time_labeling: bool = False, peak_memory: bool = False, labeling_budgets=()) -> dict:
     """Stage times at ``size`` (an int: square crop of astronaut; ``(M, N)``: astronaut
-    resized to that shape, e.g. 3000x4000 for 12 MP), ramp map 0-8."""
+    resized to that shape, e.g. 3000x4000 for 12 MP), ramp map 0-8.
+
+    ``labeling_budgets`` (GiB): the labeling again with each memory budget
+    (its tile layout), to see what the tile size does to the total time:
+    each tile stops at its own certified gap, so a few hard tiles can
+    dominate (``out['labeling_budgets']``)."""
     from skimage import data  # noqa: PLC0415
 
     if isinstance(size, int):
@@ -238,6 +243,21 @@ def stage_timing(size, backend, time_labeling: bool = False, peak_memory: bool =
                                                  "level_iterations", "label_steps", "label_iterations",
                                                  "label_range", "tiles", "tile_gaps", "tile_iterations",
                                                  "tile_label_iterations", "tile_seconds", "tile_shapes") if k in linfo}
+    for gib in labeling_budgets:
+        from gpudeblur.blurmap.labeling import coherent_labeling  # noqa: PLC0415
+
+        t0 = time.perf_counter()
+        _, linfo = coherent_labeling(res.candidates, res.likelihoods, b, max_radius=8.0, method="primal-dual",
+                                     memory_budget=int(gib * 2**30), backend=backend)
+        be.synchronize()
+        secs = time.perf_counter() - t0
+        label_its = linfo.get("tile_label_iterations", [linfo.get("label_iterations", [linfo["iterations"]])])
+        out.setdefault("labeling_budgets", []).append({
+            "budget_gib": gib, "seconds": secs, "tiles": linfo.get("tiles", 1), "energy": linfo["energy"],
+            "fine_iterations": int(sum(it[0] for it in label_its)),
+            "coarse_iterations": int(sum(sum(it[1:]) for it in label_its)),
+            "slowest_tile_s": max(linfo.get("tile_seconds", [linfo["time"]])),
+            "tile_label_iterations": label_its})
     log(f"timing {size}: {out}")
     return out
 
@@ -251,6 +271,17 @@ def _timing_size(text: str):
     if len(parts) not in (1, 2) or min(parts) < 64:
         raise argparse.ArgumentTypeError(f"expected N or MxN with sides >= 64, got {text!r}")
     return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+def _budgets(text: str):
+    """argparse type: a comma list of positive GiB values."""
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of GiB, got {text!r}") from None
+    if not vals or min(vals) <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive GiB values, got {text!r}")
+    return vals
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--pool-limit-gib", type=positive_float, default=None,
                     help="cuda: cap CuPy's memory pool (e.g. 22 to show a 24 GB card suffices)")
     ap.add_argument("--peak-memory", action="store_true", help="cuda: one more untimed run measuring the pool's peak")
+    ap.add_argument("--labeling-budgets", type=_budgets, default=(),
+                    help="comma list of GiB: the labeling again with each memory budget (tile layout)")
     ap.add_argument("--out", default=None)
     return ap
 
@@ -311,7 +344,7 @@ def main(argv=None) -> int:
                "ours_segment_in_focus = eq. (17)-(18) with p~ from the raw top-3 candidates, exact min cut; "
                "raw_threshold_tau2 = raw map <= 2 px; hifst_otsu = *_hifst.png (bright = sharp), Otsu threshold.", ""]
     if not args.skip_timing:
-        t = stage_timing(args.timing_size, be, args.time_labeling, args.peak_memory)
+        t = stage_timing(args.timing_size, be, args.time_labeling, args.peak_memory, args.labeling_budgets)
         payload["timing"] = t
         tab = [[k, fmt_s(v)] for k, v in t["stages"].items()]
         tab.append(["total (candidates, no labeling)", fmt_s(t["total_s"])])
@@ -323,6 +356,13 @@ def main(argv=None) -> int:
                f"(wall x cores when the machine is idle); load average during the run {t['load_avg']}", ""]
         if "labeling" in t:
             md += [f"Labeling (primal-dual, L = 81): {t['labeling']}", ""]
+        if t.get("labeling_budgets"):
+            rows = [[f"{r['budget_gib']:g} GiB", str(r["tiles"]), fmt_s(r["seconds"]), fmt_s(r["slowest_tile_s"]),
+                     str(r["fine_iterations"]), str(r["coarse_iterations"]), f"{r['energy']:.6g}"]
+                    for r in t["labeling_budgets"]]
+            md += ["### Labeling by memory budget (tile layout)", "",
+                   markdown_table(["budget", "tiles", "time", "slowest tile", "fine its (sum)", "coarse its (sum)",
+                                   "energy"], rows), ""]
         if limit is not None or "pool_peak_bytes" in t:
             lim = "none" if limit is None else f"{limit / 2**30:.1f} GiB"
             if t.get("pool_peak_bytes") is not None:

@@ -96,6 +96,11 @@ STEPS = [
     # the accuracy experiments on the GPU (same numbers as the CPU's, within float32)
     ("blurmap-quality", ["bench/bench_blurmap.py", "--backend", "cuda", "--skip-timing", "--out", "{out}"], 150,
      "bench_blurmap"),
+    # the labeling of a 12 MP map per memory budget (its tile layout: 2 / 4 (default) / 16 GiB): each tile stops at
+    # its own gap, and session 20 found one tile of 16 taking 6.4 of 27.9 s
+    ("labeling-budgets-12mp", ["bench/bench_blurmap.py", "--backend", "cuda", "--skip-fig8", "--skip-cuhk",
+                               "--timing-size", "3000x4000", "--labeling-budgets", "2,4,16", "--out", "{out}"], 240,
+     "bench_blurmap"),
     ("tests-all", ["-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests"], 420, None),
 ]
 

@@ -117,3 +117,20 @@ def test_labeling_bench_and_profile_run_small(monkeypatch, tmp_path):
     solves = [p for p in payload["phases"] if p["phase"] == "_primal_dual"]
     assert solves and all(p["iterations"] > 0 for p in solves)
     assert {"lifted_dual", "lifted_primal_fused"} <= set(payload["kernels"])
+
+
+def test_blurmap_bench_labeling_budgets_run_small(monkeypatch, tmp_path):
+    """``bench_blurmap --labeling-budgets`` (the GPU step that times the labeling per tile layout)
+    runs end to end on the CPU: a budget below one tile's need splits the problem into tiles."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    bb = importlib.import_module("bench_blurmap")
+    assert bb.main(["--skip-fig8", "--skip-cuhk", "--timing-size", "160", "--time-labeling",
+                    "--labeling-budgets", "0.08", "--out", str(tmp_path)]) == 0
+    (js,) = tmp_path.glob("blurmap-*.json")
+    t = json.loads(js.read_text())["timing"]
+    (row,) = t["labeling_budgets"]
+    assert row["budget_gib"] == 0.08 and row["tiles"] >= 2 and len(row["tile_label_iterations"]) == row["tiles"]
+    assert row["fine_iterations"] > 0 and row["seconds"] > 0
+    assert t["labeling"].get("tiles", 1) == 1  # the default budget holds 160² in one tile
+    with pytest.raises(SystemExit):
+        bb.build_parser().parse_args(["--labeling-budgets", "0,1"])
