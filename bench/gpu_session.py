@@ -4,7 +4,7 @@ GPU time is rare and short (one call, ~10 minutes), so what to run is
 decided here, ahead of time, not on the machine. On the device, from the
 repository root::
 
-    pip install --no-deps --no-build-isolation -e . ; python bench/gpu_session.py --out "$OUT"
+    python3 -m pip install --no-deps --no-build-isolation -e . ; python3 bench/gpu_session.py --out "$OUT"
 
 Steps run in order of importance (the issues' open GPU goals first), each
 under its own timeout; a failing or timed-out step does not stop the next,

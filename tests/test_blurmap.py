@@ -468,6 +468,30 @@ def test_cli_writes_map_picture_candidates_and_mask(tmp_path):
     assert not (tmp_path / "b.npy").exists()
 
 
+def test_cli_labeling_memory_budget_tiles_the_labeling(tmp_path):
+    """``blurmap --labeling-memory-budget`` reaches the labeling: a budget just below the whole
+    map's need labels it in tiles, and the map equals the estimator's with the same budget."""
+    from gpudeblur.blurmap.labeling import labeling_bytes_per_pixel
+    from gpudeblur.cli import main
+    from gpudeblur.io import read_image, write_image
+
+    img = np.clip(_texture(160, 3), 0, 1).astype(np.float32)
+    src = tmp_path / "in.png"
+    write_image(src, img)
+    budget = labeling_bytes_per_pixel(61, 4) * 160 * 160 - 1  # labels 0..6 by 0.1; 8-connectivity: 4 edge sets
+    base = ["blurmap", str(src), "--window", "21", "--backend", "cpu", "--max-radius", "6"]
+    assert main(base + [str(tmp_path / "r.npy"), "--labeling-memory-budget", str(budget)]) == 0
+    est = BlurMapEstimator(window=21, max_radius=6, noise=1e-4, labeling_kwargs={"memory_budget": budget},
+                           backend="cpu")
+    radius, info = est.estimate(read_image(src)[0], return_info=True)
+    assert info["labeling"]["tiles"] >= 2
+    np.testing.assert_array_equal(np.load(tmp_path / "r.npy"), to_host(radius))
+    # only the primal-dual labeling has a budget; a non-positive one is refused at parse time
+    assert main(base + [str(tmp_path / "n.npy"), "--labeling", "none", "--labeling-memory-budget", "1000"]) == 2
+    assert main(base + [str(tmp_path / "z.npy"), "--labeling-memory-budget", "0"]) == 2
+    assert not (tmp_path / "n.npy").exists() and not (tmp_path / "z.npy").exists()
+
+
 @pytest.mark.parametrize("method", ["primal-dual", "alpha-expansion"])
 def test_labeling_integration(method):
     pytest.importorskip("gpudeblur.blurmap.labeling")

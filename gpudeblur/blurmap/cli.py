@@ -54,7 +54,11 @@ def register(subparsers, parents) -> None:
     p.add_argument("--vertical", action="store_true", help="use the vertical derivative")
     p.add_argument("--tau", type=positive_float, default=None, help="in-focus threshold for --mask (pixels, 2)")
     p.add_argument("--memory-budget", type=positive_int, default=None, metavar="BYTES",
-                   help="working memory of the candidate stages (default: half the free GPU memory, 1 GiB on the CPU; the labeling has its own 4 GiB budget)")
+                   help="working memory of the candidate stages (default: half the free GPU memory, 1 GiB on the CPU; the labeling has its own budget, --labeling-memory-budget)")
+    p.add_argument("--labeling-memory-budget", type=positive_int, default=None, metavar="BYTES",
+                   help="working memory of the primal-dual labeling (default 4 GiB, ~1.2 MP per piece; larger maps "
+                        "are labeled in overlapping tiles). More is faster on a large GPU: a 12 MP map on an H200 "
+                        "took 25 s at 4 GiB (16 tiles), 19 s at 16 GiB (4 tiles)")
     p.set_defaults(func=run)
 
 
@@ -118,6 +122,8 @@ def run(args) -> int:
 
     if args.tau is not None and not args.mask:
         raise ValueError("--tau applies to --mask only (the in-focus threshold of the mask)")
+    if args.labeling_memory_budget is not None and args.labeling != "primal-dual":
+        raise ValueError("--labeling-memory-budget applies to --labeling primal-dual only")
     ins = input_paths(args.input, psf=args.psf)  # a --psf calibration file is an input too
     ext = os.path.splitext(args.output)[1].lower()
     out = check_output_path(ins, args.output, args.overwrite,
@@ -134,9 +140,10 @@ def run(args) -> int:
     if image.ndim == 3 and image.shape[2] == 4:
         image = image[..., :3]
     be = get_backend(args.backend)
+    lk = {} if args.labeling_memory_budget is None else {"memory_budget": args.labeling_memory_budget}
     est = BlurMapEstimator(window=args.window, noise=args.noise, max_radius=args.max_radius, psf_family=args.psf,
                            labeling=labeling, vertical_derivative=args.vertical, memory_budget=args.memory_budget,
-                           backend=be)
+                           labeling_kwargs=lk, backend=be)
     bars = _StageBars()
     t0 = time.perf_counter()
     try:
