@@ -1084,6 +1084,20 @@ def _label_range(D, be: Backend):
     return lo, hi
 
 
+#: Spatial coarse-to-fine warm start of the blur map's coarse label level
+#: (``multiscale`` of :func:`coherent_labeling`; the generic
+#: :func:`solve_multilabel` keeps it off). Measured on 2 CPU cores with the
+#: 3 % certificate (session 20; session 3's "equal or slower" was at the 1 %
+#: certificate, before the label levels' tuning and the pipeline's window
+#: 51 and radius prior): coarse label iterations roughly halve (1 MP
+#: astronaut, ramp 0→6, pipeline settings: 90 → 40, plus 40/30/20/20 on the
+#: 1/4, 1/16, ... levels), and the labeling 19.8 → 12.5 s at radius prior 2,
+#: 25.4 → 21.1 s at 0 (the paper's energy); the two CUHK photos and a 500²
+#: ramp 16.7 → 12.3 s (prior 2) and 20.5 → 16.7 s (prior 0); the bench's
+#: six 192² scenes 1.57 → 1.52 s and 3.27 → 2.46 s. Energies moved −1.0 … +0.5 % (both
+#: certified). On a GPU not measured yet.
+BLURMAP_MULTISCALE = True
+
 #: Default label subsampling of the primal-dual warm start (1 = off). Used
 #: when the problem (after pruning) keeps at least 4 coarse label steps.
 LABEL_STEP = 5
@@ -1179,6 +1193,8 @@ def solve_multilabel(data_cost, weights, label_values, method: str = "primal-dua
         to 150 iterations on one (1.6x faster overall) but from 340 to 330
         on the other (10 % slower overall, counting the coarse levels).
         With ``label_step > 1`` it applies to the coarse-label problem.
+        The blur map's :func:`coherent_labeling` turns it on
+        (:data:`BLURMAP_MULTISCALE`, measured there at the 3 % certificate).
     label_step : int
         Primal-dual: first solve the problem on every ``label_step``-th
         label (both ends kept; the coarse cost of a label is the smallest
@@ -1258,7 +1274,7 @@ def coherent_labeling(r_cand, p_cand, image, *, labels=None, max_radius: float =
                       lambda0: float = 20.0, sigma_lambda: float = 0.1, method: str = "primal-dual",
                       max_iter=None, tol=None, connectivity: int = 8, diagonal_scale: float = 1.0,
                       p_floor: float = P_FLOOR, log_likelihood: bool = False, radius_prior: float = 0.0,
-                      multiscale: bool = False, label_step: int = LABEL_STEP, memory_budget=None,
+                      multiscale: bool = BLURMAP_MULTISCALE, label_step: int = LABEL_STEP, memory_budget=None,
                       tile_halo: int = 64, backend=None):
     """Coherent defocus blur map by discrete labeling (eq. 14-16).
 
@@ -1283,7 +1299,8 @@ def coherent_labeling(r_cand, p_cand, image, *, labels=None, max_radius: float =
     max_iter, tol, multiscale, label_step : optional
         See :func:`solve_multilabel`; ``tol`` defaults to :data:`BLURMAP_TOL`
         (3e-2) here, the generic solver's 1e-2 certificate costing ~1.8x the
-        time for an energy ~0.7 % lower (both below α-expansion's).
+        time for an energy ~0.7 % lower (both below α-expansion's), and
+        ``multiscale`` to :data:`BLURMAP_MULTISCALE` (on).
     connectivity, diagonal_scale : see :func:`edge_weights`.
     p_floor : float
         Floor on ``p~`` before the log (:data:`P_FLOOR`).
