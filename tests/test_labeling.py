@@ -162,6 +162,36 @@ def test_data_cost_all_zero_likelihood_no_nan(backend):
     assert np.isfinite(D).all()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("log_likelihood", [False, True])
+def test_numba_data_cost_equals_array_code(dtype, log_likelihood):
+    """The CPU's Numba data cost (``_numba_labeling.data_cost``) against the array code CuPy
+    runs: the same float operations in the same order, so equal up to the last bits of the
+    ``log`` (Numba's against NumPy's: a few ulp); the constant costs (labels far from every
+    candidate, pixels without a usable candidate) exactly equal. Candidates: none (p = 0), NaN
+    radius or likelihood, two sharing a label, outside the label range, a 0.1 px label step."""
+    rng = np.random.default_rng(21)
+    M, N = 40, 50
+    r = rng.uniform(-1.0, 9.0, (M, N, 3))
+    p = rng.uniform(0, 1, (M, N, 3)) ** 3
+    p[:4] = 0
+    r[4:7, :, 0] = np.nan
+    p[7:9, :, 1] = np.nan
+    r[9:12, :, 1] = r[9:12, :, 0] + 0.01
+    p[12:14, :, 2] = 1e-250  # rescales to 0 in float32
+    if log_likelihood:
+        p = np.log(p + 1e-300)
+    lab, kap, dt = lb.default_labels(), lb._check_kappa(lb.KAPPA), np.dtype(dtype)
+    a = lb._data_cost_lmn(r, p, lab, kap, np, log_likelihood, dt, lb.P_FLOOR, numba_kernel=True)
+    b = lb._data_cost_lmn(r, p, lab, kap, np, log_likelihood, dt, lb.P_FLOOR, numba_kernel=False)
+    assert a.dtype == b.dtype == dt and a.shape == b.shape == (lab.size, M, N)
+    ulp = np.abs(a - b) / np.spacing(np.abs(b))
+    assert ulp.max() <= 4, ulp.max()
+    const = b == b.max(axis=0, keepdims=True)  # floor cost or a pixel without candidates
+    np.testing.assert_array_equal(a[const], b[const])
+    assert const.mean() > 0.5 and (a == b).mean() > 0.9
+
+
 def test_labeling_energy_matches_loop():
     rng = np.random.default_rng(5)
     M, N, L = 4, 5, 6

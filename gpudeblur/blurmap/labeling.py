@@ -229,15 +229,9 @@ def _check_candidates(r_cand, p_cand, be):
     return r, p, kind
 
 
-def _likelihood_lmn(r, p, lab, kap, xp, log_likelihood, dtype):
-    """p~ as an (L, M, N) array, plus a mask of pixels with no usable candidate.
-
-    The three steps of §III-B: p_x(r) = 0; p_x(r^_l) = p^_l at the label
-    nearest r^_l (the larger value when two candidates share a label);
-    convolve with kappa along the labels; normalize to sum 1.
-    """
+def _candidate_labels(r, p, lab, xp, log_likelihood):
+    """Each candidate's nearest label index and its likelihood rescaled per pixel (0 = unusable)."""
     M, N, K = r.shape
-    L = lab.size
     if log_likelihood:
         # p^ given as log-likelihoods: rescale by the per-pixel max before exp
         valid = xp.isfinite(p) & xp.isfinite(r)
@@ -253,6 +247,19 @@ def _likelihood_lmn(r, p, lab, kap, xp, log_likelihood, dtype):
     # go to the end labels)
     mids = xp.asarray((lab[1:] + lab[:-1]) / 2.0, dtype=r.dtype)
     idx = xp.searchsorted(mids, xp.where(valid, r, 0).ravel()).reshape(M, N, K)
+    return idx, p
+
+
+def _likelihood_lmn(r, p, lab, kap, xp, log_likelihood, dtype):
+    """p~ as an (L, M, N) array, plus a mask of pixels with no usable candidate.
+
+    The three steps of §III-B: p_x(r) = 0; p_x(r^_l) = p^_l at the label
+    nearest r^_l (the larger value when two candidates share a label);
+    convolve with kappa along the labels; normalize to sum 1.
+    """
+    M, N, K = r.shape
+    L = lab.size
+    idx, p = _candidate_labels(r, p, lab, xp, log_likelihood)
     P = xp.zeros((L, M, N), dtype=dtype)
     flat = P.reshape(L, M * N)
     pix = xp.arange(M * N)
@@ -323,7 +330,25 @@ def data_cost_from_candidates(r_cand, p_cand, labels=None, *, kappa=KAPPA, p_flo
     return to_output(be.xp.moveaxis(D, 0, -1), kind)
 
 
-def _data_cost_lmn(r, p, lab, kap, xp, log_likelihood, dt, p_floor):
+def _data_cost_lmn(r, p, lab, kap, xp, log_likelihood, dt, p_floor, numba_kernel=None):
+    """``-log max(p~, p_floor)``, ``(L, M, N)``. On NumPy a Numba kernel
+    (``_numba_labeling.data_cost``: the same float operations, computed
+    only where ``p~`` is non-zero) unless ``numba_kernel=False``; the array
+    code below is what CuPy runs (tested against each other)."""
+    if numba_kernel is None:
+        numba_kernel = xp is np
+    if numba_kernel:
+        from . import _numba_labeling  # noqa: PLC0415
+
+        M, N, _ = r.shape
+        idx, pv = _candidate_labels(r, p, lab, xp, log_likelihood)
+        t = dt.type
+        floor_cost = -np.log(np.maximum(np.zeros(1, dt), t(p_floor)))[0]
+        empty_cost = -np.log(np.maximum(np.full(1, 1.0 / lab.size, dt), t(p_floor)))[0]
+        out = np.empty((lab.size, M, N), dtype=dt)
+        _numba_labeling.data_cost(np.ascontiguousarray(idx, dtype=np.intp), np.ascontiguousarray(pv, dtype=dt),
+                                  np.asarray(kap, dtype=dt), t(p_floor), t(floor_cost), t(empty_cost), out)
+        return out
     P, _ = _likelihood_lmn(r, p, lab, kap, xp, log_likelihood, dt)
     xp.maximum(P, dt.type(p_floor), out=P)
     xp.log(P, out=P)
