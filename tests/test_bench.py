@@ -132,5 +132,6 @@ def test_blurmap_bench_labeling_budgets_run_small(monkeypatch, tmp_path):
     assert row["budget_gib"] == 0.08 and row["tiles"] >= 2 and len(row["tile_label_iterations"]) == row["tiles"]
     assert row["fine_iterations"] > 0 and row["seconds"] > 0
     assert t["labeling"].get("tiles", 1) == 1  # the default budget holds 160² in one tile
-    with pytest.raises(SystemExit):
-        bb.build_parser().parse_args(["--labeling-budgets", "0,1"])
+    for bad in ("0,1", "nan", "inf", "1e-12", "x"):
+        with pytest.raises(SystemExit):
+            bb.build_parser().parse_args(["--labeling-budgets", bad])

@@ -468,7 +468,7 @@ def test_cli_writes_map_picture_candidates_and_mask(tmp_path):
     assert not (tmp_path / "b.npy").exists()
 
 
-def test_cli_labeling_memory_budget_tiles_the_labeling(tmp_path):
+def test_cli_labeling_memory_budget_tiles_the_labeling(tmp_path, capsys):
     """``blurmap --labeling-memory-budget`` reaches the labeling: a budget just below the whole
     map's need labels it in tiles, and the map equals the estimator's with the same budget."""
     from gpudeblur.blurmap.labeling import labeling_bytes_per_pixel
@@ -490,6 +490,12 @@ def test_cli_labeling_memory_budget_tiles_the_labeling(tmp_path):
     assert main(base + [str(tmp_path / "n.npy"), "--labeling", "none", "--labeling-memory-budget", "1000"]) == 2
     assert main(base + [str(tmp_path / "z.npy"), "--labeling-memory-budget", "0"]) == 2
     assert not (tmp_path / "n.npy").exists() and not (tmp_path / "z.npy").exists()
+    # too small for one tile: refused before the candidate stages, naming the option
+    capsys.readouterr()
+    assert main(base + [str(tmp_path / "s.npy"), "--labeling-memory-budget", "1000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gpudeblur: error: --labeling-memory-budget") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "s.npy").exists()
 
 
 @pytest.mark.parametrize("method", ["primal-dual", "alpha-expansion"])

@@ -192,6 +192,39 @@ def test_numba_data_cost_equals_array_code(dtype, log_likelihood):
     assert const.mean() > 0.5 and (a == b).mean() > 0.9
 
 
+@pytest.mark.parametrize("kappa", [(1.0,), (0.5, 1.0, 0.25), (0.0, 0.0, 1.0), (1.0, 0.0, 0.0), (1e-50, 0.0, 1e-50),
+                                   (0.2, 0.0, 1.0, 0.0, 0.3)])
+def test_numba_data_cost_custom_kappa_and_labels(kappa):
+    """Custom label kernels (asymmetric, zero centre, taps that fall off the label range or
+    underflow in float32: the pixel is then empty, cost log L, as in the array code) and
+    non-uniform labels; float16 goes to the array code (the kernel takes float32/64;
+    session 20's review found it raising)."""
+    rng = np.random.default_rng(5)
+    M, N = 20, 24
+    lab = np.array([0.0, 0.3, 0.5, 1.5, 1.6, 4.0])
+    r = rng.choice(lab, (M, N, 2)) + rng.normal(0, 0.02, (M, N, 2))
+    p = rng.uniform(0, 1, (M, N, 2))
+    kap = lb._check_kappa(kappa)
+    for dtype in (np.float32, np.float64):
+        dt = np.dtype(dtype)
+        a = lb._data_cost_lmn(r, p, lab, kap, np, False, dt, lb.P_FLOOR, numba_kernel=True)
+        b = lb._data_cost_lmn(r, p, lab, kap, np, False, dt, lb.P_FLOOR, numba_kernel=False)
+        assert (np.abs(a - b) / np.spacing(np.abs(b))).max() <= 4
+    with np.errstate(divide="ignore"):  # P_FLOOR underflows in float16: log 0 = -inf
+        D16 = lb.data_cost_from_candidates(r, p, lab, kappa=kappa, dtype=np.float16)
+    assert D16.dtype == np.float16 and D16.shape == (M, N, lab.size)
+
+
+def test_coherent_labeling_uses_the_spatial_pyramid_by_default():
+    """The blur map's labeling warm-starts its coarse label level coarse-to-fine in space
+    (``BLURMAP_MULTISCALE``); the generic solver does not."""
+    r, p, img, _ = planted_problem(M=160, N=140, seed=2)
+    _, info = lb.coherent_labeling(r, p, img)
+    assert lb.BLURMAP_MULTISCALE and info["levels"] >= 1 and len(info["level_iterations"]) == info["levels"] + 1
+    _, off = lb.coherent_labeling(r, p, img, multiscale=False)
+    assert off["levels"] == 0
+
+
 def test_labeling_energy_matches_loop():
     rng = np.random.default_rng(5)
     M, N, L = 4, 5, 6
@@ -667,7 +700,8 @@ def test_coarsened_problem_is_the_block_constant_restriction(shape, connectivity
     delta = np.diff(vals)
     Pc = rng.uniform(-1, 1, (Wc.shape[0], vals.size - 1, Mc, Nc)) * Wc[:, None] * delta[None, :, None, None]
     uc = rng.uniform(0, 1, (vals.size - 1, Mc, Nc))
-    u, P = lb._prolong(uc, Pc, W, Wc, np)
+    u, P = lb._prolong(uc, Pc, W, Wc, get_backend("cpu"))
+    assert lb._is_lifted(get_backend("cpu"), u) and lb._is_lifted(get_backend("cpu"), P)
     assert u.shape == (vals.size - 1, M, N) and P.shape == (W.shape[0], vals.size - 1, M, N)
     np.testing.assert_array_equal(u, np.repeat(np.repeat(uc, 2, 1), 2, 2)[:, :M, :N])
     bound = W[:, None] * delta[None, :, None, None]

@@ -260,9 +260,17 @@ def data_cost(idx, pv, kap, p_floor, floor_cost, empty_cost, out):
                             acc += kap[h + t] * P[l + t]
                     Pk[l] = acc
                     S += acc
+            if not S > zero:  # the array code's ``empty``: every tap fell off the label range or underflowed
+                for l in range(L):
+                    out[l, i, j] = empty_cost
+                    live[l] = False
+                    Pk[l] = zero
+                for c in range(C):
+                    P[idx[i, j, c]] = zero
+                continue
             for l in range(L):
                 if live[l]:
-                    q = Pk[l] / S if S > zero else zero
+                    q = Pk[l] / S
                     out[l, i, j] = -np.log(max(q, p_floor))
                     live[l] = False
                     Pk[l] = zero

@@ -48,9 +48,11 @@ edge weights from :func:`edge_weights`, and report the same energy,
     edge-dual update and the fused primal step (``K^T p`` on the fly,
     projection, over-relaxation, per-pixel dual bound). By default the
     iterations are warm-started from the same problem on every 5th label
-    (``label_step``), whose iterations cost a fifth; optionally also from
-    2x2-block coarsened problems (``multiscale``). Both keep the certificate
-    of the full problem.
+    (``label_step``), whose iterations cost a fifth, and that problem from
+    2x2-block coarsened ones (``multiscale``; on by default in the blur
+    map's :func:`coherent_labeling`, off in the generic
+    :func:`solve_multilabel`). Both keep the certificate of the full
+    problem.
 
 Memory of the primal-dual solver: about ``9 (L-1) M N`` floats (float32):
 500 x 500 with ``L = 81`` is ~0.7 GB; a 12 MP image with ``L = 81`` would
@@ -331,12 +333,14 @@ def data_cost_from_candidates(r_cand, p_cand, labels=None, *, kappa=KAPPA, p_flo
 
 
 def _data_cost_lmn(r, p, lab, kap, xp, log_likelihood, dt, p_floor, numba_kernel=None):
-    """``-log max(p~, p_floor)``, ``(L, M, N)``. On NumPy a Numba kernel
-    (``_numba_labeling.data_cost``: the same float operations, computed
-    only where ``p~`` is non-zero) unless ``numba_kernel=False``; the array
-    code below is what CuPy runs (tested against each other)."""
+    """``-log max(p~, p_floor)``, ``(L, M, N)``. On NumPy (float32 and
+    float64) a Numba kernel (``_numba_labeling.data_cost``: the same float
+    operations, computed only where ``p~`` is non-zero) unless
+    ``numba_kernel=False``; the array code below is what CuPy runs (the
+    test compares the two under NumPy: equal before the ``log``; CuPy's
+    own reduction order and ``log`` differ in the last bits anyway)."""
     if numba_kernel is None:
-        numba_kernel = xp is np
+        numba_kernel = xp is np and dt in (np.dtype(np.float32), np.dtype(np.float64))
     if numba_kernel:
         from . import _numba_labeling  # noqa: PLC0415
 
@@ -860,24 +864,32 @@ def _coarsen(D, W, xp):
     return xp.ascontiguousarray(Dc), xp.ascontiguousarray(Wc[:, 1:-1, 1:-1])
 
 
-def _prolong(u_c, P_c, W, Wc, xp):
-    """Fine ``(u, P)`` from the coarse solution (see above)."""
+def _prolong(u_c, P_c, W, Wc, be: Backend):
+    """Fine ``(u, P)`` from the coarse solution (see above), written straight
+    into the backend's lifted arrays (:func:`_lifted_empty`): no fine-sized
+    temporaries, so the pyramid's finest prolongation holds one fine ``P``."""
+    xp = be.xp
     K = u_c.shape[0]
     E, M, N = W.shape
     Mc, Nc = u_c.shape[1:]
-    u = xp.repeat(xp.repeat(u_c, 2, axis=1), 2, axis=2)[:, :M, :N]
-    u = xp.ascontiguousarray(u)
-    # share of each coarse edge variable per unit fine weight
+    u = _lifted_empty(be, (), K, M, N, u_c.dtype)
+    for pi in (0, 1):
+        for pj in (0, 1):
+            tgt = u[:, pi::2, pj::2]
+            tgt[...] = u_c[:, : tgt.shape[1], : tgt.shape[2]]
+    # share of each coarse edge variable per unit fine weight (coarse-sized, padded by one)
     has = Wc > 0
-    ratio = xp.where(has[:, None], P_c / xp.where(has, Wc, 1)[:, None], 0).astype(P_c.dtype)
     rp = xp.zeros((E, K, Mc + 2, Nc + 2), dtype=P_c.dtype)
-    rp[:, :, 1:-1, 1:-1] = ratio
+    rp[:, :, 1:-1, 1:-1] = xp.where(has[:, None], P_c / xp.where(has, Wc, 1)[:, None], 0)
     Wp = _pad_even(W, xp)
-    P = xp.zeros((E, K, 2 * Mc, 2 * Nc), dtype=P_c.dtype)
+    P = _lifted_empty(be, (E,), K, M, N, P_c.dtype)
+    P[...] = 0
     for d, pi, pj, dc, si, sj, sign in _crossing_edges(E):
-        r = rp[dc, :, 1 + si : 1 + si + Mc, 1 + sj : 1 + sj + Nc]
-        P[d, :, pi::2, pj::2] = (sign * r) * Wp[d, pi::2, pj::2][None]
-    return u, xp.ascontiguousarray(P[:, :, :M, :N])
+        tgt = P[d, :, pi::2, pj::2]
+        mi, nj = tgt.shape[1:]
+        r = rp[dc, :, 1 + si : 1 + si + mi, 1 + sj : 1 + sj + nj]
+        tgt[...] = (sign * r) * Wp[d, pi : pi + 2 * mi : 2, pj : pj + 2 * nj : 2][None]
+    return u, P
 
 
 #: Coarse levels stop when the short side would drop below this.
@@ -913,7 +925,7 @@ def _primal_dual_multiscale(D, W, vals, be: Backend, max_iter, tol, levels=None,
     for lev in range(levels, -1, -1):
         Dl, Wl = problems[lev]
         if warm is not None:
-            warm = tuple(_as_lifted(be, a) for a in _prolong(*warm, Wl, problems[lev + 1][1], xp))
+            warm = _prolong(*warm, Wl, problems[lev + 1][1], be)
         lab, info = _primal_dual(Dl, Wl, vals, be, max_iter, tol if lev == 0 else coarse_tol, warm=warm)
         warm = info.pop("state")  # the only reference: freed once prolonged
         its.append(int(info["iterations"]))
@@ -1120,7 +1132,10 @@ def _label_range(D, be: Backend):
 #: 25.4 → 21.1 s at 0 (the paper's energy); the two CUHK photos and a 500²
 #: ramp 16.7 → 12.3 s (prior 2) and 20.5 → 16.7 s (prior 0); the bench's
 #: six 192² scenes 1.57 → 1.52 s and 3.27 → 2.46 s. Energies moved −1.0 … +0.5 % (both
-#: certified). On a GPU not measured yet.
+#: certified). On a GPU not measured yet. Where the labels are not coarsened
+#: (``label_step=1``, or a pruned range under ``4 * label_step`` labels) the
+#: pyramid runs on the full-label problem; :func:`_prolong` writes into the
+#: lifted arrays directly, so that stays within :func:`labeling_bytes_per_pixel`.
 BLURMAP_MULTISCALE = True
 
 #: Default label subsampling of the primal-dual warm start (1 = off). Used
