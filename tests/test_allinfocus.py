@@ -1109,3 +1109,75 @@ def test_blind_in_focus_radius_follows_the_map_scale_and_tung_init(monkeypatch, 
     seen.clear()
     _, res2 = AllInFocus(mode="blind", blind_options={"init_kernel": None}).run(img, radius_map=rm)
     assert res2.in_focus_radius == 1.0 and seen and all(k["init_kernel"] is None and "kernel_size" not in k for k in seen)
+
+
+def test_spread_choice_takes_the_sharper_result_and_refuses_ringing(backend):
+    """``spread_choice``: 1 where the narrow result's gradients are sparser (a sharper edge), 0
+    where they are not (the same image, or one with ringing added beside the edge)."""
+    from gpudeblur.allinfocus import spread_choice
+    from scipy.ndimage import gaussian_filter
+
+    xp = backend.xp
+    M, N = 64, 96
+    step = np.zeros((M, N))
+    step[:, N // 2:] = 1.0
+    soft = gaussian_filter(step, 2.0)
+    ring = step + 0.08 * np.sin(np.arange(N) * 1.7)[None, :] * (np.abs(np.arange(N) - N // 2) < 12)[None, :]
+    same = to_host(spread_choice(xp.asarray(soft), xp.asarray(soft), 0.0, backend=backend))
+    assert same.shape == (M, N) and same.max() == 0
+    sharper = to_host(spread_choice(xp.asarray(soft), xp.asarray(step), 0.03, backend=backend))
+    assert sharper[:, N // 2 - 4 : N // 2 + 4].min() > 0.99  # at the edge, the sharp step wins
+    ringing = to_host(spread_choice(xp.asarray(step), xp.asarray(ring), 0.03, backend=backend))
+    assert ringing[:, N // 2 - 8 : N // 2 + 8].max() < 0.01  # ringing is never taken
+    rgb = to_host(spread_choice(xp.asarray(np.dstack([soft] * 3)), xp.asarray(np.dstack([step] * 3)), 0.03,
+                                backend=backend))
+    assert rgb.shape == (M, N) and rgb[:, N // 2 - 4 : N // 2 + 4].min() > 0.99  # colour: judged on the luminance
+
+
+def test_spread_select_blends_two_solves(natural_rgb):
+    """``spread_select=True`` = the default solve and one with a 5x narrower spread, blended by
+    :func:`spread_choice` after the same keep-in-focus fade; not applied (with a warning) to a
+    given map; settings checked."""
+    from gpudeblur import allinfocus as aif
+
+    img = natural_rgb[:96, :96]
+    M, N = img.shape[:2]
+    rm = np.zeros((M, N))
+    rm[:, N // 3:] = 2.5
+    rm[:, 2 * N // 3:] = 4.0
+    y = np.clip(blur_spatially_varying(img, rm, radius_step=0.1, dtype="float64")
+                + 1e-3 * np.random.default_rng(3).standard_normal(img.shape), 0, 1)
+    est = np.clip(rm + 0.3, 0, None)  # an "estimate": the pipeline's hedged settings apply
+    out, res = AllInFocus(mode="sv-admm", spread_select=True).run(y, radius_map=est, map_estimated=True)
+    wide, r0 = AllInFocus(mode="sv-admm").run(y, radius_map=est, map_estimated=True)
+    unc = r0.map_uncertainty
+    narrow, _ = AllInFocus(mode="sv-admm", map_uncertainty=(unc[0] * aif.SPREAD_SELECT[0], unc[1]),
+                           keep_in_focus=r0.keep_in_focus).run(y, radius_map=est, map_estimated=True)
+    pick = aif.spread_choice(wide, narrow, aif.SPREAD_SELECT[1])[..., None]
+    np.testing.assert_allclose(out, pick * narrow + (1 - pick) * wide, atol=1e-5)
+    assert 0 < res.spread_selected < 1 and res.report()["spread_selected_fraction"] == res.spread_selected
+    assert psnr(out, img) >= psnr(wide, img) - 0.05
+    with pytest.warns(UserWarning, match="not applied"):
+        given, rg = AllInFocus(mode="sv-admm", spread_select=True).run(y, radius_map=rm)
+    ref, _ = AllInFocus(mode="sv-admm").run(y, radius_map=rm)
+    np.testing.assert_array_equal(given, ref)
+    assert rg.spread_selected is None
+    for bad, match in (({"mode": "fast", "spread_select": True}, "needs mode"),
+                       ({"spread_select": (1.0, 0.03)}, "factor and margin"),
+                       ({"spread_select": "yes"}, "pair")):
+        with pytest.raises(ValueError, match=match):
+            AllInFocus(**bad)
+    assert AllInFocus(spread_select=True, backend="cpu").resolve_mode((4000, 4000)) == "sv-admm"
+    assert AllInFocus(spread_select=False).spread_select is None
+
+
+def test_cli_allinfocus_spread_select(tmp_path, natural_rgb):
+    from gpudeblur import cli
+
+    src, mp, out, rep = _cli_inputs(tmp_path, natural_rgb)
+    for bad in (["on", "--mode", "fast"], ["on", "--map", str(mp)], ["maybe"]):
+        assert cli.main(["-q", "allinfocus", str(src), str(out), "--spread-select", *bad]) == 2
+        assert not out.exists()
+    assert cli.main(["-q", "allinfocus", str(src), str(out), "--mode", "sv-admm", "--iters", "3", "--spread-select",
+                     "on", "--report", str(rep)]) == 0
+    assert json.loads(rep.read_text())["spread_selected_fraction"] is not None
