@@ -1153,6 +1153,7 @@ def test_spread_select_blends_two_solves(natural_rgb):
     unc = r0.map_uncertainty
     narrow, _ = AllInFocus(mode="sv-admm", map_uncertainty=(unc[0] * aif.SPREAD_SELECT[0], unc[1]),
                            keep_in_focus=r0.keep_in_focus).run(y, radius_map=est, map_estimated=True)
+    assert np.all(r0.radius_scale == 1)  # the hand-made narrow run re-checks radii: here a no-op
     pick = aif.spread_choice(wide, narrow, aif.SPREAD_SELECT[1])[..., None]
     np.testing.assert_allclose(out, pick * narrow + (1 - pick) * wide, atol=1e-5)
     assert 0 < res.spread_selected < 1 and res.report()["spread_selected_fraction"] == res.spread_selected
@@ -1169,13 +1170,47 @@ def test_spread_select_blends_two_solves(natural_rgb):
             AllInFocus(**bad)
     assert AllInFocus(spread_select=True, backend="cpu").resolve_mode((4000, 4000)) == "sv-admm"
     assert AllInFocus(spread_select=False).spread_select is None
+    for bad, match in (({"spread_select": "00"}, "pair"), ({"spread_select": True, "map_uncertainty": (0, 3)},
+                                                          "radius spread")):
+        with pytest.raises(ValueError, match=match):
+            AllInFocus(**bad)
+
+
+def test_spread_select_second_solve_reuses_the_checked_map_and_settings(monkeypatch, natural_rgb):
+    """The narrow solve gets the first solve's map (after edge cap and radius check: here an
+    over-estimated map that the edge cap lowers), its TV weight and its clipped-pixel mask; only
+    the radius spread changes (session 20's review)."""
+    from gpudeblur import allinfocus as aif
+
+    img = natural_rgb[:96, :96].copy()
+    img[2:10, 2:10] = 1.0  # clipped highlight: the saturation mask is passed
+    rm = np.zeros(img.shape[:2])
+    rm[:, 32:] = 1.0
+    rm[:, 64:] = 1.5
+    y = np.clip(blur_spatially_varying(img, rm, radius_step=0.1, dtype="float64"), 0, 1)
+    calls = []
+    real = aif.deconvolve_spatially_varying
+
+    def spy(x, r, **kw):
+        calls.append((np.asarray(r).copy(), dict(kw)))
+        return real(x, r, **kw)
+
+    monkeypatch.setattr(aif, "deconvolve_spatially_varying", spy)
+    _, res = AllInFocus(mode="sv-admm", spread_select=True, num_iter=3).run(y, radius_map=3 * rm + 1,
+                                                                             map_estimated=True)
+    (r1, k1), (r2, k2) = [c for c in calls if c[1].get("method") == "sv-admm"]
+    assert res.edge_capped > 0.1 and not np.array_equal(r1, 3 * rm + 1)  # the checks changed the map
+    np.testing.assert_array_equal(r1, r2)
+    assert k2["radius_sigma"] == pytest.approx(k1["radius_sigma"] * aif.SPREAD_SELECT[0])
+    assert k2["saturated"] is k1["saturated"] and k1["saturated"] is not None and k2["lam"] == k1["lam"]
+    assert {k: v for k, v in k1.items() if k != "radius_sigma"}.keys() == {k for k in k2 if k != "radius_sigma"}
 
 
 def test_cli_allinfocus_spread_select(tmp_path, natural_rgb):
     from gpudeblur import cli
 
     src, mp, out, rep = _cli_inputs(tmp_path, natural_rgb)
-    for bad in (["on", "--mode", "fast"], ["on", "--map", str(mp)], ["maybe"]):
+    for bad in (["on", "--mode", "fast"], ["on", "--map", str(mp)], ["maybe"], ["on", "--map-uncertainty", "0,3"]):
         assert cli.main(["-q", "allinfocus", str(src), str(out), "--spread-select", *bad]) == 2
         assert not out.exists()
     assert cli.main(["-q", "allinfocus", str(src), str(out), "--mode", "sv-admm", "--iters", "3", "--spread-select",
