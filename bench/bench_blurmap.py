@@ -229,12 +229,11 @@ def stage_timing(size, backend, time_labeling: bool = False, peak_memory: bool =
     t_lut = time.perf_counter()
     BlurMapEstimator(labeling=None, backend=backend)
     out["stages"]["lut_build(init)"] = time.perf_counter() - t_lut
+    from gpudeblur.blurmap.estimator import LABELING_MEMORY_BUDGET  # noqa: PLC0415
+    from gpudeblur.blurmap.labeling import coherent_labeling  # noqa: PLC0415
+
     if time_labeling:
-        from gpudeblur.blurmap.labeling import coherent_labeling  # noqa: PLC0415
-
         t0 = time.perf_counter()
-        from gpudeblur.blurmap.estimator import LABELING_MEMORY_BUDGET  # noqa: PLC0415
-
         _, linfo = coherent_labeling(res.candidates, res.likelihoods, b, max_radius=8.0, method="primal-dual",
                                      memory_budget=LABELING_MEMORY_BUDGET, backend=backend)
         be.synchronize()
@@ -244,14 +243,10 @@ def stage_timing(size, backend, time_labeling: bool = False, peak_memory: bool =
                                                  "label_range", "tiles", "tile_gaps", "tile_iterations",
                                                  "tile_label_iterations", "tile_seconds", "tile_shapes") if k in linfo}
     if labeling_budgets and not time_labeling:  # warm-up: compile the labeling's kernels outside the timings
-        from gpudeblur.blurmap.labeling import coherent_labeling  # noqa: PLC0415
-
         coherent_labeling(res.candidates[:96, :96], res.likelihoods[:96, :96], b[:96, :96], max_radius=8.0,
                           method="primal-dual", backend=backend)
         be.synchronize()
     for gib in labeling_budgets:
-        from gpudeblur.blurmap.labeling import coherent_labeling  # noqa: PLC0415
-
         t0 = time.perf_counter()
         _, linfo = coherent_labeling(res.candidates, res.likelihoods, b, max_radius=8.0, method="primal-dual",
                                      memory_budget=int(gib * 2**30), backend=backend)

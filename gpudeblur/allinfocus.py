@@ -866,11 +866,7 @@ def radius_check(image, radius_map, *, psf_family="disc", keep_in_focus=KEEP_IN_
     trials = deconvolve_fast_scaled(lum, r, scales, lam=lam, family=family, radius_sigma=rs, spatial_sigma=ss,
                                     backend=be)
     for s, f in trials:  # running minimum: two maps instead of one per scale
-        gy, gx = xp.gradient(f)
-        a = xp.sqrt(gx * gx + gy * gy)
-        l1 = wsum(w * a)
-        l2 = xp.sqrt(xp.maximum(wsum(w * a * a) * gw, t(0)))
-        ratio = l1 / xp.maximum(l2, t(1e-12))
+        ratio, _ = _gradient_sparsity(f, wsum, gw, xp, w)
         if lowest is None:
             lowest, best = ratio, xp.full(ratio.shape, t(s))
         else:
@@ -881,8 +877,7 @@ def radius_check(image, radius_map, *, psf_family="disc", keep_in_focus=KEEP_IN_
     taken = judged & (lowest < t(1 - margin) * ratio)
     scale = xp.where(taken, best, t(1))
     if smooth > 0:
-        ssum = _window_summer(smooth, scale.shape, be, scale.dtype)
-        scale = ssum(scale) / ssum(xp.ones_like(scale))
+        scale = _local_mean(scale, smooth, be)
     return to_output(xp.clip(scale, t(scales[0]), t(1)).astype(t, copy=False), kind)
 
 
@@ -958,6 +953,24 @@ def _window_summer(sigma, shape, be, dtype):
     return window_sum
 
 
+def _gradient_sparsity(f, wsum, gw, xp, w=None):
+    """Normalized sparsity ``Σ w|∇f| / sqrt(Σ w|∇f|² · Σ w)`` of ``f``'s gradient
+    magnitude over the windows of ``wsum`` (``gw = wsum(w)``; ``w`` None: all
+    pixels), and the windowed energy ``Σ w|∇f|²`` (Krishnan, Tay & Fergus 2011)."""
+    t = f.dtype.type
+    gy, gx = xp.gradient(f)
+    a = xp.sqrt(gx * gx + gy * gy)
+    wa = a if w is None else w * a
+    energy = wsum(wa * a)
+    return wsum(wa) / xp.maximum(xp.sqrt(xp.maximum(energy * gw, t(0))), t(1e-12)), energy
+
+
+def _local_mean(a, sigma, be):
+    """Gaussian-weighted local mean of ``a`` (σ = ``sigma`` px) over the image only."""
+    ssum = _window_summer(sigma, a.shape, be, a.dtype)
+    return ssum(a) / ssum(be.xp.ones_like(a))
+
+
 def _check_spread_select(value):
     """``spread_select`` as ``(factor, margin)`` or None (off)."""
     if value is None or value is False or (isinstance(value, np.bool_) and not value):
@@ -994,19 +1007,12 @@ def spread_choice(wide, narrow, margin, *, window=SPREAD_SELECT_WINDOW, smooth=S
     wsum = _window_summer(window, lw.shape, be, t)
     g1 = wsum(xp.ones_like(lw))
 
-    def sparsity(f):
-        gy, gx = xp.gradient(f)
-        m = xp.sqrt(gx * gx + gy * gy)
-        e = wsum(m * m)
-        return wsum(m) / xp.sqrt(xp.maximum(e * g1, t(1e-24))), e
-
-    sn, _ = sparsity(ln)
-    sw, ew = sparsity(lw)
+    sn, _ = _gradient_sparsity(ln, wsum, g1, xp)
+    sw, ew = _gradient_sparsity(lw, wsum, g1, xp)
     # a window without gradients (RMS below 1e-5: no noise either) has nothing to judge: the default
     pick = ((sn < t(1 - margin) * sw) & (ew > t(1e-10) * g1)).astype(t)
     if smooth > 0:
-        ssum = _window_summer(smooth, pick.shape, be, t)
-        pick = ssum(pick) / ssum(xp.ones_like(pick))
+        pick = _local_mean(pick, smooth, be)
     return xp.clip(pick, t(0), t(1))
 
 

@@ -231,20 +231,11 @@ def data_cost(idx, pv, kap, p_floor, floor_cost, empty_cost, out):
         Pk = np.zeros(L, dtype=out.dtype)
         live = np.zeros(L, dtype=np.bool_)
         for j in range(N):
-            any_c = False
             for c in range(C):
                 v = pv[i, j, c]
                 if v > zero:
                     k = idx[i, j, c]
                     P[k] = max(P[k], v)
-                    any_c = True
-            if not any_c:
-                for l in range(L):
-                    out[l, i, j] = empty_cost
-                continue
-            for c in range(C):
-                if pv[i, j, c] > zero:
-                    k = idx[i, j, c]
                     for l in range(max(k - h, 0), min(k + h + 1, L)):
                         live[l] = True
             S = zero
@@ -260,21 +251,16 @@ def data_cost(idx, pv, kap, p_floor, floor_cost, empty_cost, out):
                             acc += kap[h + t] * P[l + t]
                     Pk[l] = acc
                     S += acc
-            if not S > zero:  # the array code's ``empty``: every tap fell off the label range or underflowed
-                for l in range(L):
-                    out[l, i, j] = empty_cost
-                    live[l] = False
-                    Pk[l] = zero
-                for c in range(C):
-                    P[idx[i, j, c]] = zero
-                continue
+            # S = 0: no usable candidate, or every tap fell off the labels or underflowed (the array code's ``empty``)
+            ok = S > zero
             for l in range(L):
-                if live[l]:
-                    q = Pk[l] / S
-                    out[l, i, j] = -np.log(max(q, p_floor))
-                    live[l] = False
-                    Pk[l] = zero
+                if not ok:
+                    out[l, i, j] = empty_cost
+                elif live[l]:
+                    out[l, i, j] = -np.log(max(Pk[l] / S, p_floor))
                 else:
                     out[l, i, j] = floor_cost
+                live[l] = False
+                Pk[l] = zero
             for c in range(C):
                 P[idx[i, j, c]] = zero

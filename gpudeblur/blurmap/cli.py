@@ -141,9 +141,9 @@ def run(args) -> int:
     if image.ndim == 3 and image.shape[2] == 4:
         image = image[..., :3]
     if args.labeling_memory_budget is not None:  # before minutes of candidate stages
-        from .labeling import label_tiles  # noqa: PLC0415
+        from .labeling import default_labels, label_tiles  # noqa: PLC0415
 
-        n_labels = np.arange(0.0, args.max_radius + 1e-9, 0.1).size  # the estimator's labels
+        n_labels = default_labels(args.max_radius).size  # the estimator's labels
         try:
             label_tiles(image.shape[:2], n_labels, args.labeling_memory_budget)
         except ValueError as exc:

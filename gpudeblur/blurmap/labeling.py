@@ -347,7 +347,8 @@ def _data_cost_lmn(r, p, lab, kap, xp, log_likelihood, dt, p_floor, numba_kernel
         M, N, _ = r.shape
         idx, pv = _candidate_labels(r, p, lab, xp, log_likelihood)
         t = dt.type
-        floor_cost = -np.log(np.maximum(np.zeros(1, dt), t(p_floor)))[0]
+        # the two constant costs through NumPy's own log, as the array code takes them
+        floor_cost = -np.log(np.full(1, p_floor, dt))[0]
         empty_cost = -np.log(np.maximum(np.full(1, 1.0 / lab.size, dt), t(p_floor)))[0]
         out = np.empty((lab.size, M, N), dtype=dt)
         _numba_labeling.data_cost(np.ascontiguousarray(idx, dtype=np.intp), np.ascontiguousarray(pv, dtype=dt),
