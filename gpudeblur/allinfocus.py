@@ -22,7 +22,10 @@ also works on its own:
        layer's median radius; the in-focus layer is kept;
    with an estimated map, ``sv-admm`` and ``fast`` first lower radii that
    a sharp edge nearby rules out (:func:`edge_cap`) and shrink radii
-   whose trial deconvolutions ring (:func:`radius_check`);
+   whose trial deconvolutions ring (:func:`radius_check`), and ``sv-admm``
+   follows its solve with the map's radius spread by one with a narrower
+   spread, keeping that where it rings no more (:data:`SPREAD_SELECT`,
+   :func:`spread_choice`);
 3. composition ``f = Σ α_i ⊙ u_i`` with feathered masks (seams blended);
    with an estimated map, ``sv-admm`` and ``fast`` keep the input where the
    map says in focus (:data:`KEEP_IN_FOCUS`, :func:`in_focus_weight`), as
@@ -49,7 +52,7 @@ import numpy as np
 from ._backend import BACKEND_NAMES, Backend, array_module, as_backend_array, get_backend, is_cupy_array, to_output
 from ._validate import check_choice, check_image, check_positive, check_positive_int, join_alpha, split_alpha
 from .spatially_varying import (MAX_RADIUS_SIGMA, _check_family_psfs, _family, check_radius_map, check_saturated, check_uncertainty,
-                                deconvolve_fast_scaled, deconvolve_spatially_varying)
+                                deconvolve_fast_scaled, deconvolve_spatially_varying, deconvolve_spread_sequence)
 
 __all__ = ["AllInFocus", "AllInFocusResult", "split_layers", "compose_layers", "in_focus_weight", "disc_equivalent",
            "family_function", "radius_check", "edge_cap", "saturation_mask"]
@@ -184,29 +187,39 @@ MAP_WINDOW = 51
 #: map's value protects the sharp photos (their radii are over-read) and
 #: costs the blurred scenes, so it stays at 0.5.
 MAP_UNCERTAINTY = (0.5, 3.0)
-#: ``(factor, margin)`` of ``AllInFocus(spread_select=True)`` (off by
-#: default): ``sv-admm`` is solved a second time with the spread's
-#: ``radius_sigma`` times ``factor`` (0.1 px at scale 1), and per pixel the
-#: narrow result is taken where it does not ring: where the normalized
-#: sparsity of its luminance gradient magnitude, ``G(|∇f|) /
+#: ``(factor, margin)`` of ``AllInFocus(spread_select=...)`` (on by default
+#: for ``sv-admm`` on an estimated map): ``sv-admm`` is solved with the
+#: spread's ``radius_sigma`` for the first half of its iterations, then
+#: with ``radius_sigma`` times ``factor`` (0.1 px at scale 1) for the second
+#: half, warm-started from the first
+#: (:func:`gpudeblur.spatially_varying.deconvolve_spread_sequence`), and per
+#: pixel the narrow result is taken where it does not ring: where the
+#: normalized sparsity of its luminance gradient magnitude, ``G(|∇f|) /
 #: sqrt(G(|∇f|²))`` over a Gaussian window of :data:`SPREAD_SELECT_WINDOW`
-#: px (as in :func:`radius_check`), is below ``1 − margin`` times the
-#: default result's; the choice is smoothed by a Gaussian of
+#: px (as in :func:`radius_check`), is below ``1 − margin`` times the wide
+#: result's; the choice is smoothed by a Gaussian of
 #: :data:`SPREAD_SELECT_SMOOTH` px. A narrow spread sharpens truly blurred
 #: regions but rings where a sharp photo's smooth regions beside edges read
 #: as blurred, and neither the map nor the texture tells them apart (session
-#: 20); the two results' ringing does. Measured (session 20, outputs blended
-#: after the same settings; 192² scenes, σ_n² = 1e-6, estimated map): bench
-#: 6 scenes 27.26 → 27.74 dB at margin 0.03 (narrow alone 27.94), the five
-#: sharp 256² photos −0.13 dB mean (narrow alone −2.2 … −8.4 dB), eight
-#: held-out scenes (camera, grass, gravel, rocket × layered/ramp) 25.65 →
-#: 25.86 dB, at or above the default on each (this implementation; the
-#: experiment's output blend gave 27.73 / −0.12 / 25.83). Costs a second solve.
+#: 20); the two results' ringing does. Measured (192² scenes, σ_n² = 1e-6,
+#: estimated map): session 20, two full 30-iteration solves: bench 6 scenes
+#: 27.26 → 27.74 dB at margin 0.03 (narrow alone 27.94), the five sharp
+#: 256² photos −0.13 dB mean (narrow alone −2.2 … −8.4 dB), eight held-out
+#: scenes (camera, grass, gravel, rocket × layered/ramp) 25.65 → 25.86 dB.
+#: Session 21: the wide solve at 15 iterations is as good as at 30 (bench
+#: 27.24 / sharp photos +0.06 dB), and the narrow one warm-started from it
+#: needs 15 (cold 30: 27.74, warm 5 / 10 / 15: 27.43 / 27.62 / 27.71), so
+#: 15 + 15 costs what one solve did: bench 27.26 → 27.73 dB, sharp photos
+#: −0.15 dB mean (chelsea −0.46), held-out 25.65 → 25.80 dB, at or above
+#: the default on each (15 + 10: 27.63 / −0.05 / 25.76).
 SPREAD_SELECT = (0.2, 0.03)
 #: Gaussian σ (px) of the sparsity window of ``spread_select``.
 SPREAD_SELECT_WINDOW = 8.0
 #: Gaussian σ (px) smoothing ``spread_select``'s per-pixel choice.
 SPREAD_SELECT_SMOOTH = 2.0
+#: ADMM iterations of ``sv-admm`` (``AllInFocus(num_iter=None)``); with
+#: ``spread_select`` the wide solve takes ``n − n // 2`` and the narrow one ``n // 2``.
+SV_ADMM_ITERATIONS = 30
 #: A pixel counts as clipped (:func:`saturation_mask`) where one of its
 #: colour channels reaches this fraction of the white point (1 for images
 #: in [0, 1]): 254/255 for 8-bit. At 0.98 (250/255, to catch JPEG ripple)
@@ -972,8 +985,11 @@ def _local_mean(a, sigma, be):
 
 
 def _check_spread_select(value):
-    """``spread_select`` as ``(factor, margin)`` or None (off)."""
-    if value is None or value is False or (isinstance(value, np.bool_) and not value):
+    """``spread_select`` as ``(factor, margin)`` or None (off); the default (None) and True
+    give :data:`SPREAD_SELECT`."""
+    if value is None:
+        return SPREAD_SELECT
+    if value is False or (isinstance(value, np.bool_) and not value):
         return None
     if value is True or isinstance(value, np.bool_):
         return SPREAD_SELECT
@@ -1194,7 +1210,7 @@ class AllInFocus:
         images on the CPU, where ``sv-admm`` takes tens of minutes; the
         result's ``mode`` says which ran. Options whose meaning depends on
         the mode (``lam``, ``num_iter``, ``saturation=True``,
-        ``spread_select``) make ``'auto'`` run ``sv-admm`` whatever the size
+        ``spread_select=True``) make ``'auto'`` run ``sv-admm`` whatever the size
         (the mode they belong to).
     layers : int, optional
         Number of out-of-focus layers (``blind``); default from the map.
@@ -1214,7 +1230,8 @@ class AllInFocus:
         noise-adaptive on a given one), gradient prior for ``fast`` (0.015), framelet ℓ1
         ``lam1`` for ``blind`` (0.005; ``blind_options['lam1']`` wins).
     num_iter : int, optional
-        ADMM iterations of ``sv-admm`` (30) or alternations ``N`` of
+        ADMM iterations of ``sv-admm`` (:data:`SV_ADMM_ITERATIONS`, 30; with
+        ``spread_select`` the two solves' together) or alternations ``N`` of
         ``blind`` (20; ``blind_options['n_outer']`` wins). ``fast`` has no
         iterations: setting it there is an error.
     map_uncertainty : (float, float), optional
@@ -1242,15 +1259,21 @@ class AllInFocus:
         an edge nearby is too sharp for (:func:`edge_cap`, slack
         :data:`EDGE_CAP_SLACK`); this is what keeps a sharp photo's smooth
         regions that read as blurred from ringing.
-    spread_select : bool or (float, float)
-        ``sv-admm`` on an *estimated* map: solve a second time with a
-        narrower radius spread and take that result per pixel where it does
-        not ring more (:data:`SPREAD_SELECT`: ``(factor, margin)``; True
-        for those defaults, False (default) off). The second solve uses the
-        map after the first one's edge cap and radius check, and the same
-        TV weight and clipped-pixel mask. About +0.2–0.5 dB on the
-        benchmarks for a second solve's time; the result's
-        ``spread_selected`` is the fraction taken from the narrow solve.
+    spread_select : bool, (float, float) or None
+        ``sv-admm`` on an *estimated* map: split the ADMM iterations between
+        the map's radius spread and a narrower one warm-started from it
+        (:func:`gpudeblur.spatially_varying.deconvolve_spread_sequence`),
+        and take the narrow result per pixel where it does not ring more
+        (:data:`SPREAD_SELECT`: ``(factor, margin)``; True for those
+        defaults). Both solves use the map after the edge cap and radius
+        check, and the same TV weight and clipped-pixel mask. None
+        (default): on wherever it applies (``sv-admm`` on an estimated map
+        with a radius spread), silently off elsewhere; True: the same, but
+        it makes ``'auto'`` run ``sv-admm`` and warns where it cannot apply;
+        False: one solve with the spread. +0.47 dB on the quality bench
+        (+0.15 on eight held-out scenes, −0.15 on sharp photos) for the same
+        number of iterations; the result's ``spread_selected`` is the
+        fraction taken from the narrow solve.
     saturation : bool or None
         ``sv-admm``: fit clipped pixels (:func:`saturation_mask`,
         :data:`SATURATION_LEVEL`) one-sided, whether the map is estimated or
@@ -1302,7 +1325,7 @@ class AllInFocus:
         radius_check=True,
         edge_cap=True,
         saturation=None,
-        spread_select=False,
+        spread_select=None,
         map_scale="auto",
         estimator_options=None,
         blind_options=None,
@@ -1355,11 +1378,15 @@ class AllInFocus:
             self.saturation = None if self.mode == "auto" else self.mode == "sv-admm"
         else:
             self.saturation = bool(saturation)
+        #: ``(factor, margin)`` or None (off); ``_spread_set``: set by the caller (else the
+        #: default, which applies where it can: sv-admm on an estimated map with a spread)
         self.spread_select = _check_spread_select(spread_select)
-        if self.spread_select is not None and self.mode in ("fast", "blind"):
-            raise ValueError(f"spread_select needs mode 'sv-admm' or 'auto', got mode {self.mode!r}")
-        if self.spread_select is not None and self.map_uncertainty is not None and self.map_uncertainty[0] <= 0:
-            raise ValueError("spread_select needs a radius spread: map_uncertainty's radius_sigma is 0")
+        self._spread_set = spread_select is not None
+        if self._spread_set and self.spread_select is not None:
+            if self.mode in ("fast", "blind"):
+                raise ValueError(f"spread_select needs mode 'sv-admm' or 'auto', got mode {self.mode!r}")
+            if self.map_uncertainty is not None and self.map_uncertainty[0] <= 0:
+                raise ValueError("spread_select needs a radius spread: map_uncertainty's radius_sigma is 0")
         self.estimator_options = dict(estimator_options or {})
         self.blind_options = dict(blind_options or {})
         self.backend = backend
@@ -1371,7 +1398,8 @@ class AllInFocus:
         (``mode`` itself unless it is ``'auto'``; see :data:`AUTO_SV_ADMM_MAX_PIXELS`)."""
         if self.mode != "auto":
             return self.mode
-        if self.lam is not None or self.num_iter is not None or self.saturation or self.spread_select is not None:
+        if self.lam is not None or self.num_iter is not None or self.saturation or \
+                (self._spread_set and self.spread_select is not None):
             return "sv-admm"  # options of sv-admm (lam: its TV weight, not fast's prior)
         be = backend if isinstance(backend, Backend) else get_backend(backend if backend is not None else self.backend)
         pixels = int(image_shape[0]) * int(image_shape[1])
@@ -1477,8 +1505,6 @@ class AllInFocus:
                 kw["lam"] = self.lam
             elif map_estimated and mode == "sv-admm":
                 kw["lam"] = ESTIMATED_MAP_LAM if check else UNCHECKED_MAP_LAM
-            if self.num_iter is not None:
-                kw["num_iter"] = self.num_iter
             unc = self.map_uncertainty
             if unc is None:
                 unc = scaled_map_uncertainty(map_scale or 1) if map_estimated else (0.0, 0.0)
@@ -1511,17 +1537,31 @@ class AllInFocus:
                     sat = saturation_mask(x, backend=be)
                 result.saturated = float(sat.mean())
                 kw["saturated"] = sat
-            out = deconvolve_spatially_varying(x, rdeb, method=mode, family=self._psf, backend=be, **kw)
-            sel = self.spread_select
+            sel = self.spread_select if mode == "sv-admm" else None
             if sel is not None and (not map_estimated or unc[0] <= 0):
-                warnings.warn(f"spread_select applies to an estimated map with a radius spread; not applied (map "
-                              f"{'estimated' if map_estimated else 'given'}, spread {unc[0]:g} px)", stacklevel=2)
+                if self._spread_set:
+                    warnings.warn(f"spread_select applies to an estimated map with a radius spread; not applied (map "
+                                  f"{'estimated' if map_estimated else 'given'}, spread {unc[0]:g} px)", stacklevel=2)
                 sel = None
+            n_iter = self.num_iter if self.num_iter is not None else SV_ADMM_ITERATIONS
             narrow = None
-            if sel is not None:  # the same map (after the wide spread's checks) and settings, a narrower spread
-                self._stage(f"deblur ({mode}, narrow spread)")
-                kw["radius_sigma"] = unc[0] * sel[0]
-                narrow = deconvolve_spatially_varying(x, rdeb, method=mode, family=self._psf, backend=be, **kw)
+            if sel is None:
+                if mode == "sv-admm":
+                    kw["num_iter"] = n_iter
+                out = deconvolve_spatially_varying(x, rdeb, method=mode, family=self._psf, backend=be, **kw)
+            else:
+                # the wide spread, then the narrow one warm-started from it: the same map (after the
+                # checks) and settings; the iterations split between them
+                n_wide, n_narrow = max(1, n_iter - n_iter // 2), max(1, n_iter // 2)
+                sigmas = (unc[0], unc[0] * sel[0])
+
+                def announce(i):
+                    if i == n_wide - 1:
+                        self._stage(f"deblur ({mode}, narrow spread)")
+
+                kw.pop("radius_sigma")
+                out, narrow = deconvolve_spread_sequence(x, rdeb, sigmas, num_iter=(n_wide, n_narrow),
+                                                         family=self._psf, backend=be, callback=announce, **kw)
             if keep is not False:
                 # the weight follows the map before the radius check (which only rescales blurred radii)
                 a = in_focus_weight(rkeep, *keep, backend=be).astype(out.dtype, copy=False)

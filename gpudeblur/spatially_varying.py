@@ -664,6 +664,81 @@ def deconvolve_spatially_varying(
     """
     check_choice(method, ("sv-admm", "fast"), "method")
     num_iter = check_positive_int(num_iter, "num_iter")
+    return _deconvolve(image, radius_map, method, ((radius_sigma, num_iter),), spatial_sigma, lam, cg_iter, rho,
+                       radius_step, family, saturated, clip, callback, backend, dtype)[0]
+
+
+def deconvolve_spread_sequence(
+    image,
+    radius_map,
+    radius_sigmas,
+    *,
+    num_iter=(15, 15),
+    spatial_sigma=0.0,
+    lam=None,
+    cg_iter=5,
+    rho=None,
+    radius_step=0.5,
+    family="disc",
+    saturated=None,
+    clip=None,
+    callback: Callable[[int], None] | None = None,
+    backend=None,
+    dtype=None,
+):
+    """``sv-admm`` with each radius spread of ``radius_sigmas`` in turn, each solve
+    warm-started from the one before; returns every solve's result.
+
+    The first solve is :func:`deconvolve_spatially_varying`'s ``sv-admm``
+    with ``radius_sigmas[0]`` and ``num_iter[0]`` iterations; each later one
+    starts from the previous solve's state (the image, and the TV
+    splitting's auxiliary and scaled dual variables) instead of the mean-PSF
+    inverse and zeros, and runs ``num_iter[i]`` iterations with its own
+    spread. Where two solves' FFT grids agree (the bank's largest PSF is the
+    same) the state carries over whole, so equal spreads continue one ADMM
+    run exactly (without ``saturated``, whose active set is re-formed at
+    each solve's start); otherwise it is cropped to the image and put on the
+    new grid as the data are. Used by ``AllInFocus(spread_select=...)``: a
+    narrow-spread solve started from the wide one's result needs about
+    half the iterations of a cold start for the same result.
+
+    Parameters
+    ----------
+    image, radius_map
+        As :func:`deconvolve_spatially_varying`.
+    radius_sigmas : sequence of float
+        The ``radius_sigma`` of each solve (px, ≥ 0).
+    num_iter : sequence of int
+        ADMM iterations of each solve (same length as ``radius_sigmas``).
+    spatial_sigma, lam, cg_iter, rho, radius_step, family, saturated, clip, backend, dtype
+        As :func:`deconvolve_spatially_varying`, the same for every solve
+        (``lam``'s noise-adaptive default is measured once).
+    callback : callable, optional
+        ``callback(i)`` after each ADMM iteration, ``i`` counting on across
+        the solves.
+
+    Returns
+    -------
+    list of arrays like ``image``, one per solve
+    """
+    if isinstance(radius_sigmas, (str, bytes)) or isinstance(num_iter, (str, bytes)):
+        raise ValueError("radius_sigmas and num_iter must be sequences of numbers")
+    try:
+        sigmas, iters = list(radius_sigmas), list(num_iter)
+    except TypeError:
+        raise ValueError(f"radius_sigmas and num_iter must be sequences, got {radius_sigmas!r} and {num_iter!r}") from None
+    if not sigmas or len(sigmas) != len(iters):
+        raise ValueError(f"radius_sigmas and num_iter must be non-empty and of one length, got {len(sigmas)} and "
+                         f"{len(iters)}")
+    iters = [check_positive_int(n, "num_iter") for n in iters]
+    return _deconvolve(image, radius_map, "sv-admm", tuple(zip(sigmas, iters)), spatial_sigma, lam, cg_iter, rho,
+                       radius_step, family, saturated, clip, callback, backend, dtype)
+
+
+def _deconvolve(image, radius_map, method, stages, spatial_sigma, lam, cg_iter, rho, radius_step, family, saturated,
+                clip, callback, backend, dtype):
+    """The solves of ``stages`` (``(radius_sigma, num_iter)`` each; ``sv-admm`` warm-started
+    from the previous one; ``fast`` takes one) on one image; a list of results."""
     cg_iter = check_positive_int(cg_iter, "cg_iter")
     be, x, kind, r = _prepare(image, radius_map, backend, dtype)
     xp = be.xp
@@ -672,31 +747,49 @@ def deconvolve_spatially_varying(
     x, alpha = split_alpha(x)  # RGBA: the alpha channel comes back untouched
     if alpha is not None and saturated is not None and np.ndim(saturated) == 3:
         saturated = be.asarray(saturated)[..., :3]
-    op = SpatiallyVaryingBlur(r, be, x.dtype, radius_step, family, radius_sigma=radius_sigma, spatial_sigma=spatial_sigma,
-                              grid_weights=method != "fast")
-    g = op.grid.extend(to_channels_first(x))
-    sat = None
-    if saturated is not None:
-        if method == "fast":
-            raise ValueError("saturated needs method 'sv-admm' (the fast mode's per-radius filters cannot weight pixels)")
-        sat = _saturated_grid(saturated, x, op, be)
+    if saturated is not None and method == "fast":
+        raise ValueError("saturated needs method 'sv-admm' (the fast mode's per-radius filters cannot weight pixels)")
+    for radius_sigma, _ in stages:  # all settings checked before the first solve
+        check_uncertainty(radius_sigma, spatial_sigma)
     if lam is None:
         lam = max(_LAM_PER_SIGMA * estimate_noise(x, backend=be), _SV_LAM_FLOOR) if method == "sv-admm" else _FAST_LAM
     lam = check_positive(lam, "lam")
-    if method == "fast":
-        out = _fast(op, g, lam)
-    else:
+    if method == "sv-admm":
         rho = check_positive(rho if rho is not None else _SV_RHO_FACTOR * lam, "rho")
-        out = op.grid.crop(_sv_admm(op, g, lam, rho, num_iter, cg_iter, callback, sat))
-    if sat is not None:
-        # clipped in, clipped out: the data bound those values only from below, so
-        # whatever the fit put above the clipped level there is unobserved
-        s_img = op.grid.crop(sat)
-        out = xp.where(s_img, xp.minimum(out, to_channels_first(x)[s_img].max()), out)
-    if clip is not None and clip is not False:
-        lo, hi = (0.0, 1.0) if clip is True else clip
-        out = xp.clip(out, t(lo), t(hi))
-    return to_output(join_alpha(from_channels_first(out.astype(x.dtype, copy=False), x.ndim), alpha, xp), kind)
+    xc = to_channels_first(x)
+    outs = []
+    state = None  # the previous solve's (f, ux, uy, wx, wy), its grid's pad and crop
+    done = 0
+    for radius_sigma, num_iter in stages:
+        op = SpatiallyVaryingBlur(r, be, x.dtype, radius_step, family, radius_sigma=radius_sigma,
+                                  spatial_sigma=spatial_sigma, grid_weights=method != "fast")
+        g = op.grid.extend(xc)
+        sat = None if saturated is None else _saturated_grid(saturated, x, op, be)
+        if method == "fast":
+            out = _fast(op, g, lam)
+        else:
+            start = None
+            if state is not None:
+                start, pad, crop = state
+                if pad != tuple(op.grid.pad):  # another grid: the image part, put on this one as the data are
+                    start = tuple(op.grid.extend(a[crop]) for a in start)
+            cb = None if callback is None else (lambda i, d=done: callback(d + i))
+            f, duals = _sv_admm(op, g, lam, rho, num_iter, cg_iter, cb, sat, start=start)
+            done += num_iter
+            state = (f,) + duals, tuple(op.grid.pad), op.grid.crop_slices
+            out = op.grid.crop(f)
+        if sat is not None:
+            # clipped in, clipped out: the data bound those values only from below, so
+            # whatever the fit put above the clipped level there is unobserved
+            s_img = op.grid.crop(sat)
+            out = xp.where(s_img, xp.minimum(out, xc[s_img].max()), out)
+        if clip is not None and clip is not False:
+            lo, hi = (0.0, 1.0) if clip is True else clip
+            out = xp.clip(out, t(lo), t(hi))
+        outs.append(to_output(join_alpha(from_channels_first(out.astype(x.dtype, copy=False), x.ndim), alpha, xp),
+                              kind))
+        del op, g, sat
+    return outs
 
 
 def deconvolve_fast_scaled(image, radius_map, scales, *, lam=None, radius_step=0.5, family="disc", radius_sigma=0.0,
@@ -890,7 +983,12 @@ def _saturated_grid(saturated, x, op, be):
     return xp.pad(s, ((0, 0),) + tuple(op.grid.pad), mode="symmetric") if op.grid.boundary == "reflect" else s
 
 
-def _sv_admm(op: SpatiallyVaryingBlur, g, lam, rho, num_iter, cg_iter, callback, sat=None):
+def _sv_admm(op: SpatiallyVaryingBlur, g, lam, rho, num_iter, cg_iter, callback, sat=None, start=None):
+    """ADMM for eq. 19 on ``op``'s grid; returns ``f`` and the TV splitting's ``(ux, uy, wx, wy)``.
+
+    ``start``: ``(f, ux, uy, wx, wy)`` on this grid to continue from (a previous solve's
+    state) instead of the mean-PSF inverse and zeros.
+    """
     be = op.be
     xp, fft, kw = be.xp, be.fft, be.fft_kwargs()
     kern = be.kernels
@@ -906,26 +1004,29 @@ def _sv_admm(op: SpatiallyVaryingBlur, g, lam, rho, num_iter, cg_iter, callback,
         dv = fft.irfft2(fft.rfft2(v, **kw) * d2, s=shape, **kw)  # DᵀD v (periodic)
         return op.normal(v) + t(rho) * dv.astype(op.dtype, copy=False)
 
-    # start: deconvolution with the mean PSF, of all the data (a clipped plateau then
-    # starts bright, not at 0, which the masked problem is slow to fill)
-    f = precond(op.adjoint(g))
-    if sat is not None:  # first solve: clipped values out; then one-sided (active where H f < g)
-        op.exclude(sat)
+    if start is None:
+        # start: deconvolution with the mean PSF, of all the data (a clipped plateau then
+        # starts bright, not at 0, which the masked problem is slow to fill)
+        f = precond(op.adjoint(g))
+        ux = xp.zeros_like(g)
+        uy = xp.zeros_like(g)
+        wx = xp.zeros_like(g)
+        wy = xp.zeros_like(g)
+    else:  # copies: the caller's arrays stay as they are
+        f, ux, uy, wx, wy = (xp.array(a, dtype=op.dtype) for a in start)
+    if sat is not None:  # first solve: clipped values out (a continued one: one-sided from its start)
+        op.exclude(sat if start is None else sat & (op.forward(f) >= g))
         pre_denom = op.normal_otf_abs2() + t(rho) * d2  # the shares of the values that count (read by precond)
     htg = op.data_rhs(g)
-    ux = xp.zeros_like(g)
-    uy = xp.zeros_like(g)
-    wx = xp.zeros_like(g)
-    wy = xp.zeros_like(g)
     rhs = htg.copy()
     for i in range(num_iter):
-        if sat is not None and i in _ACTIVE_SET_UPDATES:
+        if sat is not None and i in _ACTIVE_SET_UPDATES:  # then one-sided: active where H f < g
             op.exclude(sat & (op.forward(f) >= g))
             htg = op.data_rhs(g)
-        if i:
+        if i or start is not None:
             kern.admm_tv_rhs(htg, wx, wy, rhs, t(rho))
         f, _ = conjugate_gradient(normal, rhs, f, tol=1e-4, maxiter=cg_iter, M=precond)
         kern.admm_tv_dual(f, ux, uy, wx, wy, t(lam / rho), True)
         if callback is not None:
             callback(i)
-    return f
+    return f, (ux, uy, wx, wy)

@@ -232,7 +232,8 @@ def test_estimated_map_uses_the_radius_check_tv_weight_and_uncertainty(natural_r
     rm, y = _scene(natural_rgb)
     rs, ss = MAP_UNCERTAINTY
     given, res_given = AllInFocus(num_iter=5).run(y, radius_map=rm)
-    as_est, res_est = AllInFocus(num_iter=5).run(y, radius_map=rm, map_estimated=True)
+    # (spread_select: test_spread_select_blends_two_solves; here the single solve it splits)
+    as_est, res_est = AllInFocus(num_iter=5, spread_select=False).run(y, radius_map=rm, map_estimated=True)
     sat = saturation_mask(y)  # sv-admm fits clipped values one-sided (a few here)
     assert sat.any()
     ref_given = deconvolve_spatially_varying(y, rm, num_iter=5, saturated=sat)
@@ -259,7 +260,7 @@ def test_estimated_map_uses_the_radius_check_tv_weight_and_uncertainty(natural_r
     assert res_est.report()["layer_radii"] == [0.0, 2.0, None]
     # a map read 2x too large: the check shrinks it, the deconvolution uses cap x scale, the
     # in-focus weight follows the capped map (before the check)
-    over, res_over = AllInFocus(num_iter=5).run(y, radius_map=2 * rm, map_estimated=True)
+    over, res_over = AllInFocus(num_iter=5, spread_select=False).run(y, radius_map=2 * rm, map_estimated=True)
     capped2 = edge_cap(y, 2 * rm, saturated=sat)
     scale2 = radius_check(y, capped2)
     assert (res_over.radius_scale < 0.9).mean() > 0.2
@@ -270,7 +271,8 @@ def test_estimated_map_uses_the_radius_check_tv_weight_and_uncertainty(natural_r
                                         spatial_sigma=ss, saturated=sat)
     np.testing.assert_allclose(over, a2 * y + (1 - a2) * ref2, atol=1e-6)
     # without the check: the map as it is, with the ringing-robust weight
-    unchecked, res_un = AllInFocus(num_iter=5, radius_check=False, edge_cap=False, keep_in_focus=False).run(
+    unchecked, res_un = AllInFocus(num_iter=5, radius_check=False, edge_cap=False, keep_in_focus=False,
+                                   spread_select=False).run(
         y, radius_map=rm, map_estimated=True)
     np.testing.assert_allclose(unchecked, deconvolve_spatially_varying(y, rm, num_iter=5, lam=UNCHECKED_MAP_LAM,
                                                                        radius_sigma=rs, spatial_sigma=ss, saturated=sat), atol=1e-6)
@@ -1134,12 +1136,7 @@ def test_spread_choice_takes_the_sharper_result_and_refuses_ringing(backend):
     assert rgb.shape == (M, N) and rgb[:, N // 2 - 4 : N // 2 + 4].min() > 0.99  # colour: judged on the luminance
 
 
-def test_spread_select_blends_two_solves(natural_rgb):
-    """``spread_select=True`` = the default solve and one with a 5x narrower spread, blended by
-    :func:`spread_choice` after the same keep-in-focus fade; not applied (with a warning) to a
-    given map; settings checked."""
-    from gpudeblur import allinfocus as aif
-
+def _spread_scene(natural_rgb):
     img = natural_rgb[:96, :96]
     M, N = img.shape[:2]
     rm = np.zeros((M, N))
@@ -1147,39 +1144,95 @@ def test_spread_select_blends_two_solves(natural_rgb):
     rm[:, 2 * N // 3:] = 4.0
     y = np.clip(blur_spatially_varying(img, rm, radius_step=0.1, dtype="float64")
                 + 1e-3 * np.random.default_rng(3).standard_normal(img.shape), 0, 1)
+    return img, rm, y
+
+
+def test_spread_select_blends_two_solves(monkeypatch, natural_rgb):
+    """By default ``sv-admm`` on an estimated map = the wide spread's solve for half the
+    iterations, then a 5x narrower spread's warm-started from it for the other half, blended by
+    :func:`spread_choice` after the same keep-in-focus fade; ``spread_select=False``: one
+    30-iteration solve; the blend does not lose against it."""
+    from gpudeblur import allinfocus as aif
+
+    img, rm, y = _spread_scene(natural_rgb)
     est = np.clip(rm + 0.3, 0, None)  # an "estimate": the pipeline's hedged settings apply
-    out, res = AllInFocus(mode="sv-admm", spread_select=True).run(y, radius_map=est, map_estimated=True)
-    wide, r0 = AllInFocus(mode="sv-admm").run(y, radius_map=est, map_estimated=True)
-    unc = r0.map_uncertainty
-    narrow, _ = AllInFocus(mode="sv-admm", map_uncertainty=(unc[0] * aif.SPREAD_SELECT[0], unc[1]),
-                           keep_in_focus=r0.keep_in_focus).run(y, radius_map=est, map_estimated=True)
-    assert np.all(r0.radius_scale == 1)  # the hand-made narrow run re-checks radii: here a no-op
+    calls = []
+    real_seq, real_one = aif.deconvolve_spread_sequence, aif.deconvolve_spatially_varying
+
+    def spy_seq(x, r, sigmas, **kw):
+        outs = real_seq(x, r, sigmas, **kw)
+        calls.append(("seq", tuple(sigmas), kw, outs))
+        return outs
+
+    def spy_one(x, r, **kw):
+        if kw.get("method") == "sv-admm":  # (the checks run fast-mode trials)
+            calls.append(("one", kw["radius_sigma"], kw, None))
+        return real_one(x, r, **kw)
+
+    monkeypatch.setattr(aif, "deconvolve_spread_sequence", spy_seq)
+    monkeypatch.setattr(aif, "deconvolve_spatially_varying", spy_one)
+    out, res = AllInFocus(mode="sv-admm").run(y, radius_map=est, map_estimated=True)
+    (kind, sigmas, kw, (wide, narrow)), = calls
+    unc = res.map_uncertainty
+    assert kind == "seq" and sigmas == pytest.approx((unc[0], unc[0] * aif.SPREAD_SELECT[0]))
+    assert kw["num_iter"] == (15, 15) and kw["spatial_sigma"] == unc[1]
+    a = aif.in_focus_weight(res.radius_map, *res.keep_in_focus)[..., None]
+    wide, narrow = a * y + (1 - a) * wide, a * y + (1 - a) * narrow
     pick = aif.spread_choice(wide, narrow, aif.SPREAD_SELECT[1])[..., None]
     np.testing.assert_allclose(out, pick * narrow + (1 - pick) * wide, atol=1e-5)
     assert 0 < res.spread_selected < 1 and res.report()["spread_selected_fraction"] == res.spread_selected
-    assert psnr(out, img) >= psnr(wide, img) - 0.05
-    with pytest.warns(UserWarning, match="not applied"):
-        given, rg = AllInFocus(mode="sv-admm", spread_select=True).run(y, radius_map=rm)
-    ref, _ = AllInFocus(mode="sv-admm").run(y, radius_map=rm)
+    calls.clear()
+    same, _ = AllInFocus(mode="sv-admm", spread_select=True).run(y, radius_map=est, map_estimated=True)
+    np.testing.assert_array_equal(same, out)  # True: the default's settings
+    calls.clear()
+    off, r_off = AllInFocus(mode="sv-admm", spread_select=False).run(y, radius_map=est, map_estimated=True)
+    (kind, sigma, kw, _), = calls
+    assert kind == "one" and sigma == unc[0] and kw["num_iter"] == 30 and r_off.spread_selected is None
+    assert psnr(out, img) >= psnr(off, img) - 0.05
+    calls.clear()
+    AllInFocus(mode="sv-admm", num_iter=5).run(y, radius_map=est, map_estimated=True)
+    assert calls[0][2]["num_iter"] == (3, 2)  # num_iter: the two solves together
+
+
+def test_spread_select_not_applied_where_it_cannot_be(natural_rgb):
+    """A given map, or a map uncertainty without a radius spread: the default leaves the one solve
+    alone silently, an explicit ``spread_select=True`` warns; ``fast``, ``blind`` and ``'auto'``
+    on a large CPU image are not affected by the default; settings checked."""
+    import warnings
+
+    img, rm, y = _spread_scene(natural_rgb)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        given, rg = AllInFocus(mode="sv-admm", num_iter=4).run(y, radius_map=rm)
+        exact, re = AllInFocus(mode="sv-admm", num_iter=4, map_uncertainty=(0, 3)).run(y, radius_map=rm,
+                                                                                      map_estimated=True)
+        AllInFocus(mode="fast").run(y, radius_map=rm)
+    ref, _ = AllInFocus(mode="sv-admm", num_iter=4, spread_select=False).run(y, radius_map=rm)
     np.testing.assert_array_equal(given, ref)
-    assert rg.spread_selected is None
+    ref, _ = AllInFocus(mode="sv-admm", num_iter=4, map_uncertainty=(0, 3), spread_select=False).run(
+        y, radius_map=rm, map_estimated=True)
+    np.testing.assert_array_equal(exact, ref)
+    assert rg.spread_selected is None and re.spread_selected is None
+    with pytest.warns(UserWarning, match="not applied"):
+        AllInFocus(mode="sv-admm", num_iter=2, spread_select=True).run(y, radius_map=rm)
     for bad, match in (({"mode": "fast", "spread_select": True}, "needs mode"),
                        ({"spread_select": (1.0, 0.03)}, "factor and margin"),
-                       ({"spread_select": "yes"}, "pair")):
+                       ({"spread_select": "yes"}, "pair"), ({"spread_select": "00"}, "pair"),
+                       ({"spread_select": True, "map_uncertainty": (0, 3)}, "radius spread")):
         with pytest.raises(ValueError, match=match):
             AllInFocus(**bad)
+    for mode in ("fast", "blind"):
+        AllInFocus(mode=mode)  # the default does not apply there: no error
+    assert AllInFocus(backend="cpu").resolve_mode((4000, 4000)) == "fast"  # the default does not force sv-admm
     assert AllInFocus(spread_select=True, backend="cpu").resolve_mode((4000, 4000)) == "sv-admm"
     assert AllInFocus(spread_select=False).spread_select is None
-    for bad, match in (({"spread_select": "00"}, "pair"), ({"spread_select": True, "map_uncertainty": (0, 3)},
-                                                          "radius spread")):
-        with pytest.raises(ValueError, match=match):
-            AllInFocus(**bad)
+    assert AllInFocus().spread_select == AllInFocus(spread_select=True).spread_select
 
 
-def test_spread_select_second_solve_reuses_the_checked_map_and_settings(monkeypatch, natural_rgb):
-    """The narrow solve gets the first solve's map (after edge cap and radius check: here an
-    over-estimated map that the edge cap lowers), its TV weight and its clipped-pixel mask; only
-    the radius spread changes (session 20's review)."""
+def test_spread_select_solves_get_the_checked_map_and_settings(monkeypatch, natural_rgb):
+    """The two solves get the map after the edge cap and radius check (here an over-estimated map
+    that the edge cap lowers), the TV weight and the clipped-pixel mask that the single solve
+    gets with ``spread_select=False``; only the spreads differ (session 20's review)."""
     from gpudeblur import allinfocus as aif
 
     img = natural_rgb[:96, :96].copy()
@@ -1189,21 +1242,27 @@ def test_spread_select_second_solve_reuses_the_checked_map_and_settings(monkeypa
     rm[:, 64:] = 1.5
     y = np.clip(blur_spatially_varying(img, rm, radius_step=0.1, dtype="float64"), 0, 1)
     calls = []
-    real = aif.deconvolve_spatially_varying
+    real_seq, real_one = aif.deconvolve_spread_sequence, aif.deconvolve_spatially_varying
 
-    def spy(x, r, **kw):
+    def spy_seq(x, r, sigmas, **kw):
+        calls.append((np.asarray(r).copy(), dict(kw, radius_sigma=tuple(sigmas))))
+        return real_seq(x, r, sigmas, **kw)
+
+    def spy_one(x, r, **kw):
         calls.append((np.asarray(r).copy(), dict(kw)))
-        return real(x, r, **kw)
+        return real_one(x, r, **kw)
 
-    monkeypatch.setattr(aif, "deconvolve_spatially_varying", spy)
-    _, res = AllInFocus(mode="sv-admm", spread_select=True, num_iter=3).run(y, radius_map=3 * rm + 1,
-                                                                             map_estimated=True)
-    (r1, k1), (r2, k2) = [c for c in calls if c[1].get("method") == "sv-admm"]
+    monkeypatch.setattr(aif, "deconvolve_spread_sequence", spy_seq)
+    monkeypatch.setattr(aif, "deconvolve_spatially_varying", spy_one)
+    _, res = AllInFocus(mode="sv-admm", num_iter=4).run(y, radius_map=3 * rm + 1, map_estimated=True)
+    AllInFocus(mode="sv-admm", num_iter=4, spread_select=False).run(y, radius_map=3 * rm + 1, map_estimated=True)
+    (r1, k1), (r2, k2) = [c for c in calls if c[1].get("method", "sv-admm") == "sv-admm"]
     assert res.edge_capped > 0.1 and not np.array_equal(r1, 3 * rm + 1)  # the checks changed the map
     np.testing.assert_array_equal(r1, r2)
-    assert k2["radius_sigma"] == pytest.approx(k1["radius_sigma"] * aif.SPREAD_SELECT[0])
-    assert k2["saturated"] is k1["saturated"] and k1["saturated"] is not None and k2["lam"] == k1["lam"]
-    assert {k: v for k, v in k1.items() if k != "radius_sigma"}.keys() == {k for k in k2 if k != "radius_sigma"}
+    assert k1["radius_sigma"] == pytest.approx((k2["radius_sigma"], k2["radius_sigma"] * aif.SPREAD_SELECT[0]))
+    assert k1["num_iter"] == (2, 2) and k2["num_iter"] == 4
+    assert k1["saturated"] is not None and np.array_equal(k1["saturated"], k2["saturated"]) and k2["lam"] == k1["lam"]
+    assert k1["spatial_sigma"] == k2["spatial_sigma"] and k1["family"] is k2["family"]
 
 
 def test_cli_allinfocus_spread_select(tmp_path, natural_rgb):

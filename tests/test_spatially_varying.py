@@ -5,7 +5,8 @@ import pytest
 from scipy import ndimage as ndi
 
 import gpudeblur as gd
-from gpudeblur.spatially_varying import SpatiallyVaryingBlur, blur_spatially_varying, deconvolve_spatially_varying
+from gpudeblur.spatially_varying import (SpatiallyVaryingBlur, blur_spatially_varying, deconvolve_spatially_varying,
+                                        deconvolve_spread_sequence)
 
 from conftest import to_host
 
@@ -530,7 +531,7 @@ def test_clipped_highlights_fit_one_sided(backend, natural_gray):
     op = SpatiallyVaryingBlur(xp.asarray(rm), backend, np.float64)
     g = op.grid.extend(to_channels_first(xp.asarray(y)))
     sg = _saturated_grid(xp.asarray(sat), xp.asarray(y), op, backend)
-    f = _sv_admm(op, g, 3e-4, 3e-2, 30, 5, None, sg)
+    f, _ = _sv_admm(op, g, 3e-4, 3e-2, 30, 5, None, sg)
     assert float((op.forward(f)[sg] < g[sg] - 0.05).mean()) < 0.01
     # an (M, N) mask on an RGB image stands for all its channels
     rgb = np.dstack([y, y ** 1.1, y ** 0.9])
@@ -554,3 +555,81 @@ def test_bad_saturated(kw, needle):
     y = np.random.default_rng(0).random((64, 64))
     with pytest.raises(ValueError, match=needle):
         deconvolve_spatially_varying(y, np.ones((64, 64)), **kw)
+
+
+def _three_layer(img, seed=4):
+    rm = np.zeros(img.shape[:2])
+    rm[:, img.shape[1] // 3:] = 2.5
+    rm[:, 2 * img.shape[1] // 3:] = 4.0
+    y = blur_spatially_varying(img, rm, radius_step=0.1, dtype="float64")
+    return rm, np.clip(y + 1e-3 * np.random.default_rng(seed).standard_normal(y.shape), 0, 1)
+
+
+@pytest.mark.parametrize("spatial", [0.0, 3.0])
+def test_spread_sequence_continues_one_admm_run(backend, natural_rgb, spatial):
+    """Equal spreads: the second solve continues the first exactly (its state carries over whole),
+    so (4, 3) iterations equal one 7-iteration solve; the first result is the plain solve."""
+    rm, y = _three_layer(natural_rgb[:96, :96])
+    xp = backend.xp
+    kw = dict(spatial_sigma=spatial, backend=backend.name)
+    a, b = deconvolve_spread_sequence(xp.asarray(y), rm, (0.5, 0.5), num_iter=(4, 3), **kw)
+    np.testing.assert_array_equal(to_host(a), to_host(deconvolve_spatially_varying(xp.asarray(y), rm, radius_sigma=0.5,
+                                                                                   num_iter=4, **kw)))
+    np.testing.assert_array_equal(to_host(b), to_host(deconvolve_spatially_varying(xp.asarray(y), rm, radius_sigma=0.5,
+                                                                                   num_iter=7, **kw)))
+    seen = []
+    deconvolve_spread_sequence(xp.asarray(y), rm, (0.5, 0.5, 0.0), num_iter=(2, 1, 2), callback=seen.append, **kw)
+    assert seen == [0, 1, 2, 3, 4]  # the iterations count on across the solves
+
+
+def test_spread_sequence_warm_start_on_another_grid(backend, natural_rgb):
+    """A narrower spread has a smaller bank, so another FFT grid: the state moves over through the
+    image, and 5 warm-started iterations land nearer the narrow problem's solution than 5 from
+    the cold start (measured RMS to a 100-iteration solve 0.0046 against 0.0076 on this crop)."""
+    rm, y = _three_layer(natural_rgb[:96, :96])
+    xp = backend.xp
+    grids = [SpatiallyVaryingBlur(xp.asarray(rm), backend, np.float32, radius_sigma=s, spatial_sigma=3.0).grid.pad
+             for s in (0.5, 0.1)]
+    assert grids[0] != grids[1]
+    kw = dict(spatial_sigma=3.0, backend=backend.name)
+    ref = to_host(deconvolve_spatially_varying(xp.asarray(y), rm, radius_sigma=0.1, num_iter=100, **kw))
+    wide, warm = (to_host(a) for a in deconvolve_spread_sequence(xp.asarray(y), rm, (0.5, 0.1), num_iter=(15, 5),
+                                                                  **kw))
+    cold = to_host(deconvolve_spatially_varying(xp.asarray(y), rm, radius_sigma=0.1, num_iter=5, **kw))
+
+    def rms(a):
+        return float(np.sqrt(np.mean((a - ref) ** 2)))
+
+    assert rms(warm) < 0.8 * rms(cold) and rms(warm) < 0.5 * rms(wide), (rms(warm), rms(cold), rms(wide))
+    assert warm.shape == y.shape and warm.dtype == np.float32
+
+
+def test_spread_sequence_clipped_values_and_rgba(natural_rgb):
+    """The clipped-value mask applies to every solve (the output cap too); an alpha channel comes
+    back untouched from each."""
+    rm, y = _three_layer(natural_rgb[:64, :64])
+    y = y.copy()
+    y[2:10, 2:10] = 1.0
+    sat = gd.allinfocus.saturation_mask(y)
+    outs = deconvolve_spread_sequence(y, rm, (0.5, 0.1), num_iter=(3, 3), spatial_sigma=3.0, saturated=sat)
+    assert all(float(o[sat].max()) <= 1.0 + 1e-6 for o in outs)
+    ref = deconvolve_spatially_varying(y, rm, radius_sigma=0.5, spatial_sigma=3.0, num_iter=3, saturated=sat)
+    np.testing.assert_array_equal(outs[0], ref)
+    alpha = np.random.default_rng(1).random(y.shape[:2])
+    rgba = np.dstack([y, alpha])
+    for o in deconvolve_spread_sequence(rgba, rm, (0.5, 0.1), num_iter=(2, 2), spatial_sigma=3.0):
+        assert o.shape == rgba.shape and np.array_equal(o[..., 3], alpha.astype(o.dtype))
+
+
+@pytest.mark.parametrize("sigmas, iters, needle", [
+    ((0.5, 0.1), (15,), "one length"),
+    ((), (), "non-empty"),
+    ("0.5", (1,), "sequences"),
+    (0.5, (1,), "sequences"),
+    ((0.5, -0.1), (2, 2), "radius_sigma"),
+    ((0.5, 0.1), (2, 0), "num_iter"),
+])
+def test_bad_spread_sequence(sigmas, iters, needle):
+    y = np.random.default_rng(0).random((48, 48))
+    with pytest.raises(ValueError, match=needle):
+        deconvolve_spread_sequence(y, np.ones((48, 48)), sigmas, num_iter=iters)
