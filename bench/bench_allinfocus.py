@@ -49,6 +49,18 @@ from gpudeblur.allinfocus import (MAP_UNCERTAINTY, AllInFocus, edge_cap, radius_
 from gpudeblur.spatially_varying import blur_spatially_varying, deconvolve_spatially_varying  # noqa: E402
 
 
+#: ``AllInFocus(spread_select=...)`` for the sv-admm runs (``--spread-select``); None: the
+#: pipeline's default
+SPREAD_SELECT_OPTION = None
+
+
+def _pipe(mode="auto", **kw):
+    """``AllInFocus`` with the bench's ``--spread-select`` where it applies."""
+    if SPREAD_SELECT_OPTION is not None and mode not in ("fast", "blind"):
+        kw["spread_select"] = SPREAD_SELECT_OPTION
+    return AllInFocus(mode=mode, **kw)
+
+
 def psnr(a, b):
     return float(10 * np.log10(1.0 / np.mean((np.asarray(a, np.float64) - b) ** 2)))
 
@@ -119,7 +131,7 @@ def quality(size, modes, estimate=True):
                     if m is None:
                         continue
                     t0 = time.perf_counter()
-                    out, _ = AllInFocus(mode=mode).run(y, radius_map=m, map_estimated=which != "true")
+                    out, _ = _pipe(mode).run(y, radius_map=m, map_estimated=which != "true")
                     rec[f"{mode}_{which}_psnr"] = psnr(out, img)
                     rec[f"{mode}_{which}_ssim"] = ssim(out, img)
                     rec[f"{mode}_{which}_s"] = time.perf_counter() - t0
@@ -155,9 +167,9 @@ def no_blur(size, modes):
         rec = {"image": name, "input_psnr": psnr(y, img)}
         rm = None
         for mode in modes:
-            out, res = AllInFocus(mode=mode).run(y, radius_map=rm, map_estimated=True)
+            out, res = _pipe(mode).run(y, radius_map=rm, map_estimated=True)
             rm = res.radius_map
-            off, _ = AllInFocus(mode=mode, keep_in_focus=False).run(y, radius_map=rm, map_estimated=True)
+            off, _ = _pipe(mode, keep_in_focus=False).run(y, radius_map=rm, map_estimated=True)
             rec[f"{mode}_psnr"] = psnr(out, img)
             rec[f"{mode}_nokeep_psnr"] = psnr(off, img)
         rec["map_median"] = float(np.median(rm))
@@ -204,7 +216,7 @@ def highlights(size):
         rec = {"image": name, "input_psnr": psnr(y, truth), "clipped": float(np.mean(saturation_mask(y)))}
         for which, m in (("true", rm), ("est", est)):
             for sat in (True, False):
-                out, _ = AllInFocus(saturation=sat).run(y, radius_map=m, map_estimated=which == "est")
+                out, _ = _pipe(saturation=sat).run(y, radius_map=m, map_estimated=which == "est")
                 # clipped to [0, 1] as an image file stores it: the one-sided fit leaves values
                 # above white where the highlights were
                 rec[f"{which}_{'on' if sat else 'off'}_psnr"] = psnr(np.clip(out, 0, 1), truth)
@@ -378,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-no-blur", action="store_true", help="skip the sharp-photo rows")
     ap.add_argument("--skip-highlights", action="store_true", help="skip the clipped-highlight rows")
+    ap.add_argument("--spread-select", choices=("on", "off"), default=None,
+                    help="AllInFocus(spread_select=...) for the sv-admm quality rows (default: the pipeline's, on)")
     ap.add_argument("--backends", type=_csv(("cpu", "cuda")), default=None,
                     help="timed backends, comma-separated (default: cpu, plus cuda when a GPU is present)")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
@@ -394,6 +408,9 @@ def main(argv=None):
         backends = args.backends
     info = machine_info(gpu_name=gd.get_backend("cuda").device_name() if "cuda" in backends else None)
     modes = args.modes
+    global SPREAD_SELECT_OPTION
+    SPREAD_SELECT_OPTION = None if args.spread_select is None else args.spread_select == "on"
+    info["spread_select"] = "default" if args.spread_select is None else args.spread_select
     q = [] if args.skip_quality else quality(args.size, modes, estimate=not args.no_estimate)
     nb_modes = [m for m in modes if m in ("fast", "sv-admm")]
     nb = [] if (args.skip_no_blur or not nb_modes) else no_blur(256, nb_modes)
@@ -402,7 +419,7 @@ def main(argv=None):
                                          args.max_cpu_blind_mp, args.timing_maps)
     info = finish_machine_info(info)
 
-    md = [f"# All-in-focus benchmark\n\n{machine_markdown(info)}\n"]
+    md = [f"# All-in-focus benchmark\n\n{machine_markdown(info)}\n- sv-admm `spread_select`: {info['spread_select']}\n"]
     if q:
         md += quality_markdown(q, modes)
     if nb:

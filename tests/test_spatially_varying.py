@@ -604,6 +604,30 @@ def test_spread_sequence_warm_start_on_another_grid(backend, natural_rgb):
     assert warm.shape == y.shape and warm.dtype == np.float32
 
 
+def test_spread_sequence_keeps_a_coarse_bank_step(monkeypatch, natural_rgb):
+    """A narrower spread after a wide one keeps the wide one's coarse bank step (1 px for a
+    2 px spread) instead of refining it to ``radius_step``; a wider one after a narrow one coarsens."""
+    import gpudeblur.spatially_varying as sv
+
+    rm, y = _three_layer(natural_rgb[:64, :64, 0])
+    steps = []
+
+    class Spy(sv.SpatiallyVaryingBlur):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            steps.append(self.step)
+
+    monkeypatch.setattr(sv, "SpatiallyVaryingBlur", Spy)
+    deconvolve_spread_sequence(y, 3 * rm, (2.0, 0.4), num_iter=(1, 1), spatial_sigma=3.0)
+    assert steps == [1.0, 1.0]
+    steps.clear()
+    deconvolve_spread_sequence(y, 3 * rm, (0.4, 2.0), num_iter=(1, 1), spatial_sigma=3.0)
+    assert steps == [0.5, 1.0]
+    steps.clear()
+    deconvolve_spatially_varying(y, 3 * rm, radius_sigma=0.4, spatial_sigma=3.0, num_iter=1)
+    assert steps == [0.5]
+
+
 def test_spread_sequence_clipped_values_and_rgba(natural_rgb):
     """The clipped-value mask applies to every solve (the output cap too); an alpha channel comes
     back untouched from each."""
