@@ -56,8 +56,9 @@ def photo(name, size):
     return np.clip(cv2.resize(a, (size, size), interpolation=cv2.INTER_CUBIC).astype(np.float32) / 255.0, 0, 1)
 
 
-def study(names, size, mult, mode, backend, warmup=False, true_map=True):
+def study(names, size, mult, mode, backend, warmup=False, true_map=True, spread_select=None):
     be = gd.get_backend(backend)
+    opts = {} if spread_select is None or mode in ("fast", "blind") else {"spread_select": spread_select}
     rows = []
     rng = np.random.default_rng(0)
     for name in names:
@@ -68,10 +69,10 @@ def study(names, size, mult, mode, backend, warmup=False, true_map=True):
                         + (1e-3 * rng.standard_normal(img.shape)).astype(np.float32), 0, 1)
             rec = {"image": name, "map": mname, "true_max": float(rm.max()), "input_psnr": psnr(y, img)}
             if warmup and not rows:
-                AllInFocus(mode=mode, backend=be).run(be.xp.asarray(y))
+                AllInFocus(mode=mode, backend=be, **opts).run(be.xp.asarray(y))
                 be.synchronize()
             t0 = time.perf_counter()
-            out, res = AllInFocus(mode=mode, backend=be).run(be.xp.asarray(y))
+            out, res = AllInFocus(mode=mode, backend=be, **opts).run(be.xp.asarray(y))
             be.synchronize()
             rec["total_s"] = time.perf_counter() - t0
             rec.update({f"{k}_s": res.timings.get(k) for k in STAGES})
@@ -82,8 +83,10 @@ def study(names, size, mult, mode, backend, warmup=False, true_map=True):
             rec["map_uncertainty"] = None if res.map_uncertainty is None else list(res.map_uncertainty)
             rec["true_map_psnr"] = None
             if true_map:
-                opts = {} if res.map_uncertainty is None else {"map_uncertainty": res.map_uncertainty}
-                ref, _ = AllInFocus(mode=res.mode, backend=be, **opts).run(
+                ropts = dict(opts) if res.mode == "sv-admm" else {}
+                if res.map_uncertainty is not None:
+                    ropts["map_uncertainty"] = res.map_uncertainty
+                ref, _ = AllInFocus(mode=res.mode, backend=be, **ropts).run(
                     be.xp.asarray(y), be.xp.asarray(rm), map_estimated=True)
                 rec["true_map_psnr"] = psnr(np.clip(be.to_host(ref), 0, 1), img)
             ref_txt = "" if rec["true_map_psnr"] is None else f" (true map {rec['true_map_psnr']:.2f})"
@@ -102,6 +105,8 @@ def build_parser():
     ap.add_argument("--warmup", action="store_true", help="run the first scene once, untimed, first")
     ap.add_argument("--no-true-map", action="store_true", help="skip the true-map reference runs")
     ap.add_argument("--backend", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--spread-select", choices=("on", "off"), default=None,
+                    help="AllInFocus(spread_select=...) when sv-admm runs (default: the pipeline's, on)")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     return ap
 
@@ -109,14 +114,15 @@ def build_parser():
 def main():
     args = build_parser().parse_args()
     info = machine_info(gpu_name=gd.get_backend("cuda").device_name() if args.backend == "cuda" else None)
+    spread = None if args.spread_select is None else args.spread_select == "on"
     rows = study(args.images.split(","), args.size, args.mult, args.mode, args.backend, warmup=args.warmup,
-                 true_map=not args.no_true_map)
+                 true_map=not args.no_true_map, spread_select=spread)
     info = finish_machine_info(info)
     md = ["# The main job on large photos with strong defocus", "", machine_markdown(info), "",
           f"{args.size}² scenes, maps × {args.mult:g}, σ_n = 1e-3, `AllInFocus(mode='{args.mode}')` with defaults on "
           f"`{args.backend}` (map estimated with `map_scale='auto'`); 'true map': the true map through the same pipeline "
           "(same spread and checks). PSNR in dB; times in s" + (" (after an untimed warm-up run)" if args.warmup else "")
-          + ".", ""]
+          + "." + ("" if spread is None else f" `spread_select={spread}`."), ""]
     table = []
     for r in rows:
         tm = "—" if r["true_map_psnr"] is None else f"{r['true_map_psnr']:.2f}"
@@ -130,7 +136,8 @@ def main():
     md.append(markdown_table(["scene", "mode", "max radius", "input", "estimated map", "true map", "map scale", "map MSE px²",
                               "total", " / ".join(STAGES)], table))
     text = "\n".join(md) + "\n"
-    name = "large" + ("" if args.mode == "fast" else f"-{args.mode}") + ("" if args.size == 2048 else f"-{args.size}")
+    name = "large" + ("" if args.mode == "fast" else f"-{args.mode}") + ("" if args.size == 2048 else f"-{args.size}") \
+        + ("" if spread is None else f"-spread-{args.spread_select}")
     stem = result_stem(name, info)  # mode and size in the name: one GPU call runs several
     paths = write_results(args.out, stem, {"machine": info, "size": args.size, "mult": args.mult,
                                                                   "mode": args.mode, "backend": args.backend, "rows": rows}, text)

@@ -13,7 +13,7 @@ For each ``out_of_focus*.jpg`` in ``--data`` (default ``../shared/data/cuhk``) i
 Look at the pictures: halos at the in-focus/out-of-focus boundary, ringing at the image
 edges. Usage::
 
-    python bench/cuhk_allinfocus.py --out /tmp/cuhk-allinfocus [--data DIR] [--names 0223 0284]
+    python bench/cuhk_allinfocus.py --out /tmp/cuhk-allinfocus [--data DIR] [--names 0223 0284] [--spread-select off]
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=os.path.join(here, "..", "..", "shared", "data", "cuhk"))
     ap.add_argument("--out", required=True, help="output folder (keep it outside the repository)")
     ap.add_argument("--names", nargs="*", help="image numbers, e.g. 0223 (default: all)")
+    ap.add_argument("--spread-select", choices=("on", "off"), default=None,
+                    help="AllInFocus(spread_select=...) (default: the pipeline's, on)")
     args = ap.parse_args(argv)
     files = sorted(glob.glob(os.path.join(args.data, "out_of_focus*.jpg")))
     if args.names:
@@ -52,7 +54,7 @@ def main(argv=None) -> int:
         name = os.path.basename(f)[: -len(".jpg")]
         img, _ = read_image(f)
         gt = cv2.imread(f[: -len(".jpg")] + "_gt.png", cv2.IMREAD_GRAYSCALE)
-        pipe = AllInFocus()
+        pipe = AllInFocus(spread_select=None if args.spread_select is None else args.spread_select == "on")
         t0 = time.perf_counter()
         out, res = pipe.run(img)
         rec = {"time_s": time.perf_counter() - t0, "timings": res.timings, "noise": res.map_noise}

@@ -79,6 +79,12 @@ STEPS = [
     # #4: the main job end to end on 12 MP photos with strong defocus (map read at scale 4), fast mode
     ("large-12mp", ["bench/bench_large.py", "--backend", "cuda", "--size", "3464", "--images", "camera",
                     "--out", "{out}"], 150, "bench_large"),
+    # #4: sv-admm end to end at 12 MP with spread selection (the default since session 21) and without
+    ("large-12mp-svadmm", ["bench/bench_large.py", "--backend", "cuda", "--size", "3464", "--images", "camera",
+                           "--mode", "sv-admm", "--no-true-map", "--warmup", "--out", "{out}"], 240, "bench_large"),
+    ("large-12mp-svadmm-spread-off", ["bench/bench_large.py", "--backend", "cuda", "--size", "3464", "--images",
+                                      "camera", "--mode", "sv-admm", "--no-true-map", "--spread-select", "off",
+                                      "--out", "{out}"], 180, "bench_large"),
     # foundation: deconvolution methods on the GPU, with the RL roofline breakdown
     ("deconv", ["bench/bench_deconv.py", "--backends", "cuda", "--sizes", "512,2048,4096", "--no-reference",
                 "--out", "{out}"], 180, "bench_deconv"),
