@@ -123,7 +123,7 @@ def quality(size, modes, estimate=True):
             for mode in modes:
                 # "true": the true map, trusted (exact weights, no checks); "hedged": the true
                 # map treated as an estimate (the spread, keep-in-focus, edge cap, radius
-                # check and TV weight an estimated map gets), so est − hedged is what the
+                # check, TV weight and sv-admm's spread selection an estimated map gets), so est − hedged is what the
                 # map's errors cost and hedged − true what the hedge costs
                 # (blind reads the map the same way either way: no hedged run)
                 hedged = rm if (est is not None and mode != "blind") else None
@@ -337,7 +337,8 @@ def quality_markdown(q, modes):
     rows.append(mean)
     md = ["## Quality (PSNR dB / SSIM), σ_n² = 1e-6\n",
           "true: the true map, trusted (exact weights, no checks); hedged: the true map through the estimated "
-          "map's settings (spread, keep-in-focus, edge cap, radius check, TV weight); est: the estimated map.\n",
+          "map's settings (spread, keep-in-focus, edge cap, radius check, TV weight; sv-admm: spread selection); "
+          "est: the estimated map.\n",
           markdown_table(cols, rows)]
     gaps = []
     for m in modes:
@@ -391,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--skip-no-blur", action="store_true", help="skip the sharp-photo rows")
     ap.add_argument("--skip-highlights", action="store_true", help="skip the clipped-highlight rows")
     ap.add_argument("--spread-select", choices=("on", "off"), default=None,
-                    help="AllInFocus(spread_select=...) for the sv-admm quality rows (default: the pipeline's, on)")
+                    help="AllInFocus(spread_select=...) for every sv-admm row (quality, no blur, highlights; default: "
+                    "the pipeline's, on; 'on' warns on the true-map runs, where it does not apply)")
     ap.add_argument("--backends", type=_csv(("cpu", "cuda")), default=None,
                     help="timed backends, comma-separated (default: cpu, plus cuda when a GPU is present)")
     ap.add_argument("--out", default=str(DEFAULT_OUT))

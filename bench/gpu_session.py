@@ -84,7 +84,7 @@ STEPS = [
                            "--mode", "sv-admm", "--no-true-map", "--warmup", "--out", "{out}"], 240, "bench_large"),
     ("large-12mp-svadmm-spread-off", ["bench/bench_large.py", "--backend", "cuda", "--size", "3464", "--images",
                                       "camera", "--mode", "sv-admm", "--no-true-map", "--spread-select", "off",
-                                      "--out", "{out}"], 180, "bench_large"),
+                                      "--warmup", "--out", "{out}"], 240, "bench_large"),
     # foundation: deconvolution methods on the GPU, with the RL roofline breakdown
     ("deconv", ["bench/bench_deconv.py", "--backends", "cuda", "--sizes", "512,2048,4096", "--no-reference",
                 "--out", "{out}"], 180, "bench_deconv"),

@@ -208,10 +208,12 @@ MAP_UNCERTAINTY = (0.5, 3.0)
 #: scenes (camera, grass, gravel, rocket × layered/ramp) 25.65 → 25.86 dB.
 #: Session 21: the wide solve at 15 iterations is as good as at 30 (bench
 #: 27.24 / sharp photos +0.06 dB), and the narrow one warm-started from it
-#: needs 15 (cold 30: 27.74, warm 5 / 10 / 15: 27.43 / 27.62 / 27.71), so
-#: 15 + 15 costs what one solve did: bench 27.26 → 27.73 dB, sharp photos
-#: −0.15 dB mean (chelsea −0.46), held-out 25.65 → 25.80 dB, at or above
-#: the default on each (15 + 10: 27.63 / −0.05 / 25.76).
+#: needs 15 (cold 30: 27.74, warm 5 / 10 / 15: 27.43 / 27.62 / 27.71; a
+#: cold 15: 27.58), so 15 + 15 iterations, as many as one solve: bench
+#: 27.26 → 27.72 dB, sharp photos −0.13 dB mean (chelsea −0.46), held-out
+#: 25.65 → 25.80 dB, at or above the default on each (15 + 10: 27.63 /
+#: −0.05 / 25.76). The deconvolution takes 40–46 % longer on the CPU (each
+#: solve's first iterations need full CG solves).
 SPREAD_SELECT = (0.2, 0.03)
 #: Gaussian σ (px) of the sparsity window of ``spread_select``.
 SPREAD_SELECT_WINDOW = 8.0
@@ -273,6 +275,12 @@ class AllInFocusResult:
     in_focus_radius : float or None
         ``blind``: the radius below which pixels formed the in-focus layer
         (the default grows with ``map_scale``: :func:`scaled_in_focus_radius`).
+    spread_selected : float or None
+        ``sv-admm`` with ``spread_select``: mean weight of the narrow-spread
+        solve in the blend (:func:`spread_choice`); None: not applied.
+    spread_select : dict or None
+        Its settings as applied: the two solves' ``radius_sigma`` and
+        iterations, and the margin; None: not applied.
     """
 
     radius_map: np.ndarray
@@ -293,6 +301,7 @@ class AllInFocusResult:
     map_scale: int | None = None
     in_focus_radius: float | None = None
     spread_selected: float | None = None
+    spread_select: dict | None = None
 
     def report(self) -> dict:
         """JSON-serializable summary."""
@@ -315,6 +324,7 @@ class AllInFocusResult:
             "edge_capped_fraction": self.edge_capped,
             "saturated_fraction": self.saturated,
             "spread_selected_fraction": self.spread_selected,
+            "spread_select": self.spread_select,
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
         }
 
@@ -1269,10 +1279,12 @@ class AllInFocus:
         check, and the same TV weight and clipped-pixel mask. None
         (default): on wherever it applies (``sv-admm`` on an estimated map
         with a radius spread), silently off elsewhere; True: the same, but
-        it makes ``'auto'`` run ``sv-admm`` and warns where it cannot apply;
-        False: one solve with the spread. +0.47 dB on the quality bench
-        (+0.15 on eight held-out scenes, −0.15 on sharp photos) for the same
-        number of iterations; the result's ``spread_selected`` is the
+        it makes ``'auto'`` run ``sv-admm``, is refused with ``fast``,
+        ``blind`` or a ``map_uncertainty`` without radius spread, and warns
+        when the map is given; False: one solve with the spread. +0.46 dB
+        on the quality bench (+0.15 on eight held-out scenes, −0.13 on sharp
+        photos) for the same number of iterations (each solve at least one:
+        ``num_iter=1`` runs 1 + 1); the result's ``spread_selected`` is the
         fraction taken from the narrow solve.
     saturation : bool or None
         ``sv-admm``: fit clipped pixels (:func:`saturation_mask`,
@@ -1560,6 +1572,8 @@ class AllInFocus:
                         self._stage(f"deblur ({mode}, narrow spread)")
 
                 kw.pop("radius_sigma")
+                result.spread_select = {"radius_sigmas": [float(v) for v in sigmas], "num_iter": [n_wide, n_narrow],
+                                        "margin": float(sel[1])}
                 out, narrow = deconvolve_spread_sequence(x, rdeb, sigmas, num_iter=(n_wide, n_narrow),
                                                          family=self._psf, backend=be, callback=announce, **kw)
             if keep is not False:

@@ -66,7 +66,8 @@ from .operators import laplacian_otf_abs2
 from .restoration import _LAM_PER_SIGMA, _check_clip, estimate_noise
 from .solvers import conjugate_gradient
 
-__all__ = ["SpatiallyVaryingBlur", "deconvolve_spatially_varying", "deconvolve_fast_scaled", "blur_spatially_varying",
+__all__ = ["SpatiallyVaryingBlur", "deconvolve_spatially_varying", "deconvolve_spread_sequence", "deconvolve_fast_scaled",
+           "blur_spatially_varying",
            "check_radius_map", "check_saturated", "check_uncertainty", "bank_step", "pool_block", "MAX_RADIUS_SIGMA"]
 
 _FAMILIES = {"disc": _psf.disc, "gaussian": _psf.gaussian}
@@ -701,9 +702,10 @@ def deconvolve_spread_sequence(
     is the same) the state carries over whole, so equal spreads continue one ADMM
     run exactly (without ``saturated``, whose active set is re-formed at
     each solve's start); otherwise it is cropped to the image and put on the
-    new grid as the data are. Used by ``AllInFocus(spread_select=...)``: a
-    narrow-spread solve started from the wide one's result needs about
-    half the iterations of a cold start for the same result.
+    new grid as the data are. Used by ``AllInFocus(spread_select=...)``:
+    15 iterations of the wide spread, then 15 of a 5x narrower one from
+    there, gave the quality bench 27.72 dB where a cold 15-iteration narrow
+    solve gave 27.58 and a cold 30-iteration one 27.74 (session 21).
 
     Parameters
     ----------
@@ -767,7 +769,7 @@ def _deconvolve(image, radius_map, method, stages, spatial_sigma, lam, cg_iter, 
     for radius_sigma, num_iter in stages:
         op = SpatiallyVaryingBlur(r, be, x.dtype, step, family, radius_sigma=radius_sigma,
                                   spatial_sigma=spatial_sigma, grid_weights=method != "fast")
-        step = op.step  # the later solves keep the first one's bank step
+        step = op.step  # a later solve's bank step is no finer than this one's
         g = op.grid.extend(xc)
         sat = None if saturated is None else _saturated_grid(saturated, x, op, be)
         if method == "fast":
@@ -776,10 +778,12 @@ def _deconvolve(image, radius_map, method, stages, spatial_sigma, lam, cg_iter, 
             start = None
             if state is not None:
                 start, pad, crop = state
+                state = None  # (the previous solve's arrays live on only as this one's start)
                 if pad != tuple(op.grid.pad):  # another grid: the image part, put on this one as the data are
                     start = tuple(op.grid.extend(a[crop]) for a in start)
             cb = None if callback is None else (lambda i, d=done: callback(d + i))
             f, duals = _sv_admm(op, g, lam, rho, num_iter, cg_iter, cb, sat, start=start)
+            del start
             done += num_iter
             state = (f,) + duals, tuple(op.grid.pad), op.grid.crop_slices
             out = op.grid.crop(f)
@@ -992,7 +996,9 @@ def _sv_admm(op: SpatiallyVaryingBlur, g, lam, rho, num_iter, cg_iter, callback,
     """ADMM for eq. 19 on ``op``'s grid; returns ``f`` and the TV splitting's ``(ux, uy, wx, wy)``.
 
     ``start``: ``(f, ux, uy, wx, wy)`` on this grid to continue from (a previous solve's
-    state) instead of the mean-PSF inverse and zeros.
+    state) instead of the mean-PSF inverse and zeros. ``f`` is only read (the CG solve
+    returns a new iterate), so an earlier output cropped from it stays as it was; the
+    auxiliary and dual arrays are updated in place.
     """
     be = op.be
     xp, fft, kw = be.xp, be.fft, be.fft_kwargs()
@@ -1017,8 +1023,8 @@ def _sv_admm(op: SpatiallyVaryingBlur, g, lam, rho, num_iter, cg_iter, callback,
         uy = xp.zeros_like(g)
         wx = xp.zeros_like(g)
         wy = xp.zeros_like(g)
-    else:  # copies: the caller's arrays stay as they are
-        f, ux, uy, wx, wy = (xp.array(a, dtype=op.dtype) for a in start)
+    else:
+        f, ux, uy, wx, wy = start
     if sat is not None:  # first solve: clipped values out (a continued one: one-sided from its start)
         op.exclude(sat if start is None else sat & (op.forward(f) >= g))
         pre_denom = op.normal_otf_abs2() + t(rho) * d2  # the shares of the values that count (read by precond)

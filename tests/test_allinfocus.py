@@ -1169,18 +1169,34 @@ def test_spread_select_blends_two_solves(monkeypatch, natural_rgb):
             calls.append(("one", kw["radius_sigma"], kw, None))
         return real_one(x, r, **kw)
 
+    chosen = []
+    real_choice = aif.spread_choice
+
+    def spy_choice(wide, narrow, margin, **kw):
+        chosen.append((wide, narrow, margin))
+        return real_choice(wide, narrow, margin, **kw)
+
     monkeypatch.setattr(aif, "deconvolve_spread_sequence", spy_seq)
     monkeypatch.setattr(aif, "deconvolve_spatially_varying", spy_one)
-    out, res = AllInFocus(mode="sv-admm").run(y, radius_map=est, map_estimated=True)
+    monkeypatch.setattr(aif, "spread_choice", spy_choice)
+    stages = []
+    out, res = AllInFocus(mode="sv-admm", progress=stages.append).run(y, radius_map=est, map_estimated=True)
+    assert stages[-2:] == ["deblur (sv-admm)", "deblur (sv-admm, narrow spread)"]
     (kind, sigmas, kw, (wide, narrow)), = calls
     unc = res.map_uncertainty
     assert kind == "seq" and sigmas == pytest.approx((unc[0], unc[0] * aif.SPREAD_SELECT[0]))
     assert kw["num_iter"] == (15, 15) and kw["spatial_sigma"] == unc[1]
     a = aif.in_focus_weight(res.radius_map, *res.keep_in_focus)[..., None]
     wide, narrow = a * y + (1 - a) * wide, a * y + (1 - a) * narrow
-    pick = aif.spread_choice(wide, narrow, aif.SPREAD_SELECT[1])[..., None]
+    (cw, cn, margin), = chosen  # both results judged after the keep-in-focus fade
+    np.testing.assert_allclose(cw, wide, atol=1e-6)
+    np.testing.assert_allclose(cn, narrow, atol=1e-6)
+    assert margin == aif.SPREAD_SELECT[1] and float(a.min()) < 0.5 < float(a.max())
+    pick = real_choice(wide, narrow, aif.SPREAD_SELECT[1])[..., None]
     np.testing.assert_allclose(out, pick * narrow + (1 - pick) * wide, atol=1e-5)
     assert 0 < res.spread_selected < 1 and res.report()["spread_selected_fraction"] == res.spread_selected
+    assert res.report()["spread_select"] == {"radius_sigmas": [pytest.approx(unc[0]), pytest.approx(unc[0] * 0.2)],
+                                             "num_iter": [15, 15], "margin": aif.SPREAD_SELECT[1]}
     calls.clear()
     same, _ = AllInFocus(mode="sv-admm", spread_select=True).run(y, radius_map=est, map_estimated=True)
     np.testing.assert_array_equal(same, out)  # True: the default's settings
@@ -1188,6 +1204,7 @@ def test_spread_select_blends_two_solves(monkeypatch, natural_rgb):
     off, r_off = AllInFocus(mode="sv-admm", spread_select=False).run(y, radius_map=est, map_estimated=True)
     (kind, sigma, kw, _), = calls
     assert kind == "one" and sigma == unc[0] and kw["num_iter"] == 30 and r_off.spread_selected is None
+    assert r_off.report()["spread_select"] is None
     assert psnr(out, img) >= psnr(off, img) - 0.05
     calls.clear()
     AllInFocus(mode="sv-admm", num_iter=5).run(y, radius_map=est, map_estimated=True)
@@ -1275,3 +1292,8 @@ def test_cli_allinfocus_spread_select(tmp_path, natural_rgb):
     assert cli.main(["-q", "allinfocus", str(src), str(out), "--mode", "sv-admm", "--iters", "3", "--spread-select",
                      "on", "--report", str(rep)]) == 0
     assert json.loads(rep.read_text())["spread_selected_fraction"] is not None
+    for flag, on in (([], True), (["--spread-select", "off"], False)):  # the default: on
+        assert cli.main(["-q", "allinfocus", str(src), str(out), "--mode", "sv-admm", "--iters", "3", "--overwrite",
+                         "--report", str(rep), *flag]) == 0
+        r = json.loads(rep.read_text())
+        assert (r["spread_selected_fraction"] is not None) == on and (r["spread_select"] is not None) == on

@@ -585,7 +585,7 @@ def test_spread_sequence_continues_one_admm_run(backend, natural_rgb, spatial):
 def test_spread_sequence_warm_start_on_another_grid(backend, natural_rgb):
     """A narrower spread has a smaller bank, so another FFT grid: the state moves over through the
     image, and 5 warm-started iterations land nearer the narrow problem's solution than 5 from
-    the cold start (measured RMS to a 100-iteration solve 0.0046 against 0.0076 on this crop)."""
+    the cold start (measured RMS to a 100-iteration solve 0.0035 against 0.0056 on this crop)."""
     rm, y = _three_layer(natural_rgb[:96, :96])
     xp = backend.xp
     grids = [SpatiallyVaryingBlur(xp.asarray(rm), backend, np.float32, radius_sigma=s, spatial_sigma=3.0).grid.pad
@@ -628,15 +628,39 @@ def test_spread_sequence_keeps_a_coarse_bank_step(monkeypatch, natural_rgb):
     assert steps == [0.5]
 
 
-def test_spread_sequence_clipped_values_and_rgba(natural_rgb):
-    """The clipped-value mask applies to every solve (the output cap too); an alpha channel comes
-    back untouched from each."""
+def test_spread_sequence_clipped_values_and_rgba(monkeypatch, natural_rgb):
+    """The clipped-value mask applies to every solve (the output cap too): a continued solve
+    starts one-sided, leaving out only the clipped values its start already reaches; ``clip``
+    and an alpha channel apply to each output."""
+    import gpudeblur.spatially_varying as sv
+
     rm, y = _three_layer(natural_rgb[:64, :64])
     y = y.copy()
     y[2:10, 2:10] = 1.0
+    y[30:40, 50:60] = 1.0
     sat = gd.allinfocus.saturation_mask(y)
+    excluded = []
+    real_exclude = sv.SpatiallyVaryingBlur.exclude
+
+    def spy(self, mask):
+        excluded.append((self, int(mask.sum())))
+        return real_exclude(self, mask)
+
+    monkeypatch.setattr(sv.SpatiallyVaryingBlur, "exclude", spy)
+    # equal spreads: one grid, so the counts compare
+    deconvolve_spread_sequence(y, rm, (0.5, 0.5), num_iter=(3, 3), spatial_sigma=3.0, saturated=sat)
+    monkeypatch.undo()
     outs = deconvolve_spread_sequence(y, rm, (0.5, 0.1), num_iter=(3, 3), spatial_sigma=3.0, saturated=sat)
     assert all(float(o[sat].max()) <= 1.0 + 1e-6 for o in outs)
+    # each 3-iteration solve: one exclusion at its start, updates after its iterations 1 and 2
+    assert len(excluded) == 6
+    first, second = [n for _, n in excluded[:3]], [n for _, n in excluded[3:]]
+    n_sat = int(np.broadcast_to(sat[..., None], y.shape).sum()) if sat.ndim == 2 else int(sat.sum())
+    assert first[0] >= n_sat  # a cold start leaves every clipped value out (padding included) ...
+    assert 0 < second[0] < first[0]  # ... a continued one only those its start already reaches
+    clipped = deconvolve_spread_sequence(y, rm, (0.5, 0.1), num_iter=(3, 3), spatial_sigma=3.0, clip=(0.2, 0.8))
+    assert all(float(o.min()) >= 0.2 - 1e-6 and float(o.max()) <= 0.8 + 1e-6 for o in clipped)
+    assert all(float(o.max()) > 0.8 - 1e-6 for o in clipped)  # (the clip did act on each)
     ref = deconvolve_spatially_varying(y, rm, radius_sigma=0.5, spatial_sigma=3.0, num_iter=3, saturated=sat)
     np.testing.assert_array_equal(outs[0], ref)
     alpha = np.random.default_rng(1).random(y.shape[:2])
