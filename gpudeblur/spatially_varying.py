@@ -763,7 +763,7 @@ def _deconvolve(image, radius_map, method, stages, spatial_sigma, lam, cg_iter, 
         rho = check_positive(rho if rho is not None else _SV_RHO_FACTOR * lam, "rho")
     xc = to_channels_first(x)
     outs = []
-    state = None  # the previous solve's (f, ux, uy, wx, wy), its grid's pad and crop
+    state = None  # the previous solve's (f, ux, uy, wx, wy) and its grid
     done = 0
     step = radius_step
     for radius_sigma, num_iter in stages:
@@ -777,15 +777,16 @@ def _deconvolve(image, radius_map, method, stages, spatial_sigma, lam, cg_iter, 
         else:
             start = None
             if state is not None:
-                start, pad, crop = state
+                start, grid = state
                 state = None  # (the previous solve's arrays live on only as this one's start)
-                if pad != tuple(op.grid.pad):  # another grid: the image part, put on this one as the data are
-                    start = tuple(op.grid.extend(a[crop]) for a in start)
+                if grid.pad != op.grid.pad:  # another grid: the image part, put on this one as the data are
+                    start = tuple(op.grid.extend(grid.crop(a)) for a in start)
+                del grid
             cb = None if callback is None else (lambda i, d=done: callback(d + i))
             f, duals = _sv_admm(op, g, lam, rho, num_iter, cg_iter, cb, sat, start=start)
             del start
             done += num_iter
-            state = (f,) + duals, tuple(op.grid.pad), op.grid.crop_slices
+            state = (f,) + duals, op.grid
             out = op.grid.crop(f)
         if sat is not None:
             # clipped in, clipped out: the data bound those values only from below, so
