@@ -225,7 +225,7 @@ def _version(mod: str) -> str | None:
 
 def machine_info(gpu_name: str | None = None, extra_modules: Sequence[str] = ()) -> dict:
     """Host, CPU, GPU, date, commit and library versions of this run."""
-    mods = ["numpy", "scipy", "numba", "skimage", "gpudeblur", *extra_modules]
+    mods = ["numpy", "scipy", "ducc0", "numba", "skimage", "gpudeblur", *extra_modules]
     if "cupy" in sys.modules:
         mods.append("cupy")
     if "cucim" in sys.modules:
@@ -249,6 +249,7 @@ def machine_info(gpu_name: str | None = None, extra_modules: Sequence[str] = ())
 _ENV_KEYS = (
     "GPUDEBLUR_BACKEND",
     "GPUDEBLUR_CPU_WORKERS",
+    "GPUDEBLUR_CPU_FFT",
     "OMP_NUM_THREADS",
     "OMP_WAIT_POLICY",
     "GOMP_SPINCOUNT",

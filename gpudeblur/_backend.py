@@ -3,8 +3,10 @@
 Two backends exist:
 
 ``cpu``
-    NumPy arrays, :mod:`scipy.fft` with worker threads, Numba-jitted twins
-    of every custom CUDA kernel.
+    NumPy arrays, FFTs by ducc0 behind :mod:`scipy.fft`'s API
+    (:mod:`gpudeblur._cpu_fft`; ``GPUDEBLUR_CPU_FFT=scipy`` for
+    :mod:`scipy.fft` itself) with worker threads, Numba-jitted twins of
+    every custom CUDA kernel.
 ``cuda``
     CuPy arrays, cuFFT through :mod:`cupyx.scipy.fft`, custom kernels from
     ``kernels/*.cu`` compiled lazily through :class:`cupy.RawModule`.
@@ -33,6 +35,8 @@ __all__ = [
     "Backend",
     "BackendUnavailableError",
     "GPUFallbackWarning",
+    "FFTFallbackWarning",
+    "cpu_fft_module",
     "get_backend",
     "cuda_available",
     "as_backend_array",
@@ -43,6 +47,9 @@ __all__ = [
 
 BACKEND_NAMES = ("auto", "cuda", "cpu")
 ENV_VAR = "GPUDEBLUR_BACKEND"
+#: Environment variable naming the CPU backend's FFT library (:func:`cpu_fft_module`)
+CPU_FFT_ENV_VAR = "GPUDEBLUR_CPU_FFT"
+CPU_FFT_NAMES = ("ducc0", "scipy")
 
 
 class BackendUnavailableError(RuntimeError):
@@ -51,6 +58,10 @@ class BackendUnavailableError(RuntimeError):
 
 class GPUFallbackWarning(RuntimeWarning):
     """``auto`` fell back to the CPU although CuPy is installed."""
+
+
+class FFTFallbackWarning(RuntimeWarning):
+    """The CPU backend uses :mod:`scipy.fft` because ducc0 does not import."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -106,7 +117,8 @@ class Backend:
     xp : module
         ``numpy`` or ``cupy``.
     fft : module
-        ``scipy.fft`` or ``cupyx.scipy.fft`` (same API).
+        :mod:`gpudeblur._cpu_fft` (ducc0; or ``scipy.fft``, see
+        :func:`cpu_fft_module`) or ``cupyx.scipy.fft`` (same API).
     """
 
     name: str
@@ -191,11 +203,42 @@ def _cpu_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def cpu_fft_module(name: str | None = None):
+    """The CPU backend's FFT module: ``'ducc0'`` (:mod:`gpudeblur._cpu_fft`, the
+    default) or ``'scipy'`` (:mod:`scipy.fft`); ``None`` reads
+    ``GPUDEBLUR_CPU_FFT``. Both have :mod:`scipy.fft`'s API; ducc0 is 1.5–2.5x
+    faster on gpudeblur's grids and rounds differently in the last bits. When
+    ducc0 (a dependency) does not import, :mod:`scipy.fft` is used with a
+    :class:`FFTFallbackWarning`."""
+    if name is None:
+        name = os.environ.get(CPU_FFT_ENV_VAR, "") or "ducc0"
+    if not isinstance(name, str) or name.lower() not in CPU_FFT_NAMES:
+        raise ValueError(f"unknown CPU FFT {name!r} ({CPU_FFT_ENV_VAR}); expected one of {', '.join(CPU_FFT_NAMES)}")
+    return _cpu_fft_module(name.lower())
+
+
 @functools.lru_cache(maxsize=None)
-def _cpu_backend() -> Backend:
+def _cpu_fft_module(name: str):
     import scipy.fft  # noqa: PLC0415
 
-    return Backend("cpu", np, scipy.fft)
+    if name == "scipy":
+        return scipy.fft
+    try:
+        from . import _cpu_fft  # noqa: PLC0415
+    except ImportError as exc:
+        warnings.warn(f"gpudeblur: ducc0 does not import ({exc}); the CPU backend uses scipy.fft (slower)",
+                      FFTFallbackWarning, stacklevel=4)
+        return scipy.fft
+    return _cpu_fft
+
+
+def _cpu_backend() -> Backend:
+    return _cpu_backend_with(cpu_fft_module())
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_backend_with(fft) -> Backend:
+    return Backend("cpu", np, fft)
 
 
 @functools.lru_cache(maxsize=None)

@@ -602,6 +602,7 @@ def _run_info(args) -> int:
     for label, dists in [
         ("numpy", ("numpy",)),
         ("scipy", ("scipy",)),
+        ("ducc0", ("ducc0",)),
         ("numba", ("numba",)),
         ("opencv", ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless", "opencv-contrib-python")),
         ("tifffile", ("tifffile",)),
@@ -621,6 +622,9 @@ def _run_info(args) -> int:
         if reason:
             rows.append(("cuda", f"unavailable: {reason}"))
         rows.append(("cpu workers", str(_backend._cpu_workers())))
+        fft_env = os.environ.get(_backend.CPU_FFT_ENV_VAR)
+        lib = "ducc0" if be.fft.__name__ == "gpudeblur._cpu_fft" else "scipy.fft"
+        rows.append(("cpu fft", f"{lib} ({_backend.CPU_FFT_ENV_VAR}={fft_env if fft_env else 'unset'})"))
     rows.append(("device", be.device_name()))
     mem = device_memory(be)
     if mem is not None:

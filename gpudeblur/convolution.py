@@ -240,13 +240,15 @@ class BlurOperator:
         ``scipy.fft.irfft2`` allocates a hidden full-size complex temporary
         (even with ``overwrite_x=True``); for batched RGB grids that buffer is
         larger than glibc's mmap threshold, so every call page-faults it in
-        afresh, which cost ~40 % of the call (bench/README.md).
+        afresh, which cost ~40 % of the call (bench/README.md). With ducc0
+        (:mod:`gpudeblur._cpu_fft`, the default) the two passes take what its
+        one ``irfft2`` takes, and both run in place.
         """
         fft = self.be.fft
         kw = self.be.fft_kwargs()
         if self.be.name == "cpu":
             spec = fft.ifft(spec, axis=-2, overwrite_x=True, **kw)
-            return fft.irfft(spec, n=self.grid_shape[1], axis=-1, **kw)
+            return fft.irfft(spec, n=self.grid_shape[1], axis=-1, overwrite_x=True, **kw)
         return fft.irfft2(spec, s=self.grid_shape, overwrite_x=True, **kw)
 
     def _apply(self, x, transfer):

@@ -254,7 +254,7 @@ class SpatiallyVaryingBlur:
         F = fft.rfft2(f, **kw)
         out = None
         for k, otf in enumerate(self.otfs):
-            term = self.weight(k) * fft.irfft2(F * otf, s=self.grid_shape, **kw)
+            term = self.weight(k) * fft.irfft2(F * otf, s=self.grid_shape, overwrite_x=True, **kw)
             out = term if out is None else out + term
         return out.astype(self.dtype, copy=False)
 
@@ -265,7 +265,7 @@ class SpatiallyVaryingBlur:
         for k, otf in enumerate(self.otfs):
             term = fft.rfft2(self.weight(k) * g, **kw) * otf.conj()
             acc = term if acc is None else acc + term
-        return fft.irfft2(acc, s=self.grid_shape, **kw).astype(self.dtype, copy=False)
+        return fft.irfft2(acc, s=self.grid_shape, overwrite_x=True, **kw).astype(self.dtype, copy=False)
 
     def normal(self, f):
         """Normal operator of the data term for grid arrays ``(C, Mg, Ng)``: ``HᵀH f``,
@@ -281,10 +281,10 @@ class SpatiallyVaryingBlur:
         F = fft.rfft2(f, **kw)
         acc = None
         for k, otf in enumerate(self.otfs):
-            y = self._masked(self.weight(k) * fft.irfft2(F * otf, s=self.grid_shape, **kw))
+            y = self._masked(self.weight(k) * fft.irfft2(F * otf, s=self.grid_shape, overwrite_x=True, **kw))
             term = fft.rfft2(y, **kw) * otf.conj()
             acc = term if acc is None else acc + term
-        return fft.irfft2(acc, s=self.grid_shape, **kw).astype(self.dtype, copy=False)
+        return fft.irfft2(acc, s=self.grid_shape, overwrite_x=True, **kw).astype(self.dtype, copy=False)
 
     def data_rhs(self, g):
         """Right-hand side of :meth:`normal`'s equations for the data ``g`` (grid arrays):
@@ -956,7 +956,7 @@ def _tikhonov(G, otf, prior, shape, be):
     """One bank radius's closed-form deconvolution on the grid: the inverse FFT of
     ``G·conj(H) / (|H|² + prior)`` (``prior`` = λ·|D|², the gradient prior's symbol)."""
     filt = otf.conj() / ((otf.real**2 + otf.imag**2) + prior)
-    return be.fft.irfft2(G * filt, s=shape, **be.fft_kwargs())
+    return be.fft.irfft2(G * filt, s=shape, overwrite_x=True, **be.fft_kwargs())
 
 
 #: ADMM iterations after which the clipped values' active set is recomputed
@@ -1010,10 +1010,10 @@ def _sv_admm(op: SpatiallyVaryingBlur, g, lam, rho, num_iter, cg_iter, callback,
     pre_denom = op.normal_otf_abs2() + t(rho) * d2
 
     def precond(v):
-        return fft.irfft2(fft.rfft2(v, **kw) / pre_denom, s=shape, **kw).astype(op.dtype, copy=False)
+        return fft.irfft2(fft.rfft2(v, **kw) / pre_denom, s=shape, overwrite_x=True, **kw).astype(op.dtype, copy=False)
 
     def normal(v):
-        dv = fft.irfft2(fft.rfft2(v, **kw) * d2, s=shape, **kw)  # DᵀD v (periodic)
+        dv = fft.irfft2(fft.rfft2(v, **kw) * d2, s=shape, overwrite_x=True, **kw)  # DᵀD v (periodic)
         return op.normal(v) + t(rho) * dv.astype(op.dtype, copy=False)
 
     if start is None:

@@ -135,3 +135,15 @@ def test_blurmap_bench_labeling_budgets_run_small(monkeypatch, tmp_path):
     for bad in ("0,1", "nan", "inf", "1e-12", "x"):
         with pytest.raises(SystemExit):
             bb.build_parser().parse_args(["--labeling-budgets", bad])
+
+
+def test_fft_bench_runs_small(monkeypatch, tmp_path):
+    """``bench_fft`` times both FFT libraries on a case and writes its table."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    bf = importlib.import_module("bench_fft")
+    assert bf.main(["--cases", "grey-600", "--repeats", "2", "--out", str(tmp_path)]) == 0
+    (js,) = tmp_path.glob("fft-*.json")
+    res = json.loads(js.read_text())["results"]
+    assert [r["transform"] for r in res] == ["rfft2", "irfft2"]
+    assert all(r["ducc0"]["median_s"] > 0 and r["scipy"]["median_s"] > 0 for r in res)
+    assert "ducc0" in json.loads(js.read_text())["machine"]["versions"]
