@@ -242,6 +242,7 @@ def machine_info(gpu_name: str | None = None, extra_modules: Sequence[str] = ())
         "commit": git_commit(),
         "versions": {m: _version(m) for m in mods},
         "env": {k: os.environ[k] for k in _ENV_KEYS if k in os.environ},
+        "malloc": _malloc_state(),
         "loadavg_start": _loadavg(),
     }
 
@@ -250,6 +251,7 @@ _ENV_KEYS = (
     "GPUDEBLUR_BACKEND",
     "GPUDEBLUR_CPU_WORKERS",
     "GPUDEBLUR_CPU_FFT",
+    "GPUDEBLUR_TUNE_MALLOC",
     "OMP_NUM_THREADS",
     "OMP_WAIT_POLICY",
     "GOMP_SPINCOUNT",
@@ -258,6 +260,17 @@ _ENV_KEYS = (
     "MALLOC_MMAP_THRESHOLD_",
     "MALLOC_TRIM_THRESHOLD_",
 )
+
+
+def _malloc_state() -> str | None:
+    """What ``gpudeblur.tune_cpu_allocator`` did in this process (the CLI tunes; a bench
+    script runs the library as a program would: glibc's defaults unless it calls it)."""
+    try:
+        from gpudeblur import _allocator  # noqa: PLC0415
+
+        return _allocator.allocator_state()
+    except Exception:
+        return None
 
 
 def _loadavg() -> list[float] | None:
@@ -398,6 +411,8 @@ def machine_markdown(info: dict) -> str:
         lines.append(f"- load average (1/5/15 min) at start {info['loadavg_start']}, at end {info.get('loadavg_end')}")
     if info.get("numba_threading_layer"):
         lines.append(f"- Numba threading layer: {info['numba_threading_layer']}")
+    if info.get("malloc"):
+        lines.append(f"- malloc: {info['malloc']}")
     if info.get("env"):
         lines.append("- env: " + ", ".join(f"{k}={val}" for k, val in info["env"].items()))
     return "\n".join(lines)

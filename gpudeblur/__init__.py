@@ -19,6 +19,7 @@ Where each paper's method lives:
 import importlib as _importlib
 
 from . import psf
+from ._allocator import tune_cpu_allocator
 from ._backend import BackendUnavailableError, GPUFallbackWarning, cuda_available, get_backend
 from .convolution import fftconvolve
 from .restoration import (
@@ -87,6 +88,7 @@ __all__ = [
     "richardson_lucy_tv",
     "segment_in_focus",
     "tikhonov",
+    "tune_cpu_allocator",
     "wiener",
     "write_image",
 ]

@@ -54,6 +54,7 @@ import sys
 import time
 import warnings
 
+from . import _allocator
 from ._backend import BACKEND_NAMES, ENV_VAR, BackendUnavailableError
 
 __all__ = [
@@ -625,6 +626,7 @@ def _run_info(args) -> int:
         fft_env = os.environ.get(_backend.CPU_FFT_ENV_VAR)
         lib = "ducc0" if be.fft.__name__ == "gpudeblur._cpu_fft" else "scipy.fft"
         rows.append(("cpu fft", f"{lib} ({_backend.CPU_FFT_ENV_VAR}={fft_env if fft_env else 'unset'})"))
+        rows.append(("malloc", _allocator.allocator_state()))
     rows.append(("device", be.device_name()))
     mem = device_memory(be)
     if mem is not None:
@@ -706,6 +708,7 @@ def main(argv: list[str] | None = None) -> int:
         except SystemExit as exc:  # --help, --version, argparse errors
             return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
         _quiet = bool(args.quiet)
+        _allocator.tune_for_cli()  # large arrays stay in the heap (gpudeblur/_allocator.py)
         try:
             return int(args.func(args) or EXIT_OK)
         except (ValueError, OSError, BackendUnavailableError) as exc:

@@ -1,0 +1,81 @@
+"""glibc malloc tuning (gpudeblur/_allocator.py): what it changes, and when it changes nothing."""
+
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from gpudeblur import _allocator
+
+GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+
+# faults per fresh 16 MB array, after ``tune`` (a Python expression) ran in a new process
+_FAULTS = """
+import resource, sys, numpy as np
+from gpudeblur import _allocator
+applied = {tune}
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+a = np.ones(4 << 20, np.float32); del a
+f0 = faults()
+for _ in range(10):
+    a = np.ones(4 << 20, np.float32); del a
+print(applied, (faults() - f0) / 10, _allocator.allocator_state())
+"""
+
+
+def _run(code, **env_extra):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES", _allocator.TUNE_ENV_VAR)}
+    env.update(env_extra)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+def test_tuned_heap_reuses_large_arrays():
+    """After tuning, a freed 16 MB array's memory serves the next one: no page faults."""
+    applied, faults, state = _run(_FAULTS.format(tune="_allocator.tune_cpu_allocator()")).split(" ", 2)
+    assert applied == "True" and state.startswith("tuned")
+    assert float(faults) < 1.0
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+def test_user_settings_are_kept():
+    out = _run(_FAULTS.format(tune="_allocator.tune_cpu_allocator()"), MALLOC_TRIM_THRESHOLD_="131072")
+    applied, _faults, state = out.split(" ", 2)
+    assert applied == "False" and state.startswith("user's")
+    out = _run(_FAULTS.format(tune="_allocator.tune_cpu_allocator()"), GLIBC_TUNABLES="glibc.malloc.mmap_threshold=65536")
+    assert out.split(" ", 2)[0] == "False"
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+@pytest.mark.parametrize("value,applied", [("0", "False"), ("off", "False"), ("1", "True"), ("", "True")])
+def test_cli_switch(value, applied):
+    out = _run(_FAULTS.format(tune="_allocator.tune_for_cli()"), **{_allocator.TUNE_ENV_VAR: value})
+    assert out.split(" ", 2)[0] == applied
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+def test_command_line_applies_it():
+    """``gpudeblur`` tunes before it runs a command (``info`` shows the state)."""
+    code = "import sys; from gpudeblur.cli import main; sys.exit(main(['info', '--backend', 'cpu']))"
+    assert "malloc       tuned" in _run(code)
+    assert "GPUDEBLUR_TUNE_MALLOC=0" in _run(code, **{_allocator.TUNE_ENV_VAR: "0"})
+
+
+def test_not_glibc_changes_nothing(monkeypatch):
+    monkeypatch.setattr(_allocator.platform, "libc_ver", lambda: ("", ""))
+    monkeypatch.setattr(_allocator, "_state", "glibc defaults")
+    assert _allocator.tune_cpu_allocator() is False
+    assert _allocator.allocator_state().startswith("not glibc")
+
+
+@pytest.mark.parametrize("kw", [{"mmap_threshold": 0}, {"trim_threshold": -1}, {"mmap_threshold": 1.5},
+                                {"trim_threshold": True}])
+def test_bad_thresholds(kw):
+    with pytest.raises(ValueError, match="positive integer"):
+        _allocator.tune_cpu_allocator(**kw)
