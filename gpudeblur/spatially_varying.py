@@ -254,8 +254,12 @@ class SpatiallyVaryingBlur:
         F = fft.rfft2(f, **kw)
         out = None
         for k, otf in enumerate(self.otfs):
-            term = self.weight(k) * fft.irfft2(F * otf, s=self.grid_shape, overwrite_x=True, **kw)
-            out = term if out is None else out + term
+            term = fft.irfft2(F * otf, s=self.grid_shape, overwrite_x=True, **kw)
+            term *= self.weight(k)  # in place (fresh arrays): the same values, fewer temporaries
+            if out is None:
+                out = term
+            else:
+                out += term
         return out.astype(self.dtype, copy=False)
 
     def adjoint(self, g):
@@ -263,8 +267,12 @@ class SpatiallyVaryingBlur:
         fft, kw = self.be.fft, self.be.fft_kwargs()
         acc = None
         for k, otf in enumerate(self.otfs):
-            term = fft.rfft2(self.weight(k) * g, **kw) * otf.conj()
-            acc = term if acc is None else acc + term
+            term = fft.rfft2(self.weight(k) * g, **kw)
+            term *= otf.conj()
+            if acc is None:
+                acc = term
+            else:
+                acc += term
         return fft.irfft2(acc, s=self.grid_shape, overwrite_x=True, **kw).astype(self.dtype, copy=False)
 
     def normal(self, f):
@@ -281,9 +289,14 @@ class SpatiallyVaryingBlur:
         F = fft.rfft2(f, **kw)
         acc = None
         for k, otf in enumerate(self.otfs):
-            y = self._masked(self.weight(k) * fft.irfft2(F * otf, s=self.grid_shape, overwrite_x=True, **kw))
-            term = fft.rfft2(y, **kw) * otf.conj()
-            acc = term if acc is None else acc + term
+            y = fft.irfft2(F * otf, s=self.grid_shape, overwrite_x=True, **kw)
+            y *= self.weight(k)
+            term = fft.rfft2(self._masked(y), **kw)
+            term *= otf.conj()
+            if acc is None:
+                acc = term
+            else:
+                acc += term
         return fft.irfft2(acc, s=self.grid_shape, overwrite_x=True, **kw).astype(self.dtype, copy=False)
 
     def data_rhs(self, g):
