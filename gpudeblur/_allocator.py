@@ -14,14 +14,19 @@ faults took 11–13 s of kernel time, ~20 % of the process's CPU time
 :func:`tune_cpu_allocator` raises both thresholds (``mallopt``), so freed
 arrays stay in the heap and the next array of that size reuses them: the
 same deconvolution then takes 0.9–1.9 s of kernel time and 25 % less wall
-time, at the same peak memory. The cost is that memory freed by gpudeblur
-stays with the process (up to the trim threshold) instead of going back to
-the system, which is what a command-line run wants and a long-running host
-application may not: so the command line applies it (``gpudeblur`` unless
-``GPUDEBLUR_TUNE_MALLOC=0``), and the library only when asked.
+time, at about the same peak memory (+5 % in the 1 MP and 12 MP CLI jobs).
+The cost is that memory gpudeblur frees mostly stays with the process
+instead of going back to the system: free space at the heap's top up to
+the trim threshold, and any free space below a live allocation whatever
+its size (large arrays are no longer separate mappings). A command-line run
+wants that and a long-running host application may not: so the
+``gpudeblur`` command applies it at start (unless
+``GPUDEBLUR_TUNE_MALLOC=0``; :func:`gpudeblur.cli.main` called from Python
+does not), and the library only when asked.
 
 Only glibc has these settings; elsewhere (macOS, Windows, musl) nothing is
-changed. Settings the user gave glibc (``MALLOC_MMAP_THRESHOLD_``,
+changed. glibc before 2.35 accepts an mmap threshold of at most 32 MiB:
+that is used there (arrays above it, e.g. a 12 MP grid, stay mappings). Settings the user gave glibc (``MALLOC_MMAP_THRESHOLD_``,
 ``MALLOC_TRIM_THRESHOLD_``, ``GLIBC_TUNABLES`` with ``glibc.malloc.``) are
 left as they are.
 """
@@ -44,6 +49,7 @@ TUNE_ENV_VAR = "GPUDEBLUR_TUNE_MALLOC"
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_OLD_GLIBC_MAX = 32 << 20
 _USER_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 _state = "glibc defaults"
@@ -93,11 +99,17 @@ def tune_cpu_allocator(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     cap = 2**31 - 1  # mallopt takes an int
-    ok = bool(mallopt(_M_MMAP_THRESHOLD, min(mmap_threshold, cap))) and bool(
-        mallopt(_M_TRIM_THRESHOLD, min(trim_threshold, cap)))
-    _state = (f"tuned (mmap threshold {mmap_threshold / 2**20:g} MiB, trim threshold {trim_threshold / 2**20:g} MiB)"
-              if ok else "mallopt refused: unchanged")
-    return ok
+    mmap_threshold, trim_threshold = min(mmap_threshold, cap), min(trim_threshold, cap)
+    # glibc before 2.35 refuses an mmap threshold above 32 MiB (HEAP_MAX_SIZE / 2): take that then
+    mm = next((v for v in (mmap_threshold, min(mmap_threshold, _OLD_GLIBC_MAX)) if mallopt(_M_MMAP_THRESHOLD, v)), None)
+    tr = trim_threshold if mallopt(_M_TRIM_THRESHOLD, trim_threshold) else None
+    if mm is None and tr is None:
+        _state = "mallopt refused: unchanged"
+        return False
+    parts = [f"mmap threshold {mm / 2**20:g} MiB" if mm else "mmap threshold refused",
+             f"trim threshold {tr / 2**20:g} MiB" if tr else "trim threshold refused"]
+    _state = f"tuned ({', '.join(parts)})"
+    return True
 
 
 def allocator_state() -> str:
@@ -106,7 +118,8 @@ def allocator_state() -> str:
 
 
 def tune_for_cli() -> bool:
-    """The command line's call: :func:`tune_cpu_allocator` unless ``GPUDEBLUR_TUNE_MALLOC`` says no."""
+    """The ``gpudeblur`` command's call (:func:`gpudeblur.cli.entry`):
+    :func:`tune_cpu_allocator` unless ``GPUDEBLUR_TUNE_MALLOC`` says no."""
     global _state
     if os.environ.get(TUNE_ENV_VAR, "").strip().lower() in ("0", "off", "no", "false"):
         _state = f"glibc defaults ({TUNE_ENV_VAR}={os.environ[TUNE_ENV_VAR]})"

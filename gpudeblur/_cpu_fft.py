@@ -4,21 +4,29 @@ gpudeblur's CPU time is mostly FFTs (``sv-admm``: ~75 % of a 1 MP solve;
 the blur map's Gabor bank, ``fast``, the blind mode). ducc0 is the
 maintained successor of pocketfft, the library inside :mod:`scipy.fft`,
 by the same author; on this project's grids (e.g. a ``(3, 1280, 875)``
-float32 RGB grid on 2 cores) its real transforms take 2.7 / 3.6 ms where
-:mod:`scipy.fft` takes 4–7 / 6–9 ms (``bench/README.md``), with the same
-accuracy (relative RMS error against float64: 1.6e-7 / 1.7e-7).
+float32 RGB grid on 2 cores) its real transforms take ~3 ms where
+:mod:`scipy.fft` takes 6–9 ms (``python bench/bench_fft.py``), with the
+same accuracy (relative RMS error against float64: 1.6e-7 / 1.7e-7).
 
-This module offers the transforms gpudeblur calls, with :mod:`scipy.fft`'s
-signatures and semantics (``s`` / ``n`` crop or zero-pad, ``axes`` /
-``axis``, ``norm``, ``overwrite_x``, ``workers``; float32 stays float32,
-float64 stays float64, other real types become float64 as in SciPy), so
-the array code is written once against ``be.fft`` for both backends.
-Anything else (``fftfreq``, ``next_fast_len``, ...) is :mod:`scipy.fft`'s.
+This module offers the real transforms (``rfft``, ``irfft``, ``rfft2``,
+``irfft2``, ``rfftn``, ``irfftn``) with :mod:`scipy.fft`'s signatures and
+semantics (``s`` / ``n`` crop or zero-pad, ``axes`` / ``axis``, ``norm``,
+``overwrite_x``, ``workers``; float32 stays float32, float64 stays
+float64, other real types become float64 as in SciPy), so the array code
+is written once against ``be.fft`` for both backends. Everything else is
+:mod:`scipy.fft`'s own: the complex transforms (the blur map's Gabor bank
+works on power-of-two blocks, where pocketfft is as fast or faster: 0.6–1.0×
+for ducc0 here), ``fftfreq``, ``next_fast_len``, ..., and real transforms
+of empty arrays or over no axis.
 
-Determinism: ducc0 gives bit-identical results for any number of threads
-from two up, but a single-threaded multi-axis transform rounds differently;
-so every call uses at least two threads, and a result does not depend on
-the machine's core count (``GPUDEBLUR_CPU_WORKERS`` included).
+Determinism: ducc0's own threading rounds differently for each thread
+count (the lines a thread gets decide which go through its vector path),
+so a result would depend on the machine's core count. Here every
+transform is a sequence of 1-D passes, each pass split into chunks that
+depend only on the array's shape, and each chunk is transformed by ducc0
+on one thread; ``workers`` threads (a pool; ducc0 releases the GIL) share
+the chunks. A result is then the same for any ``workers`` (and any
+``GPUDEBLUR_CPU_WORKERS``); it costs ~15 % against ducc0's own threading.
 
 ``GPUDEBLUR_CPU_FFT=scipy`` makes the CPU backend use :mod:`scipy.fft`
 itself (to compare, or where ducc0 cannot be installed); see
@@ -27,29 +35,39 @@ itself (to compare, or where ducc0 cannot be installed); see
 
 from __future__ import annotations
 
+import functools
 import operator
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import ducc0
 import numpy as np
 import scipy.fft as _scipy_fft
 
-__all__ = ["fft", "ifft", "rfft", "irfft", "fft2", "ifft2", "rfft2", "irfft2", "fftn", "ifftn", "rfftn", "irfftn"]
+__all__ = ["rfft", "irfft", "rfft2", "irfft2", "rfftn", "irfftn"]
 
 #: ``norm`` → ducc0's ``inorm`` (0: none, 1: 1/√n, 2: 1/n) for the forward and the inverse transform
 _NORMS = {None: (0, 2), "backward": (0, 2), "ortho": (1, 1), "forward": (2, 0)}
+#: Elements per chunk of a pass (a chunk is whole lines; its size depends only on the shape)
+_CHUNK = 1 << 18
 
 
 def _threads(workers) -> int:
     if workers is None:
-        n = 1
-    else:
-        n = operator.index(workers)
-        if n < 0:
-            n += (os.cpu_count() or 1) + 1
+        return 1
+    n = operator.index(workers)
+    if n < 0:
+        n += (os.cpu_count() or 1) + 1
         if n <= 0:
-            raise ValueError("workers must not be zero")
-    return max(2, n)  # one thread rounds multi-axis transforms differently (module docstring)
+            raise ValueError(f"workers value out of range; got {workers}, must not be less than {-(os.cpu_count() or 1)}")
+    if n == 0:
+        raise ValueError("workers must not be zero")
+    return n
+
+
+@functools.lru_cache(maxsize=None)
+def _pool(n: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=n, thread_name_prefix="gpudeblur-fft")
 
 
 def _inorm(norm, inverse: bool) -> int:
@@ -58,17 +76,22 @@ def _inorm(norm, inverse: bool) -> int:
     return _NORMS[norm][int(inverse)]
 
 
+def _native(x):
+    return x if x.dtype.isnative else x.astype(x.dtype.newbyteorder("="))
+
+
 def _real(x):
-    x = np.asarray(x)
+    x = _native(np.asarray(x))
     if np.iscomplexobj(x):
         raise TypeError("x must be a real sequence")
     if x.dtype in (np.float32, np.float64, np.longdouble):
-        return x, False
-    return x.astype(np.float32 if x.dtype == np.float16 else np.float64), True
+        return x
+    return x.astype(np.float32 if x.dtype == np.float16 else np.float64)
 
 
 def _complex(x):
-    x = np.asarray(x)
+    """``x`` as a complex array, and whether it is a fresh copy."""
+    x = _native(np.asarray(x))
     if x.dtype in (np.complex64, np.complex128, np.clongdouble):
         return x, False
     if x.dtype in (np.float32, np.float16):
@@ -80,6 +103,8 @@ def _complex(x):
 
 def _axes_sizes(x, s, axes):
     """Normalized ``axes`` and the sizes ``s`` along them (SciPy's rules for ``s`` and ``axes``)."""
+    if s is not None and np.ndim(s) == 0:
+        s = (s,)
     if axes is None:
         axes = tuple(range(x.ndim)) if s is None else tuple(range(x.ndim - len(s), x.ndim))
     else:
@@ -93,7 +118,7 @@ def _axes_sizes(x, s, axes):
     if s is None:
         s = tuple(x.shape[a] for a in axes)
     else:
-        s = tuple(operator.index(n) for n in np.atleast_1d(s))
+        s = tuple(operator.index(n) for n in s)
         if len(s) != len(axes):
             raise ValueError("when given, axes and shape arguments have to be of the same length")
         if any(n < 1 for n in s):
@@ -113,98 +138,141 @@ def _fit(x, axes, sizes):
     return np.pad(x[tuple(crop)], pad), True
 
 
-def _c2c(x, s, axes, norm, overwrite_x, workers, inverse):
-    x, fresh = _complex(x)
-    axes, s = _axes_sizes(x, s, axes)
-    x, padded = _fit(x, axes, s)
-    own = fresh or padded or overwrite_x
-    out = x if own and x.flags.writeable else None
-    return ducc0.fft.c2c(x, axes=axes, forward=not inverse, inorm=_inorm(norm, inverse), out=out,
-                         nthreads=_threads(workers))
+def _pass(fn, x, out, axis, nthreads):
+    """``fn(x_chunk, out_chunk)`` (a 1-D transform along ``axis``, one thread) over
+    chunks of whole lines along the largest other axis; the chunks depend only on
+    the shape, so the result does not depend on ``nthreads``."""
+    others = [a for a in range(x.ndim) if a != axis]
+    if not others:
+        fn(x, out)
+        return
+    cax = max(others, key=lambda a: (x.shape[a], a))
+    per = max(1, x.size // x.shape[cax] if x.shape[cax] else 1)
+    step = max(1, _CHUNK // per)
+    n = x.shape[cax]
+    if step >= n:
+        fn(x, out)
+        return
+
+    def chunk(i):
+        sl = (slice(None),) * cax + (slice(i, i + step),)
+        fn(x[sl], out[sl])
+
+    starts = range(0, n, step)
+    if nthreads == 1:
+        for i in starts:
+            chunk(i)
+    else:
+        list(_pool(nthreads).map(chunk, starts))
 
 
-def _r2c(x, s, axes, norm, workers):
-    x, _ = _real(x)
+def _c2c_passes(y, axes, inverse, inorm, nthreads):
+    """In-place complex passes over ``axes`` of the working array ``y``."""
+    for a in axes:
+        _pass(lambda u, v, a=a: ducc0.fft.c2c(u, axes=(a,), forward=not inverse, inorm=inorm, out=v, nthreads=1),
+              y, y, a, nthreads)
+    return y
+
+
+_ONE_D = ("rfft", "irfft")
+
+
+def _scipy(name, x, s, axes, norm, overwrite_x, workers):
+    """SciPy's transform, for what ducc0 is not asked to do (empty arrays, no axes)."""
+    fn = getattr(_scipy_fft, name)
+    if name in _ONE_D:
+        return fn(x, None if s is None else s[0], axes[0], norm, overwrite_x, workers)
+    return fn(x, s, axes, norm, overwrite_x, workers)
+
+
+def _empty(x, axes):
+    return x.size == 0 or not axes
+
+
+
+def _r2c(name, x, s, axes, norm, workers):
+    nt = _threads(workers)
+    inorm = _inorm(norm, False)
+    x0, x = x, _real(x)
+    s_given = s
     axes, s = _axes_sizes(x, s, axes)
+    if _empty(x, axes):
+        return _scipy(name, x0, s_given, axes, norm, False, workers)
     x, _ = _fit(x, axes, s)
-    return ducc0.fft.r2c(x, axes=axes, forward=True, inorm=_inorm(norm, False), nthreads=_threads(workers))
+    last = axes[-1]
+    shape = list(x.shape)
+    shape[last] = x.shape[last] // 2 + 1
+    y = np.empty(shape, np.result_type(x.dtype, np.complex64))
+    _pass(lambda u, v: ducc0.fft.r2c(u, axes=(last,), forward=True, inorm=inorm, out=v, nthreads=1), x, y, last, nt)
+    return _c2c_passes(y, axes[-2::-1], False, inorm, nt)
 
 
-def _c2r(x, s, axes, norm, overwrite_x, workers):
-    x, fresh = _complex(x)
+def _c2r(name, x, s, axes, norm, overwrite_x, workers):
+    nt = _threads(workers)
+    inorm = _inorm(norm, True)
+    x0, x, fresh = x, *_complex(x)
+    s_given = s
     if s is None:
         axes, _ = _axes_sizes(x, None, axes)
-        s = tuple(x.shape[a] for a in axes[:-1]) + (2 * (x.shape[axes[-1]] - 1),)
+        if axes and x.size:
+            s = tuple(x.shape[a] for a in axes[:-1]) + (2 * (x.shape[axes[-1]] - 1),)
+    if (s_given is None and s is not None and s[-1] < 1) or _empty(x, axes if s is None else _axes_sizes(x, s, axes)[0]):
+        return _scipy(name, x0, s_given, axes, norm, overwrite_x, workers)
     axes, s = _axes_sizes(x, s, axes)
     # the last axis holds s[-1] // 2 + 1 complex values (SciPy crops or zero-pads to that)
     x, padded = _fit(x, axes, s[:-1] + (s[-1] // 2 + 1,))
-    return ducc0.fft.c2r(x, axes=axes, lastsize=s[-1], forward=False, inorm=_inorm(norm, True),
-                         nthreads=_threads(workers), allow_overwriting_input=fresh or padded or overwrite_x)
+    own = fresh or padded or (overwrite_x and x.flags.writeable and x.flags.c_contiguous)
+    last = axes[-1]
+    if len(axes) > 1:
+        x = _c2c_passes(x if own else np.array(x, order="C"), axes[-2::-1], True, inorm, nt)
+        own = True
+    shape = list(x.shape)
+    shape[last] = s[-1]
+    out = np.empty(shape, np.empty(0, x.dtype).real.dtype)
+    _pass(lambda u, v: ducc0.fft.c2r(u, axes=(last,), lastsize=s[-1], forward=False, inorm=inorm, out=v, nthreads=1,
+                                     allow_overwriting_input=own), x, out, last, nt)
+    return out
 
 
 def _one(n):
     return None if n is None else (n,)
 
 
-def fft(x, n=None, axis=-1, norm=None, overwrite_x=False, workers=None):
-    """:func:`scipy.fft.fft` by ducc0."""
-    return _c2c(x, _one(n), (axis,), norm, overwrite_x, workers, False)
-
-
-def ifft(x, n=None, axis=-1, norm=None, overwrite_x=False, workers=None):
-    """:func:`scipy.fft.ifft` by ducc0."""
-    return _c2c(x, _one(n), (axis,), norm, overwrite_x, workers, True)
 
 
 def rfft(x, n=None, axis=-1, norm=None, overwrite_x=False, workers=None):
     """:func:`scipy.fft.rfft` by ducc0."""
-    return _r2c(x, _one(n), (axis,), norm, workers)
+    return _r2c("rfft", x, _one(n), (axis,), norm, workers)
 
 
 def irfft(x, n=None, axis=-1, norm=None, overwrite_x=False, workers=None):
     """:func:`scipy.fft.irfft` by ducc0."""
-    return _c2r(x, _one(n), (axis,), norm, overwrite_x, workers)
+    return _c2r("irfft", x, _one(n), (axis,), norm, overwrite_x, workers)
 
 
-def fftn(x, s=None, axes=None, norm=None, overwrite_x=False, workers=None):
-    """:func:`scipy.fft.fftn` by ducc0."""
-    return _c2c(x, s, axes, norm, overwrite_x, workers, False)
-
-
-def ifftn(x, s=None, axes=None, norm=None, overwrite_x=False, workers=None):
-    """:func:`scipy.fft.ifftn` by ducc0."""
-    return _c2c(x, s, axes, norm, overwrite_x, workers, True)
 
 
 def rfftn(x, s=None, axes=None, norm=None, overwrite_x=False, workers=None):
     """:func:`scipy.fft.rfftn` by ducc0."""
-    return _r2c(x, s, axes, norm, workers)
+    return _r2c("rfftn", x, s, axes, norm, workers)
 
 
 def irfftn(x, s=None, axes=None, norm=None, overwrite_x=False, workers=None):
     """:func:`scipy.fft.irfftn` by ducc0."""
-    return _c2r(x, s, axes, norm, overwrite_x, workers)
+    return _c2r("irfftn", x, s, axes, norm, overwrite_x, workers)
 
 
-def fft2(x, s=None, axes=(-2, -1), norm=None, overwrite_x=False, workers=None):
-    """:func:`scipy.fft.fft2` by ducc0."""
-    return _c2c(x, s, axes, norm, overwrite_x, workers, False)
-
-
-def ifft2(x, s=None, axes=(-2, -1), norm=None, overwrite_x=False, workers=None):
-    """:func:`scipy.fft.ifft2` by ducc0."""
-    return _c2c(x, s, axes, norm, overwrite_x, workers, True)
 
 
 def rfft2(x, s=None, axes=(-2, -1), norm=None, overwrite_x=False, workers=None):
     """:func:`scipy.fft.rfft2` by ducc0."""
-    return _r2c(x, s, axes, norm, workers)
+    return _r2c("rfft2", x, s, axes, norm, workers)
 
 
 def irfft2(x, s=None, axes=(-2, -1), norm=None, overwrite_x=False, workers=None):
     """:func:`scipy.fft.irfft2` by ducc0."""
-    return _c2r(x, s, axes, norm, overwrite_x, workers)
+    return _c2r("irfft2", x, s, axes, norm, overwrite_x, workers)
 
 
-def __getattr__(name):  # fftfreq, rfftfreq, fftshift, next_fast_len, ...: SciPy's
+def __getattr__(name):  # fft, ifft, fft2, ifft2, fftn, ifftn, fftfreq, next_fast_len, ...: SciPy's
     return getattr(_scipy_fft, name)

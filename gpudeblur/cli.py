@@ -59,6 +59,7 @@ from ._backend import BACKEND_NAMES, ENV_VAR, BackendUnavailableError
 
 __all__ = [
     "main",
+    "entry",
     "build_parser",
     "check_output_path",
     "check_output_folder",
@@ -708,7 +709,6 @@ def main(argv: list[str] | None = None) -> int:
         except SystemExit as exc:  # --help, --version, argparse errors
             return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
         _quiet = bool(args.quiet)
-        _allocator.tune_for_cli()  # large arrays stay in the heap (gpudeblur/_allocator.py)
         try:
             return int(args.func(args) or EXIT_OK)
         except (ValueError, OSError, BackendUnavailableError) as exc:
@@ -725,5 +725,14 @@ def main(argv: list[str] | None = None) -> int:
         _quiet = False
 
 
+def entry() -> int:
+    """The ``gpudeblur`` command (and ``python -m gpudeblur``): :func:`main` in a process of
+    its own, so glibc's malloc thresholds are raised first (gpudeblur/_allocator.py:
+    large arrays reuse heap memory; ``GPUDEBLUR_TUNE_MALLOC=0`` keeps the defaults).
+    :func:`main` called from Python leaves the host program's allocator alone."""
+    _allocator.tune_for_cli()
+    return main()
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(entry())

@@ -2,6 +2,7 @@
 
 import os
 import platform
+import re
 import subprocess
 import sys
 
@@ -61,10 +62,20 @@ def test_cli_switch(value, applied):
 
 @pytest.mark.skipif(not GLIBC, reason="glibc only")
 def test_command_line_applies_it():
-    """``gpudeblur`` tunes before it runs a command (``info`` shows the state)."""
-    code = "import sys; from gpudeblur.cli import main; sys.exit(main(['info', '--backend', 'cpu']))"
-    assert "malloc       tuned" in _run(code)
-    assert "GPUDEBLUR_TUNE_MALLOC=0" in _run(code, **{_allocator.TUNE_ENV_VAR: "0"})
+    """The ``gpudeblur`` command tunes before it runs (``info`` shows the state);
+    ``cli.main`` called from a program leaves that program's allocator alone."""
+    code = "import sys; from gpudeblur.cli import entry; sys.argv = ['gpudeblur', 'info', '--backend', 'cpu']; sys.exit(entry())"
+    assert re.search(r"^malloc\s+tuned \(mmap threshold", _run(code), re.M)
+    assert re.search(r"^malloc\s+glibc defaults \(GPUDEBLUR_TUNE_MALLOC=0\)", _run(code, **{_allocator.TUNE_ENV_VAR: "0"}), re.M)
+    embedded = "import sys; from gpudeblur.cli import main; sys.exit(main(['info', '--backend', 'cpu']))"
+    assert re.search(r"^malloc\s+glibc defaults$", _run(embedded), re.M)
+
+
+def test_console_script_is_the_entry():
+    from conftest import ROOT
+
+    assert re.search(r'^gpudeblur = "gpudeblur\.cli:entry"$', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert "entry()" in (ROOT / "gpudeblur" / "__main__.py").read_text()
 
 
 def test_not_glibc_changes_nothing(monkeypatch):
