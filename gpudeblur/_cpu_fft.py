@@ -35,9 +35,9 @@ itself (to compare, or where ducc0 cannot be installed); see
 
 from __future__ import annotations
 
-import functools
 import operator
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import ducc0
@@ -65,9 +65,19 @@ def _threads(workers) -> int:
     return n
 
 
-@functools.lru_cache(maxsize=None)
+_POOLS: dict = {}
+_POOLS_LOCK = threading.Lock()
+
+
 def _pool(n: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=n, thread_name_prefix="gpudeblur-fft")
+    """The process's pool of ``n`` FFT threads (a forked child makes its own: the
+    parent's threads do not exist there, and its pool would never run a task)."""
+    key = (os.getpid(), n)
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key)
+        if pool is None:
+            pool = _POOLS[key] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="gpudeblur-fft")
+    return pool
 
 
 def _inorm(norm, inverse: bool) -> int:
@@ -187,7 +197,6 @@ def _scipy(name, x, s, axes, norm, overwrite_x, workers):
 
 def _empty(x, axes):
     return x.size == 0 or not axes
-
 
 
 def _r2c(name, x, s, axes, norm, workers):

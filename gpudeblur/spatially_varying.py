@@ -256,10 +256,7 @@ class SpatiallyVaryingBlur:
         for k, otf in enumerate(self.otfs):
             term = fft.irfft2(F * otf, s=self.grid_shape, overwrite_x=True, **kw)
             term *= self.weight(k)  # in place (fresh arrays): the same values, fewer temporaries
-            if out is None:
-                out = term
-            else:
-                out += term
+            out = _sum_into(out, term)
         return out.astype(self.dtype, copy=False)
 
     def adjoint(self, g):
@@ -269,10 +266,7 @@ class SpatiallyVaryingBlur:
         for k, otf in enumerate(self.otfs):
             term = fft.rfft2(self.weight(k) * g, **kw)
             term *= otf.conj()
-            if acc is None:
-                acc = term
-            else:
-                acc += term
+            acc = _sum_into(acc, term)
         return fft.irfft2(acc, s=self.grid_shape, overwrite_x=True, **kw).astype(self.dtype, copy=False)
 
     def normal(self, f):
@@ -293,16 +287,21 @@ class SpatiallyVaryingBlur:
             y *= self.weight(k)
             term = fft.rfft2(self._masked(y), **kw)
             term *= otf.conj()
-            if acc is None:
-                acc = term
-            else:
-                acc += term
+            acc = _sum_into(acc, term)
         return fft.irfft2(acc, s=self.grid_shape, overwrite_x=True, **kw).astype(self.dtype, copy=False)
 
     def data_rhs(self, g):
         """Right-hand side of :meth:`normal`'s equations for the data ``g`` (grid arrays):
         ``Hᵀ(m ⊙ g)`` (``Σ_k h_kᵀ (m ⊙ w_k ⊙ g)`` for an uncertain map)."""
         return self.adjoint(g if self.excluded is None else self._masked(g.copy()))
+
+
+def _sum_into(acc, term):
+    """``acc + term`` in place (``term`` when ``acc`` is None); ``term`` is a fresh array."""
+    if acc is None:
+        return term
+    acc += term
+    return acc
 
 
 #: Bank radii reach this many ``radius_sigma`` beyond the map's range.

@@ -107,6 +107,28 @@ def test_same_bits_for_any_worker_count(shape):
         np.testing.assert_array_equal(dfft.ifft2(X, workers=w), Z)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_gets_its_own_pool():
+    """A child forked after the parent used the FFT pool still transforms (the
+    parent's pool threads do not exist in the child)."""
+    x = _real((3, 600, 500), np.float32)
+    want = dfft.rfft2(x, workers=2)
+    code = (
+        "import os, sys, numpy as np\n"
+        "from gpudeblur import _cpu_fft as d\n"
+        "x = np.random.default_rng(1).standard_normal((3, 600, 500)).astype(np.float32)\n"
+        "X = d.rfft2(x, workers=2)\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(0 if np.array_equal(d.rfft2(x, workers=2), X) else 3)\n"
+        "_, st = os.waitpid(pid, 0)\n"
+        "sys.exit(os.waitstatus_to_exitcode(st))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert want.shape == (3, 600, 251)
+
+
 def test_passes_are_split_into_chunks():
     """The determinism above needs more than one chunk per pass on these shapes."""
     seen = []
