@@ -206,8 +206,9 @@ def _cpu_workers() -> int:
 def cpu_fft_module(name: str | None = None):
     """The CPU backend's FFT module: ``'ducc0'`` (:mod:`gpudeblur._cpu_fft`, the
     default) or ``'scipy'`` (:mod:`scipy.fft`); ``None`` reads
-    ``GPUDEBLUR_CPU_FFT``. Both have :mod:`scipy.fft`'s API; ducc0 is 1.5–2.5x
-    faster on gpudeblur's grids and rounds differently in the last bits. When
+    ``GPUDEBLUR_CPU_FFT``. Both have :mod:`scipy.fft`'s API; with ``'ducc0'`` the
+    real transforms are ducc0's (1.0–2.8x faster on gpudeblur's grids, last bits
+    rounded differently) and the complex ones stay :mod:`scipy.fft`'s. When
     ducc0 (a dependency) does not import, :mod:`scipy.fft` is used with a
     :class:`FFTFallbackWarning`."""
     if name is None:

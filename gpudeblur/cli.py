@@ -625,7 +625,7 @@ def _run_info(args) -> int:
             rows.append(("cuda", f"unavailable: {reason}"))
         rows.append(("cpu workers", str(_backend._cpu_workers())))
         fft_env = os.environ.get(_backend.CPU_FFT_ENV_VAR)
-        lib = "ducc0" if be.fft.__name__ == "gpudeblur._cpu_fft" else "scipy.fft"
+        lib = "ducc0 (real; complex: scipy.fft)" if be.fft.__name__ == "gpudeblur._cpu_fft" else "scipy.fft"
         rows.append(("cpu fft", f"{lib} ({_backend.CPU_FFT_ENV_VAR}={fft_env if fft_env else 'unset'})"))
         rows.append(("malloc", _allocator.allocator_state()))
     rows.append(("device", be.device_name()))
