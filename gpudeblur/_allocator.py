@@ -18,7 +18,8 @@ time, at about the same peak memory (+5 % in the 1 MP and 12 MP CLI jobs).
 The cost is that memory gpudeblur frees mostly stays with the process
 instead of going back to the system: free space at the heap's top up to
 the trim threshold, and any free space below a live allocation whatever
-its size (large arrays are no longer separate mappings). A command-line run
+its size (large arrays are no longer separate mappings, in the main
+thread). A command-line run
 wants that and a long-running host application may not: so the
 ``gpudeblur`` command applies it at start (unless
 ``GPUDEBLUR_TUNE_MALLOC=0``; :func:`gpudeblur.cli.main` called from Python
@@ -26,9 +27,12 @@ does not), and the library only when asked.
 
 Only glibc has these settings; elsewhere (macOS, Windows, musl) nothing is
 changed. glibc before 2.35 accepts an mmap threshold of at most 32 MiB:
-that is used there (arrays above it, e.g. a 12 MP grid, stay mappings). Settings the user gave glibc (``MALLOC_MMAP_THRESHOLD_``,
-``MALLOC_TRIM_THRESHOLD_``, ``GLIBC_TUNABLES`` with ``glibc.malloc.``) are
-left as they are.
+that is used there (arrays above it, e.g. a 12 MP grid, stay mappings).
+Settings the user gave glibc for these thresholds
+(``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``GLIBC_TUNABLES``
+with ``glibc.malloc.mmap_threshold`` or ``glibc.malloc.trim_threshold``)
+are left as they are. (Only the main thread's heap takes arrays above
+64 MiB; a thread's arena still maps them, which the command never does.)
 """
 
 from __future__ import annotations
@@ -42,8 +46,8 @@ __all__ = ["tune_cpu_allocator", "allocator_state", "MMAP_THRESHOLD", "TRIM_THRE
 
 #: Requests up to this size come from the heap, not from a fresh mmap (1 GiB)
 MMAP_THRESHOLD = 1 << 30
-#: Free memory at the heap's top kept by the process, not returned (2 GiB)
-TRIM_THRESHOLD = 2 << 30
+#: Free memory at the heap's top kept by the process, not returned (2 GiB − 1: mallopt takes an int)
+TRIM_THRESHOLD = 2**31 - 1
 #: ``0`` (or ``off``/``no``/``false``) keeps glibc's defaults in the command line
 TUNE_ENV_VAR = "GPUDEBLUR_TUNE_MALLOC"
 
@@ -56,7 +60,9 @@ _state = "glibc defaults"
 
 
 def _user_settings() -> bool:
-    return any(k in os.environ for k in _USER_ENV) or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    return any(k in os.environ for k in _USER_ENV) or any(
+        f"glibc.malloc.{t}" in tunables for t in ("mmap_threshold", "trim_threshold"))
 
 
 def tune_cpu_allocator(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM_THRESHOLD) -> bool:

@@ -168,12 +168,19 @@ def _pass(fn, x, out, axis, nthreads):
         sl = (slice(None),) * cax + (slice(i, i + step),)
         fn(x[sl], out[sl])
 
-    starts = range(0, n, step)
-    if nthreads == 1:
-        for i in starts:
-            chunk(i)
-    else:
-        list(_pool(nthreads).map(chunk, starts))
+    starts = list(range(0, n, step))
+    futures = []
+    if nthreads > 1:
+        try:
+            pool = _pool(nthreads)
+            for i in starts:
+                futures.append(pool.submit(chunk, i))
+        except RuntimeError:  # the interpreter is shutting down: the rest runs here
+            pass
+    for i in starts[len(futures):]:
+        chunk(i)
+    for f in futures:
+        f.result()
 
 
 def _c2c_passes(y, axes, inverse, inorm, nthreads):
@@ -247,8 +254,6 @@ def _one(n):
     return None if n is None else (n,)
 
 
-
-
 def rfft(x, n=None, axis=-1, norm=None, overwrite_x=False, workers=None):
     """:func:`scipy.fft.rfft` by ducc0."""
     return _r2c("rfft", x, _one(n), (axis,), norm, workers)
@@ -259,8 +264,6 @@ def irfft(x, n=None, axis=-1, norm=None, overwrite_x=False, workers=None):
     return _c2r("irfft", x, _one(n), (axis,), norm, overwrite_x, workers)
 
 
-
-
 def rfftn(x, s=None, axes=None, norm=None, overwrite_x=False, workers=None):
     """:func:`scipy.fft.rfftn` by ducc0."""
     return _r2c("rfftn", x, s, axes, norm, workers)
@@ -269,8 +272,6 @@ def rfftn(x, s=None, axes=None, norm=None, overwrite_x=False, workers=None):
 def irfftn(x, s=None, axes=None, norm=None, overwrite_x=False, workers=None):
     """:func:`scipy.fft.irfftn` by ducc0."""
     return _c2r("irfftn", x, s, axes, norm, overwrite_x, workers)
-
-
 
 
 def rfft2(x, s=None, axes=(-2, -1), norm=None, overwrite_x=False, workers=None):
@@ -284,4 +285,6 @@ def irfft2(x, s=None, axes=(-2, -1), norm=None, overwrite_x=False, workers=None)
 
 
 def __getattr__(name):  # fft, ifft, fft2, ifft2, fftn, ifftn, fftfreq, next_fast_len, ...: SciPy's
+    if name.startswith("__"):  # not __path__ & co.: this module is not scipy.fft's package
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(_scipy_fft, name)

@@ -51,6 +51,9 @@ def test_user_settings_are_kept():
     assert applied == "False" and state.startswith("user's")
     out = _run(_FAULTS.format(tune="_allocator.tune_cpu_allocator()"), GLIBC_TUNABLES="glibc.malloc.mmap_threshold=65536")
     assert out.split(" ", 2)[0] == "False"
+    # an unrelated malloc tunable does not stop it
+    out = _run(_FAULTS.format(tune="_allocator.tune_cpu_allocator()"), GLIBC_TUNABLES="glibc.malloc.tcache_count=0")
+    assert out.split(" ", 2)[0] == "True"
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc only")

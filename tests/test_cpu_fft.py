@@ -129,6 +129,29 @@ def test_forked_child_gets_its_own_pool():
     assert want.shape == (3, 600, 251)
 
 
+def test_works_while_the_interpreter_shuts_down():
+    """A thread still transforming after the main thread returned (the pool refuses
+    new work then): the chunks run in the calling thread, same bits."""
+    code = (
+        "import threading, time, numpy as np\n"
+        "from gpudeblur import _cpu_fft as d\n"
+        "x = np.random.default_rng(1).standard_normal((3, 600, 500)).astype(np.float32)\n"
+        "want = d.rfft2(x, workers=1)\n"
+        "def job():\n"
+        "    time.sleep(0.5)\n"
+        "    ok = np.array_equal(d.rfft2(x, workers=2), want)\n"
+        "    print('ok' if ok else 'differ', flush=True)\n"
+        "threading.Thread(target=job).start()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_module_is_not_scipys_package():
+    with pytest.raises(AttributeError):
+        dfft.__path__  # noqa: B018
+
+
 def test_passes_are_split_into_chunks():
     """The determinism above needs more than one chunk per pass on these shapes."""
     seen = []
