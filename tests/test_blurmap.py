@@ -625,3 +625,21 @@ def test_auto_scale_reads_large_blur_coarse_and_small_blur_fine(monkeypatch):
     assert cal.estimate(big, scale="auto", return_info=True)[1]["scales"] == [1]
     with pytest.raises(ValueError, match="return_candidates needs scale=1"):
         est.estimate(big, scale="auto", return_candidates=True)
+
+
+@pytest.mark.parametrize("window,block", [(41, (128, 96)), (51, (200, 200)), (9, (64, 70))])
+def test_filter_spectra_are_fft2_of_the_padded_filters(window, block):
+    """The pruned transforms (rows pass on the filter's rows only, a few filters at a
+    time) give np.fft.fft2 of the zero-padded filters bit for bit."""
+    from gpudeblur.blurmap import gabor
+
+    bank = gabor.gabor_bank(window)
+    big = np.zeros((bank.size,) + block, np.complex128)
+    big[:, :window, :window] = bank.filters
+    want = np.fft.fft2(big)
+    np.testing.assert_array_equal(gabor.filter_spectra(bank, block, np, np.complex128), want)
+    np.testing.assert_array_equal(gabor.filter_spectra(bank, block, np), want.astype(np.complex64))
+    k = np.random.default_rng(0).random((5, 7))
+    pad = np.zeros((30, 40))
+    pad[:5, :7] = k
+    np.testing.assert_array_equal(gabor.corner_fft2(k, (30, 40)), np.fft.fft2(pad))

@@ -166,17 +166,34 @@ def padded_derivative(lum, window: int, vertical: bool, xp):
     return p[:, 1:] - p[:, :-1]
 
 
+#: Filters per batch of :func:`filter_spectra`
+_SPECTRA_BATCH = 8
+
+
+def corner_fft2(small, shape):
+    """``np.fft.fft2`` of ``small`` (``(..., h, w)``) zero-padded at the end to ``shape``,
+    without the padded array: the rows pass runs on the ``h`` non-zero rows only (the
+    zero rows' transforms are zeros), then the columns pass. The same values, bit for
+    bit, as ``np.fft.fft2`` of the padded array (which transforms the last axis first
+    too), at a fraction of the cost when ``h`` is small (84 Gabor filters of 51² on a
+    480² block: 0.17 against 2.0 s)."""
+    Lm, Ln = shape
+    return np.fft.fft(np.fft.fft(small, n=Ln, axis=-1), n=Lm, axis=-2)
+
+
 def filter_spectra(bank: GaborBank, block, xp, dtype=np.complex64):
     """FFTs of the filters on a ``block`` grid, shape ``(F, Lm, Ln)``.
 
     The filter sits in the top-left corner, so a circular convolution on
     the block is a 'valid' convolution in its bottom-right part.
     """
-    Lm, Ln = block
-    n = bank.window
-    big = np.zeros((bank.size, Lm, Ln), dtype=np.complex128)
-    big[:, :n, :n] = bank.filters
-    return xp.asarray(np.fft.fft2(big).astype(dtype))
+    filters = bank.filters.astype(np.complex128, copy=False)
+    out = np.empty((bank.size,) + tuple(block), dtype=dtype)
+    # a few filters at a time: the float64 transforms of all 84 on a 480² block would be a
+    # 310 MB temporary, and page-faulting it in cost more than the FFTs (2.2 of 2.4 s)
+    for i in range(0, bank.size, _SPECTRA_BATCH):
+        out[i:i + _SPECTRA_BATCH] = corner_fft2(filters[i:i + _SPECTRA_BATCH], block)
+    return xp.asarray(out)
 
 
 def gabor_response_power(D, spectra, plan: BlockPlan, rows, cols, be, out, filter_batch: int):

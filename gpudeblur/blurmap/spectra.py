@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import psf as _psf
 from ..convolution import next_smooth_len
-from .gabor import GaborBank, derivative_kernel
+from .gabor import GaborBank, corner_fft2, derivative_kernel
 
 __all__ = [
     "PSFCalibration",
@@ -172,14 +172,10 @@ def _energy_through(kernels: list[np.ndarray], bank: GaborBank) -> np.ndarray:
     """``Σ_x |(k ⊗ t_i)[x]|²`` for every kernel and filter, shape ``(K, F)`` (Parseval)."""
     kmax = max(max(k.shape) for k in kernels)
     L = next_smooth_len(bank.window + kmax - 1)
-    T = np.zeros((bank.size, L, L), dtype=np.complex128)
-    T[:, : bank.window, : bank.window] = bank.filters
-    T2 = np.abs(np.fft.fft2(T)) ** 2
+    T2 = np.abs(corner_fft2(bank.filters.astype(np.complex128, copy=False), (L, L))) ** 2
     out = np.empty((len(kernels), bank.size))
     for j, k in enumerate(kernels):
-        big = np.zeros((L, L))
-        big[: k.shape[0], : k.shape[1]] = k
-        H2 = np.abs(np.fft.fft2(big)) ** 2
+        H2 = np.abs(corner_fft2(np.asarray(k, dtype=np.float64), (L, L))) ** 2
         out[j] = np.tensordot(T2, H2, axes=([1, 2], [0, 1])) / (L * L)
     return out
 
