@@ -157,8 +157,7 @@ def _pass(fn, x, out, axis, nthreads):
         fn(x, out)
         return
     cax = max(others, key=lambda a: (x.shape[a], a))
-    per = max(1, x.size // x.shape[cax] if x.shape[cax] else 1)
-    step = max(1, _CHUNK // per)
+    step = max(1, _CHUNK // (x.size // x.shape[cax]))  # empty arrays never get here
     n = x.shape[cax]
     if step >= n:
         fn(x, out)
@@ -228,13 +227,14 @@ def _c2r(name, x, s, axes, norm, overwrite_x, workers):
     inorm = _inorm(norm, True)
     x0, x, fresh = x, *_complex(x)
     s_given = s
-    if s is None:
+    if s is None:  # SciPy's default: the input's sizes, 2 (m − 1) along the last axis
         axes, _ = _axes_sizes(x, None, axes)
-        if axes and x.size:
-            s = tuple(x.shape[a] for a in axes[:-1]) + (2 * (x.shape[axes[-1]] - 1),)
-    if (s_given is None and s is not None and s[-1] < 1) or _empty(x, axes if s is None else _axes_sizes(x, s, axes)[0]):
-        return _scipy(name, x0, s_given, axes, norm, overwrite_x, workers)
+        if _empty(x, axes) or x.shape[axes[-1]] < 2:
+            return _scipy(name, x0, None, axes, norm, overwrite_x, workers)
+        s = tuple(x.shape[a] for a in axes[:-1]) + (2 * (x.shape[axes[-1]] - 1),)
     axes, s = _axes_sizes(x, s, axes)
+    if _empty(x, axes):
+        return _scipy(name, x0, s_given, axes, norm, overwrite_x, workers)
     # the last axis holds s[-1] // 2 + 1 complex values (SciPy crops or zero-pads to that)
     x, padded = _fit(x, axes, s[:-1] + (s[-1] // 2 + 1,))
     own = fresh or padded or (overwrite_x and x.flags.writeable and x.flags.c_contiguous)
