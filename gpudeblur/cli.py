@@ -727,8 +727,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> int:
     """The ``gpudeblur`` command (and ``python -m gpudeblur``): :func:`main` in a process of
-    its own, so glibc's malloc thresholds are raised first (gpudeblur/_allocator.py:
-    large arrays reuse heap memory; ``GPUDEBLUR_TUNE_MALLOC=0`` keeps the defaults).
+    its own, so glibc's malloc thresholds are raised and NumPy's huge-page advice is turned
+    off first (gpudeblur/_allocator.py: large arrays reuse heap memory in 4 KiB pages;
+    ``GPUDEBLUR_TUNE_MALLOC=0`` keeps the defaults).
     :func:`main` called from Python leaves the host program's allocator alone."""
     _allocator.tune_for_cli()
     return main()

@@ -29,7 +29,8 @@ print(applied, (faults() - f0) / 10, _allocator.allocator_state())
 
 def _run(code, **env_extra):
     env = {k: v for k, v in os.environ.items()
-           if k not in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES", _allocator.TUNE_ENV_VAR)}
+           if k not in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES", _allocator.TUNE_ENV_VAR,
+                        _allocator.HUGEPAGE_ENV_VAR)}
     env.update(env_extra)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     assert out.returncode == 0, out.stderr
@@ -84,7 +85,7 @@ def test_console_script_is_the_entry():
 def test_not_glibc_changes_nothing(monkeypatch):
     monkeypatch.setattr(_allocator.platform, "libc_ver", lambda: ("", ""))
     monkeypatch.setattr(_allocator, "_state", "glibc defaults")
-    assert _allocator.tune_cpu_allocator() is False
+    assert _allocator.tune_cpu_allocator(numpy_hugepages=True) is False  # (True: leave this process's NumPy be)
     assert _allocator.allocator_state().startswith("not glibc")
 
 
@@ -93,3 +94,47 @@ def test_not_glibc_changes_nothing(monkeypatch):
 def test_bad_thresholds(kw):
     with pytest.raises(ValueError, match="positive integer"):
         _allocator.tune_cpu_allocator(**kw)
+
+
+# NumPy's huge-page advice after ``tune`` ran: ``_set_madvise_hugepage`` returns the previous setting
+_HUGEPAGE = """
+from gpudeblur import _allocator
+try:
+    from numpy._core.multiarray import _set_madvise_hugepage
+except ImportError:
+    from numpy.core.multiarray import _set_madvise_hugepage
+{tune}
+print(_set_madvise_hugepage(False), _allocator.allocator_state())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
+def test_numpy_hugepage_advice_turned_off():
+    """The tuning stops NumPy advising huge pages (slow to fault in on VMs), unless told not to
+    or the user set NUMPY_MADVISE_HUGEPAGE; GPUDEBLUR_TUNE_MALLOC=0 leaves NumPy's default."""
+    before = _run(_HUGEPAGE.format(tune=""), NUMPY_MADVISE_HUGEPAGE="1")
+    assert before.split(" ", 1)[0] == "True"
+    after = _run(_HUGEPAGE.format(tune="_allocator.tune_cpu_allocator()"))
+    assert after.split(" ", 1)[0] == "False" and after.endswith("; NumPy huge pages off")
+    kept = _run(_HUGEPAGE.format(tune="_allocator.tune_cpu_allocator(numpy_hugepages=True)"),
+                NUMPY_MADVISE_HUGEPAGE="1")
+    assert kept.split(" ", 1)[0] == "True" and "huge pages" not in kept
+    user = _run(_HUGEPAGE.format(tune="_allocator.tune_cpu_allocator()"), NUMPY_MADVISE_HUGEPAGE="1")
+    assert user.split(" ", 1)[0] == "True" and user.endswith("NumPy huge pages as NUMPY_MADVISE_HUGEPAGE=1")
+    cli_off = _run(_HUGEPAGE.format(tune="_allocator.tune_for_cli()"), NUMPY_MADVISE_HUGEPAGE="1",
+                   **{_allocator.TUNE_ENV_VAR: "0"})
+    assert cli_off.split(" ", 1)[0] == "True"
+    cli = _run(_HUGEPAGE.format(tune="_allocator.tune_for_cli()"))
+    assert cli.split(" ", 1)[0] == "False"
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+def test_command_line_shows_hugepage_state():
+    code = "import sys; from gpudeblur.cli import entry; sys.argv = ['gpudeblur', 'info', '--backend', 'cpu']; sys.exit(entry())"
+    assert re.search(r"^malloc\s+tuned \(mmap threshold .*\); NumPy huge pages off$", _run(code), re.M)
+
+
+@pytest.mark.parametrize("value", [None, 0, "no"])
+def test_bad_hugepage_flag(value):
+    with pytest.raises(ValueError, match="numpy_hugepages must be True or False"):
+        _allocator.tune_cpu_allocator(numpy_hugepages=value)
