@@ -483,6 +483,72 @@ def test_radius_check_keeps_a_right_map_and_shrinks_an_overestimated_one(backend
     np.testing.assert_array_equal(over, radius_check(y, 2 * rm))  # deterministic
 
 
+def test_radius_check_at_a_coarser_scale_checks_the_block_means(backend, natural_rgb):
+    """``analysis_scale=f`` on a photo of f × f copies of each pixel, with the map in
+    its pixels, gives the check of the original photo with the keep-in-focus range,
+    spread, radii and windows divided by f, linearly upsampled (the block means
+    recover the photo exactly); it still halves a map read twice too large."""
+    from gpudeblur._resample import upsample_linear
+    from gpudeblur.allinfocus import (KEEP_IN_FOCUS, MAP_UNCERTAINTY, RADIUS_CHECK_SMOOTH, RADIUS_CHECK_WINDOW,
+                                      radius_check)
+
+    rm, y = _scene(natural_rgb)
+    y = y.astype(np.float32)
+    f = 2
+    big = np.kron(y, np.ones((f, f, 1), np.float32))
+    rbig = np.kron(2 * rm, np.ones((f, f))) * f
+    small_kw = dict(keep_in_focus=tuple(v / f for v in KEEP_IN_FOCUS), map_uncertainty=tuple(v / f for v in MAP_UNCERTAINTY),
+                    window=RADIUS_CHECK_WINDOW / f, smooth=RADIUS_CHECK_SMOOTH / f)
+
+    def expected(**kw):
+        return upsample_linear(radius_check(y, 2 * rm, **small_kw, **kw), f, big.shape[:2], np)
+
+    xp = backend.xp
+    coarse = to_host(radius_check(xp.asarray(big), xp.asarray(rbig), analysis_scale=f, backend=backend.name))
+    np.testing.assert_allclose(coarse, expected(), atol=1e-6)
+    assert coarse.dtype == np.float32 and coarse.shape == rbig.shape
+    assert np.median(coarse[:, 2 * 64:]) < 0.6  # the blurred half's radii halved
+    # a given noise level is the block means' own; a block is clipped where any of its pixels is
+    np.testing.assert_array_equal(radius_check(big, rbig, analysis_scale=f, noise_sigma=0.05), expected(noise_sigma=0.05))
+    sat = np.zeros(big.shape[:2], bool)
+    sat[10, 31] = True
+    sat_small = np.zeros(y.shape[:2], bool)
+    sat_small[5, 15] = True
+    np.testing.assert_array_equal(radius_check(big, rbig, analysis_scale=f, saturated=sat), expected(saturated=sat_small))
+
+
+@pytest.mark.parametrize("kw, match", [({"analysis_scale": 0}, "analysis_scale"), ({"analysis_scale": 1.5}, "analysis_scale"),
+                                       ({"analysis_scale": True}, "analysis_scale"),
+                                       ({"analysis_scale": 2, "psf_family": lambda r: np.ones((1, 1))}, "disc"),
+                                       ({"analysis_scale": 64}, "smaller than analysis_scale")])
+def test_radius_check_bad_analysis_scale(kw, match):
+    from gpudeblur.allinfocus import radius_check
+
+    with pytest.raises(ValueError, match=match):
+        radius_check(np.zeros((32, 32)), np.ones((32, 32)), **kw)
+
+
+def test_pipeline_checks_radii_at_the_map_scale(monkeypatch, natural_rgb):
+    """A map read at scale 2 is checked at scale 2, with the noise measured there; a map
+    read at full resolution (or given) at full resolution with the pipeline's noise."""
+    import gpudeblur.allinfocus as aif
+
+    calls = []
+    real = aif.radius_check
+
+    def spy(*a, **kw):
+        calls.append(kw)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(aif, "radius_check", spy)
+    _, y = _scene(natural_rgb)
+    _, res = AllInFocus(mode="fast", map_scale=2).run(y)
+    assert res.map_scale == 2 and calls[0]["analysis_scale"] == 2 and calls[0]["noise_sigma"] is None
+    calls.clear()
+    _, res = AllInFocus(mode="fast", map_scale=1).run(y)
+    assert res.map_scale == 1 and calls[0]["analysis_scale"] == 1 and calls[0]["noise_sigma"] > 0
+
+
 @pytest.mark.parametrize("kw, match", [({"scales": (0.5, 0.8)}, "scales"), ({"scales": (0.8, 0.5, 1.0)}, "scales"),
                                        ({"scales": (0.0, 1.0)}, "scales"), ({"margin": 1.0}, "margin"),
                                        ({"window": 0}, "window"), ({"keep_in_focus": (2, 1)}, "keep_in_focus")])
