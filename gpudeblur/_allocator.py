@@ -41,8 +41,8 @@ pages in ``madvise`` mode, the common default) a new process faults huge
 pages in at 3.3 s per GiB against 0.33 s with 4 KiB pages (0.07 s for huge
 pages the process had already used and freed; most likely the host backing
 each huge page anew), so each process's first large arrays (the blur map's
-1.6 GB of label arrays at 1 MP) cost seconds of kernel time. Off: the 1 MP ``fast`` job 25.2 →
-21.4–22.6 s, ``sv-admm`` 67.5 → 62.4–63.0 s, same outputs (session 23).
+1.6 GB of label arrays at 1 MP) cost seconds of kernel time. Off: the 1 MP ``fast`` command 25.2–25.4
+→ 22.9–23.3 s, ``sv-admm`` 67.3–67.7 → 62.4–63.0 s, same outputs (session 23).
 On bare metal huge pages may be cheap and slightly faster in the kernels;
 the per-iteration kernels measured the same either way here.
 """
@@ -109,7 +109,9 @@ def tune_cpu_allocator(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int
     bool
         True when glibc's thresholds were applied; False on a C library
         other than glibc, or when the user set glibc's malloc variables
-        (theirs are kept). The huge-page advice is turned off either way.
+        (theirs are kept). The huge-page advice is turned off also when
+        this returns False (on Linux, unless ``numpy_hugepages`` is True or
+        the user set ``NUMPY_MADVISE_HUGEPAGE``).
     """
     global _state
     for name, v in (("mmap_threshold", mmap_threshold), ("trim_threshold", trim_threshold)):

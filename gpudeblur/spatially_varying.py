@@ -495,8 +495,8 @@ def _uncertain_weights(rmap, radii, step, radius_sigma, spatial_sigma, be, dtype
 
 def _pool_cap(shape):
     """Largest pooling σ (px) on a grid of ``shape``: its Gaussian, cut at
-    ``_GAUSS_TRUNCATE`` σ, fits the grid's reflection."""
-    return (math.floor((min(shape) - 1) / 2) - 1e-6) / _GAUSS_TRUNCATE
+    ``_GAUSS_TRUNCATE`` σ, fits the grid's reflection (0 on a grid of 1 or 2 px: no pooling)."""
+    return max(0.0, (math.floor((min(shape) - 1) / 2) - 1e-6) / _GAUSS_TRUNCATE)
 
 
 def _pool(w, spatial_sigma, be, dtype):

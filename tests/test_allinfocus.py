@@ -511,21 +511,42 @@ def test_radius_check_at_a_coarser_scale_checks_the_block_means(backend, natural
     # a given noise level is the block means' own; a block is clipped where any of its pixels is
     np.testing.assert_array_equal(radius_check(big, rbig, analysis_scale=f, noise_sigma=0.05), expected(noise_sigma=0.05))
     sat = np.zeros(big.shape[:2], bool)
-    sat[10, 31] = True
+    sat[61, 201] = True  # in the blurred half, where it changes the result
     sat_small = np.zeros(y.shape[:2], bool)
-    sat_small[5, 15] = True
-    np.testing.assert_array_equal(radius_check(big, rbig, analysis_scale=f, saturated=sat), expected(saturated=sat_small))
+    sat_small[30, 100] = True
+    masked = radius_check(big, rbig, analysis_scale=f, saturated=sat)
+    np.testing.assert_array_equal(masked, expected(saturated=sat_small))
+    assert not np.array_equal(masked, coarse.astype(masked.dtype))
+    # the keep-in-focus range is in full-size pixels too
+    kept = radius_check(big, rbig, analysis_scale=f, keep_in_focus=(10, 14))
+    np.testing.assert_array_equal(kept, upsample_linear(radius_check(y, 2 * rm, **dict(small_kw, keep_in_focus=(5, 7))),
+                                                        f, big.shape[:2], np))
+    assert not np.array_equal(kept, coarse.astype(kept.dtype))
 
 
 @pytest.mark.parametrize("kw, match", [({"analysis_scale": 0}, "analysis_scale"), ({"analysis_scale": 1.5}, "analysis_scale"),
                                        ({"analysis_scale": True}, "analysis_scale"),
                                        ({"analysis_scale": 2, "psf_family": lambda r: np.ones((1, 1))}, "disc"),
-                                       ({"analysis_scale": 64}, "smaller than analysis_scale")])
+                                       ({"analysis_scale": 17}, "at analysis_scale 17 is 2x2, smaller than 3x3"),
+                                       ({"analysis_scale": 32}, "at analysis_scale 32 is 1x1, smaller than 3x3")])
 def test_radius_check_bad_analysis_scale(kw, match):
     from gpudeblur.allinfocus import radius_check
 
     with pytest.raises(ValueError, match=match):
         radius_check(np.zeros((32, 32)), np.ones((32, 32)), **kw)
+
+
+@pytest.mark.parametrize("shape, f, r", [((3, 3), 1, 2.0), ((2, 64), 1, 0.0), ((9, 9), 3, 6.0), ((33, 47), 4, 8.0),
+                                         ((5, 200), 2, 4.0)])
+def test_radius_check_on_tiny_grids(shape, f, r):
+    """Small grids (3 px a side at the analysis scale; 2 px at full size with radii that fit):
+    a result of the map's shape within [0.5, 1], not an error from inside (the pooling's cap
+    went negative on a 2 px grid)."""
+    from gpudeblur.allinfocus import radius_check
+
+    rng = np.random.default_rng(0)
+    out = radius_check(rng.random(shape + (3,)), np.full(shape, r), analysis_scale=f)
+    assert out.shape == shape and out.dtype == np.float32 and (out >= 0.5).all() and (out <= 1).all()
 
 
 def test_pipeline_checks_radii_at_the_map_scale(monkeypatch, natural_rgb):

@@ -138,3 +138,13 @@ def test_command_line_shows_hugepage_state():
 def test_bad_hugepage_flag(value):
     with pytest.raises(ValueError, match="numpy_hugepages must be True or False"):
         _allocator.tune_cpu_allocator(numpy_hugepages=value)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
+def test_hugepage_advice_off_without_glibc():
+    """On a Linux without glibc (musl) the thresholds stay, but NumPy's huge-page advice goes."""
+    tune = ("import platform; platform.libc_ver = lambda *a, **k: ('', ''); "
+            "applied = _allocator.tune_cpu_allocator(); print(applied, end=' ')")
+    out = _run(_HUGEPAGE.format(tune=tune))
+    applied, previous, state = out.split(" ", 2)
+    assert applied == "False" and previous == "False" and state == "not glibc: unchanged; NumPy huge pages off"
