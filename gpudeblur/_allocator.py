@@ -41,8 +41,9 @@ pages in ``madvise`` mode, the common default) a new process faults huge
 pages in at 3.3 s per GiB against 0.33 s with 4 KiB pages (0.07 s for huge
 pages the process had already used and freed; most likely the host backing
 each huge page anew), so each process's first large arrays (the blur map's
-1.6 GB of label arrays at 1 MP) cost seconds of kernel time. Off: the 1 MP ``fast`` command 25.2–25.4
-→ 22.9–23.3 s, ``sv-admm`` 67.3–67.7 → 62.4–63.0 s, same outputs (session 23).
+1.6 GB of label arrays at 1 MP) cost seconds of kernel time. Off: the 1 MP
+``fast`` command 25.2–25.4 → 22.9–23.3 s, ``sv-admm`` 67.3–67.7 → 62.4–63.0
+s, same outputs (session 23).
 On bare metal huge pages may be cheap and slightly faster in the kernels;
 the per-iteration kernels measured the same either way here.
 """

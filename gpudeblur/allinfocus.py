@@ -1314,7 +1314,8 @@ class AllInFocus:
         pair set here applies to both; ``False``: never.
     radius_check : bool
         ``sv-admm``/``fast`` on an *estimated* map: shrink the radii where
-        trial deconvolutions show they ring (:func:`radius_check`) and use
+        trial deconvolutions show they ring (:func:`radius_check`, run at
+        the scale the map was read at: ``analysis_scale=map_scale``) and use
         the low TV weight :data:`ESTIMATED_MAP_LAM`. False: the map as
         estimated, with the ringing-robust weight :data:`UNCHECKED_MAP_LAM`.
         A given map is trusted either way (unless ``map_estimated=True``).
