@@ -250,8 +250,11 @@ class SpatiallyVaryingBlur:
 
     def forward(self, f):
         """``H f`` for grid arrays ``(C, Mg, Ng)``."""
+        return self._forward_spectrum(self.be.fft.rfft2(f, **self.be.fft_kwargs()))
+
+    def _forward_spectrum(self, F):
+        """``H f`` from ``F = rfft2(f)`` (not modified)."""
         fft, kw = self.be.fft, self.be.fft_kwargs()
-        F = fft.rfft2(f, **kw)
         out = None
         for k, otf in enumerate(self.otfs):
             term = fft.irfft2(F * otf, s=self.grid_shape, overwrite_x=True, **kw)
@@ -262,32 +265,47 @@ class SpatiallyVaryingBlur:
     def adjoint(self, g):
         """``Hᵀ g`` for grid arrays ``(C, Mg, Ng)``."""
         fft, kw = self.be.fft, self.be.fft_kwargs()
+        return fft.irfft2(self._adjoint_spectrum(g), s=self.grid_shape, overwrite_x=True,
+                          **kw).astype(self.dtype, copy=False)
+
+    def _adjoint_spectrum(self, g):
+        """``rfft2(Hᵀ g)`` (a fresh array)."""
+        fft, kw = self.be.fft, self.be.fft_kwargs()
         acc = None
         for k, otf in enumerate(self.otfs):
             term = fft.rfft2(self.weight(k) * g, **kw)
             term *= otf.conj()
             acc = _sum_into(acc, term)
-        return fft.irfft2(acc, s=self.grid_shape, overwrite_x=True, **kw).astype(self.dtype, copy=False)
+        return acc
 
-    def normal(self, f):
+    def normal(self, f, reg=None):
         """Normal operator of the data term for grid arrays ``(C, Mg, Ng)``: ``HᵀH f``,
         or for an uncertain map ``Σ_k h_kᵀ (w_k ⊙ (h_k ∗ f))`` (expected misfit).
         With values :meth:`exclude`-d (weight ``m`` 0 there, 1 elsewhere;
         misfit ``‖√m ⊙ (H f − g)‖²``): ``Hᵀ(m ⊙ H f)`` and
         ``Σ_k h_kᵀ (m ⊙ w_k ⊙ (h_k ∗ f))``. The right-hand side is
         :meth:`data_rhs`; :meth:`forward` and :meth:`adjoint` stay ``H``
-        and ``Hᵀ``."""
-        if not self.uncertain:
-            return self.adjoint(self._masked(self.forward(f)))
+        and ``Hᵀ``.
+
+        ``reg``: a real symbol on the ``rfft2`` grid (e.g. ``ρ|D|²`` of a
+        periodic TV splitting) whose operator is added, ``+ irfft2(reg ⊙
+        rfft2(f))``, sharing this operator's forward and inverse transform
+        (two real FFTs fewer than adding it separately)."""
         fft, kw = self.be.fft, self.be.fft_kwargs()
         F = fft.rfft2(f, **kw)
-        acc = None
-        for k, otf in enumerate(self.otfs):
-            y = fft.irfft2(F * otf, s=self.grid_shape, overwrite_x=True, **kw)
-            y *= self.weight(k)
-            term = fft.rfft2(self._masked(y), **kw)
-            term *= otf.conj()
-            acc = _sum_into(acc, term)
+        if not self.uncertain:
+            acc = self._adjoint_spectrum(self._masked(self._forward_spectrum(F)))
+        else:
+            acc = None
+            for k, otf in enumerate(self.otfs):
+                y = fft.irfft2(F * otf, s=self.grid_shape, overwrite_x=True, **kw)
+                y *= self.weight(k)
+                term = fft.rfft2(self._masked(y), **kw)
+                term *= otf.conj()
+                acc = _sum_into(acc, term)
+        if reg is not None:
+            F *= reg
+            acc += F
         return fft.irfft2(acc, s=self.grid_shape, overwrite_x=True, **kw).astype(self.dtype, copy=False)
 
     def data_rhs(self, g):
@@ -1024,9 +1042,10 @@ def _sv_admm(op: SpatiallyVaryingBlur, g, lam, rho, num_iter, cg_iter, callback,
     def precond(v):
         return fft.irfft2(fft.rfft2(v, **kw) / pre_denom, s=shape, overwrite_x=True, **kw).astype(op.dtype, copy=False)
 
+    reg = t(rho) * d2  # ρ DᵀD (periodic), added in the bank's spectral sum
+
     def normal(v):
-        dv = fft.irfft2(fft.rfft2(v, **kw) * d2, s=shape, overwrite_x=True, **kw)  # DᵀD v (periodic)
-        return op.normal(v) + t(rho) * dv.astype(op.dtype, copy=False)
+        return op.normal(v, reg)
 
     if start is None:
         # start: deconvolution with the mean PSF, of all the data (a clipped plateau then

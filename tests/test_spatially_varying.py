@@ -681,3 +681,32 @@ def test_bad_spread_sequence(sigmas, iters, needle):
     y = np.random.default_rng(0).random((48, 48))
     with pytest.raises(ValueError, match=needle):
         deconvolve_spread_sequence(y, np.ones((48, 48)), sigmas, num_iter=iters)
+
+
+@pytest.mark.parametrize("uncertain", [False, True])
+@pytest.mark.parametrize("excluded", [False, True])
+def test_normal_operator_with_a_regularizer_symbol(backend, uncertain, excluded):
+    """``normal(x, reg)`` = ``normal(x)`` + the periodic operator of ``reg`` (here ρ|D|², so
+    ``ρ DᵀD x`` by SciPy's wrap-around differences), sharing the transforms; without
+    ``reg`` it is unchanged (the same bits as before the option)."""
+    from gpudeblur.operators import laplacian_otf_abs2
+
+    rng = np.random.default_rng(23)
+    rm = rng.uniform(0.5, 3.0, (24, 28))
+    kw = dict(radius_sigma=0.4, spatial_sigma=1.5) if uncertain else {}
+    xp = backend.xp
+    op = SpatiallyVaryingBlur(xp.asarray(rm), backend, np.float64, boundary="periodic", **kw)
+    if excluded:
+        op.exclude(xp.asarray(rng.random((2,) + rm.shape) < 0.2))
+    x = rng.standard_normal((2,) + rm.shape)
+    rho = 0.7
+    reg = rho * laplacian_otf_abs2(op.grid_shape, xp, np.float64)
+    got = to_host(op.normal(xp.asarray(x), reg))
+    dtd = np.stack([ndi.correlate(ndi.convolve(x[c], [[1, -1]], mode="wrap"), [[1, -1]], mode="wrap")
+                    + ndi.correlate(ndi.convolve(x[c], [[1], [-1]], mode="wrap"), [[1], [-1]], mode="wrap")
+                    for c in range(2)])
+    np.testing.assert_allclose(got, to_host(op.normal(xp.asarray(x))) + rho * dtd, atol=1e-12)
+    # without reg: the data term alone, the composition of the operator's own forward and adjoint
+    if not uncertain:
+        np.testing.assert_array_equal(to_host(op.normal(xp.asarray(x))),
+                                      to_host(op.adjoint(op._masked(op.forward(xp.asarray(x))))))
