@@ -294,7 +294,11 @@ class SpatiallyVaryingBlur:
         fft, kw = self.be.fft, self.be.fft_kwargs()
         F = fft.rfft2(f, **kw)
         if not self.uncertain:
-            acc = self._adjoint_spectrum(self._masked(self._forward_spectrum(F)))
+            y = self._masked(self._forward_spectrum(F))
+            if reg is None:
+                F = None  # not needed again: freed before the adjoint's transforms
+            acc = self._adjoint_spectrum(y)
+            del y
         else:
             acc = None
             for k, otf in enumerate(self.otfs):
