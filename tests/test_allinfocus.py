@@ -500,8 +500,10 @@ def test_radius_check_at_a_coarser_scale_checks_the_block_means(backend, natural
     small_kw = dict(keep_in_focus=tuple(v / f for v in KEEP_IN_FOCUS), map_uncertainty=tuple(v / f for v in MAP_UNCERTAINTY),
                     window=RADIUS_CHECK_WINDOW / f, smooth=RADIUS_CHECK_SMOOTH / f)
 
-    def expected(**kw):
-        return upsample_linear(radius_check(y, 2 * rm, **small_kw, **kw), f, big.shape[:2], np)
+    def expected(**kw):  # on the same backend (its FFTs round differently)
+        small = to_host(radius_check(backend.xp.asarray(y), backend.xp.asarray(2 * rm), **dict(small_kw, **kw),
+                                     backend=backend.name))
+        return upsample_linear(small, f, big.shape[:2], np)
 
     xp = backend.xp
     coarse = to_host(radius_check(xp.asarray(big), xp.asarray(rbig), analysis_scale=f, backend=backend.name))
@@ -509,18 +511,18 @@ def test_radius_check_at_a_coarser_scale_checks_the_block_means(backend, natural
     assert coarse.dtype == np.float32 and coarse.shape == rbig.shape
     assert np.median(coarse[:, 2 * 64:]) < 0.6  # the blurred half's radii halved
     # a given noise level is the block means' own; a block is clipped where any of its pixels is
-    np.testing.assert_array_equal(radius_check(big, rbig, analysis_scale=f, noise_sigma=0.05), expected(noise_sigma=0.05))
+    np.testing.assert_array_equal(to_host(radius_check(big, rbig, analysis_scale=f, noise_sigma=0.05, backend=backend.name)),
+                                  expected(noise_sigma=0.05))
     sat = np.zeros(big.shape[:2], bool)
     sat[61, 201] = True  # in the blurred half, where it changes the result
     sat_small = np.zeros(y.shape[:2], bool)
     sat_small[30, 100] = True
-    masked = radius_check(big, rbig, analysis_scale=f, saturated=sat)
+    masked = to_host(radius_check(big, rbig, analysis_scale=f, saturated=sat, backend=backend.name))
     np.testing.assert_array_equal(masked, expected(saturated=sat_small))
     assert not np.array_equal(masked, coarse.astype(masked.dtype))
     # the keep-in-focus range is in full-size pixels too
-    kept = radius_check(big, rbig, analysis_scale=f, keep_in_focus=(10, 14))
-    np.testing.assert_array_equal(kept, upsample_linear(radius_check(y, 2 * rm, **dict(small_kw, keep_in_focus=(5, 7))),
-                                                        f, big.shape[:2], np))
+    kept = to_host(radius_check(big, rbig, analysis_scale=f, keep_in_focus=(10, 14), backend=backend.name))
+    np.testing.assert_array_equal(kept, expected(keep_in_focus=(5, 7)))
     assert not np.array_equal(kept, coarse.astype(kept.dtype))
 
 
@@ -1248,7 +1250,7 @@ def test_spread_select_blends_two_solves(monkeypatch, natural_rgb):
 
     def spy_seq(x, r, sigmas, **kw):
         outs = real_seq(x, r, sigmas, **kw)
-        calls.append(("seq", tuple(sigmas), kw, outs))
+        calls.append(("seq", tuple(sigmas), kw, [to_host(o) for o in outs]))  # on the pipeline's backend
         return outs
 
     def spy_one(x, r, **kw):
@@ -1260,7 +1262,7 @@ def test_spread_select_blends_two_solves(monkeypatch, natural_rgb):
     real_choice = aif.spread_choice
 
     def spy_choice(wide, narrow, margin, **kw):
-        chosen.append((wide, narrow, margin))
+        chosen.append((to_host(wide), to_host(narrow), margin))
         return real_choice(wide, narrow, margin, **kw)
 
     monkeypatch.setattr(aif, "deconvolve_spread_sequence", spy_seq)
@@ -1348,12 +1350,15 @@ def test_spread_select_solves_get_the_checked_map_and_settings(monkeypatch, natu
     calls = []
     real_seq, real_one = aif.deconvolve_spread_sequence, aif.deconvolve_spatially_varying
 
+    def host(kw):  # the pipeline's arrays are on its backend (CuPy on a GPU machine)
+        return {k: to_host(v) if k == "saturated" and v is not None else v for k, v in kw.items()}
+
     def spy_seq(x, r, sigmas, **kw):
-        calls.append((np.asarray(r).copy(), dict(kw, radius_sigma=tuple(sigmas))))
+        calls.append((to_host(r).copy(), dict(host(kw), radius_sigma=tuple(sigmas))))
         return real_seq(x, r, sigmas, **kw)
 
     def spy_one(x, r, **kw):
-        calls.append((np.asarray(r).copy(), dict(kw)))
+        calls.append((to_host(r).copy(), host(kw)))
         return real_one(x, r, **kw)
 
     monkeypatch.setattr(aif, "deconvolve_spread_sequence", spy_seq)
