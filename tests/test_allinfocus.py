@@ -408,6 +408,70 @@ def test_edge_cap_in_strips_matches_its_definition(natural_rgb, monkeypatch):
     np.testing.assert_allclose(got, ref, atol=1e-6)
 
 
+def test_edge_cap_in_tiles_matches_its_definition(backend, natural_rgb, monkeypatch):
+    """Tiles of 16 px, each with the reach of its own largest radius and a halo of it, and
+    skipped where no edge in reach forbids a radius: the cap of the definition, and the same
+    bits as the whole image as one tile. The scene has tiles of small radii beside large
+    ones (an edge in the halo lowers radii across the tile border), and a flat quarter
+    with no edges (skipped)."""
+    import gpudeblur.allinfocus as aif
+    from gpudeblur.psf import disc
+
+    rng = np.random.default_rng(6)
+    img = natural_rgb[:72, :88].copy()
+    img[40:, 48:] = img[40:, 48:].mean(axis=(0, 1))  # flat: no edge there
+    rmap = rng.uniform(0, 1.5, img.shape[:2])
+    rmap[:, 40:] = rng.uniform(2, 10, (72, 48))
+    rmap[20:36, 8:24] = 9.0
+    calls = []
+    real = aif._edge_cap_of
+
+    def spy(bound, radii, reaches, xp):
+        calls.append((bound.shape, len(radii)))
+        return real(bound, radii, reaches, xp)
+
+    monkeypatch.setattr(aif, "_edge_cap_of", spy)
+    xp = backend.xp
+    whole = to_host(aif.edge_cap(xp.asarray(img), xp.asarray(rmap), noise_sigma=1e-3, backend=backend.name))
+    assert len(calls) == 1 and calls[0][0] == rmap.shape  # the default on this size: one tile
+    calls.clear()
+    monkeypatch.setattr(aif, "EDGE_CAP_TILE", {"cpu": 16, "cuda": 16})
+    got = to_host(aif.edge_cap(xp.asarray(img), xp.asarray(rmap), noise_sigma=1e-3, backend=backend.name))
+    ref = _edge_cap_reference(img, rmap, 1e-3, 1.5, window=max(disc(10.0).shape) // 2 * 2 + 1)
+    assert 0.05 < (ref < rmap).mean() < 0.95
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+    np.testing.assert_array_equal(got, whole)
+    tiles = 5 * 6
+    assert 0 < len(calls) < tiles  # some tiles skipped
+    assert {n for _, n in calls} == {18, 20}  # each tile its own grid radii (to 9 px: 18; to 10 px: 20)
+    assert any(shape[0] > 16 + 9 for shape, _ in calls)  # halos
+
+
+@pytest.mark.parametrize("tile", [1, 5, 7, 16])
+def test_edge_cap_tiles_equal_one_tile_on_sparse_bounds(backend, tile):
+    """The tiling itself on sparse bounds, where the disc's tip is often the only low value
+    in reach (a halo one row short, or a skip test blind to the halo, shows): the same
+    bits as one tile, on maps of small and large radii side by side."""
+    from gpudeblur.allinfocus import _capped_in_tiles
+
+    rng = np.random.default_rng(tile)
+    xp = backend.xp
+    for _ in range(4):
+        M, N = rng.integers(20, 40, 2)
+        bound = np.full((M, N), np.inf, np.float32)
+        hit = rng.random((M, N)) < 0.01
+        bound[hit] = rng.uniform(0, 4, hit.sum()).round(1)
+        r = rng.uniform(0, 1, (M, N)).astype(np.float32)
+        r[:, N // 2:] = rng.uniform(3, 7, (M, N - N // 2))
+        step = 0.5
+        radii = step * np.arange(1, int(np.ceil(r.max() / step)) + 1)
+        reaches = np.ceil(radii - 1e-9).astype(int)
+        one = to_host(_capped_in_tiles(xp.asarray(bound), xp.asarray(r), radii, reaches, None, xp))
+        got = to_host(_capped_in_tiles(xp.asarray(bound), xp.asarray(r), radii, reaches, tile, xp))
+        assert (one < r).any()
+        np.testing.assert_array_equal(got, one)
+
+
 def test_edge_cap_leaves_flat_8bit_banding_and_wide_true_blurs_alone():
     """Two ways a fixed bound went wrong (review): a flat 8-bit ramp measures
     σ̂ = 0, and its one-level steps looked like edges (25–74 % capped);
