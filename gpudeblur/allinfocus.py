@@ -107,13 +107,15 @@ EDGE_CAP_NOISE_FACTOR = 8.0
 #: Edges within this many px (square) of a clipped value are not used by the edge cap.
 EDGE_CAP_CLIP_REACH = 2
 #: Side (px) of the tiles the edge cap's disc minima run on, per backend (None:
-#: the whole image). A tile gets only the reach its own largest radius needs,
-#: and none when no edge within that reach can lower a radius of it: on the
-#: CPU the disc pass of a 45 MP photo read at scale 8 (radii to 64 px) took
-#: 41 s on the whole image, 6.3 s on 128 px tiles (same bits). On a GPU the
-#: whole image is one tile: there each array pass is one kernel launch, and
-#: thousands of small tiles would cost more in launches than they save.
-EDGE_CAP_TILE = {"cpu": 128}
+#: the whole image; :func:`_capped_in_tiles`). A tile gets only the reach its
+#: own largest radius needs, and no work when no edge within that reach can
+#: lower a radius of it. On the CPU (2 cores) the disc pass of a 45 MP photo
+#: read at scale 8 (radii to 64 px) took 41 s on the whole image, 2.1 / 2.3 /
+#: 3.1 s on 48 / 64 / 128 px tiles (same bits); with low bounds everywhere in
+#: reach (24 MP, radii 64 px, nothing to skip) 25 s whole, 22 s on 64 px tiles.
+#: On a GPU the whole image is one tile: there each array pass is one kernel
+#: launch, and thousands of small tiles would cost more in launches than they save.
+EDGE_CAP_TILE = {"cpu": 64}
 #: The check needs the full grid: run on 2×2 means (radii, windows, noise
 #: and the trials' λ scaled; 6x faster) it leaves the bench's 6 scenes
 #: alone and CUHK 0223 nearly so (mean radius change 0.03 px), but it
@@ -665,41 +667,59 @@ def edge_cap(image, radius_map, *, psf_family="disc", slack=EDGE_CAP_SLACK, nois
 
 
 def _capped_in_tiles(bound, r, radii, reaches, tile, xp):
-    """``min(r, cap)`` with :func:`_edge_cap_of`'s cap of the whole ``bound`` array, computed
-    on ``tile × tile`` tiles (None: one), each with the grid radii its own largest ``r``
-    needs and a halo of their reach, and skipped where no bound in reach is low enough."""
+    """``min(r, cap)`` with :func:`_edge_cap_of`'s cap of the whole ``bound`` array, on
+    ``tile × tile`` tiles (None: the whole array is one).
+
+    A tile needs only the grid radii its own largest ``r`` needs (a radius is lowered
+    only by a failure at a grid radius below it plus one step), and no work at all
+    when no bound within their reach is low enough to forbid any of them. In each row
+    of tiles, runs of neighbouring tiles that need work are computed together (with
+    the largest of their radii: more radii than a value needs do not change its
+    ``min(r, cap)``), their discs reading ``bound`` around them; a run ends where its
+    running minima would outgrow :data:`DISC_MIN_STRIP_BYTES`, so that each run is
+    one strip of the disc pass."""
     t32 = np.float32
     step = float(radii[0])
     out = r.copy()
     M, N = r.shape
     tile = tile or max(M, N)
+    budget = DISC_MIN_STRIP_BYTES
     for i0 in range(0, M, tile):
+        rows = slice(i0, min(M, i0 + tile))
+        runs = []  # [first column, last column, grid radii] of each run of tiles that need work
         for j0 in range(0, N, tile):
-            rows, cols = slice(i0, min(M, i0 + tile)), slice(j0, min(N, j0 + tile))
-            # a radius r is lowered only by a fail at a grid radius below r + step: the tile's own grid
+            cols = slice(j0, min(N, j0 + tile))
             nt = int(np.ceil(float(r[rows, cols].max()) / step))
             if nt == 0:
                 continue
             k = int(reaches[nt - 1])
-            y0, x0 = max(0, i0 - k), max(0, j0 - k)
-            near = bound[y0:min(M, rows.stop + k), x0:min(N, cols.stop + k)]  # the tile and all its discs reach
+            near = bound[max(0, i0 - k):min(M, rows.stop + k), max(0, j0 - k):min(N, cols.stop + k)]
             if float(near.min()) >= t32(radii[nt - 1] - 1e-6):  # no edge in reach forbids any of them
                 continue
-            cap = _edge_cap_of(near, radii[:nt], reaches[:nt], xp)
-            out[rows, cols] = xp.minimum(r[rows, cols], cap[i0 - y0:rows.stop - y0, j0 - x0:cols.stop - x0])
+            if runs and runs[-1][1] == j0:
+                n_run = max(runs[-1][2], nt)
+                k = int(reaches[n_run - 1])
+                if (k + 1) * (rows.stop - i0 + 2 * k) * (cols.stop - runs[-1][0]) * bound.itemsize <= budget:
+                    runs[-1][1:] = [cols.stop, n_run]
+                    continue
+            runs.append([j0, cols.stop, nt])
+        for c0, c1, nt in runs:
+            cols = slice(c0, c1)
+            out[rows, cols] = xp.minimum(r[rows, cols], _edge_cap_of(bound, radii[:nt], reaches[:nt], xp, rows, cols))
     return out
 
 
-def _edge_cap_of(bound, radii, reaches, xp):
-    """The cap of :func:`edge_cap` on a 2-D ``bound`` array: per value, the last of the
-    grid ``radii`` (increasing; disc reaches ``reaches``) kept before the first that a
-    bound within its reach forbids (0 if the first is; inf if none is). Edge values
-    are repeated outside the array, so a tile cut from a larger array must carry a halo
-    of ``reaches[-1]`` wherever it is not at that array's edge."""
+def _edge_cap_of(bound, radii, reaches, xp, rows=None, cols=None):
+    """The cap of :func:`edge_cap` from a 2-D ``bound`` array, for its part ``rows`` ×
+    ``cols`` (default: all): per value, the last of the grid ``radii`` (increasing; disc
+    reaches ``reaches``) kept before the first that a bound within its reach forbids
+    (0 if the first is; inf if none is), the array's edge values repeated outside it."""
     t32 = np.float32
-    cap = xp.empty(bound.shape, dtype=np.float32)
-    for rows, minima in _disc_minima(bound, int(reaches[-1]), xp):
-        c = xp.full((rows.stop - rows.start, bound.shape[1]), t32(np.inf))
+    rows = slice(0, bound.shape[0]) if rows is None else rows
+    cols = slice(0, bound.shape[1]) if cols is None else cols
+    cap = xp.empty((rows.stop - rows.start, cols.stop - cols.start), dtype=np.float32)
+    for strip, minima in _disc_minima(bound, int(reaches[-1]), xp, rows=rows, cols=cols):
+        c = xp.full((strip.stop - strip.start, cap.shape[1]), t32(np.inf))
         ok = xp.ones(c.shape, dtype=bool)
         prev = 0.0
         for k, low in minima:
@@ -708,7 +728,7 @@ def _edge_cap_of(bound, radii, reaches, xp):
                 c = xp.where(fails, t32(prev), c)
                 ok &= ~fails
                 prev = float(rho)
-        cap[rows] = c
+        cap[strip.start - rows.start:strip.stop - rows.start] = c
     return cap
 
 
@@ -756,7 +776,7 @@ def _axis_slice(a, axis, start, stop):
 DISC_MIN_STRIP_BYTES = 256 << 20
 
 
-def _disc_minima(a, reach, xp, strip_bytes=None):
+def _disc_minima(a, reach, xp, strip_bytes=None, rows=None, cols=None):
     """Minima of a 2-D array over the discs ``dy² + dx² ≤ k²``, k = 1 … ``reach``.
 
     Yields ``(rows, minima)`` per strip of rows (``rows`` a slice), where
@@ -772,24 +792,30 @@ def _disc_minima(a, reach, xp, strip_bytes=None):
     of a 4 MP photo with radii to 24 px took 175 s of a 271 s job). The
     running minima hold ``reach + 1`` copies of a strip, so strips are
     sized to ``strip_bytes`` (default :data:`DISC_MIN_STRIP_BYTES`).
+
+    ``rows``, ``cols`` (slices with explicit bounds): only that part of the
+    array's minima (its discs read the array around it), in strips of its rows.
     """
     m, n = a.shape
+    rows = slice(0, m) if rows is None else rows
+    cols = slice(0, n) if cols is None else cols
     strip_bytes = DISC_MIN_STRIP_BYTES if strip_bytes is None else strip_bytes
-    height = max(16, strip_bytes // ((reach + 1) * n * a.itemsize) - 2 * reach)
-    for y0 in range(0, m, height):
-        y1 = min(m, y0 + height)
-        yield slice(y0, y1), _strip_minima(a, y0, y1, reach, xp)
+    height = max(16, strip_bytes // ((reach + 1) * (cols.stop - cols.start) * a.itemsize) - 2 * reach)
+    for y0 in range(rows.start, rows.stop, height):
+        y1 = min(rows.stop, y0 + height)
+        yield slice(y0, y1), _strip_minima(a, y0, y1, cols.start, cols.stop, reach, xp)
 
 
-def _strip_minima(a, y0, y1, reach, xp):
+def _strip_minima(a, y0, y1, x0, x1, reach, xp):
     m, n = a.shape
-    padded = a[xp.clip(xp.arange(y0 - reach, y1 + reach), 0, m - 1)]  # the strip and its halo, edge rows repeated
-    padded = xp.concatenate([xp.repeat(padded[:, :1], reach, axis=1), padded,
-                             xp.repeat(padded[:, -1:], reach, axis=1)], axis=1)
-    chord = [padded[:, reach:reach + n]]  # chord[w]: the minimum over |dx| <= w
-    for w in range(1, reach + 1):
-        c = xp.minimum(chord[-1], padded[:, reach - w:reach - w + n])
-        chord.append(xp.minimum(c, padded[:, reach + w:reach + w + n], out=c))
+    # the block and its halo, edge rows and columns repeated outside the array
+    padded = a[xp.clip(xp.arange(y0 - reach, y1 + reach), 0, m - 1)[:, None],
+               xp.clip(xp.arange(x0 - reach, x1 + reach), 0, n - 1)[None, :]]
+    w = x1 - x0
+    chord = [padded[:, reach:reach + w]]  # chord[v]: the minimum over |dx| <= v
+    for v in range(1, reach + 1):
+        c = xp.minimum(chord[-1], padded[:, reach - v:reach - v + w])
+        chord.append(xp.minimum(c, padded[:, reach + v:reach + v + w], out=c))
     del padded
     h = y1 - y0
     for k in range(1, reach + 1):

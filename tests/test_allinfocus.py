@@ -371,6 +371,34 @@ def test_disc_minima_equal_the_footprint_filter(backend, shape, reach, strip_byt
         np.testing.assert_array_equal(np.concatenate(got[k]), ref)
 
 
+@pytest.mark.parametrize("rows, cols", [((0, 40), (0, 50)), ((3, 20), (7, 9)), ((30, 40), (40, 50)), ((0, 1), (49, 50)),
+                                        ((17, 35), (0, 50))])
+def test_disc_minima_of_a_part_equal_the_whole_arrays(backend, rows, cols):
+    """``rows``/``cols``: the part's minima, its discs reading the array around it (edge
+    values repeated only outside the array), bit for bit, in strips of its own rows."""
+    from gpudeblur.allinfocus import _disc_minima
+
+    rng = np.random.default_rng(7)
+    a = rng.random((40, 50)).astype(np.float32)
+    a[rng.random(a.shape) >= 0.05] = np.inf
+    xp = backend.xp
+    whole = {}
+    for r, minima in _disc_minima(xp.asarray(a), 9, xp):
+        for k, low in minima:
+            whole.setdefault(k, []).append(to_host(low))
+    part, strips = {}, []
+    for r, minima in _disc_minima(xp.asarray(a), 9, xp, 3000, slice(*rows), slice(*cols)):
+        strips.append(r)
+        for k, low in minima:
+            part.setdefault(k, []).append(to_host(low))
+    assert strips[0].start == rows[0] and strips[-1].stop == rows[1]
+    assert all(s.stop == t.start for s, t in zip(strips, strips[1:]))
+    height = max(16, 3000 // (10 * (cols[1] - cols[0]) * 4) - 2 * 9)  # the strips follow the part's width
+    assert len(strips) == -(-(rows[1] - rows[0]) // height)
+    for k in range(1, 10):
+        np.testing.assert_array_equal(np.concatenate(part[k]), np.concatenate(whole[k])[slice(*rows), slice(*cols)])
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (40, 33), (3, 120)])
 @pytest.mark.parametrize("size", [1, 3, 17, 51, 129])
 def test_box_extreme_equals_scipy_filters(backend, shape, size):
@@ -409,11 +437,11 @@ def test_edge_cap_in_strips_matches_its_definition(natural_rgb, monkeypatch):
 
 
 def test_edge_cap_in_tiles_matches_its_definition(backend, natural_rgb, monkeypatch):
-    """Tiles of 16 px, each with the reach of its own largest radius and a halo of it, and
-    skipped where no edge in reach forbids a radius: the cap of the definition, and the same
-    bits as the whole image as one tile. The scene has tiles of small radii beside large
-    ones (an edge in the halo lowers radii across the tile border), and a flat quarter
-    with no edges (skipped)."""
+    """Tiles of 16 px, each with the reach of its own largest radius and a halo of it,
+    skipped where no edge in reach forbids a radius, neighbours that need work computed as
+    one run: the cap of the definition, and the same bits as the whole image as one tile.
+    The scene has tiles of small radii beside large ones (an edge in the halo lowers radii
+    across the tile border), and a flat quarter with no edges (skipped)."""
     import gpudeblur.allinfocus as aif
     from gpudeblur.psf import disc
 
@@ -422,18 +450,20 @@ def test_edge_cap_in_tiles_matches_its_definition(backend, natural_rgb, monkeypa
     img[40:, 48:] = img[40:, 48:].mean(axis=(0, 1))  # flat: no edge there
     rmap = rng.uniform(0, 1.5, img.shape[:2])
     rmap[:, 40:] = rng.uniform(2, 10, (72, 48))
-    rmap[20:36, 8:24] = 9.0
+    rmap[20:36, :12] = 9.0  # its tiles' run is cut off from the large radii's by tiles that need no work
     calls = []
     real = aif._edge_cap_of
 
-    def spy(bound, radii, reaches, xp):
-        calls.append((bound.shape, len(radii)))
-        return real(bound, radii, reaches, xp)
+    def spy(bound, radii, reaches, xp, rows=None, cols=None):
+        out = real(bound, radii, reaches, xp, rows, cols)
+        calls.append((out.shape, len(radii)))
+        return out
 
     monkeypatch.setattr(aif, "_edge_cap_of", spy)
     xp = backend.xp
+    monkeypatch.setattr(aif, "EDGE_CAP_TILE", {})  # the whole image as one tile
     whole = to_host(aif.edge_cap(xp.asarray(img), xp.asarray(rmap), noise_sigma=1e-3, backend=backend.name))
-    assert len(calls) == 1 and calls[0][0] == rmap.shape  # the default on this size: one tile
+    assert len(calls) == 1 and calls[0][0] == rmap.shape
     calls.clear()
     monkeypatch.setattr(aif, "EDGE_CAP_TILE", {"cpu": 16, "cuda": 16})
     got = to_host(aif.edge_cap(xp.asarray(img), xp.asarray(rmap), noise_sigma=1e-3, backend=backend.name))
@@ -443,17 +473,21 @@ def test_edge_cap_in_tiles_matches_its_definition(backend, natural_rgb, monkeypa
     np.testing.assert_array_equal(got, whole)
     tiles = 5 * 6
     assert 0 < len(calls) < tiles  # some tiles skipped
-    assert {n for _, n in calls} == {18, 20}  # each tile its own grid radii (to 9 px: 18; to 10 px: 20)
-    assert any(shape[0] > 16 + 9 for shape, _ in calls)  # halos
+    assert {n for _, n in calls} == {18, 20}  # each run its own grid radii (to 9 px: 18; to 10 px: 20)
+    assert all(shape[0] <= 16 for shape, _ in calls) and any(shape[1] > 16 for shape, _ in calls)  # runs of tiles
 
 
-@pytest.mark.parametrize("tile", [1, 5, 7, 16])
-def test_edge_cap_tiles_equal_one_tile_on_sparse_bounds(backend, tile):
+@pytest.mark.parametrize("tile, budget", [(1, None), (5, None), (7, None), (16, None), (5, 40000), (7, 8000)])
+def test_edge_cap_tiles_equal_one_tile_on_sparse_bounds(backend, tile, budget, monkeypatch):
     """The tiling itself on sparse bounds, where the disc's tip is often the only low value
     in reach (a halo one row short, or a skip test blind to the halo, shows): the same
-    bits as one tile, on maps of small and large radii side by side."""
+    bits as one tile, on maps of small and large radii side by side; runs of tiles cut
+    by a small memory budget too."""
+    import gpudeblur.allinfocus as aif
     from gpudeblur.allinfocus import _capped_in_tiles
 
+    if budget is not None:
+        monkeypatch.setattr(aif, "DISC_MIN_STRIP_BYTES", budget)
     rng = np.random.default_rng(tile)
     xp = backend.xp
     for _ in range(4):
