@@ -110,11 +110,12 @@ EDGE_CAP_CLIP_REACH = 2
 #: the whole image; :func:`_capped_in_tiles`). A tile gets only the reach its
 #: own largest radius needs, and no work when no edge within that reach can
 #: lower a radius of it. On the CPU (2 cores) the disc pass of a 45 MP photo
-#: read at scale 8 (radii to 64 px) took 41 s on the whole image, 2.1 / 2.3 /
-#: 3.1 s on 48 / 64 / 128 px tiles (same bits); with low bounds everywhere in
-#: reach (24 MP, radii 64 px, nothing to skip) 25 s whole, 22 s on 64 px tiles.
-#: On a GPU the whole image is one tile: there each array pass is one kernel
-#: launch, and thousands of small tiles would cost more in launches than they save.
+#: read at scale 8 (radii to 64 px) took 44 s on the whole image, 2.2 s on 64
+#: px tiles (same bits); with nothing to skip (radii 64 px and a low bound in
+#: reach everywhere) 24.6 s whole, 22.4 s tiled at 24 MP, 4.1 / 2.7 s at 12 MP
+#: (radii 32 px). On a GPU the whole image is one tile: there each array pass
+#: is one kernel launch, and thousands of small tiles would cost more in
+#: launches than they save.
 EDGE_CAP_TILE = {"cpu": 64}
 #: The check needs the full grid: run on 2×2 means (radii, windows, noise
 #: and the trials' λ scaled; 6x faster) it leaves the bench's 6 scenes
@@ -673,20 +674,23 @@ def _capped_in_tiles(bound, r, radii, reaches, tile, xp):
     A tile needs only the grid radii its own largest ``r`` needs (a radius is lowered
     only by a failure at a grid radius below it plus one step), and no work at all
     when no bound within their reach is low enough to forbid any of them. In each row
-    of tiles, runs of neighbouring tiles that need work are computed together (with
-    the largest of their radii: more radii than a value needs do not change its
-    ``min(r, cap)``), their discs reading ``bound`` around them; a run ends where its
-    running minima would outgrow :data:`DISC_MIN_STRIP_BYTES`, so that each run is
-    one strip of the disc pass."""
+    of tiles, a tile that needs work joins the run of such tiles on its left (the run
+    then takes the larger of their radii: more radii than a value needs do not change
+    its ``min(r, cap)``) where :func:`_disc_pass_cost` says that costs less than apart
+    and the run's running minima stay within :data:`DISC_MIN_STRIP_BYTES` (one strip
+    of the disc pass); each run's discs read ``bound`` around it. Where the runs would
+    cost more than the whole array in one pass (many small runs: a narrow image), the
+    whole array is one run. Every choice gives the same bits."""
     t32 = np.float32
     step = float(radii[0])
-    out = r.copy()
     M, N = r.shape
     tile = tile or max(M, N)
     budget = DISC_MIN_STRIP_BYTES
+    runs = []  # (rows, first column, last column, grid radii) of each run of tiles that need work
     for i0 in range(0, M, tile):
         rows = slice(i0, min(M, i0 + tile))
-        runs = []  # [first column, last column, grid radii] of each run of tiles that need work
+        h = rows.stop - i0
+        row_runs = []
         for j0 in range(0, N, tile):
             cols = slice(j0, min(N, j0 + tile))
             nt = int(np.ceil(float(r[rows, cols].max()) / step))
@@ -696,17 +700,43 @@ def _capped_in_tiles(bound, r, radii, reaches, tile, xp):
             near = bound[max(0, i0 - k):min(M, rows.stop + k), max(0, j0 - k):min(N, cols.stop + k)]
             if float(near.min()) >= t32(radii[nt - 1] - 1e-6):  # no edge in reach forbids any of them
                 continue
-            if runs and runs[-1][1] == j0:
-                n_run = max(runs[-1][2], nt)
-                k = int(reaches[n_run - 1])
-                if (k + 1) * (rows.stop - i0 + 2 * k) * (cols.stop - runs[-1][0]) * bound.itemsize <= budget:
-                    runs[-1][1:] = [cols.stop, n_run]
+            if row_runs and row_runs[-1][1] == j0:  # join the run on its left if that costs less than apart
+                c0, n_run = row_runs[-1][0], max(row_runs[-1][2], nt)
+                k_run, k_m = int(reaches[row_runs[-1][2] - 1]), int(reaches[n_run - 1])
+                joined = _disc_pass_cost(k_m, h, cols.stop - c0)
+                apart = _disc_pass_cost(k_run, h, j0 - c0) + _disc_pass_cost(k, h, cols.stop - j0)
+                if joined <= apart and (k_m + 1) * (h + 2 * k_m) * (cols.stop - c0) * bound.itemsize <= budget:
+                    row_runs[-1][1:] = [cols.stop, n_run]
                     continue
-            runs.append([j0, cols.stop, nt])
-        for c0, c1, nt in runs:
-            cols = slice(c0, c1)
-            out[rows, cols] = xp.minimum(r[rows, cols], _edge_cap_of(bound, radii[:nt], reaches[:nt], xp, rows, cols))
+            row_runs.append([j0, cols.stop, nt])
+        runs += [(rows, c0, c1, nt) for c0, c1, nt in row_runs]
+    out = r.copy()
+    if not runs:
+        return out
+    # the whole array in one pass where that costs less: where the runs are many and small (a narrow
+    # image: one tile per row of tiles). Its strips' values cost 1.5x a run's (larger than the caches;
+    # measured 1.1-1.5x on 12-24 MP maps with nothing to skip)
+    n, K = len(radii), int(reaches[-1])
+    height = min(M, max(16, budget // ((K + 1) * N * bound.itemsize) - 2 * K))  # _disc_minima's strips
+    if -(-M // height) * _disc_pass_cost(K, height, 1.5 * N) <= sum(
+            _disc_pass_cost(int(reaches[nt - 1]), rows.stop - rows.start, c1 - c0) for rows, c0, c1, nt in runs):
+        runs = [(slice(0, M), 0, N, n)]
+    for rows, c0, c1, nt in runs:
+        cols = slice(c0, c1)
+        xp.minimum(r[rows, cols], _edge_cap_of(bound, radii[:nt], reaches[:nt], xp, rows, cols), out=out[rows, cols])
     return out
+
+
+#: Fixed cost of one array operation of the disc pass, in values it could have
+#: processed instead (NumPy's per-call cost of ~4 µs at ~0.05 ns per value on
+#: this project's 2-core VM; it decides whether tiles join a run).
+DISC_PASS_CALL_COST = 65536
+
+
+def _disc_pass_cost(k: int, h: int, w: float) -> float:
+    """Rough cost of the disc pass of reach ``k`` over ``h × w`` values (in values): its
+    ``k² + 2k`` band minima and ``2k`` chord steps, and twice the grid radii's tests."""
+    return (k * k + 8 * k) * (h * w + DISC_PASS_CALL_COST)
 
 
 def _edge_cap_of(bound, radii, reaches, xp, rows=None, cols=None):

@@ -437,11 +437,11 @@ def test_edge_cap_in_strips_matches_its_definition(natural_rgb, monkeypatch):
 
 
 def test_edge_cap_in_tiles_matches_its_definition(backend, natural_rgb, monkeypatch):
-    """Tiles of 16 px, each with the reach of its own largest radius and a halo of it,
-    skipped where no edge in reach forbids a radius, neighbours that need work computed as
-    one run: the cap of the definition, and the same bits as the whole image as one tile.
-    The scene has tiles of small radii beside large ones (an edge in the halo lowers radii
-    across the tile border), and a flat quarter with no edges (skipped)."""
+    """Tiles of 16 px, each with the grid radii of its own largest radius, skipped where no
+    edge in reach forbids one of them, neighbours of one reach computed as one run whose discs
+    read the map around it: the cap of the definition, and the same bits as the whole image as
+    one tile. The scene has tiles of small radii beside large ones (an edge across the tile
+    border lowers radii in it), and a flat quarter with no edges (skipped)."""
     import gpudeblur.allinfocus as aif
     from gpudeblur.psf import disc
 
@@ -466,6 +466,7 @@ def test_edge_cap_in_tiles_matches_its_definition(backend, natural_rgb, monkeypa
     assert len(calls) == 1 and calls[0][0] == rmap.shape
     calls.clear()
     monkeypatch.setattr(aif, "EDGE_CAP_TILE", {"cpu": 16, "cuda": 16})
+    monkeypatch.setattr(aif, "DISC_PASS_CALL_COST", 0)  # on an image this small the whole one costs less
     got = to_host(aif.edge_cap(xp.asarray(img), xp.asarray(rmap), noise_sigma=1e-3, backend=backend.name))
     ref = _edge_cap_reference(img, rmap, 1e-3, 1.5, window=max(disc(10.0).shape) // 2 * 2 + 1)
     assert 0.05 < (ref < rmap).mean() < 0.95
@@ -477,17 +478,36 @@ def test_edge_cap_in_tiles_matches_its_definition(backend, natural_rgb, monkeypa
     assert all(shape[0] <= 16 for shape, _ in calls) and any(shape[1] > 16 for shape, _ in calls)  # runs of tiles
 
 
-@pytest.mark.parametrize("tile, budget", [(1, None), (5, None), (7, None), (16, None), (5, 40000), (7, 8000)])
-def test_edge_cap_tiles_equal_one_tile_on_sparse_bounds(backend, tile, budget, monkeypatch):
+@pytest.mark.parametrize("tile, budget, call_cost", [(1, None, 0), (5, None, 0), (7, None, 0), (16, None, 0),
+                                                    (5, 40000, 0), (7, 8000, 0), (7, None, None)])
+def test_edge_cap_tiles_equal_one_tile_on_sparse_bounds(backend, tile, budget, call_cost, monkeypatch):
     """The tiling itself on sparse bounds, where the disc's tip is often the only low value
-    in reach (a halo one row short, or a skip test blind to the halo, shows): the same
-    bits as one tile, on maps of small and large radii side by side; runs of tiles cut
-    by a small memory budget too."""
+    in reach (a tile's discs cut one row short of the map around it, or a skip test blind
+    to it, shows): the same bits as one tile, on maps of small and large radii side by
+    side and of zero radii (no work); runs of tiles cut by a small memory budget too, each
+    run one strip of the disc pass. ``call_cost`` 0: the tiles even where the whole map in
+    one pass would cost less (as here at the default, where that is what runs)."""
     import gpudeblur.allinfocus as aif
-    from gpudeblur.allinfocus import _capped_in_tiles
+    from gpudeblur.allinfocus import _capped_in_tiles, _edge_cap_of
 
     if budget is not None:
         monkeypatch.setattr(aif, "DISC_MIN_STRIP_BYTES", budget)
+    if call_cost is not None:
+        monkeypatch.setattr(aif, "DISC_PASS_CALL_COST", call_cost)
+    strips = []
+    real = aif._disc_minima
+
+    def spy(a, reach, xp, strip_bytes=None, rows=None, cols=None):
+        parts = list(real(a, reach, xp, strip_bytes, rows, cols))
+        run = cols is not None and cols.stop - cols.start < a.shape[1]
+        rows, cols = rows or slice(0, a.shape[0]), cols or slice(0, a.shape[1])
+        strips.append(((rows.start, rows.stop), len(parts)))
+        h, w = rows.stop - rows.start, cols.stop - cols.start
+        # a run of several tiles keeps its running minima within the budget
+        assert not run or w <= tile or (reach + 1) * (h + 2 * reach) * w * 4 <= aif.DISC_MIN_STRIP_BYTES
+        return iter(parts)
+
+    monkeypatch.setattr(aif, "_disc_minima", spy)
     rng = np.random.default_rng(tile)
     xp = backend.xp
     for _ in range(4):
@@ -497,13 +517,53 @@ def test_edge_cap_tiles_equal_one_tile_on_sparse_bounds(backend, tile, budget, m
         bound[hit] = rng.uniform(0, 4, hit.sum()).round(1)
         r = rng.uniform(0, 1, (M, N)).astype(np.float32)
         r[:, N // 2:] = rng.uniform(3, 7, (M, N - N // 2))
+        r[::2, N // 2::2] = 7  # tiles of one reach there: runs
+        r[: M // 3, : N // 3] = 0  # tiles with nothing to lower
+        bound[0, 0] = 0  # ... with a low bound in reach
         step = 0.5
         radii = step * np.arange(1, int(np.ceil(r.max() / step)) + 1)
         reaches = np.ceil(radii - 1e-9).astype(int)
-        one = to_host(_capped_in_tiles(xp.asarray(bound), xp.asarray(r), radii, reaches, None, xp))
+        one = np.minimum(r, to_host(_edge_cap_of(xp.asarray(bound), radii, reaches, xp)))  # the whole map's cap
+        strips.clear()
         got = to_host(_capped_in_tiles(xp.asarray(bound), xp.asarray(r), radii, reaches, tile, xp))
         assert (one < r).any()
         np.testing.assert_array_equal(got, one)
+        if call_cost is None:  # the default on a map this small: the whole map in one pass
+            assert [s for s, _ in strips] == [(0, M)]
+        else:
+            assert len(strips) > 1 and all(s[1] - s[0] <= tile for s, _ in strips)
+            assert all(n == 1 for _, n in strips)  # a run is one strip of the disc pass
+
+
+def test_edge_cap_runs_join_tiles_of_one_reach(monkeypatch):
+    """A run takes the largest reach of its tiles, so tiles join it only where that costs
+    less than apart: a band of large radii beside small ones (all tiles need work) is two
+    runs, not one at the large reach; with the per-call cost, a narrow map is one pass."""
+    import gpudeblur.allinfocus as aif
+
+    calls = []
+    real = aif._edge_cap_of
+
+    def spy(bound, radii, reaches, xp, rows=None, cols=None):
+        calls.append(((cols.start, cols.stop) if cols is not None else None, len(radii)))
+        return real(bound, radii, reaches, xp, rows, cols)
+
+    monkeypatch.setattr(aif, "_edge_cap_of", spy)
+    r = np.full((8, 64), 1.0, np.float32)
+    r[:, :8] = 9.0
+    bound = np.full(r.shape, 0.1, np.float32)
+    radii = 0.5 * np.arange(1, 19)
+    reaches = np.ceil(radii - 1e-9).astype(int)
+    monkeypatch.setattr(aif, "DISC_PASS_CALL_COST", 0)
+    out = aif._capped_in_tiles(bound, r, radii, reaches, 8, np)
+    assert calls == [((0, 8), 18), ((8, 64), 2)]
+    np.testing.assert_array_equal(out, np.minimum(r, real(bound, radii, reaches, np)))
+    monkeypatch.undo()
+    monkeypatch.setattr(aif, "_edge_cap_of", spy)
+    calls.clear()
+    narrow = np.full((400, 3), 5.0, np.float32)
+    aif._capped_in_tiles(np.zeros_like(narrow), narrow, radii[:10], reaches[:10], 8, np)
+    assert calls == [(None, 10)] or calls == [((0, 3), 10)]  # not 50 runs of one tile
 
 
 def test_edge_cap_leaves_flat_8bit_banding_and_wide_true_blurs_alone():
