@@ -76,7 +76,7 @@ def from_channels_first(arr, ndim: int):
     return xp.ascontiguousarray(xp.moveaxis(arr, 0, -1))
 
 
-def psf2otf(psf: np.ndarray, shape, be: Backend, dtype=np.float32):
+def psf2otf(psf: np.ndarray, shape, be: Backend, dtype=np.float32, real_if_even=False):
     """Real-FFT transfer function of ``psf`` on a grid of ``shape``.
 
     The PSF centre ``(h // 2, w // 2)`` is moved to the origin, so that
@@ -93,7 +93,9 @@ def psf2otf(psf: np.ndarray, shape, be: Backend, dtype=np.float32):
     varying banks) has a real OTF, ``C_M @ psf @ C_N`` with cosine
     matrices, at a quarter of the complex product's cost (imaginary part
     exactly 0). All equal ``numpy.fft.rfft2`` of the embedded PSF to float64
-    rounding (tested).
+    rounding (tested). ``real_if_even``: return the cos ⊗ cos product as a real
+    array (``dtype``) rather than a complex one with a zero imaginary part (the
+    FFT path, whose imaginary part is rounding, stays complex).
     """
     kh, kw = psf.shape
     M, N = shape
@@ -122,7 +124,7 @@ def psf2otf(psf: np.ndarray, shape, be: Backend, dtype=np.float32):
     a = dft(M, np.arange(kh) - kh // 2, np.arange(M))  # (M, kh)
     b = dft(N, np.arange(kw) - kw // 2, np.arange(N // 2 + 1)).T  # (kw, N//2+1)
     k = xp.asarray(p64)
-    return ((a @ (k if even else k.astype(xp.complex128))) @ b).astype(cdt)
+    return ((a @ (k if even else k.astype(xp.complex128))) @ b).astype(dtype if even and real_if_even else cdt)
 
 
 def _pad_widths(size: int, support: int, boundary: str, extra: int) -> tuple[int, int]:

@@ -710,3 +710,34 @@ def test_normal_operator_with_a_regularizer_symbol(backend, uncertain, excluded)
     if not uncertain:
         np.testing.assert_array_equal(to_host(op.normal(xp.asarray(x))),
                                       to_host(op.adjoint(op._masked(op.forward(xp.asarray(x))))))
+
+
+def test_tikhonov_real_filter_equals_the_complex_one(backend):
+    """An even PSF's real OTF (``psf2otf(real_if_even=True)``) takes the real filter
+    ``H · (1 / (H² + prior))``: the values of the complex formula (on NumPy to the bit
+    but for the sign of zeros), for disc and Gaussian PSFs and both dtypes; the fast mode
+    uses it, and an asymmetric PSF keeps the complex OTF."""
+    from gpudeblur.convolution import psf2otf
+    from gpudeblur.operators import laplacian_otf_abs2
+    from gpudeblur.spatially_varying import _tikhonov
+
+    rng = np.random.default_rng(0)
+    xp = backend.xp
+    for dt in (np.float32, np.float64):
+        shape = (48, 62)
+        g = xp.asarray(rng.random((3,) + shape).astype(dt))
+        G = backend.fft.rfft2(g, **backend.fft_kwargs())
+        prior = dt(3e-3) * laplacian_otf_abs2(shape, xp, dt)
+        for psf in (gd.psf.disc(2.5), gd.psf.gaussian(1.5), gd.psf.disc(0.0)):
+            real = psf2otf(psf, shape, backend, dt, real_if_even=True)
+            cplx = psf2otf(psf, shape, backend, dt)
+            assert real.dtype == dt and cplx.dtype.kind == "c"
+            np.testing.assert_array_equal(to_host(real), to_host(cplx).real)
+            got = to_host(_tikhonov(G.copy(), real, prior, shape, backend))
+            ref = to_host(_tikhonov(G.copy(), cplx, prior, shape, backend))
+            if backend.name == "cpu":
+                np.testing.assert_array_equal(got, ref)
+            np.testing.assert_allclose(got, ref, rtol=0, atol=4 * np.finfo(dt).eps * np.abs(ref).max())
+    odd = np.pad(gd.psf.disc(2.0), ((0, 0), (0, 1)))
+    odd[2, -1] = 0.01
+    assert psf2otf(odd, (48, 62), backend, np.float32, real_if_even=True).dtype.kind == "c"
