@@ -714,9 +714,10 @@ def test_normal_operator_with_a_regularizer_symbol(backend, uncertain, excluded)
 
 def test_tikhonov_real_filter_equals_the_complex_one(backend):
     """An even PSF's real OTF (``psf2otf(real_if_even=True)``) takes the real filter
-    ``H · (1 / (H² + prior))``: the values of the complex formula (on NumPy to the bit
-    but for the sign of zeros), for disc and Gaussian PSFs and both dtypes; the fast mode
-    uses it, and an asymmetric PSF keeps the complex OTF."""
+    ``H · (1 / (H² + prior))``: the values of the complex formula to a few eps (on this
+    project's VM to the bit, which depends on how NumPy divides complex numbers, so not
+    asserted), for disc and Gaussian PSFs and both dtypes; an asymmetric PSF keeps the
+    complex OTF."""
     from gpudeblur.convolution import psf2otf
     from gpudeblur.operators import laplacian_otf_abs2
     from gpudeblur.spatially_varying import _tikhonov
@@ -735,8 +736,6 @@ def test_tikhonov_real_filter_equals_the_complex_one(backend):
             np.testing.assert_array_equal(to_host(real), to_host(cplx).real)
             got = to_host(_tikhonov(G.copy(), real, prior, shape, backend))
             ref = to_host(_tikhonov(G.copy(), cplx, prior, shape, backend))
-            if backend.name == "cpu":
-                np.testing.assert_array_equal(got, ref)
             np.testing.assert_allclose(got, ref, rtol=0, atol=4 * np.finfo(dt).eps * np.abs(ref).max())
     odd = np.pad(gd.psf.disc(2.0), ((0, 0), (0, 1)))
     odd[2, -1] = 0.01
