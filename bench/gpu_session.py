@@ -85,6 +85,10 @@ STEPS = [
     ("large-12mp-svadmm-spread-off", ["bench/bench_large.py", "--backend", "cuda", "--size", "3464", "--images",
                                       "camera", "--mode", "sv-admm", "--no-true-map", "--spread-select", "off",
                                       "--warmup", "--out", "{out}"], 240, "bench_large"),
+    # #4 beyond 12 MP: a 45 MP photo read at scale 8 (radii to 64 px), fast mode; the edge cap keeps the whole
+    # image as one tile on a GPU (session 24's estimate: ~0.7 M kernel launches at this size, not measured)
+    ("large-45mp", ["bench/bench_large.py", "--backend", "cuda", "--size", "6700", "--mult", "8", "--images", "camera",
+                    "--no-true-map", "--warmup", "--out", "{out}"], 300, "bench_large"),
     # foundation: deconvolution methods on the GPU, with the RL roofline breakdown
     ("deconv", ["bench/bench_deconv.py", "--backends", "cuda", "--sizes", "512,2048,4096", "--no-reference",
                 "--out", "{out}"], 180, "bench_deconv"),
