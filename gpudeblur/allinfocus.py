@@ -717,7 +717,7 @@ def _capped_in_tiles(bound, r, radii, reaches, tile, xp):
     # image: one tile per row of tiles). Its strips' values cost 1.5x a run's (larger than the caches;
     # measured 1.1-1.5x on 12-24 MP maps with nothing to skip)
     n, K = len(radii), int(reaches[-1])
-    height = min(M, max(16, budget // ((K + 1) * N * bound.itemsize) - 2 * K))  # _disc_minima's strips
+    height = min(M, _strip_height(K, N, bound.itemsize))  # _disc_minima's strips
     if -(-M // height) * _disc_pass_cost(K, height, 1.5 * N) <= sum(
             _disc_pass_cost(int(reaches[nt - 1]), rows.stop - rows.start, c1 - c0) for rows, c0, c1, nt in runs):
         runs = [(slice(0, M), 0, N, n)]
@@ -829,11 +829,18 @@ def _disc_minima(a, reach, xp, strip_bytes=None, rows=None, cols=None):
     m, n = a.shape
     rows = slice(0, m) if rows is None else rows
     cols = slice(0, n) if cols is None else cols
-    strip_bytes = DISC_MIN_STRIP_BYTES if strip_bytes is None else strip_bytes
-    height = max(16, strip_bytes // ((reach + 1) * (cols.stop - cols.start) * a.itemsize) - 2 * reach)
+    height = _strip_height(reach, cols.stop - cols.start, a.itemsize, strip_bytes)
     for y0 in range(rows.start, rows.stop, height):
         y1 = min(rows.stop, y0 + height)
         yield slice(y0, y1), _strip_minima(a, y0, y1, cols.start, cols.stop, reach, xp)
+
+
+def _strip_height(reach: int, width: int, itemsize: int, strip_bytes=None) -> int:
+    """Rows per strip of :func:`_disc_minima` (at least 16): its ``reach + 1`` running
+    minima of ``width`` values, with their halo of ``2 · reach`` rows, within ``strip_bytes``
+    (default :data:`DISC_MIN_STRIP_BYTES`)."""
+    strip_bytes = DISC_MIN_STRIP_BYTES if strip_bytes is None else strip_bytes
+    return max(16, strip_bytes // ((reach + 1) * width * itemsize) - 2 * reach)
 
 
 def _strip_minima(a, y0, y1, x0, x1, reach, xp):
