@@ -146,16 +146,42 @@ def estimate_noise(image, backend=None) -> float:
     xp = be.xp
     if min(x.shape[:2]) < 3:
         raise ValueError("image is too small to estimate noise (need at least 3x3)")
-    g = (x[..., :3] if x.ndim == 3 else x).astype(xp.float64)  # an alpha channel is not image
-    # the mask is separable, [1 −2 1]ᵀ ⊗ [1 −2 1]: two second differences (6 array
-    # operations instead of 17; at 12 MP RGB 2.2–3.9 → 1.5–2.0 s on 2 cores)
+    g = x[..., :3] if x.ndim == 3 else x  # an alpha channel is not image
+    M = g.shape[0]
+    r = xp.empty((M - 2, g.shape[1] - 2) + g.shape[2:], dtype=xp.float64)  # |N ∗ g|, filled in row blocks
+    step = _noise_rows(be, r[0].size)
+    for i in range(0, M - 2, step):
+        _immerkaer_abs(g[i:min(M - 2, i + step) + 2], r[i:i + step], xp)
+    return float(xp.median(r, overwrite_input=True)) / (6.0 * 0.6745)
+
+
+#: :func:`estimate_noise` filters the CPU's images in row blocks of about this
+#: many bytes (float64 residuals), so that only the residuals are image-sized:
+#: at 45 MP RGB 2.2 GB of float64 temporaries less, the residuals 2–3x faster;
+#: on a GPU the image is one block.
+NOISE_BLOCK_BYTES = {"cpu": 4 << 20}
+
+
+def _noise_rows(be, row_size):
+    """Rows per block of :func:`estimate_noise` for residual rows of ``row_size`` values."""
+    block = NOISE_BLOCK_BYTES.get(be.name)
+    return 1 << 62 if block is None else max(1, block // (8 * max(1, row_size)))
+
+
+def _immerkaer_abs(g, out, xp):
+    """``|N ∗ g|`` (valid part) into the float64 ``out``, ``N`` Immerkær's mask.
+
+    The mask is separable, ``[1 −2 1]ᵀ ⊗ [1 −2 1]``: two second differences in
+    float64 (6 array operations instead of 17). Each value depends only on its
+    3×3 neighbourhood and is formed by the same operations whatever the block,
+    so row blocks give the bits of the whole image at once."""
+    g = g.astype(xp.float64)
     h = g[:, :-2] - 2 * g[:, 1:-1]
     h += g[:, 2:]
-    r = h[:-2] - 2 * h[1:-1]
-    r += h[2:]
-    del g, h
-    r = xp.abs(r, out=r)
-    return float(xp.median(r, overwrite_input=True)) / (6.0 * 0.6745)
+    del g
+    xp.subtract(h[:-2], 2 * h[1:-1], out=out)
+    out += h[2:]
+    xp.abs(out, out=out)
 
 
 # ---------------------------------------------------------------------------

@@ -159,6 +159,29 @@ def test_estimate_noise_rgb_is_per_channel(natural_rgb, shared):
     assert gd.estimate_noise(rgba) == est
 
 
+@pytest.mark.parametrize("shape", [(3, 7), (4, 5), (13, 11), (13, 11, 3), (9, 6, 4)])
+def test_estimate_noise_in_row_blocks(backend, monkeypatch, shape):
+    """The row blocks give the whole image's value to the bit (blocks of 1, 2, 5 rows and one
+    block), and that value is the median of |N ∗ g| / (6·0.6745) for Immerkær's mask N (SciPy)."""
+    from gpudeblur import restoration
+
+    rng = np.random.default_rng(sum(shape))
+    g = rng.random(shape).astype(np.float32)
+    g[:, :2] = 0.25  # ties and flat parts
+    rgb = g[..., :3] if g.ndim == 3 else g[..., None]
+    mask = np.array([[1.0, -2, 1], [-2, 4, -2], [1, -2, 1]])
+    res = [ndi.correlate(rgb[..., c].astype(np.float64), mask)[1:-1, 1:-1] for c in range(rgb.shape[2])]
+    ref = float(np.median(np.abs(np.stack(res, -1)))) / (6 * 0.6745)
+    x = _xp_in(backend, g)
+    values = []
+    for rows in (1, 2, 5, None):
+        block = None if rows is None else 8 * rows * (shape[1] - 2) * min(3, (shape + (1,))[2])
+        monkeypatch.setitem(restoration.NOISE_BLOCK_BYTES, backend.name, block)
+        values.append(gd.estimate_noise(x, backend=backend.name))
+    assert values == [values[-1]] * 4
+    assert values[-1] == pytest.approx(ref, rel=1e-12)
+
+
 def test_wiener_estimated_balance_near_oracle(natural_gray):
     k = gd.psf.disc(4)
     y = _observe(natural_gray, k, 0.01)
