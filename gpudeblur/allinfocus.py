@@ -664,10 +664,11 @@ def edge_cap(image, radius_map, *, psf_family="disc", slack=EDGE_CAP_SLACK, nois
         edge &= _box_extreme(clipped, 2 * EDGE_CAP_CLIP_REACH + 1, xp, maximum=True) == 0
     bound = xp.where(edge, bound, t32(np.inf))
     reaches = np.ceil(radii - 1e-9).astype(int)  # two grid radii share each integer reach
-    return to_output(_capped_in_tiles(bound, r, radii, reaches, EDGE_CAP_TILE.get(be.name), xp), kind)
+    return to_output(_capped_in_tiles(bound, r, radii, reaches, EDGE_CAP_TILE.get(be.name), xp,
+                                      _disc_strip_bytes(be)), kind)
 
 
-def _capped_in_tiles(bound, r, radii, reaches, tile, xp):
+def _capped_in_tiles(bound, r, radii, reaches, tile, xp, strip_bytes=None):
     """``min(r, cap)`` with :func:`_edge_cap_of`'s cap of the whole ``bound`` array, on
     ``tile × tile`` tiles (None: the whole array is one).
 
@@ -677,15 +678,15 @@ def _capped_in_tiles(bound, r, radii, reaches, tile, xp):
     of tiles, a tile that needs work joins the run of such tiles on its left (the run
     then takes the larger of their radii: more radii than a value needs do not change
     its ``min(r, cap)``) where :func:`_disc_pass_cost` says that costs less than apart
-    and the run's running minima stay within :data:`DISC_MIN_STRIP_BYTES` (one strip
-    of the disc pass); each run's discs read ``bound`` around it. Where the runs would
+    and the run's running minima stay within ``strip_bytes`` (one strip of the disc
+    pass; default :data:`DISC_MIN_STRIP_BYTES`); each run's discs read ``bound`` around it. Where the runs would
     cost more than the whole array in one pass (many small runs: a narrow image), the
     whole array is one run. Every choice gives the same bits."""
     t32 = np.float32
     step = float(radii[0])
     M, N = r.shape
     tile = tile or max(M, N)
-    budget = DISC_MIN_STRIP_BYTES
+    budget = DISC_MIN_STRIP_BYTES if strip_bytes is None else strip_bytes
     runs = []  # (rows, first column, last column, grid radii) of each run of tiles that need work
     for i0 in range(0, M, tile):
         rows = slice(i0, min(M, i0 + tile))
@@ -717,13 +718,14 @@ def _capped_in_tiles(bound, r, radii, reaches, tile, xp):
     # image: one tile per row of tiles). Its strips' values cost 1.5x a run's (larger than the caches;
     # measured 1.1-1.5x on 12-24 MP maps with nothing to skip)
     n, K = len(radii), int(reaches[-1])
-    height = min(M, _strip_height(K, N, bound.itemsize))  # _disc_minima's strips
+    height = min(M, _strip_height(K, N, bound.itemsize, budget))  # _disc_minima's strips
     if -(-M // height) * _disc_pass_cost(K, height, 1.5 * N) <= sum(
             _disc_pass_cost(int(reaches[nt - 1]), rows.stop - rows.start, c1 - c0) for rows, c0, c1, nt in runs):
         runs = [(slice(0, M), 0, N, n)]
     for rows, c0, c1, nt in runs:
         cols = slice(c0, c1)
-        xp.minimum(r[rows, cols], _edge_cap_of(bound, radii[:nt], reaches[:nt], xp, rows, cols), out=out[rows, cols])
+        xp.minimum(r[rows, cols], _edge_cap_of(bound, radii[:nt], reaches[:nt], xp, rows, cols, budget),
+                   out=out[rows, cols])
     return out
 
 
@@ -739,16 +741,17 @@ def _disc_pass_cost(k: int, h: int, w: float) -> float:
     return (k * k + 8 * k) * (h * w + DISC_PASS_CALL_COST)
 
 
-def _edge_cap_of(bound, radii, reaches, xp, rows=None, cols=None):
+def _edge_cap_of(bound, radii, reaches, xp, rows=None, cols=None, strip_bytes=None):
     """The cap of :func:`edge_cap` from a 2-D ``bound`` array, for its part ``rows`` ×
     ``cols`` (default: all): per value, the last of the grid ``radii`` (increasing; disc
     reaches ``reaches``) kept before the first that a bound within its reach forbids
-    (0 if the first is; inf if none is), the array's edge values repeated outside it."""
+    (0 if the first is; inf if none is), the array's edge values repeated outside it;
+    the disc pass in strips of ``strip_bytes`` (:func:`_disc_minima`)."""
     t32 = np.float32
     rows = slice(0, bound.shape[0]) if rows is None else rows
     cols = slice(0, bound.shape[1]) if cols is None else cols
     cap = xp.empty((rows.stop - rows.start, cols.stop - cols.start), dtype=np.float32)
-    for strip, minima in _disc_minima(bound, int(reaches[-1]), xp, rows=rows, cols=cols):
+    for strip, minima in _disc_minima(bound, int(reaches[-1]), xp, strip_bytes, rows, cols):
         c = xp.full((strip.stop - strip.start, cap.shape[1]), t32(np.inf))
         ok = xp.ones(c.shape, dtype=bool)
         prev = 0.0
@@ -802,8 +805,26 @@ def _axis_slice(a, axis, start, stop):
     return a[tuple(sl)]
 
 
-#: Working memory (bytes) of :func:`_disc_minima`'s chord minima per strip of rows.
+#: Working memory (bytes) of :func:`_disc_minima`'s chord minima per strip of rows
+#: (the CPU's; on a GPU see :data:`DISC_MIN_STRIP_BYTES_GPU`).
 DISC_MIN_STRIP_BYTES = 256 << 20
+#: On a GPU the strips take up to this much, and at most a quarter of the memory
+#: available (:meth:`~gpudeblur._backend.Backend.available_memory`), at least
+#: :data:`DISC_MIN_STRIP_BYTES`. There each array operation is a kernel launch and a
+#: strip costs ~5000 of them at reach 64, whatever its height, while each strip
+#: re-reads ``2 · reach`` halo rows: at 45 MP (8192 px wide, reach 64) 256 MiB gives
+#: the 16-row minimum, 342 strips and ~1.7 M launches; 4 GiB gives ~2000 rows, 3
+#: strips. (Counted, not timed: no GPU has run it.) Any height gives the same bits.
+DISC_MIN_STRIP_BYTES_GPU = 4 << 30
+
+
+def _disc_strip_bytes(be) -> int:
+    """The disc pass's strip budget on ``be`` (:data:`DISC_MIN_STRIP_BYTES`,
+    :data:`DISC_MIN_STRIP_BYTES_GPU`)."""
+    avail = be.available_memory()
+    if avail is None:
+        return DISC_MIN_STRIP_BYTES
+    return max(DISC_MIN_STRIP_BYTES, min(DISC_MIN_STRIP_BYTES_GPU, avail // 4))
 
 
 def _disc_minima(a, reach, xp, strip_bytes=None, rows=None, cols=None):

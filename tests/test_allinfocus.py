@@ -454,8 +454,8 @@ def test_edge_cap_in_tiles_matches_its_definition(backend, natural_rgb, monkeypa
     calls = []
     real = aif._edge_cap_of
 
-    def spy(bound, radii, reaches, xp, rows=None, cols=None):
-        out = real(bound, radii, reaches, xp, rows, cols)
+    def spy(bound, radii, reaches, xp, rows=None, cols=None, strip_bytes=None):
+        out = real(bound, radii, reaches, xp, rows, cols, strip_bytes)
         calls.append((out.shape, len(radii)))
         return out
 
@@ -535,6 +535,43 @@ def test_edge_cap_tiles_equal_one_tile_on_sparse_bounds(backend, tile, budget, c
             assert all(n == 1 for _, n in strips)  # a run is one strip of the disc pass
 
 
+def test_edge_cap_strip_budget_per_backend(backend, natural_rgb, monkeypatch):
+    """The disc pass's strips: the CPU's budget without device memory; on a GPU a quarter
+    of what is available, between the CPU's and DISC_MIN_STRIP_BYTES_GPU; the budget
+    reaches the disc pass, and any budget gives the same cap."""
+    import gpudeblur.allinfocus as aif
+
+    class Stub:
+        def __init__(self, avail):
+            self.avail = avail
+
+        def available_memory(self):
+            return self.avail
+
+    lo, hi = aif.DISC_MIN_STRIP_BYTES, aif.DISC_MIN_STRIP_BYTES_GPU
+    assert [aif._disc_strip_bytes(Stub(a)) for a in (None, 0, 4 * lo, 8 * lo, 4 * hi, 64 * hi)] == [
+        lo, lo, lo, 2 * lo, hi, hi]
+    rng = np.random.default_rng(4)
+    img = backend.xp.asarray(natural_rgb[:40, :48])
+    rmap = backend.xp.asarray(rng.uniform(0, 6, (40, 48)))
+    seen = []
+    real = aif._disc_minima
+
+    def spy(a, reach, xp, strip_bytes=None, rows=None, cols=None):
+        seen.append(strip_bytes)
+        return real(a, reach, xp, strip_bytes, rows, cols)
+
+    monkeypatch.setattr(aif, "_disc_minima", spy)
+    outs = []
+    for budget in (1000, 1 << 40):
+        monkeypatch.setattr(aif, "_disc_strip_bytes", lambda be, b=budget: b)
+        outs.append(to_host(aif.edge_cap(img, rmap, noise_sigma=1e-3, backend=backend.name)))
+        assert seen and set(seen) == {budget}
+        seen.clear()
+    assert (outs[0] < to_host(rmap)).any()
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
 def test_edge_cap_runs_join_tiles_of_one_reach(monkeypatch):
     """A run takes the largest reach of its tiles, so tiles join it only where that costs
     less than apart: a band of large radii beside small ones (all tiles need work) is two
@@ -544,9 +581,9 @@ def test_edge_cap_runs_join_tiles_of_one_reach(monkeypatch):
     calls = []
     real = aif._edge_cap_of
 
-    def spy(bound, radii, reaches, xp, rows=None, cols=None):
+    def spy(bound, radii, reaches, xp, rows=None, cols=None, strip_bytes=None):
         calls.append(((cols.start, cols.stop) if cols is not None else None, len(radii)))
-        return real(bound, radii, reaches, xp, rows, cols)
+        return real(bound, radii, reaches, xp, rows, cols, strip_bytes)
 
     monkeypatch.setattr(aif, "_edge_cap_of", spy)
     r = np.full((8, 64), 1.0, np.float32)
