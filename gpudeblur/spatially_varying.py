@@ -807,8 +807,11 @@ def _deconvolve(image, radius_map, method, stages, spatial_sigma, lam, cg_iter, 
         step = op.step  # a later solve's bank step is no finer than this one's
         g = op.grid.extend(xc)
         sat = None if saturated is None else _saturated_grid(saturated, x, op, be)
-        if method == "fast":
-            out = _fast(op, g, lam)
+        if method == "fast":  # one stage: neither the grid nor the channels are read again
+            G = be.fft.rfft2(g, **be.fft_kwargs())
+            g = xc = None
+            out = _fast(op, G, lam)
+            del G
         else:
             start = None
             if state is not None:
@@ -953,16 +956,14 @@ _SV_LAM_FLOOR = 3e-4
 _SV_RHO_FACTOR = 100.0
 
 
-def _fast(op: SpatiallyVaryingBlur, g, lam):
-    """The fast mode's blend of the per-radius results, on the image only
-    (``crop(Σ w_k ⊙ u_k) = Σ crop(w_k) ⊙ crop(u_k)``): each OTF is made,
-    used and dropped, so only the weights are held for the whole bank."""
+def _fast(op: SpatiallyVaryingBlur, G, lam):
+    """The fast mode's blend of the per-radius results from the grid's spectrum ``G``,
+    on the image only (``crop(Σ w_k ⊙ u_k) = Σ crop(w_k) ⊙ crop(u_k)``): each OTF and
+    each result is made, used and dropped, so only the weights are held for the
+    whole bank."""
     be = op.be
-    fft, kw = be.fft, be.fft_kwargs()
-    G = fft.rfft2(g, **kw)
-    d2 = laplacian_otf_abs2(op.grid_shape, be.xp, op.dtype)
-    t = op.dtype.type
-    prior = t(lam) * d2
+    prior = laplacian_otf_abs2(op.grid_shape, be.xp, op.dtype)
+    prior *= op.dtype.type(lam)
     out = wbuf = tmp = None
     blocks = op._w_image if isinstance(op._w_image, _BlockWeights) else None
     for k in range(len(op.psfs)):
@@ -972,18 +973,21 @@ def _fast(op: SpatiallyVaryingBlur, g, lam):
             wk = op.weight_image(k)
         u = op.grid.crop(_tikhonov(G, op.otf(k, real_if_even=True), prior, op.grid_shape, be))
         out, tmp = _accumulate(out, wk, u, tmp, be.xp)
+        del u  # not held while the next entry's result is made
     return out.astype(op.dtype, copy=False)
 
 
 def _accumulate(out, wk, u, tmp, xp):
-    """``out + wk ⊙ u`` (``wk ⊙ u`` when ``out`` is None), summed in place with the
-    product in the reused buffer ``tmp``; returns ``(out, tmp)``."""
+    """``out + wk ⊙ u`` (``wk ⊙ u`` when ``out`` is None) for ``(C, M, N)`` results and
+    ``(M, N)`` weights, summed in place a channel at a time with the product in the
+    reused ``(M, N)`` buffer ``tmp``; returns ``(out, tmp)``."""
     if out is None:
         return wk * u, tmp
     if tmp is None:
-        tmp = xp.empty_like(out)
-    xp.multiply(wk, u, out=tmp)
-    out += tmp
+        tmp = xp.empty_like(out[0])
+    for o, v in zip(out, u):
+        xp.multiply(wk, v, out=tmp)
+        o += tmp
     return out, tmp
 
 
