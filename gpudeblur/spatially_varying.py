@@ -978,14 +978,15 @@ def _fast(op: SpatiallyVaryingBlur, G, lam):
 
 
 def _accumulate(out, wk, u, tmp, xp):
-    """``out + wk ⊙ u`` (``wk ⊙ u`` when ``out`` is None) for ``(C, M, N)`` results and
-    ``(M, N)`` weights, summed in place a channel at a time with the product in the
-    reused ``(M, N)`` buffer ``tmp``; returns ``(out, tmp)``."""
+    """``out + wk ⊙ u`` (``wk ⊙ u`` when ``out`` is None), summed in place with the
+    product in the reused buffer ``tmp``: for ``(C, M, N)`` results and ``(M, N)``
+    weights a channel at a time (an ``(M, N)`` buffer); returns ``(out, tmp)``."""
     if out is None:
         return wk * u, tmp
+    per_channel = out.ndim == wk.ndim + 1
     if tmp is None:
-        tmp = xp.empty_like(out[0])
-    for o, v in zip(out, u):
+        tmp = xp.empty_like(out[0] if per_channel else out)
+    for o, v in zip(out, u) if per_channel else ((out, u),):
         xp.multiply(wk, v, out=tmp)
         o += tmp
     return out, tmp

@@ -370,6 +370,46 @@ def test_weights_on_the_image_equal_the_grid_weights_cropped(backend, uncertaint
     assert on_image._otfs is None  # nothing kept until the solvers ask
 
 
+@pytest.mark.parametrize("uncertainty", [(0.0, 0.0), (0.5, 3.0), (2.0, 12.0)])
+def test_fast_rgb_equals_its_channels_alone(backend, natural_rgb, uncertainty):
+    """``fast`` blends each colour channel as it blends a grey image (the blend runs a
+    channel at a time): RGB against three grey calls, to float32 rounding (the
+    batched FFTs round differently), and the channels in their places."""
+    xp = backend.xp
+    M, N = natural_rgb.shape[:2]
+    rm = np.tile(np.linspace(0, 6, N), (M, 1))
+    y = blur_spatially_varying(natural_rgb, rm) + 1e-3 * np.random.default_rng(1).standard_normal(natural_rgb.shape)
+    y[..., 1] = y[..., 1][::-1]  # channels unlike each other: a swap or a dropped channel shows
+    rs, ss = uncertainty
+    rgb = to_host(deconvolve_spatially_varying(xp.asarray(y), xp.asarray(rm), method="fast", radius_sigma=rs,
+                                               spatial_sigma=ss, backend=backend.name))
+    for c in range(3):
+        grey = to_host(deconvolve_spatially_varying(xp.asarray(np.ascontiguousarray(y[..., c])), xp.asarray(rm),
+                                                    method="fast", radius_sigma=rs, spatial_sigma=ss,
+                                                    backend=backend.name))
+        np.testing.assert_allclose(rgb[..., c], grey, atol=1e-5)
+        assert np.abs(rgb[..., c] - y[..., c]).max() > 1e-2  # deblurred, not passed through
+
+
+def test_accumulate_blends_channels_and_plain_arrays():
+    """``_accumulate``: ``(C, M, N)`` results with ``(M, N)`` weights a channel at a time,
+    and arrays of one shape (or weights that broadcast another way) as a whole; the
+    same bits as ``out + wk * u`` summed in order."""
+    from gpudeblur.spatially_varying import _accumulate
+
+    rng = np.random.default_rng(2)
+    for shape, wshape in (((3, 5, 7), (5, 7)), ((1, 5, 7), (5, 7)), ((5, 7), (5, 7)), ((3, 5, 7), (3, 5, 7)),
+                          ((3, 5, 7), (1, 5, 7))):
+        us = [rng.random(shape, dtype=np.float32) for _ in range(3)]
+        ws = [rng.random(wshape, dtype=np.float32) for _ in range(3)]
+        out = tmp = None
+        ref = None
+        for w, u in zip(ws, us):
+            out, tmp = _accumulate(out, w, u[..., ::1], tmp, np)
+            ref = w * u if ref is None else ref + w * u
+        np.testing.assert_array_equal(out, ref)
+
+
 @pytest.mark.parametrize("uncertainty", [(0.0, 0.0), (0.5, 3.0), (2.0, 6.0)])
 def test_fast_scaled_equals_separate_fast_calls(backend, natural_rgb, uncertainty):
     """The radius check's shared trials: each scale's result is the separate
