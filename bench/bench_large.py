@@ -13,6 +13,11 @@ same checks) as the reference for the estimate. Results are clipped to
 [0, 1] (as the inputs are) before the PSNR.
 
     python bench/bench_large.py [--size 2048] [--mode fast] [--backend cpu|cuda] [--warmup] [--no-true-map]
+                                [--trace-memory]
+
+``--trace-memory`` (CPU) also reports each stage's peak of NumPy's traced
+allocations (``tracemalloc``; the job's own arrays, not the process's RSS;
+the times then include the tracing's small overhead).
 
 ``--warmup`` runs the first scene's job once, untimed, before the timed
 runs (the GPU's kernel compilation and FFT plans; the CPU's Numba JIT is
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +62,23 @@ def photo(name, size):
     return np.clip(cv2.resize(a, (size, size), interpolation=cv2.INTER_CUBIC).astype(np.float32) / 255.0, 0, 1)
 
 
-def study(names, size, mult, mode, backend, warmup=False, true_map=True, spread_select=None):
+class _StagePeaks:
+    """``AllInFocus(progress=...)`` callback: the traced peak (GB) of each stage since the previous one."""
+
+    def __init__(self):
+        self.peaks, self.stage = {}, "start"
+        tracemalloc.reset_peak()
+
+    def __call__(self, name):
+        self.close()
+        self.stage = name
+
+    def close(self):
+        self.peaks[self.stage] = max(self.peaks.get(self.stage, 0.0), tracemalloc.get_traced_memory()[1] / 1e9)
+        tracemalloc.reset_peak()
+
+
+def study(names, size, mult, mode, backend, warmup=False, true_map=True, spread_select=None, trace_memory=False):
     be = gd.get_backend(backend)
     opts = {} if spread_select is None or mode in ("fast", "blind") else {"spread_select": spread_select}
     rows = []
@@ -71,10 +93,14 @@ def study(names, size, mult, mode, backend, warmup=False, true_map=True, spread_
             if warmup and not rows:
                 AllInFocus(mode=mode, backend=be, **opts).run(be.xp.asarray(y))
                 be.synchronize()
+            peaks = _StagePeaks() if trace_memory else None
             t0 = time.perf_counter()
-            out, res = AllInFocus(mode=mode, backend=be, **opts).run(be.xp.asarray(y))
+            out, res = AllInFocus(mode=mode, backend=be, progress=peaks, **opts).run(be.xp.asarray(y))
             be.synchronize()
             rec["total_s"] = time.perf_counter() - t0
+            if peaks is not None:
+                peaks.close()
+                rec["stage_peak_gb"] = peaks.peaks
             rec.update({f"{k}_s": res.timings.get(k) for k in STAGES})
             rec["psnr"] = psnr(np.clip(be.to_host(out), 0, 1), img)
             rec["map_scale"] = res.map_scale
@@ -107,16 +133,24 @@ def build_parser():
     ap.add_argument("--backend", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--spread-select", choices=("on", "off"), default=None,
                     help="AllInFocus(spread_select=...) when sv-admm runs (default: the pipeline's, on)")
+    ap.add_argument("--trace-memory", action="store_true",
+                    help="CPU: each stage's peak of traced NumPy allocations (tracemalloc)")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     return ap
 
 
-def main():
-    args = build_parser().parse_args()
+def main(argv=None):
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.trace_memory and args.backend != "cpu":
+        ap.error("--trace-memory traces NumPy's allocations: CPU only")
     info = machine_info(gpu_name=gd.get_backend("cuda").device_name() if args.backend == "cuda" else None)
     spread = None if args.spread_select is None else args.spread_select == "on"
+    if args.trace_memory:
+        tracemalloc.start()
     rows = study(args.images.split(","), args.size, args.mult, args.mode, args.backend, warmup=args.warmup,
-                 true_map=not args.no_true_map, spread_select=spread)
+                 true_map=not args.no_true_map, spread_select=spread, trace_memory=args.trace_memory)
+    tracemalloc.stop()
     info = finish_machine_info(info)
     md = ["# The main job on large photos with strong defocus", "", machine_markdown(info), "",
           f"{args.size}² scenes, maps × {args.mult:g}, σ_n = 1e-3, `AllInFocus(mode='{args.mode}')` with defaults on "
@@ -135,6 +169,12 @@ def main():
                   tm, "", "", f"**{mean['total_s']:.1f}**", ""])
     md.append(markdown_table(["scene", "mode", "max radius", "input", "estimated map", "true map", "map scale", "map MSE px²",
                               "total", " / ".join(STAGES)], table))
+    if args.trace_memory:
+        md += ["", "Traced peak of NumPy's allocations per stage (GB; `tracemalloc`, the job's arrays, not the "
+               "process's RSS; the input image is held throughout):", ""]
+        names = list(dict.fromkeys(k for r in rows for k in r["stage_peak_gb"]))
+        md.append(markdown_table(["scene"] + names, [[f"{r['image']}/{r['map']}"] + [
+            f"{r['stage_peak_gb'][k]:.2f}" if k in r["stage_peak_gb"] else "—" for k in names] for r in rows]))
     text = "\n".join(md) + "\n"
     name = "large" + ("" if args.mode == "fast" else f"-{args.mode}") + ("" if args.size == 2048 else f"-{args.size}") \
         + ("" if spread is None else f"-spread-{args.spread_select}")
@@ -143,7 +183,8 @@ def main():
                                                                   "mode": args.mode, "backend": args.backend, "rows": rows}, text)
     print(text)
     log(f"wrote {paths[0]} and {paths[1]}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

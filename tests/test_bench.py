@@ -147,3 +147,23 @@ def test_fft_bench_runs_small(monkeypatch, tmp_path):
     assert [r["transform"] for r in res] == ["rfft2", "irfft2"]
     assert all(r["ducc0"]["median_s"] > 0 and r["scipy"]["median_s"] > 0 for r in res)
     assert "ducc0" in json.loads(js.read_text())["machine"]["versions"]
+
+
+def test_large_bench_traces_stage_memory(monkeypatch, tmp_path):
+    """``bench_large --trace-memory`` runs end to end on a small CPU scene and reports each
+    stage's traced peak (the deblur stage holds at least the image's spectrum); the GPU refuses it."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    bl = importlib.import_module("bench_large")
+    assert bl.main(["--size", "192", "--mult", "1", "--images", "camera", "--no-true-map", "--trace-memory",
+                    "--out", str(tmp_path)]) == 0
+    (js,) = tmp_path.glob("large-192-*.json")
+    rows = json.loads(js.read_text())["rows"]
+    assert [r["map"] for r in rows] == ["layered", "ramp"]
+    image_gb = 192 * 192 * 3 * 4 / 1e9
+    for r in rows:
+        peaks = r["stage_peak_gb"]
+        assert {"blur map", "edge cap", "radius check"} <= set(peaks) and any(k.startswith("deblur") for k in peaks)
+        assert all(v > image_gb for k, v in peaks.items() if k != "start")
+    assert "Traced peak" in next(tmp_path.glob("large-192-*.md")).read_text()
+    with pytest.raises(SystemExit):
+        bl.main(["--trace-memory", "--backend", "cuda"])
