@@ -679,9 +679,10 @@ def _capped_in_tiles(bound, r, radii, reaches, tile, xp, strip_bytes=None):
     then takes the larger of their radii: more radii than a value needs do not change
     its ``min(r, cap)``) where :func:`_disc_pass_cost` says that costs less than apart
     and the run's running minima stay within ``strip_bytes`` (one strip of the disc
-    pass; default :data:`DISC_MIN_STRIP_BYTES`); each run's discs read ``bound`` around it. Where the runs would
-    cost more than the whole array in one pass (many small runs: a narrow image), the
-    whole array is one run. Every choice gives the same bits."""
+    pass; default :data:`DISC_MIN_STRIP_BYTES`); each run's discs read ``bound``
+    around it. Where the runs would cost more than the whole array in one pass (many
+    small runs: a narrow image), the whole array is one run. Every choice gives the
+    same bits."""
     t32 = np.float32
     step = float(radii[0])
     M, N = r.shape
