@@ -86,7 +86,7 @@ STEPS = [
                                       "camera", "--mode", "sv-admm", "--no-true-map", "--spread-select", "off",
                                       "--warmup", "--out", "{out}"], 240, "bench_large"),
     # #4 beyond 12 MP: a 45 MP photo read at scale 8 (radii to 64 px), fast mode; the edge cap keeps the whole
-    # image as one tile on a GPU (session 24's estimate: ~0.7 M kernel launches at this size, not measured)
+    # image as one tile on a GPU, in strips of up to 4 GiB (session 25: ~15 k kernel launches counted, not timed)
     ("large-45mp", ["bench/bench_large.py", "--backend", "cuda", "--size", "6700", "--mult", "8", "--images", "camera",
                     "--no-true-map", "--warmup", "--out", "{out}"], 300, "bench_large"),
     # foundation: deconvolution methods on the GPU, with the RL roofline breakdown

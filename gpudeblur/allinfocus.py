@@ -707,7 +707,7 @@ def _capped_in_tiles(bound, r, radii, reaches, tile, xp, strip_bytes=None):
                 k_run, k_m = int(reaches[row_runs[-1][2] - 1]), int(reaches[n_run - 1])
                 joined = _disc_pass_cost(k_m, h, cols.stop - c0)
                 apart = _disc_pass_cost(k_run, h, j0 - c0) + _disc_pass_cost(k, h, cols.stop - j0)
-                if joined <= apart and (k_m + 1) * (h + 2 * k_m) * (cols.stop - c0) * bound.itemsize <= budget:
+                if joined <= apart and _strip_bytes(k_m, h, cols.stop - c0, bound.itemsize) <= budget:
                     row_runs[-1][1:] = [cols.stop, n_run]
                     continue
             row_runs.append([j0, cols.stop, nt])
@@ -857,12 +857,17 @@ def _disc_minima(a, reach, xp, strip_bytes=None, rows=None, cols=None):
         yield slice(y0, y1), _strip_minima(a, y0, y1, cols.start, cols.stop, reach, xp)
 
 
+def _strip_bytes(reach: int, rows: int, width: int, itemsize: int) -> int:
+    """Working memory of a :func:`_disc_minima` strip of ``rows`` × ``width`` values: its
+    ``reach + 1`` running minima, each with a halo of ``2 · reach`` rows."""
+    return (reach + 1) * (rows + 2 * reach) * width * itemsize
+
+
 def _strip_height(reach: int, width: int, itemsize: int, strip_bytes=None) -> int:
-    """Rows per strip of :func:`_disc_minima` (at least 16): its ``reach + 1`` running
-    minima of ``width`` values, with their halo of ``2 · reach`` rows, within ``strip_bytes``
-    (default :data:`DISC_MIN_STRIP_BYTES`)."""
+    """Rows per strip of :func:`_disc_minima` (at least 16): the most whose
+    :func:`_strip_bytes` stay within ``strip_bytes`` (default :data:`DISC_MIN_STRIP_BYTES`)."""
     strip_bytes = DISC_MIN_STRIP_BYTES if strip_bytes is None else strip_bytes
-    return max(16, strip_bytes // ((reach + 1) * width * itemsize) - 2 * reach)
+    return max(16, strip_bytes // ((reach + 1) * width * itemsize) - 2 * reach)  # _strip_bytes solved for rows
 
 
 def _strip_minima(a, y0, y1, x0, x1, reach, xp):
