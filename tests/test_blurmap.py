@@ -409,6 +409,38 @@ def test_bad_inputs():
         estimate_blur_map(np.zeros((64, 64)), labeling=None, memory_budget=1000, backend="cpu")
     with pytest.raises(ValueError, match="psf_family"):
         BlurMapEstimator(psf_family="square")
+    for kw, msg in ((dict(lut_step=-0.01), "lut_step"), (dict(lut_step=0), "lut_step"), (dict(sample_step=0), "sample_step"),
+                    (dict(fit_degree=0), "fit_degree"), (dict(fit_degree=2.5), "fit_degree"),
+                    (dict(fit_degree=True), "fit_degree")):
+        with pytest.raises(ValueError, match=msg):
+            BlurMapEstimator(**kw)
+
+
+def test_bank_and_lut_are_built_on_first_use_after_the_cheap_checks(monkeypatch):
+    """A wide window's bank and LUT take ~50 s and ~12 GB (301 px: 2812 filters): an image
+    smaller than the window, or a budget too small for the bank's spectra, is refused
+    before they are built; once built they equal the eager ones and are kept."""
+    import gpudeblur.blurmap.estimator as E
+    from gpudeblur.blurmap.gabor import bank_size
+
+    built = []
+    monkeypatch.setattr(E, "gabor_bank", lambda w: built.append(w) or gabor_bank(w))
+    est = BlurMapEstimator(window=301)
+    with pytest.raises(ValueError, match="smaller than the analysis window"):
+        est.estimate(np.zeros((64, 64), np.float32), backend="cpu")
+    with pytest.raises(ValueError, match=r"too small: .*2812 filters of the 301 px window"):
+        est.estimate(np.zeros((400, 400), np.float32), backend="cpu")
+    assert built == [] and est._lut is None
+    assert bank_size(301) == 2812 and all(bank_size(w) == len(gabor_frequencies(w)) for w in (9, 41, 51, 99))
+
+    est = BlurMapEstimator(window=21, max_radius=6.0, noise=1e-4)
+    assert built == []
+    lut = est.lut
+    assert built == [21] and est.lut is lut and est.bank is est.bank and built == [21]
+    ref = build_lut(gabor_bank(21), "disc", 6.0, 1e-4)
+    for name in ("val", "d1", "d2", "noise", "coef"):
+        np.testing.assert_array_equal(getattr(lut, name), getattr(ref, name))
+    np.testing.assert_array_equal(est.bank.filters, gabor_bank(21).filters)
 
 
 def test_flat_image_is_low_confidence_not_nan(backend):

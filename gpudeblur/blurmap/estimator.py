@@ -48,9 +48,10 @@ import numpy as np
 from .._backend import Backend, as_backend_array, get_backend, to_output
 from .._resample import block_mean, upsample_linear
 from .._validate import check_choice, check_image, check_positive
-from .gabor import GaborBank, block_plan, filter_spectra, gabor_bank, gabor_response_power, padded_derivative, MAX_BLOCK
+from .gabor import (GaborBank, bank_size, block_plan, check_window, filter_spectra, gabor_bank, gabor_response_power,
+                    padded_derivative, MAX_BLOCK)
 from .likelihood import NONE, SearchSettings, device_lut, likelihood_search
-from .spectra import BlurSpectrumLUT, PSFCalibration, build_lut
+from .spectra import BlurSpectrumLUT, PSFCalibration, build_lut, resolve_family
 
 __all__ = ["BlurMapEstimator", "BlurMapResult", "estimate_blur_map", "measure_noise", "PSFCalibration", "SearchSettings"]
 
@@ -227,8 +228,7 @@ class BlurMapEstimator:
                  settings: SearchSettings | None = None, lut_step: float = 0.01, fit_degree: int = 20,
                  sample_step: float = 0.1, labeling_kwargs: dict | None = None, fft_block: int | None = None,
                  timings: bool = False, noise_floor: float = NOISE_FLOOR):
-        self.bank: GaborBank = gabor_bank(window)
-        self.window = self.bank.window
+        self.window = check_window(window)
         if isinstance(noise, str):
             if noise != "auto":
                 raise ValueError(f"noise must be a positive number or 'auto', got {noise!r}")
@@ -263,15 +263,38 @@ class BlurMapEstimator:
             raise ValueError(f"fft_block must be an integer >= 2 * window ({2 * self.window}), got {fft_block!r}")
         self.fft_block = int(fft_block)
         self.timings = bool(timings)
+        lut_step = check_positive(lut_step, "lut_step")
+        sample_step = check_positive(sample_step, "sample_step")
+        if isinstance(fit_degree, bool) or not isinstance(fit_degree, (int, np.integer)) or fit_degree < 1:
+            raise ValueError(f"fit_degree must be an integer >= 1, got {fit_degree!r}")
+        resolve_family(psf_family, self.max_radius, sample_step)  # a bad family fails here, not at the first image
         # with noise='auto' the LUT holds the unit noise spectrum, scaled per image
-        self.lut: BlurSpectrumLUT = build_lut(
-            self.bank, psf_family, self.max_radius, 1.0 if self.noise == "auto" else self.noise,
-            self.vertical_derivative, degree=fit_degree, step=lut_step, sample_step=sample_step,
-        )
+        self._lut_args = dict(psf_family=psf_family, max_radius=self.max_radius,
+                              noise=1.0 if self.noise == "auto" else self.noise, vertical=self.vertical_derivative,
+                              degree=int(fit_degree), step=lut_step, sample_step=sample_step)
+        self._bank: GaborBank | None = None
+        self._lut: BlurSpectrumLUT | None = None
         self._dev_luts: dict = {}
         self._spectra: dict = {}
         #: the family as given (``estimate(scale=...)`` accepts 'disc' and 'gaussian' only)
         self.psf_family = psf_family
+
+    # -- the filter bank and the LUT, built on first use ----------------------
+    # (seconds for a wide window: 50 s and ~12 GB at 301 px; an image smaller
+    # than the window, or a budget too small for the bank, is refused first)
+    @property
+    def bank(self) -> GaborBank:
+        """The Gabor filter bank of eq. (3) for :attr:`window`."""
+        if self._bank is None:
+            self._bank = gabor_bank(self.window)
+        return self._bank
+
+    @property
+    def lut(self) -> BlurSpectrumLUT:
+        """Blur-spectrum LUT of the PSF family (eqs. 6, 7, 12)."""
+        if self._lut is None:
+            self._lut = build_lut(self.bank, **self._lut_args)
+        return self._lut
 
     # -- cached device state ------------------------------------------------
     def _device_lut(self, be: Backend, dtype, noise: float):
@@ -336,10 +359,11 @@ class BlurMapEstimator:
         noise = self.noise if self.noise != "auto" else _measured_noise(lum, be, self.noise_floor)
         info["noise"] = noise
         tm["noise"] = clock.stop()  # luminance and, with noise='auto', its noise
-        dl, _ssum, _grid, _nsum = self._device_lut(be, dt, noise)
         plan = block_plan((M, N), self.window, self.fft_block)
+        F = bank_size(self.window)
+        tile_rows, tile_cols, fbatch = self._tiling(plan, F, dt, be)  # before the bank is built
+        dl, _ssum, _grid, _nsum = self._device_lut(be, dt, noise)
         spectra = self._filter_spectra(be, plan.block, dt)
-        F = self.bank.size
 
         clock.start()
         D = padded_derivative(lum, self.window, self.vertical_derivative, xp)
@@ -349,7 +373,6 @@ class BlurMapEstimator:
         tm["derivative"] = clock.stop()
 
         # -- tiles of whole blocks within the budget ------------------------
-        tile_rows, tile_cols, fbatch = self._tiling(plan, F, dt, be)
         info["tiles"] = len(tile_rows) * len(tile_cols)
         info["tile_blocks"] = (len(tile_rows[0]), len(tile_cols[0]))
         info["fft_block"] = plan.block
@@ -409,8 +432,8 @@ class BlurMapEstimator:
         need_min = fixed + Lm * Ln * csz + per_fft + Vm * Vn * per_px
         if fb < 1 or budget < need_min:
             raise ValueError(
-                f"memory_budget {budget} bytes is too small: this image needs at least {need_min} bytes "
-                f"(FFT block {Lm}x{Ln}, {F} filters)"
+                f"memory_budget {budget} bytes is too small: this image needs at least {need_min} bytes ({need_min / 1e9:.2g} GB) "
+                f"(FFT block {Lm}x{Ln}, {F} filters of the {self.window} px window)"
             )
         avail_px = avail - fb * per_fft
         nb_px = max(1, int(avail_px // (Vm * Vn * per_px)))

@@ -84,11 +84,21 @@ class GaborBank:
         return self.window // 2
 
 
-def gabor_bank(window: int = 41) -> GaborBank:
-    """Build the bank of eq. (3) for an odd ``window`` (>= 9, so that it has a filter)."""
+def check_window(window) -> int:
+    """``window`` as an int if it is an odd integer >= 9 (so that the bank has a filter), else a ValueError."""
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 9 or window % 2 == 0:
         raise ValueError(f"window must be an odd integer >= 9, got {window!r}")
-    n = int(window)
+    return int(window)
+
+
+def bank_size(window: int) -> int:
+    """Number of filters of :func:`gabor_bank` ``(window)``, without building them."""
+    return len(gabor_frequencies(check_window(window)))
+
+
+def gabor_bank(window: int = 41) -> GaborBank:
+    """Build the bank of eq. (3) for an odd ``window`` (>= 9, so that it has a filter)."""
+    n = check_window(window)
     freqs = gabor_frequencies(n)
     c = n // 2
     x = np.arange(n, dtype=np.float64) - c
