@@ -432,8 +432,10 @@ class BlurMapEstimator:
         need_min = fixed + Lm * Ln * csz + per_fft + Vm * Vn * per_px
         if fb < 1 or budget < need_min:
             raise ValueError(
-                f"memory_budget {budget} bytes is too small: this image needs at least {need_min} bytes ({need_min / 1e9:.2g} GB) "
-                f"(FFT block {Lm}x{Ln}, {F} filters of the {self.window} px window)"
+                f"memory_budget {budget} bytes is too small: this image needs at least {need_min} bytes "
+                f"({need_min / 1e9:.2g} GB: FFT block {Lm}x{Ln}, {F} filters of the {self.window} px window); use a "
+                "smaller window or a larger memory_budget (memory_budget=; AllInFocus(estimator_options="
+                "{'memory_budget': ...}); gpudeblur blurmap --memory-budget)"
             )
         avail_px = avail - fb * per_fft
         nb_px = max(1, int(avail_px // (Vm * Vn * per_px)))
