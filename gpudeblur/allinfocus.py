@@ -1359,7 +1359,7 @@ def disc_equivalent(family, disc_radius: float, max_scale: float = 16.0, step: f
     return _equivalent(family, disc_radius, max_scale, step)[0]
 
 
-def _default_keep(family):
+def _default_keep(family, stacklevel=3):
     """Default ``keep_in_focus`` in ``family``'s units (:data:`KEEP_IN_FOCUS` as disc radii)."""
     import warnings
 
@@ -1369,7 +1369,7 @@ def _default_keep(family):
     if clamped:
         warnings.warn(f"psf_family {_family_name(family)}: its narrowest PSF is already wider than a "
                       f"{KEEP_IN_FOCUS[0]:g} px disc; the input is kept where the map reads at most {lo:g} "
-                      "(the scales of that PSF)", UserWarning, stacklevel=3)
+                      "(the scales of that PSF)", UserWarning, stacklevel=stacklevel)
     if hi - lo < 0.05:
         raise ValueError(f"psf_family {_family_name(family)}: the default keep_in_focus range collapses to "
                          f"({lo:g}, {hi:g}); pass keep_in_focus=(lo, hi) in the family's own units, or False")
@@ -1550,8 +1550,9 @@ class AllInFocus:
                 (not isinstance(backend, str) or backend.lower() not in BACKEND_NAMES):
             raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKEND_NAMES)}")
         _check_blind_options(blind_options)
-        # defaults are disc radii, converted once for another family (only those this mode uses)
-        self._keep_default = _default_keep(psf_family) if (keep_in_focus is None and mode != "blind") else None
+        # defaults are disc radii, converted once for another family (only those this mode uses;
+        # keep_in_focus's only when a map is estimated: _keep_default)
+        self._keep_default_cache = None
         self._in_focus_default = in_focus_radius is None  # then scaled with the map's scale (blind)
         if in_focus_radius is None:
             self.in_focus_radius = _default_in_focus_radius(psf_family) if mode == "blind" else 1.0
@@ -1619,6 +1620,13 @@ class AllInFocus:
         timings[name.replace(" ", "_")] = time.perf_counter() - t0
         return out
 
+    @property
+    def _keep_default(self):
+        """Default ``keep_in_focus`` range in the family's units (an estimated map's; converted on first use)."""
+        if self._keep_default_cache is None:
+            self._keep_default_cache = _default_keep(self.psf_family, stacklevel=4)
+        return self._keep_default_cache
+
     def _map_estimator(self):
         if self._estimator is None:
             from .blurmap import BlurMapEstimator
@@ -1678,6 +1686,8 @@ class AllInFocus:
         x, alpha = split_alpha(x)  # RGBA: the alpha channel comes back untouched
         timings = {}
         mode = self.resolve_mode(x.shape, be)
+        if map_estimated and self.keep_in_focus is None and mode != "blind":
+            self._keep_default  # noqa: B018  (converted to the family's units now: an error before the work)
 
         t0 = time.perf_counter()
         map_noise = map_scale = None
@@ -1691,7 +1701,9 @@ class AllInFocus:
             map_scale = int(info.get("scale", 1))
         else:
             rmap, _ = as_backend_array(radius_map, be, name="radius map")
-            check_radius_map(rmap, x.shape[:2], be.xp)
+            # a disc or Gaussian wider than the image: refused before its PSF is built (seconds, or no memory)
+            check_radius_map(rmap, x.shape[:2], be.xp,
+                             max_radius=max(x.shape[:2]) if _scalable_family(self.psf_family) else None)
         be.synchronize()
         timings["blur_map"] = time.perf_counter() - t0
 

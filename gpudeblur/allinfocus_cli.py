@@ -144,8 +144,14 @@ def _read_map(path):
         except Exception:  # noqa: BLE001  (truncated or foreign bytes: NumPy's own words help no one)
             raise ValueError(f"--map {path}: not a .npy array file") from None
     else:
-        m, _ = read_image(path)
+        m, meta = read_image(path)
+        if meta.dtype.kind in "ui":
+            raise ValueError(f"--map {path}: {'an' if meta.bit_depth == 8 else 'a'} {meta.bit_depth}-bit image holds no "
+                             "radii (read_image scales it to "
+                             "[0, 1]); give the radii in pixels as .npy or a float TIFF")
     m = np.asarray(m)
+    if m.dtype.kind not in "iuf":
+        raise ValueError(f"--map {path}: must hold real numbers (radii in pixels), got {m.dtype} values")
     if m.ndim != 2:
         raise ValueError(f"map {path} must be 2-D, got shape {m.shape}")
     return m.astype(np.float32)

@@ -272,6 +272,10 @@ def odd_window(text: str) -> int:
     return _int_arg(text, lambda v: v >= 9 and v % 2 == 1, "an odd integer >= 9")
 
 
+#: float32's largest finite and smallest normal numbers (numpy.finfo; not imported here, for a quick --help)
+_F32_MAX, _F32_TINY = 3.4028234663852886e38, 1.1754943508222875e-38
+
+
 def finite_float(text: str) -> float:
     """argparse type: a finite float."""
     try:
@@ -280,6 +284,8 @@ def finite_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if v != v or v in (float("inf"), float("-inf")):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    if abs(v) > _F32_MAX:  # the work is in float32: 1e300 overflowed into NaN several warnings later
+        raise argparse.ArgumentTypeError(f"must be within float32's range (±{_F32_MAX:.3g}), got {text!r}")
     return v
 
 
@@ -288,6 +294,9 @@ def positive_float(text: str) -> float:
     v = finite_float(text)
     if v <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    if v < _F32_TINY:  # 0 in float32
+        raise argparse.ArgumentTypeError(f"must be at least float32's smallest normal number ({_F32_TINY:.3g}), "
+                                         f"got {text!r}")
     return v
 
 
@@ -297,8 +306,9 @@ def noise_variance(text: str):
         return "auto"
     try:
         return positive_float(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}") from None
+    except argparse.ArgumentTypeError as exc:
+        why = "" if str(exc).startswith("expected a number") else f" ({str(exc).split(', got')[0]})"
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto'{why}, got {text!r}") from None
 
 
 def psf_family(text: str):

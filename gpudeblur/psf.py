@@ -16,6 +16,18 @@ import numpy as np
 __all__ = ["disc", "gaussian", "motion", "from_array", "from_spec"]
 
 
+#: Largest support side (pixels) a PSF model builds: a disc of radius ~4096 px,
+#: a Gaussian of sigma ~1170 px (537 MB in float64). Beyond it the model
+#: refuses at once (a radius of 1e5 asked NumPy for 596 GiB).
+MAX_PSF_SIDE = 8193
+
+
+def _check_side(half: int, what: str) -> None:
+    side = 2 * half + 1
+    if side > MAX_PSF_SIDE:
+        raise ValueError(f"{what} needs a {side}x{side} support, over the {MAX_PSF_SIDE} px limit of a PSF")
+
+
 def _finish(k: np.ndarray) -> np.ndarray:
     s = k.sum()
     if not np.isfinite(s) or s <= 0:
@@ -39,6 +51,7 @@ def disc(radius: float) -> np.ndarray:
     if not np.isfinite(radius) or radius < 0:
         raise ValueError(f"disc radius must be a finite non-negative number, got {radius!r}")
     half = int(math.ceil(radius + 0.5)) if radius > 0 else 0
+    _check_side(half, f"disc radius {radius:g}")
     y, x = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
     d = np.hypot(x, y)
     k = np.clip(radius + 0.5 - d, 0.0, 1.0)
@@ -59,6 +72,7 @@ def gaussian(sigma: float, truncate: float = 3.5) -> np.ndarray:
     if sigma == 0:
         return np.ones((1, 1))
     half = max(1, int(math.ceil(truncate * sigma)))
+    _check_side(half, f"gaussian sigma {sigma:g}")
     t = np.arange(-half, half + 1, dtype=np.float64)
     g = np.exp(-0.5 * (t / sigma) ** 2)
     return _finish(np.outer(g, g))
@@ -84,6 +98,7 @@ def motion(length: float, angle: float = 0.0) -> np.ndarray:
     th = math.radians(angle)
     dx, dy = math.cos(th), -math.sin(th)  # rows grow downwards
     half = int(math.ceil(half_len)) + 1
+    _check_side(half, f"motion length {length:g}")
     y, x = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
     t = np.clip(x * dx + y * dy, -half_len, half_len)
     dist = np.hypot(x - t * dx, y - t * dy)
@@ -95,7 +110,10 @@ def from_array(psf, name: str = "psf") -> np.ndarray:
     """Validate and normalize a user PSF (2-D, finite, non-negative, non-zero sum)."""
     if hasattr(psf, "get") and not isinstance(psf, np.ndarray):  # CuPy -> host
         psf = psf.get()
-    k = np.asarray(psf, dtype=np.float64)
+    k = np.asarray(psf)
+    if k.dtype.kind not in "biuf":  # complex, strings, objects: no PSF (NumPy would drop or fail to convert them)
+        raise ValueError(f"{name} must hold real numbers, got {k.dtype} values")
+    k = k.astype(np.float64, copy=False)
     if k.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array, got shape {k.shape}")
     if k.size == 0:

@@ -73,8 +73,9 @@ __all__ = ["SpatiallyVaryingBlur", "deconvolve_spatially_varying", "deconvolve_s
 _FAMILIES = {"disc": _psf.disc, "gaussian": _psf.gaussian}
 
 
-def check_radius_map(radius_map, shape, xp, name="radius map"):
-    """A finite, non-negative (M, N) map matching the image's spatial shape."""
+def check_radius_map(radius_map, shape, xp, name="radius map", max_radius=None):
+    """A finite, non-negative (M, N) map matching the image's spatial shape (and
+    nowhere above ``max_radius`` when given)."""
     if radius_map.ndim != 2:
         raise ValueError(f"{name} must be 2-D, got shape {tuple(radius_map.shape)}")
     if tuple(radius_map.shape) != tuple(shape):
@@ -83,6 +84,9 @@ def check_radius_map(radius_map, shape, xp, name="radius map"):
         raise ValueError(f"{name} contains NaN or Inf values")
     if bool((radius_map < 0).any()):
         raise ValueError(f"{name} has negative radii")
+    if max_radius is not None and radius_map.size and float(radius_map.max()) > max_radius:
+        raise ValueError(f"{name} reaches {float(radius_map.max()):g} px, more than {max_radius:g} px (a PSF that "
+                         "wide is larger than the image)")
     return radius_map
 
 

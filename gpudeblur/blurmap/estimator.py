@@ -75,6 +75,11 @@ LABELING_MEMORY_BUDGET = 4 << 30
 
 #: Lowest noise variance ``noise='auto'`` uses (the paper's simulations use 1e-6).
 NOISE_FLOOR = 1e-6
+#: Noise variances outside this range are refused: intensities live in [0, 1],
+#: and below it the float32 tables underflow (1e-300 gave a map of NaN and 8s).
+NOISE_RANGE = (1e-20, 1.0)
+#: Spacing of the coherent labeling's radii (px): the paper's 0.1.
+LABEL_STEP_PX = 0.1
 
 #: ``estimate(scale='auto')``: images with at least this many pixels start at
 #: the coarsest power-of-2 scale that keeps :data:`AUTO_SCALE_START_PIXELS`
@@ -132,6 +137,14 @@ class BlurMapResult(NamedTuple):
     log_likelihoods: object
     confidence: object
     info: dict
+
+
+def _check_variance(value, name: str) -> float:
+    v = check_positive(value, name)
+    lo, hi = NOISE_RANGE
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} must be a variance of intensities in [0, 1], between {lo:g} and {hi:g}, got {v:g}")
+    return v
 
 
 def _luminance(x, xp):
@@ -234,8 +247,8 @@ class BlurMapEstimator:
                 raise ValueError(f"noise must be a positive number or 'auto', got {noise!r}")
             self.noise = "auto"
         else:
-            self.noise = check_positive(noise, "noise")
-        self.noise_floor = check_positive(noise_floor, "noise_floor")
+            self.noise = _check_variance(noise, "noise")
+        self.noise_floor = _check_variance(noise_floor, "noise_floor")
         self.max_radius = check_positive(max_radius, "max_radius")
         if self.max_radius > self.window / 2:  # also keeps the label set and its tables finite
             raise ValueError(f"max_radius {self.max_radius:g} exceeds half the {self.window} px analysis window: a blur "
@@ -257,6 +270,9 @@ class BlurMapEstimator:
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
         self.settings = settings or SearchSettings()
         self.labeling_kwargs = dict(labeling_kwargs or {})
+        if labeling is not None and "labels" not in self.labeling_kwargs and self.max_radius < LABEL_STEP_PX:
+            raise ValueError(f"max_radius must be at least {LABEL_STEP_PX:g} px (the labeling's step) "
+                             f"with a labeling, got {self.max_radius:g}")
         if fft_block is None:  # MAX_BLOCK, or the next power of two that holds a wide window
             fft_block = max(MAX_BLOCK, 1 << (2 * self.window - 1).bit_length())
         if isinstance(fft_block, bool) or int(fft_block) < 2 * self.window:
@@ -527,7 +543,7 @@ class BlurMapEstimator:
             clock.start()
             coherent_labeling = _import_labeling("coherent_labeling")
             kw = dict(self.labeling_kwargs)
-            kw.setdefault("labels", np.arange(0.0, self.max_radius + 1e-9, 0.1))
+            kw.setdefault("labels", np.arange(0.0, self.max_radius + 1e-9, LABEL_STEP_PX))
             kw.setdefault("max_radius", self.max_radius)
             if self.labeling == "primal-dual":
                 kw.setdefault("memory_budget", LABELING_MEMORY_BUDGET)

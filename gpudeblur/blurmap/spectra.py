@@ -59,6 +59,11 @@ class PSFCalibration:
         for k, p in enumerate(self.psfs):  # 2-D, finite, non-negative, non-zero: fail here, naming the PSF
             _psf.from_array(p, name=f"PSFCalibration PSF {k} (r = {r[k]:g})")
 
+    def __repr__(self) -> str:  # one line (the dataclass's repr prints every PSF: hundreds of lines in a message)
+        r = np.asarray(self.radii, dtype=np.float64)
+        src = f", source={self.source!r}" if self.source else ""
+        return f"PSFCalibration({r.size} PSFs at radii {r[0]:g}..{r[-1]:g}{src})"
+
     def save(self, path, overwrite: bool = False) -> None:
         """Write ``radii`` (K,) and ``psfs`` (K, H, W; smaller PSFs zero-padded,
         centred) to an ``.npz`` file that :meth:`load` and the CLIs' ``--psf``
@@ -79,17 +84,23 @@ class PSFCalibration:
         """Read an ``.npz`` with ``radii`` (K,) and ``psfs`` (K, H, W)."""
         try:
             z = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot read PSF calibration {path}: {exc}") from None
+        except FileNotFoundError:
+            raise ValueError(f"PSF calibration not found: {path}") from None
+        except Exception as exc:  # noqa: BLE001  (truncated or foreign bytes: zipfile's, pickle's, EOF errors)
+            raise ValueError(f"cannot read PSF calibration {path}: {_reason(exc)}") from None
         if not hasattr(z, "files"):  # a plain .npy array
             raise ValueError(f"PSF calibration {path} must be an .npz archive with arrays 'radii' and 'psfs'")
         with z:
             if "radii" not in z.files or "psfs" not in z.files:
                 raise ValueError(f"PSF calibration {path} needs arrays 'radii' and 'psfs', has {sorted(z.files)}")
             try:
-                radii, psfs = np.asarray(z["radii"], dtype=np.float64), np.asarray(z["psfs"], dtype=np.float64)
-            except (OSError, ValueError, TypeError) as exc:
-                raise ValueError(f"cannot read PSF calibration {path}: {exc}") from None
+                radii, psfs = np.asarray(z["radii"]), np.asarray(z["psfs"])
+            except Exception as exc:  # noqa: BLE001  (a corrupt member: CRC, truncation, objects)
+                raise ValueError(f"cannot read PSF calibration {path}: {_reason(exc)}") from None
+        for name, a in (("radii", radii), ("psfs", psfs)):
+            if a.dtype.kind not in "biuf":
+                raise ValueError(f"PSF calibration {path}: {name} must hold real numbers, got {a.dtype} values")
+        radii, psfs = radii.astype(np.float64), psfs.astype(np.float64)
         if radii.ndim != 1 or psfs.ndim != 3 or psfs.shape[0] != radii.size:
             raise ValueError(f"PSF calibration {path}: expected radii (K,) and psfs (K, H, W), "
                              f"got {radii.shape} and {psfs.shape}")
@@ -114,6 +125,14 @@ class PSFCalibration:
         a, b = _embed_centred([_psf.from_array(self.psfs[i], name="calibration PSF") for i in (k, k + 1)])
         out = (1.0 - t) * a + t * b if t > 0 else a
         return out / out.sum()
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception in one line (its message, or its type when it has none)."""
+    text = " ".join(str(exc).split())
+    if "pickle" in text:  # NumPy's words suggest loading it unsafely
+        return "it holds Python objects (pickled data), not numeric arrays"
+    return text if text else type(exc).__name__
 
 
 def _embed_centred(ks) -> np.ndarray:

@@ -1,0 +1,166 @@
+"""Bad input a sweep of every command's error paths found (session 26): each is
+refused at once, in one line, with exit 2 (a traceback, an out-of-memory exit 1,
+a meaningless result with exit 0, or a minute's work before the error, before)."""
+
+import re
+import time
+
+import numpy as np
+import pytest
+
+from gpudeblur import cli, psf
+from gpudeblur.blurmap import BlurMapEstimator, PSFCalibration
+from gpudeblur.io import write_image
+
+
+@pytest.fixture
+def src(tmp_path, natural_rgb):
+    p = tmp_path / "in.png"
+    write_image(p, natural_rgb[:64, :64])
+    return p
+
+
+def _run(capsys, *argv):
+    rc = cli.main(["-q", *map(str, argv)])
+    err = capsys.readouterr().err.strip()
+    return rc, err
+
+
+def _one_line_refusal(rc, err, *words):
+    assert rc == 2, (rc, err)
+    assert "\n" not in err and "Traceback" not in err, err
+    for w in words:
+        assert w in err, (w, err)
+
+
+def _calibration(tmp_path):
+    r = np.arange(0.0, 8.01, 1.0)
+    return PSFCalibration(list(r), [psf.disc(v) for v in r])
+
+
+def test_unreadable_or_non_numeric_calibration_files(tmp_path, src, capsys):
+    good = tmp_path / "good.npz"
+    _calibration(tmp_path).save(good)
+    raw = good.read_bytes()
+    files = {
+        "truncated": raw[: len(raw) // 2],  # zipfile.BadZipFile (a traceback, exit 1, before)
+        "empty": b"",  # EOFError
+    }
+    for name, data in files.items():
+        (tmp_path / f"{name}.npz").write_bytes(data)
+    crc = bytearray(raw)  # a flipped byte inside the compressed-less member: Bad CRC-32 on reading it
+    at = raw.find(b"\x93NUMPY", raw.find(b"psfs.npy")) + 200
+    crc[at] ^= 0xFF
+    (tmp_path / "crc.npz").write_bytes(bytes(crc))
+    np.savez(tmp_path / "cplx.npz", radii=np.arange(5.0), psfs=np.ones((5, 3, 3), np.complex128))
+    np.savez(tmp_path / "text.npz", radii=np.array(list("abcde")), psfs=np.ones((5, 3, 3)))
+    for name, words in (("truncated", ["cannot read PSF calibration", "truncated.npz"]),
+                        ("empty", ["cannot read PSF calibration", "empty.npz"]),
+                        ("crc", ["cannot read PSF calibration", "crc.npz", "CRC"]),
+                        ("cplx", ["cplx.npz", "psfs must hold real numbers", "complex128"]),
+                        ("text", ["text.npz", "radii must hold real numbers"])):
+        path = tmp_path / f"{name}.npz"
+        with pytest.raises(ValueError) as exc:
+            PSFCalibration.load(path)
+        assert all(w in str(exc.value) for w in words) and "\n" not in str(exc.value), str(exc.value)
+        for command in ("blurmap", "allinfocus"):
+            rc, err = _run(capsys, command, src, tmp_path / ("o.npy" if command == "blurmap" else "o.png"),
+                           "--psf", path)
+            _one_line_refusal(rc, err, *words)
+    # one line whatever the calibration holds (the dataclass printed every PSF)
+    cal = _calibration(tmp_path)
+    assert repr(cal) == "PSFCalibration(9 PSFs at radii 0..8)"
+    assert "good.npz" in repr(PSFCalibration.load(good)) and "\n" not in repr(PSFCalibration.load(good))
+    with pytest.raises(ValueError, match=r"needs the 'disc' or 'gaussian' PSF family, got PSFCalibration\(9 PSFs"):
+        BlurMapEstimator(psf_family=cal, labeling=None).check_scale((512, 512), 2)
+
+
+def test_noise_variances_outside_the_range_are_refused(tmp_path, src, capsys):
+    for value in (1e300, 2.0, 1e-25):
+        with pytest.raises(ValueError, match="noise must be a variance of intensities in"):
+            BlurMapEstimator(noise=value)
+    with pytest.raises(ValueError, match="noise_floor must be a variance"):
+        BlurMapEstimator(noise_floor=1e-30)
+    BlurMapEstimator(noise=1.0)
+    BlurMapEstimator(noise=1e-20)
+    for value, words in (("1e300", ["--noise", "float32's range"]), ("2", ["noise must be a variance"]),
+                         ("1e-300", ["--noise", "smallest normal"])):
+        rc, err = _run(capsys, "blurmap", src, tmp_path / "m.npy", "--noise", value)  # a map of 8s, exit 0, before
+        _one_line_refusal(rc, err, *words)
+        assert not (tmp_path / "m.npy").exists()
+
+
+def test_command_line_numbers_stay_within_float32(tmp_path, src, capsys):
+    from gpudeblur.cli import finite_float, positive_float
+
+    assert finite_float("-3.4e38") == -3.4e38 and positive_float("1.2e-38") == 1.2e-38
+    for text in ("1e39", "-1e300"):
+        with pytest.raises(Exception, match="float32's range"):
+            finite_float(text)
+    with pytest.raises(Exception, match="smallest normal"):
+        positive_float("1e-300")
+    rc, err = _run(capsys, "deconv", src, tmp_path / "d.png", "--psf", "disc:2", "--method", "wiener",
+                   "--balance", "1e308")  # NaN image and overflow warnings, before
+    _one_line_refusal(rc, err, "--balance", "float32's range")
+    rc, err = _run(capsys, "allinfocus", src, tmp_path / "a.png", "--lam", "1e300")
+    _one_line_refusal(rc, err, "--lam", "float32's range")
+
+
+def test_max_radius_below_the_label_step(tmp_path, src, capsys):
+    with pytest.raises(ValueError, match="max_radius must be at least 0.1 px"):
+        BlurMapEstimator(max_radius=0.05)
+    BlurMapEstimator(max_radius=0.05, labeling=None)  # no labels needed
+    BlurMapEstimator(max_radius=0.05, labeling_kwargs={"labels": np.array([0.0, 0.05])})
+    t = time.perf_counter()
+    rc, err = _run(capsys, "blurmap", src, tmp_path / "m.npy", "--max-radius", "0.05")
+    _one_line_refusal(rc, err, "max_radius must be at least 0.1 px")
+    assert time.perf_counter() - t < 30  # before the candidate stages (a labels error after them, before)
+
+
+def test_psf_models_refuse_supports_beyond_the_limit(tmp_path, src, capsys):
+    for fn, arg, what in ((psf.disc, 1e5, "disc radius 100000"), (psf.gaussian, 1e5, "gaussian sigma 100000"),
+                          (psf.motion, 1e7, "motion length 1e+07")):
+        with pytest.raises(ValueError, match=re.escape(what) + f" needs a .* support, over the {psf.MAX_PSF_SIDE} px limit"):
+            fn(arg)
+    half = (psf.MAX_PSF_SIDE - 1) // 2
+    assert psf.gaussian(1.0).shape == (9, 9) and psf.disc(2.0).shape == (5, 5)
+    with pytest.raises(ValueError, match="limit"):
+        psf.disc(half)  # half + 1 px from the centre: one more than the limit
+    for spec in ("disc:100000", "gaussian:1e5", "motion:1e7"):  # MemoryError, exit 1, before
+        rc, err = _run(capsys, "deconv", src, tmp_path / "d.png", "--psf", spec)
+        _one_line_refusal(rc, err, "over the", "limit of a PSF")
+    np.save(tmp_path / "cplx.npy", np.ones((3, 3), np.complex64))  # NumPy dropped the imaginary part, with a warning
+    np.save(tmp_path / "text.npy", np.array([["a", "b"], ["c", "d"]]))
+    for name in ("cplx", "text"):
+        rc, err = _run(capsys, "deconv", src, tmp_path / "d.png", "--psf", tmp_path / f"{name}.npy")
+        _one_line_refusal(rc, err, f"{name}.npy", "must hold real numbers")
+    with pytest.raises(ValueError, match="psf must hold real numbers, got complex128"):
+        psf.from_array(np.ones((3, 3), complex))
+
+
+def test_maps_that_hold_no_radii_or_radii_wider_than_the_image(tmp_path, src, capsys):
+    shape = (64, 64)
+    for name, arr in (("wide", np.full(shape, 5000, np.float32)), ("huge", np.full(shape, 1e6, np.float32)),
+                      ("cplx", np.ones(shape, np.complex64)), ("text", np.full(shape, "a"))):
+        np.save(tmp_path / f"{name}.npy", arr)
+    write_image(tmp_path / "m8.png", np.full(shape, 0.5, np.float32))  # 2 px read as 0.0078, before
+    write_image(tmp_path / "m16.png", np.full(shape, 0.5, np.float32), bit_depth=16)
+    np.save(tmp_path / "ok.npy", np.full(shape, 2.0, np.float32))
+    cases = (("wide", ["radius map reaches 5000 px, more than 64 px"]), ("huge", ["reaches 1e+06 px"]),
+             ("cplx", ["cplx.npy", "must hold real numbers"]), ("text", ["text.npy", "must hold real numbers"]))
+    for name, words in cases:
+        t = time.perf_counter()
+        rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", tmp_path / f"{name}.npy")
+        _one_line_refusal(rc, err, *words)
+        assert time.perf_counter() - t < 5 and not (tmp_path / "o.png").exists()
+    for name, depth in (("m8.png", "an 8-bit image holds no radii"), ("m16.png", "a 16-bit image holds no radii")):
+        rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", tmp_path / name)
+        _one_line_refusal(rc, err, name, depth)
+    write_image(tmp_path / "mf.tif", np.full(shape, 2.0, np.float32), bit_depth=32)  # a float TIFF holds radii
+    assert _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", tmp_path / "mf.tif", "--mode", "fast")[0] == 0
+    # the Python pipeline: disc and Gaussian maps wider than the image are refused, other families' units are theirs
+    from gpudeblur import AllInFocus
+
+    img = np.random.default_rng(1).random(shape).astype(np.float32)
+    with pytest.raises(ValueError, match="radius map reaches 65 px, more than 64 px"):
+        AllInFocus(mode="fast", backend="cpu").run(img, np.full(shape, 65.0, np.float32))
