@@ -222,7 +222,7 @@ def run(args) -> int:
     from .allinfocus import AllInFocus  # noqa: PLC0415
     from .blurmap.cli import colorize  # noqa: PLC0415
     from .cli import check_distinct_outputs, check_output_folder, check_output_path, input_paths, say  # noqa: PLC0415
-    from .io import ARRAY_WRITE_EXTENSIONS, read_image, write_array, write_image  # noqa: PLC0415
+    from .io import ARRAY_WRITE_EXTENSIONS, output_batch, read_image, write_array, write_image  # noqa: PLC0415
 
     ins = input_paths(args.input, args.map, psf=args.psf)  # a --psf calibration file is an input too
     out = check_output_path(ins, args.output, args.overwrite, kind="image")
@@ -291,28 +291,30 @@ def run(args) -> int:
     result_img, res = pipe.run(image, radius_map=radius_map)
     total = time.perf_counter() - t0
 
-    # OUT last: a failing side output leaves no result behind that looks complete
-    if args.save_map:
-        if args.save_map.lower().endswith(".png"):
-            write_image(args.save_map, colorize(res.radius_map, max(args.max_radius or 8.0, float(res.radius_map.max()))), overwrite=args.overwrite, bit_depth=8)
-        else:
-            write_array(args.save_map, res.radius_map, overwrite=args.overwrite)
-    if args.save_layers:  # blind mode (checked above): there are layers
-        os.makedirs(args.save_layers, exist_ok=True)
-        write_array(os.path.join(args.save_layers, "labels.npy"), res.layer_labels, overwrite=args.overwrite)
-        for i, u in enumerate(res.layers):
-            write_image(os.path.join(args.save_layers, f"layer{i}.png"), np.clip(u, 0, 1), meta, overwrite=args.overwrite, bit_depth=8)
-        for i, k in enumerate(res.kernels, start=1):
-            write_array(os.path.join(args.save_layers, f"kernel{i}.npy"), k, overwrite=args.overwrite)
-        _remove_stale_layers(args.save_layers, len(res.layers), len(res.kernels), say, inputs=ins)
-    if args.report:
-        rep = res.report()
-        rep["input"] = os.path.abspath(args.input)
-        rep["output"] = os.path.abspath(out)
-        rep["total_s"] = round(total, 4)
-        from .io import _atomic_write  # noqa: PLC0415
+    # all outputs or none (io.output_batch: renamed together once all are written); OUT last
+    with output_batch():
+        if args.save_map:
+            if args.save_map.lower().endswith(".png"):
+                write_image(args.save_map, colorize(res.radius_map, max(args.max_radius or 8.0, float(res.radius_map.max()))), overwrite=args.overwrite, bit_depth=8)
+            else:
+                write_array(args.save_map, res.radius_map, overwrite=args.overwrite)
+        if args.save_layers:  # blind mode (checked above): there are layers
+            os.makedirs(args.save_layers, exist_ok=True)
+            write_array(os.path.join(args.save_layers, "labels.npy"), res.layer_labels, overwrite=args.overwrite)
+            for i, u in enumerate(res.layers):
+                write_image(os.path.join(args.save_layers, f"layer{i}.png"), np.clip(u, 0, 1), meta, overwrite=args.overwrite, bit_depth=8)
+            for i, k in enumerate(res.kernels, start=1):
+                write_array(os.path.join(args.save_layers, f"kernel{i}.npy"), k, overwrite=args.overwrite)
+        if args.report:
+            rep = res.report()
+            rep["input"] = os.path.abspath(args.input)
+            rep["output"] = os.path.abspath(out)
+            rep["total_s"] = round(total, 4)
+            from .io import _atomic_write  # noqa: PLC0415
 
-        _atomic_write(args.report, (json.dumps(rep, indent=2) + "\n").encode(), args.overwrite)
-    write_image(out, result_img, meta, overwrite=args.overwrite)
+            _atomic_write(args.report, (json.dumps(rep, indent=2) + "\n").encode(), args.overwrite)
+        write_image(out, result_img, meta, overwrite=args.overwrite)
+    if args.save_layers:  # an earlier run's extra layers, once this run's are in place
+        _remove_stale_layers(args.save_layers, len(res.layers), len(res.kernels), say, inputs=ins)
     say(f"allinfocus: wrote {out} ({res.mode}, {total:.2f} s; map radius {res.radius_map.min():.2f}–{res.radius_map.max():.2f} px)")
     return 0

@@ -140,7 +140,7 @@ def run(out_dir: str = "gpudeblur-demo", backend=None, overwrite: bool = False, 
     from . import AllInFocus  # noqa: PLC0415
     from .blurmap.cli import colorize  # noqa: PLC0415
     from .data import sharp as load_sharp  # noqa: PLC0415
-    from .io import write_image  # noqa: PLC0415
+    from .io import output_batch, write_image  # noqa: PLC0415
 
     out_dir, paths, be, report = _prepare_out(out_dir, _SCENE_FILES, overwrite, backend, verbose)
 
@@ -179,9 +179,10 @@ def run(out_dir: str = "gpudeblur-demo", backend=None, overwrite: bool = False, 
     )
     vmax = max(8.0, float(true_map.max()))
     pictures = (sharp, blurred, out, colorize(est, vmax), colorize(true_map, vmax))
-    for name, img in zip(_SCENE_FILES, pictures):
-        write_image(paths[name], np.clip(img, 0, 1) if img.dtype.kind == "f" else img, overwrite=overwrite,
-                    bit_depth=8)
+    with output_batch():  # all pictures or none
+        for name, img in zip(_SCENE_FILES, pictures):
+            write_image(paths[name], np.clip(img, 0, 1) if img.dtype.kind == "f" else img, overwrite=overwrite,
+                        bit_depth=8)
     report(f"wrote {', '.join(_SCENE_FILES)} to {out_dir}{os.sep}")
     return results
 
@@ -190,7 +191,7 @@ def _run_uniform(out_dir, backend, overwrite, verbose) -> dict:
     from . import admm_tv, richardson_lucy, wiener  # noqa: PLC0415
     from .cli import _default_iters, progress  # noqa: PLC0415
     from .data import sharp as load_sharp  # noqa: PLC0415
-    from .io import write_image  # noqa: PLC0415
+    from .io import output_batch, write_image  # noqa: PLC0415
 
     out_dir, paths, be, report = _prepare_out(out_dir, _FILES, overwrite, backend, verbose)
 
@@ -232,7 +233,8 @@ def _run_uniform(out_dir, backend, overwrite, verbose) -> dict:
         "(times include one-off JIT/kernel compilation on the first run)"
     )
 
-    for name, img in zip(_FILES, (sharp, blurred, x_tv, x_w, x_rl)):
-        write_image(paths[name], img, overwrite=overwrite, bit_depth=8)
+    with output_batch():  # all pictures or none
+        for name, img in zip(_FILES, (sharp, blurred, x_tv, x_w, x_rl)):
+            write_image(paths[name], img, overwrite=overwrite, bit_depth=8)
     report(f"wrote {', '.join(_FILES)} to {out_dir}{os.sep}")
     return results

@@ -49,6 +49,7 @@ that name the file.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import io as _io
 import os
@@ -67,6 +68,7 @@ __all__ = [
     "read_image",
     "write_image",
     "write_array",
+    "output_batch",
     "image_format",
     "IMAGE_WRITE_EXTENSIONS",
     "ARRAY_WRITE_EXTENSIONS",
@@ -671,8 +673,19 @@ def _atomic_write(path: str, data: bytes, overwrite: bool) -> None:
 
     Without ``overwrite`` the final step is a hard link, which fails
     atomically if ``path`` appeared in the meantime (where the file system
-    has no hard links: a check then :func:`os.replace`).
+    has no hard links: a check then :func:`os.replace`). Inside
+    :func:`output_batch` the rename waits for the batch's end.
     """
+    tmp = _write_temporary(path, data, overwrite)
+    batch = _BATCH.get()
+    if batch is not None:
+        batch.append((tmp, path, overwrite))
+        return
+    _publish(tmp, path, overwrite)
+
+
+def _write_temporary(path: str, data: bytes, overwrite: bool) -> str:
+    """``data`` in a new temporary file beside ``path`` (on disk, synced); its name."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"output folder does not exist: {folder}")
@@ -695,6 +708,18 @@ def _atomic_write(path: str, data: bytes, overwrite: bool) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.strerror:  # a full disk, a quota: name the file
+            raise type(exc)(exc.errno, f"cannot write {path}: {exc.strerror}") from None
+        raise
+    return tmp
+
+
+def _publish(tmp: str, path: str, overwrite: bool) -> None:
+    """Rename the temporary ``tmp`` onto ``path`` (removing ``tmp`` whatever happens)."""
+    try:
         if overwrite:
             os.replace(tmp, path)
         else:
@@ -706,9 +731,40 @@ def _atomic_write(path: str, data: bytes, overwrite: bool) -> None:
                 if os.path.lexists(path):
                     raise FileExistsError(f"output file exists: {path} (pass overwrite=True to replace it)") from None
                 os.replace(tmp, path)
-    except BaseException:
+    finally:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(tmp)  # after os.link the temporary name is still there
+
+
+_BATCH: contextvars.ContextVar = contextvars.ContextVar("gpudeblur_output_batch", default=None)
+
+
+@contextlib.contextmanager
+def output_batch():
+    """Write a command's outputs all or none: inside the block every writer
+    (:func:`write_image`, :func:`write_array`, reports) writes its temporary
+    file; at the block's end they are renamed onto their names in the order
+    written, and if anything in the block fails, every temporary is removed
+    and no output appears (a full disk while writing OUT left the side
+    outputs written before it behind)."""
+    if _BATCH.get() is not None:
+        raise RuntimeError("output_batch blocks do not nest")
+    pending: list = []
+    token = _BATCH.set(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp, _path, _ow in pending:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise
-    with contextlib.suppress(OSError):
-        os.unlink(tmp)  # after os.link the temporary name is still there
+    finally:
+        _BATCH.reset(token)
+    for n, (tmp, path, overwrite) in enumerate(pending):
+        try:
+            _publish(tmp, path, overwrite)
+        except BaseException:
+            for rest, _path, _ow in pending[n + 1:]:
+                with contextlib.suppress(OSError):
+                    os.unlink(rest)
+            raise

@@ -164,3 +164,80 @@ def test_maps_that_hold_no_radii_or_radii_wider_than_the_image(tmp_path, src, ca
     img = np.random.default_rng(1).random(shape).astype(np.float32)
     with pytest.raises(ValueError, match="radius map reaches 65 px, more than 64 px"):
         AllInFocus(mode="fast", backend="cpu").run(img, np.full(shape, 65.0, np.float32))
+
+
+# ---------------------------------------------------------------------------
+# all outputs or none
+# ---------------------------------------------------------------------------
+
+
+def _full_disk_for(monkeypatch, name):
+    """Writing the temporary file of any output called ``name`` fails like a full disk."""
+    import errno
+    import os
+
+    import gpudeblur.io as gio
+
+    real = gio._write_temporary
+
+    def write(path, data, overwrite):
+        if os.path.basename(path) == name:
+            tmp = real(path, data, overwrite)
+            os.unlink(tmp)
+            raise OSError(errno.ENOSPC, f"cannot write {path}: No space left on device")
+        return real(path, data, overwrite)
+
+    monkeypatch.setattr(gio, "_write_temporary", write)
+
+
+def test_output_batch_publishes_all_or_none(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from gpudeblur.io import output_batch, write_array
+
+    a, b = tmp_path / "a.npy", tmp_path / "b.npy"
+    with pytest.raises(RuntimeError, match="boom"):
+        with output_batch():
+            write_array(a, np.zeros(3))
+            assert not a.exists()  # written, not yet published
+            raise RuntimeError("boom")
+    assert sorted(os.listdir(tmp_path)) == []  # no output, no temporary
+    with output_batch():
+        write_array(a, np.zeros(3))
+        write_array(b, np.ones(3))
+    assert np.load(b)[0] == 1 and sorted(os.listdir(tmp_path)) == ["a.npy", "b.npy"]
+    with pytest.raises(FileExistsError, match="output file exists"), output_batch():
+        write_array(tmp_path / "c.npy", np.zeros(3))
+        write_array(a, np.zeros(3))  # exists, no overwrite: refused before anything is published
+    assert sorted(os.listdir(tmp_path)) == ["a.npy", "b.npy"]
+    with pytest.raises(RuntimeError, match="do not nest"), output_batch(), output_batch():
+        pass
+    write_array(tmp_path / "d.npy", np.zeros(3))  # outside a batch: at once
+    assert (tmp_path / "d.npy").exists()
+    # a write error names the file (a full disk said only "[Errno 28] No space left on device")
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+    with pytest.raises(OSError, match=r"cannot write .*e\.npy: No space left on device"):
+        write_array(tmp_path / "e.npy", np.zeros(3))
+    assert sorted(os.listdir(tmp_path)) == ["a.npy", "b.npy", "d.npy"]
+
+
+def test_commands_leave_no_side_output_when_out_fails(tmp_path, src, capsys, monkeypatch):
+    import os
+
+    mp = tmp_path / "map.npy"
+    np.save(mp, np.full((64, 64), 1.5, np.float32))
+    _full_disk_for(monkeypatch, "o.png")
+    rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", mp, "--mode", "fast",
+                   "--save-map", tmp_path / "s.png", "--report", tmp_path / "r.json")
+    _one_line_refusal(rc, err, "cannot write", "o.png", "No space left")
+    assert sorted(os.listdir(tmp_path)) == ["in.png", "map.npy"]  # s.png and r.json were left behind, before
+    _full_disk_for(monkeypatch, "m.npy")
+    rc, err = _run(capsys, "blurmap", src, tmp_path / "m.npy", "--labeling", "none", "--mask", tmp_path / "k.png",
+                   "--candidates", tmp_path / "c.npz")
+    _one_line_refusal(rc, err, "m.npy", "No space left")
+    assert sorted(os.listdir(tmp_path)) == ["in.png", "map.npy"]
+    monkeypatch.undo()
+    rc, _ = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", mp, "--mode", "fast",
+                 "--save-map", tmp_path / "s.png", "--report", tmp_path / "r.json")
+    assert rc == 0 and {"o.png", "s.png", "r.json"} <= set(os.listdir(tmp_path))

@@ -118,7 +118,7 @@ class _StageBars:
 def run(args) -> int:
     from .._backend import get_backend  # noqa: PLC0415
     from ..cli import check_distinct_outputs, check_output_path, input_paths, say  # noqa: PLC0415
-    from ..io import ARRAY_WRITE_EXTENSIONS, _atomic_write, read_image, write_array, write_image  # noqa: PLC0415
+    from ..io import ARRAY_WRITE_EXTENSIONS, _atomic_write, output_batch, read_image, write_array, write_image  # noqa: PLC0415
     from .estimator import BlurMapEstimator  # noqa: PLC0415
 
     if args.tau is not None and not args.mask:
@@ -169,24 +169,25 @@ def run(args) -> int:
     be.synchronize()
     dt = time.perf_counter() - t0
     radius = be.to_host(res.radius).astype(np.float32)
-    # OUT last: a failing side output leaves no result behind that looks complete
-    if mask_out:
-        write_image(mask_out, (be.to_host(mask).astype(np.uint8) * 255), overwrite=args.overwrite)
-    if cand_out:
-        buf = _pyio.BytesIO()
-        np.savez_compressed(
-            buf,
-            radius=be.to_host(res.candidates),
-            likelihood=be.to_host(res.likelihoods),
-            log_likelihood=be.to_host(res.log_likelihoods),
-            confidence=be.to_host(res.confidence),
-            raw_radius=be.to_host(res.raw_radius),
-        )
-        _atomic_write(cand_out, buf.getvalue(), args.overwrite)
-    if ext in ARRAY_WRITE_EXTENSIONS:
-        write_array(out, radius, overwrite=args.overwrite)
-    else:
-        write_image(out, colorize(radius, args.max_radius), overwrite=args.overwrite)
+    # all outputs or none (io.output_batch: renamed together once all are written); OUT last
+    with output_batch():
+        if mask_out:
+            write_image(mask_out, (be.to_host(mask).astype(np.uint8) * 255), overwrite=args.overwrite)
+        if cand_out:
+            buf = _pyio.BytesIO()
+            np.savez_compressed(
+                buf,
+                radius=be.to_host(res.candidates),
+                likelihood=be.to_host(res.likelihoods),
+                log_likelihood=be.to_host(res.log_likelihoods),
+                confidence=be.to_host(res.confidence),
+                raw_radius=be.to_host(res.raw_radius),
+            )
+            _atomic_write(cand_out, buf.getvalue(), args.overwrite)
+        if ext in ARRAY_WRITE_EXTENSIONS:
+            write_array(out, radius, overwrite=args.overwrite)
+        else:
+            write_image(out, colorize(radius, args.max_radius), overwrite=args.overwrite)
     lab = labeling or "no labeling"
     say(f"gpudeblur: wrote {out} (blur map, {lab}, noise {res.info['noise']:.3g}, {be.name} backend, {dt:.2f} s)")
     return 0
