@@ -269,10 +269,12 @@ def get_backend(backend: str | Backend | None = None, like=None) -> Backend:
     global _warned_fallback
     if isinstance(backend, Backend):
         return backend
+    source = ""
     if backend is None:
         backend = os.environ.get(ENV_VAR, "auto") or "auto"
+        source = f" (from ${ENV_VAR})"
     if not isinstance(backend, str) or backend.lower() not in BACKEND_NAMES:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKEND_NAMES)}")
+        raise ValueError(f"unknown backend {backend!r}{source}; expected one of {', '.join(BACKEND_NAMES)}")
     backend = backend.lower()
     if backend == "cpu":
         return _cpu_backend()

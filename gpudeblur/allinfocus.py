@@ -1594,6 +1594,7 @@ class AllInFocus:
         self.backend = backend
         self.progress = progress
         self._estimator = None
+        self._map_estimator()  # its options are checked now (cheap: the filter bank and LUT are built on first use)
 
     def resolve_mode(self, image_shape, backend=None) -> str:
         """The mode :meth:`run` uses for an image of ``image_shape`` on ``backend``

@@ -129,6 +129,8 @@ def register(subparsers, parents) -> None:
 def _read_map(path):
     from .io import read_image  # noqa: PLC0415
 
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"--map {path} is a folder, not a map file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"map file not found: {path}")
     if path.lower().endswith(".npy"):
@@ -221,8 +223,8 @@ def _remove_stale_layers(folder: str, n_layers: int, n_kernels: int, say, inputs
 def run(args) -> int:
     from .allinfocus import AllInFocus  # noqa: PLC0415
     from .blurmap.cli import colorize  # noqa: PLC0415
-    from .cli import check_distinct_outputs, check_output_folder, check_output_path, input_paths, say  # noqa: PLC0415
-    from .io import ARRAY_WRITE_EXTENSIONS, output_batch, read_image, write_array, write_image  # noqa: PLC0415
+    from .cli import check_distinct_outputs, check_output_folder, check_output_path, input_paths, read_input, say  # noqa: PLC0415
+    from .io import ARRAY_WRITE_EXTENSIONS, output_batch, write_array, write_image  # noqa: PLC0415
 
     ins = input_paths(args.input, args.map, psf=args.psf)  # a --psf calibration file is an input too
     out = check_output_path(ins, args.output, args.overwrite, kind="image")
@@ -277,7 +279,7 @@ def run(args) -> int:
         backend=args.backend,
         progress=stage,
     )
-    image, meta = read_image(args.input)
+    image, meta = read_input(args.input)
     if args.strip_metadata:
         meta = meta.stripped()
     radius_map = _read_map(args.map) if args.map else None

@@ -272,6 +272,18 @@ def odd_window(text: str) -> int:
     return _int_arg(text, lambda v: v >= 9 and v % 2 == 1, "an odd integer >= 9")
 
 
+def read_input(path):
+    """:func:`gpudeblur.io.read_image` of a command's IN, refusing NaN or Inf samples by the file's name."""
+    import numpy as np  # noqa: PLC0415
+
+    from .io import read_image  # noqa: PLC0415
+
+    image, meta = read_image(path)
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        raise ValueError(f"{path} contains NaN or Inf values")
+    return image, meta
+
+
 #: float32's largest finite and smallest normal numbers (numpy.finfo; not imported here, for a quick --help)
 _F32_MAX, _F32_TINY = 3.4028234663852886e38, 1.1754943508222875e-38
 
@@ -556,7 +568,7 @@ def _run_deconv(args) -> int:
             raise ValueError("PNG stores 8- or 16-bit integers only; --bit-depth 32 (float) needs .tif")
     fn, kw, n_iter = _deconv_call(args)
     psf = psf_mod.from_spec(args.psf)
-    image, meta = read_image(args.input)
+    image, meta = read_input(args.input)
     if args.luminance and image.ndim == 2:
         raise ValueError(f"--luminance applies to colour images; {args.input} is grey")
     if args.strip_metadata:

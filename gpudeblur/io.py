@@ -243,6 +243,19 @@ def _quiet_opencv():
         logging.setLogLevel(old)
 
 
+#: OpenCV's default limit on decoded pixels (OPENCV_IO_MAX_IMAGE_PIXELS overrides it)
+_CV_MAX_PIXELS = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "").strip() or 1 << 30) \
+    if os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "").strip().isdigit() else 1 << 30
+_KIND_NAMES = {"i": "signed integer", "u": "unsigned integer", "f": "float", "c": "complex", "b": "boolean"}
+
+
+def _png_size(data: bytes):
+    """(width, height) from a PNG's IHDR chunk, or None."""
+    if len(data) >= 24 and data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return None
+
+
 def _decode_cv(data: bytes, path: str, flags: int, what: str) -> np.ndarray:
     cv2 = _cv2()
     with _quiet_opencv():
@@ -251,6 +264,10 @@ def _decode_cv(data: bytes, path: str, flags: int, what: str) -> np.ndarray:
         except cv2.error:
             arr = None
     if arr is None:
+        size = _png_size(data) if what == "PNG" else None
+        if size is not None and size[0] * size[1] > _CV_MAX_PIXELS:  # OpenCV's limit, not a corrupt file
+            raise ValueError(f"cannot decode {path}: {size[0]}x{size[1]} pixels, over the {_CV_MAX_PIXELS / 1e9:.2f} "
+                             "gigapixels OpenCV decodes (OPENCV_IO_MAX_IMAGE_PIXELS raises it); split the image")
         raise ValueError(f"cannot decode {path}: not a supported {what} file, or the file is corrupt")
     return arr
 
@@ -366,7 +383,7 @@ def _finish_read(arr: np.ndarray, order: str, gray_alpha: bool, fmt: str, path: 
     else:
         raise ValueError(
             f"{path}: unsupported sample type {dt} ({dt.itemsize * 8}-bit "
-            f"{'signed integer' if dt.kind == 'i' else dt.kind}); supported: 8/16-bit unsigned integer or float"
+            f"{_KIND_NAMES.get(dt.kind, dt.kind)}); supported: 8/16-bit unsigned integer or float"
         )
     alpha = None
     if nch == 2:

@@ -241,3 +241,50 @@ def test_commands_leave_no_side_output_when_out_fails(tmp_path, src, capsys, mon
     rc, _ = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", mp, "--mode", "fast",
                  "--save-map", tmp_path / "s.png", "--report", tmp_path / "r.json")
     assert rc == 0 and {"o.png", "s.png", "r.json"} <= set(os.listdir(tmp_path))
+
+
+def test_smaller_messages_name_their_source(tmp_path, src, capsys, monkeypatch):
+    import tifffile
+
+    from gpudeblur import AllInFocus
+    from gpudeblur._backend import get_backend
+
+    nan = tmp_path / "nan.tif"
+    img = np.full((64, 64), 0.5, np.float32)
+    img[3, 4] = np.nan
+    tifffile.imwrite(nan, img)
+    for command, out in (("deconv", "o.png"), ("blurmap", "o.npy"), ("allinfocus", "o.png")):
+        extra = ["--psf", "disc:2"] if command == "deconv" else []
+        rc, err = _run(capsys, command, nan, tmp_path / out, *extra)
+        _one_line_refusal(rc, err, "nan.tif contains NaN or Inf values")
+    tifffile.imwrite(tmp_path / "u32.tif", np.zeros((64, 64), np.uint32))
+    rc, err = _run(capsys, "deconv", tmp_path / "u32.tif", tmp_path / "o.png", "--psf", "disc:2")
+    _one_line_refusal(rc, err, "uint32 (32-bit unsigned integer)")
+    monkeypatch.setenv("GPUDEBLUR_BACKEND", "foo")
+    with pytest.raises(ValueError, match=r"unknown backend 'foo' \(from \$GPUDEBLUR_BACKEND\)"):
+        get_backend()
+    monkeypatch.delenv("GPUDEBLUR_BACKEND")
+    (tmp_path / "adir").mkdir()
+    rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", tmp_path / "adir")
+    _one_line_refusal(rc, err, "adir is a folder")
+    # a PNG over OpenCV's pixel limit is not "corrupt": its size is read from the header
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0))
+                    + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    rc, err = _run(capsys, "deconv", big, tmp_path / "o.png", "--psf", "disc:2")
+    _one_line_refusal(rc, err, "40000x40000 pixels, over the 1.07 gigapixels OpenCV decodes")
+    # options of the pipeline's estimator and of the labeling are checked when they are given
+    with pytest.raises(ValueError, match="window must be an odd integer"):
+        AllInFocus(estimator_options={"window": 8})
+    with pytest.raises(ValueError, match="unknown labeling_kwargs 'lamda0'"):
+        AllInFocus(estimator_options={"labeling_kwargs": {"lamda0": 3.0}})
+    with pytest.raises(ValueError, match="unknown labeling_kwargs 'bogus'"):
+        BlurMapEstimator(labeling_kwargs={"bogus": 1})
+    with pytest.raises(ValueError, match="memory_budget must be a positive number of bytes, got 'x'"):
+        BlurMapEstimator(memory_budget="x")

@@ -117,8 +117,8 @@ class _StageBars:
 
 def run(args) -> int:
     from .._backend import get_backend  # noqa: PLC0415
-    from ..cli import check_distinct_outputs, check_output_path, input_paths, say  # noqa: PLC0415
-    from ..io import ARRAY_WRITE_EXTENSIONS, _atomic_write, output_batch, read_image, write_array, write_image  # noqa: PLC0415
+    from ..cli import check_distinct_outputs, check_output_path, input_paths, read_input, say  # noqa: PLC0415
+    from ..io import ARRAY_WRITE_EXTENSIONS, _atomic_write, output_batch, write_array, write_image  # noqa: PLC0415
     from .estimator import BlurMapEstimator  # noqa: PLC0415
 
     if args.tau is not None and not args.mask:
@@ -137,7 +137,7 @@ def run(args) -> int:
             raise ValueError(f"--candidates must end in .npz, got {args.candidates}")
         cand_out = check_output_path(ins, args.candidates, args.overwrite, kind=None, label="--candidates")
     labeling = None if args.labeling == "none" else args.labeling
-    image, _meta = read_image(args.input)
+    image, _meta = read_input(args.input)
     if image.ndim == 3 and image.shape[2] == 4:
         image = image[..., :3]
     if args.labeling_memory_budget is not None:  # before minutes of candidate stages

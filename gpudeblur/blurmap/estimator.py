@@ -40,6 +40,8 @@ fraction of the expected response power explained by the signal.
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import numbers
 import time
 from typing import Callable, NamedTuple
 
@@ -261,7 +263,8 @@ class BlurMapEstimator:
             check_choice(labeling, LABELING_METHODS, "labeling")
         self.labeling = labeling
         self.vertical_derivative = bool(vertical_derivative)
-        if memory_budget is not None and (isinstance(memory_budget, bool) or int(memory_budget) <= 0):
+        if memory_budget is not None and (isinstance(memory_budget, bool) or not isinstance(memory_budget, numbers.Real)
+                                          or not np.isfinite(memory_budget) or int(memory_budget) <= 0):
             raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
         self.memory_budget = None if memory_budget is None else int(memory_budget)
         self.backend = backend
@@ -270,6 +273,13 @@ class BlurMapEstimator:
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
         self.settings = settings or SearchSettings()
         self.labeling_kwargs = dict(labeling_kwargs or {})
+        if self.labeling_kwargs:  # a misspelt keyword fails now, not after the minutes of the candidate stages
+            allowed = set(inspect.signature(_import_labeling("coherent_labeling")).parameters) - {
+                "r_cand", "p_cand", "image", "method", "backend"}
+            unknown = sorted(set(self.labeling_kwargs) - allowed)
+            if unknown:
+                raise ValueError(f"unknown labeling_kwargs {', '.join(map(repr, unknown))}; "
+                                 f"coherent_labeling takes {', '.join(sorted(allowed))}")
         if labeling is not None and "labels" not in self.labeling_kwargs and self.max_radius < LABEL_STEP_PX:
             raise ValueError(f"max_radius must be at least {LABEL_STEP_PX:g} px (the labeling's step) "
                              f"with a labeling, got {self.max_radius:g}")
