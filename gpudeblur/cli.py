@@ -557,7 +557,7 @@ def _deconv_call(args):
 def _run_deconv(args) -> int:
     from . import psf as psf_mod  # noqa: PLC0415
     from ._backend import get_backend  # noqa: PLC0415
-    from .io import read_image, write_image  # noqa: PLC0415
+    from .io import write_image  # noqa: PLC0415
 
     out = check_output_path(args.input, args.output, args.overwrite, kind="image")
     if args.bit_depth is not None:  # impossible depth for the format: fail before any work
@@ -567,8 +567,8 @@ def _run_deconv(args) -> int:
         if ext == ".png" and args.bit_depth == 32:
             raise ValueError("PNG stores 8- or 16-bit integers only; --bit-depth 32 (float) needs .tif")
     fn, kw, n_iter = _deconv_call(args)
-    psf = psf_mod.from_spec(args.psf)
     image, meta = read_input(args.input)
+    psf = psf_mod.from_spec(args.psf, image.shape)
     if args.luminance and image.ndim == 2:
         raise ValueError(f"--luminance applies to colour images; {args.input} is grey")
     if args.strip_metadata:

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-__all__ = ["disc", "gaussian", "motion", "from_array", "from_spec"]
+__all__ = ["disc", "gaussian", "motion", "from_array", "from_spec", "model_side"]
 
 
 #: Largest support side (pixels) a PSF model builds: a disc of radius ~4096 px,
@@ -127,11 +127,25 @@ def from_array(psf, name: str = "psf") -> np.ndarray:
     return k / k.sum()
 
 
-def from_spec(spec: str) -> np.ndarray:
+def model_side(kind: str, value: float) -> int:
+    """Side of the square :func:`disc` (``kind='disc'``, radius) or :func:`gaussian`
+    (sigma) returns, without building it (tested against the models)."""
+    if value == 0:
+        return 1
+    if kind == "disc":
+        return 2 * int(math.ceil(value + 0.5)) - 1  # the ring at ceil(r + 0.5) has weight 0 and is trimmed
+    if kind == "gaussian":
+        return 2 * max(1, int(math.ceil(3.5 * value))) + 1
+    raise ValueError(f"no closed-form size for PSF kind {kind!r}")
+
+
+def from_spec(spec: str, image_shape=None) -> np.ndarray:
     """Parse a command-line PSF description.
 
     ``disc:R``, ``gaussian:SIGMA``, ``motion:LENGTH[,ANGLE]`` or a path to a
-    ``.npy`` file holding a 2-D array.
+    ``.npy`` file holding a 2-D array. With ``image_shape`` ``(M, N, ...)`` a
+    disc or Gaussian larger than the image is refused before it is built
+    (seconds for a radius of thousands of pixels).
     """
     if not isinstance(spec, str) or not spec:
         raise ValueError("PSF spec is empty")
@@ -146,6 +160,10 @@ def from_spec(spec: str) -> np.ndarray:
             values = []
         if not 1 <= len(values) <= max_args:
             raise ValueError(f"malformed PSF spec {spec!r}; expected disc:R, gaussian:SIGMA or motion:LENGTH[,ANGLE]")
+        if image_shape is not None and kind in ("disc", "gaussian") and np.isfinite(values[0]) and values[0] >= 0:
+            side, (M, N) = model_side(kind, values[0]), image_shape[:2]
+            if side > M or side > N:  # the message convolution.py gives once it is built
+                raise ValueError(f"PSF ({side}x{side}) is larger than the image ({M}x{N})")
         return func(*values)
     if spec.endswith(".npy"):
         if not os.path.isfile(spec):

@@ -126,9 +126,11 @@ def test_psf_models_refuse_supports_beyond_the_limit(tmp_path, src, capsys):
     assert psf.gaussian(1.0).shape == (9, 9) and psf.disc(2.0).shape == (5, 5)
     with pytest.raises(ValueError, match="limit"):
         psf.disc(half)  # half + 1 px from the centre: one more than the limit
-    for spec in ("disc:100000", "gaussian:1e5", "motion:1e7"):  # MemoryError, exit 1, before
+    for spec, words in (("disc:100000", ["PSF (200001x200001) is larger than the image"]),  # MemoryError, exit 1,
+                        ("gaussian:1e5", ["PSF (700001x700001) is larger than the image"]),  # before
+                        ("motion:1e7", ["over the", "limit of a PSF"])):
         rc, err = _run(capsys, "deconv", src, tmp_path / "d.png", "--psf", spec)
-        _one_line_refusal(rc, err, "over the", "limit of a PSF")
+        _one_line_refusal(rc, err, *words)
     np.save(tmp_path / "cplx.npy", np.ones((3, 3), np.complex64))  # NumPy dropped the imaginary part, with a warning
     np.save(tmp_path / "text.npy", np.array([["a", "b"], ["c", "d"]]))
     for name in ("cplx", "text"):
@@ -288,3 +290,19 @@ def test_smaller_messages_name_their_source(tmp_path, src, capsys, monkeypatch):
         BlurMapEstimator(labeling_kwargs={"bogus": 1})
     with pytest.raises(ValueError, match="memory_budget must be a positive number of bytes, got 'x'"):
         BlurMapEstimator(memory_budget="x")
+
+
+def test_a_psf_larger_than_the_image_is_refused_before_it_is_built(tmp_path, src, capsys):
+    for r in np.concatenate([np.linspace(0, 12, 241), [1e-9, 0.49999, 0.5, 2.5]]):
+        assert psf.disc(r).shape == (psf.model_side("disc", r),) * 2, r
+    for s in np.linspace(0, 6, 121):
+        assert psf.gaussian(s).shape == (psf.model_side("gaussian", s),) * 2, s
+    with pytest.raises(ValueError, match=r"PSF \(65x65\) is larger than the image \(64x48\)"):
+        psf.from_spec("disc:32.5", (64, 48, 3))
+    assert psf.from_spec("disc:2", (5, 5)).shape == (5, 5)
+    t = time.perf_counter()
+    rc, err = _run(capsys, "deconv", src, tmp_path / "d.png", "--psf", "disc:3000")  # 4.3 s to build, before
+    _one_line_refusal(rc, err, "PSF (6001x6001) is larger than the image (64x64)")
+    rc, err = _run(capsys, "deconv", src, tmp_path / "d.png", "--psf", "gaussian:1000")
+    _one_line_refusal(rc, err, "PSF (7001x7001) is larger than the image (64x64)")
+    assert time.perf_counter() - t < 2
