@@ -1594,7 +1594,9 @@ class AllInFocus:
         self.backend = backend
         self.progress = progress
         self._estimator = None
-        self._map_estimator()  # its options are checked now (cheap: the filter bank and LUT are built on first use)
+        # the estimator's options are checked now (cheap: no filter bank, LUT or PSF is built); the family
+        # against them only when a map is estimated (a calibration short of max_radius serves a given map)
+        self._new_estimator("disc")
 
     def resolve_mode(self, image_shape, backend=None) -> str:
         """The mode :meth:`run` uses for an image of ``image_shape`` on ``backend``
@@ -1630,17 +1632,19 @@ class AllInFocus:
 
     def _map_estimator(self):
         if self._estimator is None:
-            from .blurmap import BlurMapEstimator
-
-            opts = dict(self.estimator_options)
-            opts.setdefault("noise", "auto")
-            opts.setdefault("noise_floor", NOISE_FLOOR)
-            opts.setdefault("window", MAP_WINDOW)
-            lk = dict(opts.pop("labeling_kwargs", {}) or {})
-            lk.setdefault("radius_prior", RADIUS_PRIOR)
-            self._estimator = BlurMapEstimator(backend=self.backend, labeling_kwargs=lk, psf_family=self.psf_family,
-                                               **opts)
+            self._estimator = self._new_estimator(self.psf_family)
         return self._estimator
+
+    def _new_estimator(self, psf_family):
+        from .blurmap import BlurMapEstimator
+
+        opts = dict(self.estimator_options)
+        opts.setdefault("noise", "auto")
+        opts.setdefault("noise_floor", NOISE_FLOOR)
+        opts.setdefault("window", MAP_WINDOW)
+        lk = dict(opts.pop("labeling_kwargs", {}) or {})
+        lk.setdefault("radius_prior", RADIUS_PRIOR)
+        return BlurMapEstimator(backend=self.backend, labeling_kwargs=lk, psf_family=psf_family, **opts)
 
     def map_noise(self, image) -> float:
         """Noise variance given to the blur-map estimator for ``image``.
@@ -1687,6 +1691,8 @@ class AllInFocus:
         x, alpha = split_alpha(x)  # RGBA: the alpha channel comes back untouched
         timings = {}
         mode = self.resolve_mode(x.shape, be)
+        if radius_map is None:
+            self._map_estimator()  # the family against the estimator's options, before the work
         if map_estimated and self.keep_in_focus is None and mode != "blind":
             self._keep_default  # noqa: B018  (converted to the family's units now: an error before the work)
 

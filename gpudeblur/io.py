@@ -695,8 +695,7 @@ def _atomic_write(path: str, data: bytes, overwrite: bool) -> None:
     """
     tmp = _write_temporary(path, data, overwrite)
     batch = _BATCH.get()
-    if batch is not None:
-        batch.append((tmp, path, overwrite))
+    if batch is not None and batch.add(tmp, path, overwrite):
         return
     _publish(tmp, path, overwrite)
 
@@ -740,17 +739,70 @@ def _publish(tmp: str, path: str, overwrite: bool) -> None:
         if overwrite:
             os.replace(tmp, path)
         else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise FileExistsError(f"output file exists: {path} (pass overwrite=True to replace it)") from None
-            except OSError:  # no hard links here (FAT, some network shares)
-                if os.path.lexists(path):
-                    raise FileExistsError(f"output file exists: {path} (pass overwrite=True to replace it)") from None
-                os.replace(tmp, path)
+            _link_new(tmp, path)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)  # after os.link the temporary name is still there
+
+
+def _link_new(tmp: str, path: str) -> None:
+    """Give ``tmp`` the new name ``path``: a hard link, which fails atomically if ``path``
+    exists (where the file system has no hard links: a check, then a rename)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(f"output file exists: {path} (pass overwrite=True to replace it)") from None
+    except OSError:  # no hard links here (FAT, some network shares)
+        if os.path.lexists(path):
+            raise FileExistsError(f"output file exists: {path} (pass overwrite=True to replace it)") from None
+        os.replace(tmp, path)
+
+
+class _Batch:
+    """Outputs written to temporaries, published together (:func:`output_batch`)."""
+
+    def __init__(self):
+        self.pending: list = []  # (temporary, path, overwrite)
+        self.open = True
+
+    def add(self, tmp, path, overwrite) -> bool:
+        """Hold ``tmp`` for the batch's end; False once the batch has ended (publish at once)."""
+        if not self.open:
+            return False
+        self.pending.append((tmp, path, overwrite))
+        return True
+
+    def discard(self) -> None:
+        self.open = False
+        for tmp, _path, _ow in self.pending:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+    def publish(self) -> None:
+        """New files first, as hard links (each fails atomically if its name appeared meanwhile; on a
+        failure the links made so far are removed: they are this batch's own new files), then the
+        replacements (an old file replaced cannot be brought back; they come last, once nothing new can
+        fail but a rename itself)."""
+        self.open = False
+        linked: list = []
+        try:
+            for tmp, path, overwrite in self.pending:
+                if not overwrite and os.path.lexists(path):
+                    raise FileExistsError(f"output file exists: {path} (pass overwrite=True to replace it)")
+            for tmp, path, overwrite in self.pending:
+                if not overwrite:
+                    _link_new(tmp, path)
+                    linked.append(path)
+            for tmp, path, overwrite in self.pending:
+                if overwrite:
+                    os.replace(tmp, path)
+        except BaseException:
+            for path in linked:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            raise
+        finally:
+            self.discard()  # temporaries still there (after os.link, or after a failure)
 
 
 _BATCH: contextvars.ContextVar = contextvars.ContextVar("gpudeblur_output_batch", default=None)
@@ -760,28 +812,24 @@ _BATCH: contextvars.ContextVar = contextvars.ContextVar("gpudeblur_output_batch"
 def output_batch():
     """Write a command's outputs all or none: inside the block every writer
     (:func:`write_image`, :func:`write_array`, reports) writes its temporary
-    file; at the block's end they are renamed onto their names in the order
-    written, and if anything in the block fails, every temporary is removed
-    and no output appears (a full disk while writing OUT left the side
-    outputs written before it behind)."""
-    if _BATCH.get() is not None:
-        raise RuntimeError("output_batch blocks do not nest")
-    pending: list = []
-    token = _BATCH.set(pending)
+    file; at the block's end they are published together (a full disk while
+    writing OUT left the side outputs written before it behind). If anything
+    in the block fails, every temporary is removed and no output appears. At
+    the end the new files are linked into place first (any that failed takes
+    the ones linked before it away again), then the replaced ones (``overwrite``)
+    are renamed over the old, which cannot be undone. A block inside another
+    joins it; a write after the block has ended is published at once."""
+    outer = _BATCH.get()
+    if outer is not None and outer.open:
+        yield  # joins the enclosing batch
+        return
+    batch = _Batch()
+    token = _BATCH.set(batch)
     try:
         yield
     except BaseException:
-        for tmp, _path, _ow in pending:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        batch.discard()
         raise
     finally:
         _BATCH.reset(token)
-    for n, (tmp, path, overwrite) in enumerate(pending):
-        try:
-            _publish(tmp, path, overwrite)
-        except BaseException:
-            for rest, _path, _ow in pending[n + 1:]:
-                with contextlib.suppress(OSError):
-                    os.unlink(rest)
-            raise
+    batch.publish()

@@ -2,6 +2,7 @@
 refused at once, in one line, with exit 2 (a traceback, an out-of-memory exit 1,
 a meaningless result with exit 0, or a minute's work before the error, before)."""
 
+import os
 import re
 import time
 
@@ -213,9 +214,44 @@ def test_output_batch_publishes_all_or_none(tmp_path, monkeypatch):
         write_array(tmp_path / "c.npy", np.zeros(3))
         write_array(a, np.zeros(3))  # exists, no overwrite: refused before anything is published
     assert sorted(os.listdir(tmp_path)) == ["a.npy", "b.npy"]
-    with pytest.raises(RuntimeError, match="do not nest"), output_batch(), output_batch():
-        pass
+    with output_batch():  # a block inside another joins it: nothing appears before the outer one ends
+        with output_batch():
+            write_array(tmp_path / "n.npy", np.zeros(3))
+        assert not (tmp_path / "n.npy").exists()
+    (tmp_path / "n.npy").unlink()
     write_array(tmp_path / "d.npy", np.zeros(3))  # outside a batch: at once
+    # publishing: a name that appeared meanwhile takes back the new files linked before it, and leaves no temporary
+    with pytest.raises(FileExistsError, match="x2.npy"), output_batch():
+        write_array(tmp_path / "x1.npy", np.zeros(3))
+        write_array(tmp_path / "x2.npy", np.zeros(3))
+        (tmp_path / "x2.npy").write_bytes(b"another process")
+    assert not (tmp_path / "x1.npy").exists() and (tmp_path / "x2.npy").read_bytes() == b"another process"
+    (tmp_path / "x2.npy").unlink()
+    import gpudeblur.io as gio
+
+    real_link = gio._link_new
+    calls = []
+
+    def link(tmp, path):  # the second new file cannot be linked: the first is taken back
+        calls.append(path)
+        if len(calls) == 2:
+            raise PermissionError(errno.EACCES, "denied")
+        return real_link(tmp, path)
+
+    monkeypatch.setattr(gio, "_link_new", link)
+    with pytest.raises(PermissionError), output_batch():
+        write_array(tmp_path / "y1.npy", np.zeros(3))
+        write_array(tmp_path / "y2.npy", np.zeros(3))
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["a.npy", "b.npy", "d.npy"]
+    # a write after its block has ended (e.g. a task started inside it) is published at once, not lost
+    import contextvars
+
+    with output_batch():
+        late = contextvars.copy_context()
+    late.run(write_array, tmp_path / "late.npy", np.zeros(3))
+    assert (tmp_path / "late.npy").exists()
+    (tmp_path / "late.npy").unlink()
     assert (tmp_path / "d.npy").exists()
     # a write error names the file (a full disk said only "[Errno 28] No space left on device")
     monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
@@ -288,8 +324,19 @@ def test_smaller_messages_name_their_source(tmp_path, src, capsys, monkeypatch):
         AllInFocus(estimator_options={"labeling_kwargs": {"lamda0": 3.0}})
     with pytest.raises(ValueError, match="unknown labeling_kwargs 'bogus'"):
         BlurMapEstimator(labeling_kwargs={"bogus": 1})
-    with pytest.raises(ValueError, match="memory_budget must be a positive number of bytes, got 'x'"):
-        BlurMapEstimator(memory_budget="x")
+    for bad in ("x", float("inf"), float("nan"), 0, True):
+        with pytest.raises(ValueError, match="memory_budget must be a positive number of bytes"):
+            BlurMapEstimator(memory_budget=bad)
+    assert BlurMapEstimator(memory_budget=2**64).memory_budget == 2**64  # NumPy's isfinite refused this int
+    # a pickled object in a calibration: NumPy's own words advise loading it unsafely
+    np.savez(tmp_path / "obj.npz", radii=np.array([object()] * 4, dtype=object), psfs=np.ones((4, 3, 3)))
+    with pytest.raises(ValueError, match=r"obj\.npz: it holds Python objects \(pickled data\), not numeric arrays"):
+        PSFCalibration.load(tmp_path / "obj.npz")
+    # the PSF models' limit: a support of exactly MAX_PSF_SIDE is built, one ring more is not
+    half = (psf.MAX_PSF_SIDE - 1) // 2
+    psf._check_side(half, "x")
+    with pytest.raises(ValueError, match="over the"):
+        psf._check_side(half + 1, "x")
 
 
 def test_a_psf_larger_than_the_image_is_refused_before_it_is_built(tmp_path, src, capsys):
@@ -306,3 +353,57 @@ def test_a_psf_larger_than_the_image_is_refused_before_it_is_built(tmp_path, src
     rc, err = _run(capsys, "deconv", src, tmp_path / "d.png", "--psf", "gaussian:1000")
     _one_line_refusal(rc, err, "PSF (7001x7001) is larger than the image (64x64)")
     assert time.perf_counter() - t < 2
+
+
+def test_families_are_checked_against_the_estimate_only_when_a_map_is_estimated(tmp_path, src, capsys):
+    """A calibration whose radii end below max_radius (8), or a callable family in other units, serves a
+    given map; it is refused, before the work, only when a map would be estimated with it."""
+    from gpudeblur import AllInFocus
+
+    r = np.arange(0.0, 3.01, 0.5)
+    short = PSFCalibration(list(r), [psf.disc(v) for v in r])
+    cal = tmp_path / "short.npz"
+    short.save(cal)
+    mp = tmp_path / "m.npy"
+    np.save(mp, np.full((64, 64), 1.5, np.float32))
+    rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--psf", cal, "--map", mp, "--mode", "fast")
+    assert rc == 0, err
+    rc, err = _run(capsys, "allinfocus", src, tmp_path / "o2.png", "--psf", cal, "--mode", "fast")
+    _one_line_refusal(rc, err, "PSFCalibration radii end at 3 < max_radius 8")
+    t = time.perf_counter()
+    wide = AllInFocus(psf_family=lambda s: psf.disc(s * 1000), mode="fast", keep_in_focus=False, backend="cpu")
+    assert time.perf_counter() - t < 10  # 37 s building 81 PSFs up to 8000 px, then a refusal, before
+    img = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    out, _ = wide.run(img, np.zeros((64, 64), np.float32))  # in focus: the bank's one PSF is a delta
+    assert out.shape == img.shape and np.isfinite(out).all()
+
+
+def test_demo_writes_all_pictures_or_none(tmp_path, capsys, monkeypatch):
+    import os
+
+    from gpudeblur import demo
+
+    _full_disk_for(monkeypatch, "restored_rl.png")  # the last one written
+    with pytest.raises(OSError, match="No space left"):
+        demo.run(out_dir=str(tmp_path / "d"), uniform=True, verbose=False)
+    assert not any(n.endswith(".png") for n in os.listdir(tmp_path / "d"))
+
+
+def test_stale_layers_stay_when_the_run_fails(tmp_path, src, capsys, monkeypatch):
+    """Layer files of an earlier run are removed only once this run's outputs are in place."""
+    mp = tmp_path / "m.npy"
+    m = np.zeros((64, 64), np.float32)
+    m[:, 20:40], m[:, 40:] = 2.0, 4.0
+    np.save(mp, m)
+    layers = tmp_path / "L"
+    rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", mp, "--mode", "blind", "--iters", "1",
+                   "--save-layers", layers)
+    assert rc == 0, err
+    before = sorted(os.listdir(layers))
+    assert "layer2.png" in before
+    np.save(mp, np.where(m > 3, 2.0, m).astype(np.float32))  # one layer fewer
+    _full_disk_for(monkeypatch, "o.png")
+    rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", mp, "--mode", "blind", "--iters", "1",
+                   "--save-layers", layers, "--overwrite")
+    assert rc == 2 and "No space left" in err
+    assert sorted(os.listdir(layers)) == before  # the earlier run's files, all of them

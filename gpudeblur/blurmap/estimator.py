@@ -41,7 +41,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import numbers
+import threading
 import time
 from typing import Callable, NamedTuple
 
@@ -53,7 +55,7 @@ from .._validate import check_choice, check_image, check_positive
 from .gabor import (GaborBank, bank_size, block_plan, check_window, filter_spectra, gabor_bank, gabor_response_power,
                     padded_derivative, MAX_BLOCK)
 from .likelihood import NONE, SearchSettings, device_lut, likelihood_search
-from .spectra import BlurSpectrumLUT, PSFCalibration, build_lut, resolve_family
+from .spectra import BlurSpectrumLUT, PSFCalibration, build_lut, check_family
 
 __all__ = ["BlurMapEstimator", "BlurMapResult", "estimate_blur_map", "measure_noise", "PSFCalibration", "SearchSettings"]
 
@@ -110,6 +112,9 @@ AUTO_SCALE_SMALL_START = 4
 AUTO_SCALE_QUANTILE = 0.9
 
 _LUMA = (0.299, 0.587, 0.114)
+#: Guards the estimators' first builds of their filter bank and LUT (rare, so one lock for all;
+#: a lock attribute would stop the estimator from pickling)
+_BUILD_LOCK = threading.Lock()
 
 
 class BlurMapResult(NamedTuple):
@@ -264,7 +269,7 @@ class BlurMapEstimator:
         self.labeling = labeling
         self.vertical_derivative = bool(vertical_derivative)
         if memory_budget is not None and (isinstance(memory_budget, bool) or not isinstance(memory_budget, numbers.Real)
-                                          or not np.isfinite(memory_budget) or int(memory_budget) <= 0):
+                                          or not math.isfinite(float(memory_budget)) or int(memory_budget) <= 0):
             raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
         self.memory_budget = None if memory_budget is None else int(memory_budget)
         self.backend = backend
@@ -293,7 +298,7 @@ class BlurMapEstimator:
         sample_step = check_positive(sample_step, "sample_step")
         if isinstance(fit_degree, bool) or not isinstance(fit_degree, (int, np.integer)) or fit_degree < 1:
             raise ValueError(f"fit_degree must be an integer >= 1, got {fit_degree!r}")
-        resolve_family(psf_family, self.max_radius, sample_step)  # a bad family fails here, not at the first image
+        check_family(psf_family, self.max_radius)  # a bad family fails here, not at the first image (no PSF built)
         # with noise='auto' the LUT holds the unit noise spectrum, scaled per image
         self._lut_args = dict(psf_family=psf_family, max_radius=self.max_radius,
                               noise=1.0 if self.noise == "auto" else self.noise, vertical=self.vertical_derivative,
@@ -312,14 +317,19 @@ class BlurMapEstimator:
     def bank(self) -> GaborBank:
         """The Gabor filter bank of eq. (3) for :attr:`window`."""
         if self._bank is None:
-            self._bank = gabor_bank(self.window)
+            with _BUILD_LOCK:  # two threads on a fresh estimator build it once
+                if self._bank is None:
+                    self._bank = gabor_bank(self.window)
         return self._bank
 
     @property
     def lut(self) -> BlurSpectrumLUT:
         """Blur-spectrum LUT of the PSF family (eqs. 6, 7, 12)."""
         if self._lut is None:
-            self._lut = build_lut(self.bank, **self._lut_args)
+            bank = self.bank
+            with _BUILD_LOCK:
+                if self._lut is None:
+                    self._lut = build_lut(bank, **self._lut_args)
         return self._lut
 
     # -- cached device state ------------------------------------------------
@@ -387,9 +397,11 @@ class BlurMapEstimator:
         tm["noise"] = clock.stop()  # luminance and, with noise='auto', its noise
         plan = block_plan((M, N), self.window, self.fft_block)
         F = bank_size(self.window)
-        tile_rows, tile_cols, fbatch = self._tiling(plan, F, dt, be)  # before the bank is built
+        self._tiling(plan, F, dt, be)  # a budget too small is refused before the bank is built
         dl, _ssum, _grid, _nsum = self._device_lut(be, dt, noise)
         spectra = self._filter_spectra(be, plan.block, dt)
+        # the tiles proper: on a GPU the budget is a share of the memory left once the tables are there
+        tile_rows, tile_cols, fbatch = self._tiling(plan, F, dt, be)
 
         clock.start()
         D = padded_derivative(lum, self.window, self.vertical_derivative, xp)

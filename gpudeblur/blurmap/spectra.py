@@ -147,6 +147,22 @@ def _embed_centred(ks) -> np.ndarray:
     return out
 
 
+def check_family(psf_family, max_radius: float) -> None:
+    """What :func:`resolve_family` refuses, without building any PSF: an unknown
+    family, or a calibration whose radii end short of ``max_radius``."""
+    if isinstance(psf_family, PSFCalibration):
+        r_end = float(np.asarray(psf_family.radii, dtype=np.float64)[-1])
+        if r_end < max_radius - 1e-9:
+            raise ValueError(f"PSFCalibration radii end at {r_end:g} < max_radius {max_radius:g}: pass max_radius "
+                             f"<= {r_end:g} (CLI: --max-radius)")
+    elif isinstance(psf_family, str):
+        if psf_family.lower() not in ("disc", "gaussian"):
+            raise ValueError(f"unknown psf_family {psf_family!r}; expected 'disc', 'gaussian', a callable or a "
+                             "PSFCalibration")
+    elif not callable(psf_family):
+        raise ValueError(f"unknown psf_family {psf_family!r}; expected 'disc', 'gaussian', a callable or a PSFCalibration")
+
+
 def resolve_family(psf_family, max_radius: float, sample_step: float = 0.1):
     """``(radii, psf_fn_or_list, lo, hi)`` for a family spec.
 
@@ -154,11 +170,9 @@ def resolve_family(psf_family, max_radius: float, sample_step: float = 0.1):
     (:func:`gpudeblur.psf.gaussian`, ``r`` = sigma), a callable ``r -> psf``
     or a :class:`PSFCalibration` (its radii must reach ``max_radius``).
     """
+    check_family(psf_family, max_radius)
     if isinstance(psf_family, PSFCalibration):
         r = np.asarray(psf_family.radii, dtype=np.float64)
-        if r[-1] < max_radius - 1e-9:
-            raise ValueError(f"PSFCalibration radii end at {r[-1]:g} < max_radius {max_radius:g}: pass max_radius "
-                             f"<= {r[-1]:g} (CLI: --max-radius)")
         # resampled on the analytic families' grid (PSFs interpolated linearly in r):
         # the exp(polynomial) fit of eq. 12 needs that many samples (17 samples of
         # a 0.5 px calibration under a degree-20 fit gave values of 1e155)
@@ -169,17 +183,9 @@ def resolve_family(psf_family, max_radius: float, sample_step: float = 0.1):
             grid = np.append(grid, max_radius)
         return grid, [psf_family(float(g)) for g in grid], lo, float(max_radius)
     if isinstance(psf_family, str):
-        fam = psf_family.lower()
-        if fam == "disc":
-            fn: Callable = _psf.disc
-        elif fam == "gaussian":
-            fn = _psf.gaussian
-        else:
-            raise ValueError(f"unknown psf_family {psf_family!r}; expected 'disc', 'gaussian', a callable or a PSFCalibration")
-    elif callable(psf_family):
-        fn = psf_family
+        fn: Callable = _psf.disc if psf_family.lower() == "disc" else _psf.gaussian
     else:
-        raise ValueError(f"unknown psf_family {psf_family!r}; expected 'disc', 'gaussian', a callable or a PSFCalibration")
+        fn = psf_family
     n = int(round(max_radius / sample_step))
     radii = np.linspace(0.0, n * sample_step, n + 1)
     if radii[-1] < max_radius - 1e-9:
