@@ -244,8 +244,8 @@ def _quiet_opencv():
 
 
 #: OpenCV's default limit on decoded pixels (OPENCV_IO_MAX_IMAGE_PIXELS overrides it)
-_CV_MAX_PIXELS = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "").strip() or 1 << 30) \
-    if os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "").strip().isdigit() else 1 << 30
+_CV_MAX_PIXELS = (int(_v) if (_v := os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "").strip()).isdigit()
+                  else 1 << 30)
 _KIND_NAMES = {"i": "signed integer", "u": "unsigned integer", "f": "float", "c": "complex", "b": "boolean"}
 
 
