@@ -322,14 +322,16 @@ def _decode_tiff(data: bytes, path: str):
             if not 1 <= orientation <= 8:  # not one of the eight defined values: as shot
                 orientation = 1
             photometric = int(page.photometric)
+            extrasamples = tuple(int(e) for e in (page.extrasamples or ()))
             if photometric not in (1, 2):  # MINISBLACK, RGB; others (palette, YCbCr, CMYK) -> OpenCV
                 raise _UseOpenCV
             arr = page.asarray()
             axes = page.axes
-            extrasamples = tuple(int(e) for e in (page.extrasamples or ()))
             n_pages = len(tif.pages)
     except _UseOpenCV:
         arr = _decode_cv(data, path, _cv2().IMREAD_UNCHANGED, "TIFF")
+        if arr.ndim == 3 and arr.shape[2] == 4 and not extrasamples:  # libtiff's RGBA of CMYK: an opaque alpha
+            arr = arr[..., :3]  # channel the file never had
         return _upright(arr, orientation), "bgr", False
     except Exception as exc:  # TiffFileError, ValueError, zlib.error, KeyError (codec) ...
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

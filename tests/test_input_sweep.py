@@ -407,3 +407,49 @@ def test_stale_layers_stay_when_the_run_fails(tmp_path, src, capsys, monkeypatch
                    "--save-layers", layers, "--overwrite")
     assert rc == 2 and "No space left" in err
     assert sorted(os.listdir(layers)) == before  # the earlier run's files, all of them
+
+
+# ---------------------------------------------------------------------------
+# valid but unusual input (a second sweep)
+# ---------------------------------------------------------------------------
+
+
+def test_a_cmyk_tiff_reads_as_rgb_without_an_alpha_channel(tmp_path):
+    """OpenCV decodes CMYK (and other non-RGB photometrics) through libtiff's RGBA: an opaque
+    alpha channel the file never had came out in every TIFF written from it."""
+    import tifffile
+
+    from gpudeblur.io import read_image
+
+    rng = np.random.default_rng(2)
+    cmyk = rng.integers(0, 256, (20, 24, 4), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "cmyk.tif", cmyk, photometric="separated")
+    img, meta = read_image(tmp_path / "cmyk.tif")
+    assert img.shape == (20, 24, 3) and meta.alpha is None and meta.channels == 3
+    c = cmyk.astype(np.float64) / 255
+    rgb = (1 - c[..., :3]) * (1 - c[..., 3:])  # what libtiff's conversion gives, to its rounding
+    np.testing.assert_allclose(img, rgb, atol=2 / 255)
+
+
+def test_the_in_focus_mask_follows_the_map_where_the_data_term_ties(natural_rgb):
+    """A flat photo carries no blur information: its map reads 0 px (in focus) and its
+    mask said 'all blurred' (eq. 18's two costs tie there); the map now breaks the tie."""
+    est = BlurMapEstimator(window=21, max_radius=6.0, noise=1e-4)
+    flat = np.full((48, 48, 3), 0.5, np.float32)
+    res = est.estimate(flat, return_candidates=True, backend="cpu")
+    assert float(res.radius.max()) <= 2.0
+    mask, _ = est.segment(flat, res.radius, candidates=res, method="min-cut", backend="cpu")
+    assert mask.all()
+    # textured pixels: eq. 18 as printed, the map not consulted
+    img = natural_rgb[:64, :64]
+    res = est.estimate(img, return_candidates=True, backend="cpu")
+    a, _ = est.segment(img, res.radius, candidates=res, method="min-cut", backend="cpu")
+    b, _ = est.segment(img, np.full(res.radius.shape, 5.0, np.float32), candidates=res, method="min-cut",
+                       backend="cpu")
+    from gpudeblur.blurmap.labeling import _in_focus_cost_from_lmn, _likelihood_lmn, default_labels, KAPPA
+
+    P, _ = _likelihood_lmn(np.asarray(res.candidates), np.asarray(res.likelihoods), default_labels(),
+                           np.asarray(KAPPA), np, False, np.dtype(np.float32))
+    U = _in_focus_cost_from_lmn(P, default_labels(), 2.0, 1e-30, np)
+    assert not (U[0] == U[1]).any()  # no tie in this crop: the map cannot change the mask
+    np.testing.assert_array_equal(a, b)

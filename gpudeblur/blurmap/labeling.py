@@ -101,6 +101,8 @@ EDGE_OFFSETS = ((0, 1), (1, 0), (1, 1), (1, -1))
 #: how it handles -log 0. The floor, below kappa's smallest tap (1e-20), caps
 #: their cost at -log(1e-30) = 69.08.
 P_FLOOR = 1e-30
+#: Cost added to the label the radius map disagrees with where eq. 18's two costs tie (segmentation)
+TIE_BREAK = 1e-3
 
 MULTILABEL_METHODS = ("primal-dual", "exact", "alpha-expansion")
 BINARY_METHODS = ("primal-dual", "min-cut")
@@ -1552,6 +1554,17 @@ def segment_in_focus(radius_map, image, *, tau: float = 2.0, lambda0: float = 10
     P, _ = _likelihood_lmn(r, p, lab, _check_kappa(kappa), xp, log_l, np.dtype(np.float32))
     U = _in_focus_cost_from_lmn(P, lab, tau, check_positive(p_floor, "p_floor"), xp)
     del P
+    if r_cand is not None and radius_map is not None:
+        # where eq. 18 cannot choose (equal costs: pixels without texture carry no candidate),
+        # the map decides: the mask then agrees with it (a flat photo read 0 px came out all blurred)
+        rm, _ = as_backend_array(radius_map, be, name="radius_map")
+        if tuple(rm.shape) != (M, N):
+            raise ValueError(f"radius_map shape {tuple(rm.shape)} does not match the candidates' {(M, N)}")
+        tie = U[0] == U[1]
+        in_focus = rm <= tau
+        eps = U.dtype.type(TIE_BREAK)
+        U[0] += eps * (tie & in_focus)
+        U[1] += eps * (tie & ~in_focus)
     W = edge_weights(img, lambda0, sigma_lambda, connectivity=connectivity, diagonal_scale=diagonal_scale,
                      backend=be).astype(np.float32)
     idx, info = _solve_lmn(xp.ascontiguousarray(U), W, np.array([0.0, 1.0]),
