@@ -1509,7 +1509,9 @@ def segment_in_focus(radius_map, image, *, tau: float = 2.0, lambda0: float = 10
     radius_map : (M, N) array
         Coherent blur map (from :func:`coherent_labeling`). Used for the
         data term unless ``r_cand``/``p_cand`` are given (see
-        :func:`in_focus_data_cost`).
+        :func:`in_focus_data_cost`); with them, it only breaks eq. 18's
+        ties (pixels whose two costs are equal, e.g. without texture, get
+        :data:`TIE_BREAK` on the label the map disagrees with).
     image : (M, N, 3) or (M, N) array in [0, 1]
     tau : float
         In-focus threshold on the radius (paper: 2).
