@@ -224,7 +224,7 @@ def run(args) -> int:
     from .allinfocus import AllInFocus  # noqa: PLC0415
     from .blurmap.cli import colorize  # noqa: PLC0415
     from .cli import check_distinct_outputs, check_output_folder, check_output_path, input_paths, read_input, say  # noqa: PLC0415
-    from .io import ARRAY_WRITE_EXTENSIONS, output_batch, write_array, write_image  # noqa: PLC0415
+    from .io import ARRAY_WRITE_EXTENSIONS, _atomic_write, output_batch, write_array, write_image  # noqa: PLC0415
 
     ins = input_paths(args.input, args.map, psf=args.psf)  # a --psf calibration file is an input too
     out = check_output_path(ins, args.output, args.overwrite, kind="image")
@@ -312,8 +312,6 @@ def run(args) -> int:
             rep["input"] = os.path.abspath(args.input)
             rep["output"] = os.path.abspath(out)
             rep["total_s"] = round(total, 4)
-            from .io import _atomic_write  # noqa: PLC0415
-
             _atomic_write(args.report, (json.dumps(rep, indent=2) + "\n").encode(), args.overwrite)
         write_image(out, result_img, meta, overwrite=args.overwrite)
     if args.save_layers:  # an earlier run's extra layers, once this run's are in place

@@ -244,8 +244,12 @@ def _quiet_opencv():
 
 
 #: OpenCV's default limit on decoded pixels (OPENCV_IO_MAX_IMAGE_PIXELS overrides it)
-_CV_MAX_PIXELS = (int(_v) if (_v := os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "").strip()).isdigit()
-                  else 1 << 30)
+def _cv_max_pixels() -> int:
+    value = os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "").strip()
+    return int(value) if value.isdigit() else 1 << 30
+
+
+_CV_MAX_PIXELS = _cv_max_pixels()
 _KIND_NAMES = {"i": "signed integer", "u": "unsigned integer", "f": "float", "c": "complex", "b": "boolean"}
 
 

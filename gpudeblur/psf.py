@@ -28,6 +28,15 @@ def _check_side(half: int, what: str) -> None:
         raise ValueError(f"{what} needs a {side}x{side} support, over the {MAX_PSF_SIDE} px limit of a PSF")
 
 
+def _disc_half(radius: float) -> int:
+    """Half-side of :func:`disc`'s support before trimming (its outer ring has weight 0)."""
+    return int(math.ceil(radius + 0.5)) if radius > 0 else 0
+
+
+def _gaussian_half(sigma: float, truncate: float) -> int:
+    return max(1, int(math.ceil(truncate * sigma)))
+
+
 def _finish(k: np.ndarray) -> np.ndarray:
     s = k.sum()
     if not np.isfinite(s) or s <= 0:
@@ -50,7 +59,7 @@ def disc(radius: float) -> np.ndarray:
     radius = float(radius)
     if not np.isfinite(radius) or radius < 0:
         raise ValueError(f"disc radius must be a finite non-negative number, got {radius!r}")
-    half = int(math.ceil(radius + 0.5)) if radius > 0 else 0
+    half = _disc_half(radius)
     _check_side(half, f"disc radius {radius:g}")
     y, x = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
     d = np.hypot(x, y)
@@ -61,7 +70,10 @@ def disc(radius: float) -> np.ndarray:
     return _finish(k)
 
 
-def gaussian(sigma: float, truncate: float = 3.5) -> np.ndarray:
+_GAUSSIAN_TRUNCATE = 3.5
+
+
+def gaussian(sigma: float, truncate: float = _GAUSSIAN_TRUNCATE) -> np.ndarray:
     """Isotropic Gaussian PSF of standard deviation ``sigma`` pixels.
 
     The support is ``2 * ceil(truncate * sigma) + 1``; ``sigma = 0`` is a delta.
@@ -71,7 +83,7 @@ def gaussian(sigma: float, truncate: float = 3.5) -> np.ndarray:
         raise ValueError(f"gaussian sigma must be a finite non-negative number, got {sigma!r}")
     if sigma == 0:
         return np.ones((1, 1))
-    half = max(1, int(math.ceil(truncate * sigma)))
+    half = _gaussian_half(sigma, truncate)
     _check_side(half, f"gaussian sigma {sigma:g}")
     t = np.arange(-half, half + 1, dtype=np.float64)
     g = np.exp(-0.5 * (t / sigma) ** 2)
@@ -133,9 +145,9 @@ def model_side(kind: str, value: float) -> int:
     if value == 0:
         return 1
     if kind == "disc":
-        return 2 * int(math.ceil(value + 0.5)) - 1  # the ring at ceil(r + 0.5) has weight 0 and is trimmed
+        return 2 * _disc_half(value) - 1  # the outer ring has weight 0 and is trimmed
     if kind == "gaussian":
-        return 2 * max(1, int(math.ceil(3.5 * value))) + 1
+        return 2 * _gaussian_half(value, _GAUSSIAN_TRUNCATE) + 1
     raise ValueError(f"no closed-form size for PSF kind {kind!r}")
 
 

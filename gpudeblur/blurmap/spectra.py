@@ -155,11 +155,7 @@ def check_family(psf_family, max_radius: float) -> None:
         if r_end < max_radius - 1e-9:
             raise ValueError(f"PSFCalibration radii end at {r_end:g} < max_radius {max_radius:g}: pass max_radius "
                              f"<= {r_end:g} (CLI: --max-radius)")
-    elif isinstance(psf_family, str):
-        if psf_family.lower() not in ("disc", "gaussian"):
-            raise ValueError(f"unknown psf_family {psf_family!r}; expected 'disc', 'gaussian', a callable or a "
-                             "PSFCalibration")
-    elif not callable(psf_family):
+    elif not (psf_family.lower() in ("disc", "gaussian") if isinstance(psf_family, str) else callable(psf_family)):
         raise ValueError(f"unknown psf_family {psf_family!r}; expected 'disc', 'gaussian', a callable or a PSFCalibration")
 
 
