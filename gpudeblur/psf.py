@@ -151,13 +151,26 @@ def model_side(kind: str, value: float) -> int:
     raise ValueError(f"no closed-form size for PSF kind {kind!r}")
 
 
+def _motion_min_shape(length: float, angle: float = 0.0) -> tuple[int, int]:
+    """A lower bound on the shape :func:`motion` returns, without building it.
+
+    The pixel nearest each end of the segment lies within ``sqrt(1/2) < 1``
+    of it, so it has weight, and the kernel is symmetric about its centre.
+    """
+    if length <= 1:
+        return 1, 1
+    half_len = (length - 1) / 2.0
+    th = math.radians(angle)
+    return 2 * abs(round(half_len * math.sin(th))) + 1, 2 * abs(round(half_len * math.cos(th))) + 1
+
+
 def from_spec(spec: str, image_shape=None) -> np.ndarray:
     """Parse a command-line PSF description.
 
     ``disc:R``, ``gaussian:SIGMA``, ``motion:LENGTH[,ANGLE]`` or a path to a
     ``.npy`` file holding a 2-D array. With ``image_shape`` ``(M, N, ...)`` a
-    disc or Gaussian larger than the image is refused before it is built
-    (seconds for a radius of thousands of pixels).
+    model PSF larger than the image is refused before it is built (seconds
+    for a size of thousands of pixels).
     """
     if not isinstance(spec, str) or not spec:
         raise ValueError("PSF spec is empty")
@@ -176,6 +189,10 @@ def from_spec(spec: str, image_shape=None) -> np.ndarray:
             side, (M, N) = model_side(kind, values[0]), image_shape[:2]
             if side > M or side > N:  # the message convolution.py gives once it is built
                 raise ValueError(f"PSF ({side}x{side}) is larger than the image ({M}x{N})")
+        if image_shape is not None and kind == "motion" and all(np.isfinite(values)) and values[0] >= 0:
+            (h, w), (M, N) = _motion_min_shape(*values), image_shape[:2]
+            if h > M or w > N:  # the exact size after trimming has no closed form: a lower bound
+                raise ValueError(f"PSF (at least {h}x{w}) is larger than the image ({M}x{N})")
         return func(*values)
     if spec.endswith(".npy"):
         if not os.path.isfile(spec):

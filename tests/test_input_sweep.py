@@ -129,9 +129,12 @@ def test_psf_models_refuse_supports_beyond_the_limit(tmp_path, src, capsys):
         psf.disc(half)  # half + 1 px from the centre: one more than the limit
     for spec, words in (("disc:100000", ["PSF (200001x200001) is larger than the image"]),  # MemoryError, exit 1,
                         ("gaussian:1e5", ["PSF (700001x700001) is larger than the image"]),  # before
-                        ("motion:1e7", ["over the", "limit of a PSF"])):
+                        ("motion:1e7", ["PSF (at least 1x10000001) is larger than the image"]),
+                        ("motion:8000,30", ["PSF (at least 4001x6929) is larger than the image"])):  # 8001² built, before
+        t = time.perf_counter()
         rc, err = _run(capsys, "deconv", src, tmp_path / "d.png", "--psf", spec)
         _one_line_refusal(rc, err, *words)
+        assert time.perf_counter() - t < 5
     np.save(tmp_path / "cplx.npy", np.ones((3, 3), np.complex64))  # NumPy dropped the imaginary part, with a warning
     np.save(tmp_path / "text.npy", np.array([["a", "b"], ["c", "d"]]))
     for name in ("cplx", "text"):
@@ -139,6 +142,23 @@ def test_psf_models_refuse_supports_beyond_the_limit(tmp_path, src, capsys):
         _one_line_refusal(rc, err, f"{name}.npy", "must hold real numbers")
     with pytest.raises(ValueError, match="psf must hold real numbers, got complex128"):
         psf.from_array(np.ones((3, 3), complex))
+
+
+def test_motion_shape_bound_never_exceeds_the_built_psf():
+    rng = np.random.default_rng(3)
+    cases = [(L, a) for L in (0, 1, 1.5, 2, 2.5, 3, 4.5, 7, 10) for a in (0, 30, 45, 90, 135, -60, 180)]
+    cases += [(float(L), float(a)) for L, a in zip(rng.uniform(0, 60, 300), rng.uniform(-360, 360, 300))]
+    tight = 0
+    for length, angle in cases:
+        bound, shape = psf._motion_min_shape(length, angle), psf.motion(length, angle).shape
+        assert bound[0] <= shape[0] and bound[1] <= shape[1], (length, angle, bound, shape)
+        tight += bound == shape
+    assert tight > len(cases) // 4  # a bound, but not a loose one
+    # a motion PSF that fits is built as before; one a pixel too wide is refused before it is built
+    assert np.array_equal(psf.from_spec("motion:60", (64, 64)), psf.motion(60))
+    assert np.array_equal(psf.from_spec("motion:60,90", (61, 1)), psf.motion(60, 90))
+    with pytest.raises(ValueError, match=r"PSF \(at least 1x61\) is larger than the image \(64x60\)"):
+        psf.from_spec("motion:60", (64, 60))
 
 
 def test_maps_that_hold_no_radii_or_radii_wider_than_the_image(tmp_path, src, capsys):
