@@ -186,6 +186,70 @@ def no_blur_markdown(rows, modes):
     return [f"\n## No blur (sharp {len(rows)} photos, σ_n = 1e-3; PSNR dB against the sharp image)\n", markdown_table(cols, body)]
 
 
+#: JPEG qualities of the ``jpeg`` section.
+JPEG_QUALITIES = (75, 90, 95)
+
+
+def jpeg_input(size, qualities=JPEG_QUALITIES):
+    """JPEG inputs: the demo scene, the three photos on the layered map (σ_n =
+    1e-3) and the three photos sharp, each compressed by libjpeg (OpenCV, 4:2:0)
+    at ``qualities``, through the default pipeline with and without
+    ``compression_noise`` (the value the ``allinfocus`` command passes for a JPEG
+    IN). ``lum_err``: the measured variance of the decoded luminance against
+    the encoded one; ``estimate``: :func:`gpudeblur.io.jpeg_compression_noise`."""
+    import cv2
+
+    from gpudeblur import demo
+    from gpudeblur.data import sharp as bundled
+    from gpudeblur.io import jpeg_compression_noise
+
+    rng = np.random.default_rng(0)
+    ref = np.asarray(bundled(), np.float64)
+    scenes = [("demo", "layered", ref, demo.synthesize_scene(ref)[0])]
+    for iname, img in images(size).items():
+        y = blur_spatially_varying(img, maps(size)["layered"], radius_step=0.1, dtype="float64")
+        scenes.append((iname, "layered", img, np.clip(y + 1e-3 * rng.standard_normal(y.shape), 0, 1)))
+    for iname, img in images(size).items():
+        scenes.append((iname, "sharp", img, np.clip(img + 1e-3 * rng.standard_normal(img.shape), 0, 1)))
+    rows = []
+    for quality in qualities:
+        for iname, mname, img, y in scenes:
+            u8 = np.rint(np.clip(y, 0, 1) * 255).astype(np.uint8)
+            ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(u8[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+            data = buf.tobytes()
+            yq = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255
+            y_in = u8.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+            y_out = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float64)
+            v = jpeg_compression_noise(data)
+            rec = {"image": iname, "map": mname, "quality": quality, "estimate": v,
+                   "lum_err": float(np.mean((y_out - y_in) ** 2)) / 255.0**2, "input_psnr": psnr(yq, img)}
+            for key, cn in (("off", None), ("on", v)):
+                out, res = AllInFocus(compression_noise=cn).run(yq)
+                rec[f"{key}_psnr"] = psnr(out, img)
+                rec[f"{key}_map_noise"] = res.map_noise
+            log(f"jpeg q{quality} {iname}/{mname}: " + ", ".join(f"{k}={v:.4g}" for k, v in rec.items()
+                                                                  if isinstance(v, float)))
+            rows.append(rec)
+    return rows
+
+
+def jpeg_markdown(rows):
+    body = [[r["quality"], r["image"], r["map"], f"{r['lum_err']:.2e}", f"{r['estimate']:.2e}",
+             f"{r['off_map_noise']:.1e} / {r['on_map_noise']:.1e}", f"{r['input_psnr']:.2f}", f"{r['off_psnr']:.2f}",
+             f"{r['on_psnr']:.2f}", f"{r['on_psnr'] - r['off_psnr']:+.2f}"] for r in rows]
+    for quality in sorted({r["quality"] for r in rows}):
+        for mname in ("layered", "sharp"):
+            sel = [r for r in rows if r["quality"] == quality and r["map"] == mname]
+            if sel:
+                mean = lambda k: float(np.mean([r[k] for r in sel]))  # noqa: E731
+                body.append([quality, "**mean**", mname, "", "", "", f"{mean('input_psnr'):.2f}", f"{mean('off_psnr'):.2f}",
+                             f"{mean('on_psnr'):.2f}", f"{mean('on_psnr') - mean('off_psnr'):+.2f}"])
+    cols = ["quality", "image", "map", "compression error (measured)", "estimate", "map noise off / on", "input",
+            "off", "on", "on − off"]
+    return ["\n## JPEG input (libjpeg 4:2:0; default pipeline; PSNR dB against the sharp image; off / on: without / "
+            "with `compression_noise`, the estimate from the file's tables)\n", markdown_table(cols, body)]
+
+
 def highlights(size):
     """Clipped highlights: the bench photos on the layered map with up to 25 bright
     3×3 highlights (2–6× white, bokeh sources and glints; 25 random spots, those on
@@ -367,6 +431,8 @@ def _csv(choices=None, conv=str):
             raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {', '.join(choices)}, got {text!r}")
         if conv is float and not all(v > 0 for v in items):
             raise argparse.ArgumentTypeError(f"sizes must be > 0, got {text!r}")
+        if conv is int and not all(1 <= v <= 100 for v in items):
+            raise argparse.ArgumentTypeError(f"JPEG qualities are 1-100, got {text!r}")
         return items
 
     return parse
@@ -391,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-no-blur", action="store_true", help="skip the sharp-photo rows")
     ap.add_argument("--skip-highlights", action="store_true", help="skip the clipped-highlight rows")
+    ap.add_argument("--skip-jpeg", action="store_true", help="skip the JPEG-input rows")
+    ap.add_argument("--jpeg-qualities", type=_csv(conv=int), default=list(JPEG_QUALITIES), help="JPEG qualities")
     ap.add_argument("--spread-select", choices=("on", "off"), default=None,
                     help="AllInFocus(spread_select=...) for every sv-admm row (quality, no blur, highlights; default: "
                     "the pipeline's, on; 'on' warns on the true-map runs, where it does not apply)")
@@ -417,6 +485,7 @@ def main(argv=None):
     nb_modes = [m for m in modes if m in ("fast", "sv-admm")]
     nb = [] if (args.skip_no_blur or not nb_modes) else no_blur(256, nb_modes)
     hl = [] if (args.skip_highlights or "sv-admm" not in modes) else highlights(args.size)
+    jp = [] if args.skip_jpeg else jpeg_input(max(args.size, 256), args.jpeg_qualities)
     t = [] if args.skip_timing else timing(args.timing_sizes, args.timing_modes, backends, args.max_cpu_svadmm_mp,
                                          args.max_cpu_blind_mp, args.timing_maps)
     info = finish_machine_info(info)
@@ -428,13 +497,16 @@ def main(argv=None):
         md += no_blur_markdown(nb, nb_modes)
     if hl:
         md += highlights_markdown(hl)
+    if jp:
+        md += jpeg_markdown(jp)
     if t:
         md.append("\n## Time (median s, warm-up excluded)\n")
         md.append(markdown_table(["MP", "shape", "backend", "mode", "map", "median", "repeats"],
                                  [[r["megapixels"], "×".join(map(str, r["shape"])), r["backend"], r["mode"], r.get("map", "exact"),
                                    fmt_s(r["median_s"]), r["repeats"]] for r in t]))
     text = "\n".join(md) + "\n"
-    paths = write_results(args.out, result_stem("allinfocus", info), {"machine": info, "quality": q, "no_blur": nb, "highlights": hl, "timing": t}, text)
+    paths = write_results(args.out, result_stem("allinfocus", info), {"machine": info, "quality": q, "no_blur": nb, "highlights": hl, "jpeg": jp,
+                                                                   "timing": t}, text)
     print(text)
     log(f"wrote {paths[0]} and {paths[1]}")
 

@@ -150,6 +150,10 @@ KEEP_FEATHER = 2.0
 #: floor of its ``noise='auto'``, not imported so that this module loads
 #: the blur-map package only when a map is estimated).
 NOISE_FLOOR = 1e-6
+#: Share of ``AllInFocus(compression_noise=v)`` the blur-map estimator's
+#: noise is raised to (its ``noise_floor``). Measured: see docs/allinfocus.md
+#: ("JPEG input").
+COMPRESSION_NOISE_SHARE = 0.5
 #: Lowest noise σ the edge cap and the radius check assume (√NOISE_FLOOR;
 #: 8-bit quantization alone is 1/(255·√12) ≈ 1.1e-3). A mostly flat 8-bit
 #: image measures σ̂ = 0, and one-level banding would then count as edges.
@@ -269,6 +273,8 @@ class AllInFocusResult:
         ``sv-admm``/``fast``; see :data:`KEEP_IN_FOCUS`); None: not applied.
     map_noise : float or None
         Noise variance the blur-map estimator used (None for a given map).
+    compression_noise : float or None
+        ``AllInFocus(compression_noise=...)`` when a map was estimated with it.
     radius_scale : (M, N) ndarray (NumPy, float32) or None
         Factor :func:`radius_check` applied to the map's radii before the
         deconvolution (estimated map, ``sv-admm``/``fast``); None: not applied.
@@ -305,6 +311,7 @@ class AllInFocusResult:
     map_uncertainty: tuple | None = None
     keep_in_focus: tuple | None = None
     map_noise: float | None = None
+    compression_noise: float | None = None
     psf_family: str = "disc"
     radius_scale: np.ndarray | None = None
     edge_capped: float | None = None
@@ -328,6 +335,7 @@ class AllInFocusResult:
             "map_uncertainty": None if self.map_uncertainty is None else [float(v) for v in self.map_uncertainty],
             "keep_in_focus": None if self.keep_in_focus is None else [float(v) for v in self.keep_in_focus],
             "map_noise": self.map_noise,
+            "compression_noise": self.compression_noise,
             "map_scale": self.map_scale,
             "in_focus_radius": self.in_focus_radius,
             "psf_family": self.psf_family,
@@ -1497,6 +1505,16 @@ class AllInFocus:
         defaults are ``window=MAP_WINDOW`` (51), ``noise='auto'`` (the
         image's own noise, :meth:`map_noise`) and ``labeling_kwargs={'radius_prior':
         RADIUS_PRIOR}`` (2).
+    compression_noise : float, optional
+        Variance of an error the input's lossy compression added, in ``[0,
+        1]`` units (:func:`gpudeblur.io.jpeg_compression_noise` of the JPEG
+        it was read from; the ``allinfocus`` command passes it for a JPEG
+        IN). The image's measured noise cannot see it (JPEG removes the
+        fine-scale noise the measurement looks at) and the blur map reads
+        the detail it removed as blur; the estimator's measured noise is
+        therefore taken at least :data:`COMPRESSION_NOISE_SHARE` times this
+        (its ``noise_floor``; an explicit ``noise`` or ``noise_floor`` in
+        ``estimator_options`` wins). None or 0: none.
     blind_options : dict
         Passed to :func:`gpudeblur.blind.blind_deblur_layer`; its
         ``kernel_size`` defaults to :func:`blind_kernel_size` of the
@@ -1529,6 +1547,7 @@ class AllInFocus:
         spread_select=None,
         map_scale="auto",
         estimator_options=None,
+        compression_noise=None,
         blind_options=None,
         backend=None,
         progress=None,
@@ -1590,6 +1609,10 @@ class AllInFocus:
             if self.map_uncertainty is not None and self.map_uncertainty[0] <= 0:
                 raise ValueError("spread_select needs a radius spread: map_uncertainty's radius_sigma is 0")
         self.estimator_options = dict(estimator_options or {})
+        self.compression_noise = None if compression_noise is None else \
+            check_positive(compression_noise, "compression_noise", allow_zero=True)
+        if self.compression_noise is not None and self.compression_noise > 1:
+            raise ValueError(f"compression_noise is a variance of [0, 1] intensities, at most 1; got {compression_noise!r}")
         self.blind_options = dict(blind_options or {})
         self.backend = backend
         self.progress = progress
@@ -1640,18 +1663,23 @@ class AllInFocus:
 
         opts = dict(self.estimator_options)
         opts.setdefault("noise", "auto")
-        opts.setdefault("noise_floor", NOISE_FLOOR)
+        opts.setdefault("noise_floor", self._noise_floor())
         opts.setdefault("window", MAP_WINDOW)
         lk = dict(opts.pop("labeling_kwargs", {}) or {})
         lk.setdefault("radius_prior", RADIUS_PRIOR)
         return BlurMapEstimator(backend=self.backend, labeling_kwargs=lk, psf_family=psf_family, **opts)
+
+    def _noise_floor(self) -> float:
+        """The blur-map estimator's default ``noise_floor``: :data:`NOISE_FLOOR`, raised for a compressed input."""
+        return max(NOISE_FLOOR, COMPRESSION_NOISE_SHARE * (self.compression_noise or 0.0))
 
     def map_noise(self, image) -> float:
         """Noise variance given to the blur-map estimator for ``image``.
 
         ``estimator_options['noise']`` when set; otherwise (``'auto'``) the
         noise of what the estimator analyses, the luminance channel:
-        ``max(σ̂², NOISE_FLOOR)`` (:func:`gpudeblur.blurmap.measure_noise`;
+        ``max(σ̂², NOISE_FLOOR)``, the floor raised for ``compression_noise``
+        (:func:`gpudeblur.blurmap.measure_noise`;
         right whether the colour channels' noise is independent,
         ``σ̂ ≈ 0.67σ``, or shared, ``σ̂ ≈ σ``). The estimator's fixed default
         (1e-4, the paper's setting for real photos) assumes ~10x the noise
@@ -1661,7 +1689,7 @@ class AllInFocus:
         from .blurmap.estimator import _resolve_noise  # noqa: PLC0415  (without building the estimator)
 
         opts = self.estimator_options
-        return _resolve_noise(opts.get("noise", "auto"), image, opts.get("noise_floor", NOISE_FLOOR), self.backend,
+        return _resolve_noise(opts.get("noise", "auto"), image, opts.get("noise_floor", self._noise_floor()), self.backend,
                               opts.get("dtype", np.float32))
 
     def estimate_map(self, image):
@@ -1716,7 +1744,8 @@ class AllInFocus:
 
         result = AllInFocusResult(radius_map=be.to_host(rmap).astype(np.float32), mode=mode, timings=timings,
                                   map_noise=map_noise, psf_family=_family_name(self.psf_family),
-                                  map_scale=map_scale)
+                                  map_scale=map_scale,
+                                  compression_noise=self.compression_noise if radius_map is None else None)
         t0 = time.perf_counter()
         if mode in ("sv-admm", "fast"):
             kw = {}

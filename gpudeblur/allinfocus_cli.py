@@ -115,6 +115,10 @@ def register(subparsers, parents) -> None:
                    help=f"odd analysis window of the blur-map estimate (default {MAP_WINDOW}; the paper's 41)")
     p.add_argument("--noise", type=noise_variance, default=None, metavar="VAR|auto",
                    help="noise variance for the blur-map estimator (default auto: measured on the image, at least 1e-6)")
+    p.add_argument("--compression-noise", choices=("auto", "off"), default=None,
+                   help="auto (default): for a JPEG IN, estimate the error its compression added from the file's "
+                   "quantization tables and raise the blur-map estimator's noise to half of it (the measured noise "
+                   "cannot see it; the map reads the detail JPEG removed as blur); off: the measured noise only")
     p.add_argument("--map-scale", type=map_scale, default=None, metavar="S|auto",
                    help="estimate the blur map on the image reduced S times (S x S block means): radii up to S times "
                    "--max-radius at 1/S^2 of the map's cost, radii below ~1.5*S px not resolved; auto (default): "
@@ -224,7 +228,8 @@ def run(args) -> int:
     from .allinfocus import AllInFocus  # noqa: PLC0415
     from .blurmap.cli import colorize  # noqa: PLC0415
     from .cli import check_distinct_outputs, check_output_folder, check_output_path, input_paths, read_input, say  # noqa: PLC0415
-    from .io import ARRAY_WRITE_EXTENSIONS, _atomic_write, output_batch, write_array, write_image  # noqa: PLC0415
+    from .io import (ARRAY_WRITE_EXTENSIONS, _atomic_write, jpeg_compression_noise, output_batch, write_array,  # noqa: PLC0415
+                     write_image)
 
     ins = input_paths(args.input, args.map, psf=args.psf)  # a --psf calibration file is an input too
     out = check_output_path(ins, args.output, args.overwrite, kind="image")
@@ -242,7 +247,7 @@ def run(args) -> int:
                              args.overwrite, ins)
     est_opts = {k: v for k, v in (("max_radius", args.max_radius), ("window", args.window), ("noise", args.noise))
                 if v is not None}
-    estimate_only = list(est_opts) + (["map_scale"] if args.map_scale is not None else [])
+    estimate_only = list(est_opts) + [k for k in ("map_scale", "compression_noise") if getattr(args, k) is not None]
     if args.map and estimate_only:
         raise ValueError(f"--{estimate_only[0].replace('_', '-')} applies to an estimated map, not with --map")
     if args.iters is not None and args.mode == "fast":
@@ -262,7 +267,7 @@ def run(args) -> int:
     def stage(name):
         say(f"allinfocus: {name} ...")
 
-    pipe = AllInFocus(
+    options = dict(
         mode=args.mode,
         psf_family=args.psf,
         layers=args.layers,
@@ -279,12 +284,19 @@ def run(args) -> int:
         backend=args.backend,
         progress=stage,
     )
+    pipe = AllInFocus(**options)  # every option checked before IN is read
     image, meta = read_input(args.input)
     if args.strip_metadata:
         meta = meta.stripped()
     radius_map = _read_map(args.map) if args.map else None
     if radius_map is not None and radius_map.shape != image.shape[:2]:
         raise ValueError(f"map shape {radius_map.shape} does not match the image {image.shape[:2]}")
+    if radius_map is None and args.compression_noise != "off" and meta.format == "jpeg":
+        v = jpeg_compression_noise(args.input)
+        if v:  # None: no luminance component (an Adobe RGB or CMYK JPEG): the measured noise only
+            pipe = AllInFocus(**options, compression_noise=v)
+            say(f"allinfocus: JPEG input: compression error ~{v:.2g} (variance), so the blur map assumes noise of "
+                f"at least {pipe._noise_floor():.2g} (--compression-noise off: the measured noise only)")
 
     if args.mode == "auto" and pipe.resolve_mode(image.shape) == "fast":
         say(f"allinfocus: mode auto -> fast ({image.shape[0] * image.shape[1] / 1e6:.1f} MP on the CPU, where sv-admm "

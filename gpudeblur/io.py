@@ -36,6 +36,10 @@ or a profile for data read as something else (CMYK converted to RGB), is
 left out with a :class:`UserWarning`. XMP and IPTC are not carried. Pass
 ``meta.stripped()`` to write neither.
 
+:func:`jpeg_compression_noise` estimates the error a JPEG's compression
+added (from its quantization tables), which the all-in-focus pipeline
+takes into account (``AllInFocus(compression_noise=...)``).
+
 Every write is atomic: the bytes go to a temporary file in the target
 folder, which is then renamed onto the target (:func:`os.replace`), so a
 reader never sees a half-written file and a failure leaves nothing behind.
@@ -61,6 +65,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _metadata as _md
+from ._jpeg import jpeg_compression_noise
 
 __all__ = [
     "ImageMeta",
@@ -70,6 +75,7 @@ __all__ = [
     "write_array",
     "output_batch",
     "image_format",
+    "jpeg_compression_noise",
     "IMAGE_WRITE_EXTENSIONS",
     "ARRAY_WRITE_EXTENSIONS",
 ]

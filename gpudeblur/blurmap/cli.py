@@ -40,7 +40,9 @@ def register(subparsers, parents) -> None:
     p.add_argument("--candidates", metavar="C.npz", help="also write the top-3 candidates per pixel")
     p.add_argument("--window", type=odd_window, default=41, help="odd analysis window side (default 41)")
     p.add_argument("--noise", type=noise_variance, default=1e-4,
-                   help="noise variance for [0, 1] intensities (1e-4, the paper's), or 'auto': measured on the image")
+                   help="noise variance for [0, 1] intensities (1e-4, the paper's), or 'auto': measured on the image "
+                   "(for a JPEG, at least half the error its compression added, estimated from its quantization "
+                   "tables)")
     p.add_argument("--max-radius", type=positive_float, default=8.0, help="largest blur radius in pixels (8)")
     p.add_argument("--psf", type=psf_family, default="disc", metavar="disc|gaussian|CALIB.npz",
                    help="PSF family: disc radius, Gaussian sigma, or a lens calibration .npz with 'radii' (K,) and "
@@ -150,9 +152,20 @@ def run(args) -> int:
             raise ValueError(f"--labeling-memory-budget: {exc}") from None
     be = get_backend(args.backend)
     lk = {} if args.labeling_memory_budget is None else {"memory_budget": args.labeling_memory_budget}
+    floor = {}
+    if args.noise == "auto" and _meta.format == "jpeg":  # as the allinfocus command does (AllInFocus.compression_noise)
+        from ..allinfocus import COMPRESSION_NOISE_SHARE  # noqa: PLC0415
+        from ..io import jpeg_compression_noise  # noqa: PLC0415
+        from .estimator import NOISE_FLOOR  # noqa: PLC0415
+
+        v = jpeg_compression_noise(args.input)
+        if v:
+            floor = {"noise_floor": max(NOISE_FLOOR, COMPRESSION_NOISE_SHARE * v)}
+            say(f"gpudeblur: JPEG input: compression error ~{v:.2g} (variance), so the noise is taken at least "
+                f"{floor['noise_floor']:.2g}")
     est = BlurMapEstimator(window=args.window, noise=args.noise, max_radius=args.max_radius, psf_family=args.psf,
                            labeling=labeling, vertical_derivative=args.vertical, memory_budget=args.memory_budget,
-                           labeling_kwargs=lk, backend=be)
+                           labeling_kwargs=lk, backend=be, **floor)
     bars = _StageBars()
     t0 = time.perf_counter()
     try:

@@ -1,0 +1,174 @@
+"""The compression error of a JPEG input (``gpudeblur.io.jpeg_compression_noise``)
+and how the main job uses it.
+
+References: Pillow reads the quantization tables independently; the
+error itself is measured by encoding a known image with OpenCV's libjpeg
+and comparing its decoded luminance with the luminance that was encoded.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from gpudeblur import AllInFocus, cli
+from gpudeblur._jpeg import _ZIGZAG, quantization_tables
+from gpudeblur.allinfocus import COMPRESSION_NOISE_SHARE, NOISE_FLOOR
+from gpudeblur.io import jpeg_compression_noise, write_image
+
+
+def _photos():
+    from skimage import data
+
+    astro = cv2.resize(data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
+    camera = np.repeat(cv2.resize(data.camera(), (256, 256), interpolation=cv2.INTER_AREA)[..., None], 3, -1)
+    blurred = cv2.GaussianBlur(astro, (0, 0), 2.0)  # a defocused photo: few high frequencies left
+    rng = np.random.default_rng(0)
+    noisy = lambda x: np.clip(x + rng.normal(0, 0.3, x.shape), 0, 255).round().astype(np.uint8)  # noqa: E731
+    return {"astronaut": noisy(astro), "camera": noisy(camera), "blurred": noisy(blurred)}
+
+
+def _encode(rgb, quality, **params):
+    flags = [cv2.IMWRITE_JPEG_QUALITY, quality]
+    for k, v in params.items():
+        flags += [getattr(cv2, k), v]
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), flags)
+    assert ok
+    return buf.tobytes()
+
+
+def _luminance_error(rgb, data):
+    """Measured variance of decoded Y minus the Y that was encoded ([0, 1] units)."""
+    y0 = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    y = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE).astype(np.float64)
+    return float(np.mean((y - y0) ** 2)) / 255.0**2
+
+
+def test_zigzag_order():
+    # the first positions of JPEG's zigzag scan (ITU T.81 Figure 5), as row-major indices
+    assert _ZIGZAG[:10].tolist() == [0, 1, 8, 16, 9, 2, 3, 10, 17, 24]
+    assert _ZIGZAG[-3:].tolist() == [55, 62, 63] and sorted(_ZIGZAG) == list(range(64))
+
+
+@pytest.mark.parametrize("quality", [10, 50, 75, 95, 100])
+@pytest.mark.parametrize("params", [{}, {"IMWRITE_JPEG_PROGRESSIVE": 1},
+                                    {"IMWRITE_JPEG_SAMPLING_FACTOR": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444}])
+def test_tables_match_pillow(quality, params):
+    Image = pytest.importorskip("PIL.Image")
+    data = _encode(_photos()["astronaut"], quality, **params)
+    tables, frame, adobe = quantization_tables(data)
+    ref = Image.open(io.BytesIO(data)).quantization  # row-major, as ours
+    assert sorted(tables) == sorted(ref)
+    for k in ref:
+        assert np.array_equal(tables[k].ravel(), np.asarray(ref[k], float)), k
+    assert frame[1] == 8 and len(frame[2]) == 3 and frame[2][0][3] == 0  # luminance first, table 0
+    assert adobe is None
+
+
+@pytest.mark.parametrize("name", ["astronaut", "camera", "blurred"])
+def test_estimate_brackets_the_measured_error(name):
+    """Stated tolerance: at least 0.9× and at most 5× the measured luminance error
+    (an over-estimate by design; most on blurred photos), and decreasing with quality."""
+    rgb = _photos()[name]
+    last = np.inf
+    for quality in (30, 50, 75, 90, 95):
+        data = _encode(rgb, quality)
+        est, true = jpeg_compression_noise(data), _luminance_error(rgb, data)
+        assert 0.9 * true <= est <= 5.0 * true, (quality, est, true)
+        assert est < last
+        last = est
+
+
+def test_grey_file_and_path_and_orientation(tmp_path):
+    rgb = _photos()["camera"]
+    grey = _encode(rgb[..., 0], 75)  # a one-component JPEG
+    assert len(quantization_tables(grey)[1][2]) == 1
+    colour = _encode(rgb, 75)
+    v = jpeg_compression_noise(grey)
+    assert v == pytest.approx(jpeg_compression_noise(colour), rel=0.05)  # grey RGB: the same luminance
+    p = tmp_path / "g.jpg"
+    p.write_bytes(grey)
+    assert jpeg_compression_noise(p) == v and jpeg_compression_noise(str(p)) == v
+    Image = pytest.importorskip("PIL.Image")
+    # an EXIF Orientation does not move the blocks (the estimate reads the stored grid)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(colour)).save(buf, "JPEG", qtables="keep", subsampling="keep", exif=exif.tobytes())
+    assert jpeg_compression_noise(buf.getvalue()) == pytest.approx(jpeg_compression_noise(colour), rel=0.02)
+
+
+def test_not_a_jpeg_or_no_luminance(tmp_path):
+    ok, png = cv2.imencode(".png", np.zeros((16, 16), np.uint8))
+    assert jpeg_compression_noise(png.tobytes()) is None
+    assert jpeg_compression_noise(b"\xff\xd8\xff\xd9") is None  # no frame
+    assert quantization_tables(b"GIF89a") is None
+    Image = pytest.importorskip("PIL.Image")
+    buf = io.BytesIO()
+    Image.new("CMYK", (32, 32), (10, 20, 30, 40)).save(buf, "JPEG")
+    assert jpeg_compression_noise(buf.getvalue()) is None  # four components: no luminance to judge
+
+
+def test_pipeline_raises_the_map_noise():
+    rgb = _photos()["blurred"][:96, :96] / 255.0
+    plain = AllInFocus(mode="fast")
+    assert plain.map_noise(rgb) < 1e-5
+    v = 1e-4
+    pipe = AllInFocus(mode="fast", compression_noise=v)
+    assert pipe.map_noise(rgb) == pytest.approx(COMPRESSION_NOISE_SHARE * v)
+    assert AllInFocus(compression_noise=v, estimator_options={"noise_floor": 2e-6}).map_noise(rgb) < 1e-5  # explicit wins
+    assert AllInFocus(compression_noise=v, estimator_options={"noise": 3e-6}).map_noise(rgb) == 3e-6
+    assert AllInFocus(compression_noise=0.0).map_noise(rgb) == plain.map_noise(rgb)
+    assert AllInFocus(compression_noise=1e-9)._noise_floor() == NOISE_FLOOR
+    _, res = pipe.run(rgb)
+    assert res.compression_noise == v and res.map_noise == pytest.approx(COMPRESSION_NOISE_SHARE * v)
+    assert res.report()["compression_noise"] == v
+    _, res = pipe.run(rgb, radius_map=np.zeros(rgb.shape[:2]))
+    assert res.compression_noise is None and res.map_noise is None  # a given map: nothing estimated
+    for bad in (-1e-4, 2.0, float("nan"), "x"):
+        with pytest.raises(ValueError, match="compression_noise"):
+            AllInFocus(compression_noise=bad)
+
+
+def test_cli_uses_a_jpeg_inputs_tables(tmp_path, capsys):
+    rgb = _photos()["blurred"][:96, :96]
+    data = _encode(rgb, 75)
+    (tmp_path / "in.jpg").write_bytes(data)
+    write_image(tmp_path / "in.png", rgb / 255.0)
+    v = jpeg_compression_noise(data)
+
+    def run(src, *extra):
+        rc = cli.main(["allinfocus", str(tmp_path / src), str(tmp_path / "o.png"), "--mode", "fast", "--overwrite",
+                       "--report", str(tmp_path / "r.json"), *extra])
+        assert rc == 0
+        return json.loads((tmp_path / "r.json").read_text()), capsys.readouterr().out
+
+    rep, err = run("in.jpg")
+    assert rep["compression_noise"] == pytest.approx(v) and rep["map_noise"] >= COMPRESSION_NOISE_SHARE * v * 0.999
+    assert "JPEG input: compression error" in err
+    rep, err = run("in.jpg", "--compression-noise", "off")
+    assert rep["compression_noise"] is None and rep["map_noise"] < COMPRESSION_NOISE_SHARE * v
+    assert "JPEG input" not in err
+    rep, err = run("in.png")
+    assert rep["compression_noise"] is None and "JPEG input" not in err
+    np.save(tmp_path / "m.npy", np.zeros(rgb.shape[:2], np.float32))
+    rc = cli.main(["-q", "allinfocus", str(tmp_path / "in.jpg"), str(tmp_path / "o.png"), "--overwrite",
+                   "--map", str(tmp_path / "m.npy"), "--compression-noise", "auto"])
+    assert rc == 2 and "--compression-noise applies to an estimated map" in capsys.readouterr().err
+
+
+def test_blurmap_cli_floors_an_auto_noise_for_a_jpeg(tmp_path, capsys):
+    rgb = _photos()["blurred"][:64, :64]
+    data = _encode(rgb, 75)
+    (tmp_path / "in.jpg").write_bytes(data)
+    floor = COMPRESSION_NOISE_SHARE * jpeg_compression_noise(data)
+    for noise, expect in (("auto", floor), ("1e-4", 1e-4)):  # a given variance is used as given
+        rc = cli.main(["blurmap", str(tmp_path / "in.jpg"), str(tmp_path / "m.npy"), "--window", "31", "--labeling", "none",
+                       "--noise", noise, "--overwrite"])
+        out = capsys.readouterr().out
+        assert rc == 0 and f"noise {expect:.3g}," in out, out
+        assert ("JPEG input" in out) == (noise == "auto")
