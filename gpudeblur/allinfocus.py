@@ -1512,9 +1512,11 @@ class AllInFocus:
         IN). The image's measured noise cannot see it (JPEG removes the
         fine-scale noise the measurement looks at) and the blur map reads
         the detail it removed as blur; the estimator's measured noise is
-        therefore taken at least :data:`COMPRESSION_NOISE_SHARE` times this
-        (its ``noise_floor``; an explicit ``noise`` or ``noise_floor`` in
-        ``estimator_options`` wins). None or 0: none.
+        therefore taken at least :data:`COMPRESSION_NOISE_SHARE` times this,
+        divided by ``scale²`` for a map read at ``1/scale`` (the
+        estimator's ``compression_noise``; an explicit ``noise`` or
+        ``compression_noise`` in ``estimator_options`` wins). None or 0:
+        none.
     blind_options : dict
         Passed to :func:`gpudeblur.blind.blind_deblur_layer`; its
         ``kernel_size`` defaults to :func:`blind_kernel_size` of the
@@ -1663,15 +1665,19 @@ class AllInFocus:
 
         opts = dict(self.estimator_options)
         opts.setdefault("noise", "auto")
-        opts.setdefault("noise_floor", self._noise_floor())
+        opts.setdefault("noise_floor", NOISE_FLOOR)
+        opts.setdefault("compression_noise", COMPRESSION_NOISE_SHARE * (self.compression_noise or 0.0))
         opts.setdefault("window", MAP_WINDOW)
         lk = dict(opts.pop("labeling_kwargs", {}) or {})
         lk.setdefault("radius_prior", RADIUS_PRIOR)
         return BlurMapEstimator(backend=self.backend, labeling_kwargs=lk, psf_family=psf_family, **opts)
 
     def _noise_floor(self) -> float:
-        """The blur-map estimator's default ``noise_floor``: :data:`NOISE_FLOOR`, raised for a compressed input."""
-        return max(NOISE_FLOOR, COMPRESSION_NOISE_SHARE * (self.compression_noise or 0.0))
+        """Lower bound of the estimator's measured noise at full resolution (``noise_floor``, raised for a
+        compressed input)."""
+        opts = self.estimator_options
+        return max(opts.get("noise_floor", NOISE_FLOOR),
+                   opts.get("compression_noise", COMPRESSION_NOISE_SHARE * (self.compression_noise or 0.0)))
 
     def map_noise(self, image) -> float:
         """Noise variance given to the blur-map estimator for ``image``.
@@ -1679,6 +1685,7 @@ class AllInFocus:
         ``estimator_options['noise']`` when set; otherwise (``'auto'``) the
         noise of what the estimator analyses, the luminance channel:
         ``max(σ̂², NOISE_FLOOR)``, the floor raised for ``compression_noise``
+        (at full resolution; a map read at ``1/scale`` divides that by ``scale²``)
         (:func:`gpudeblur.blurmap.measure_noise`;
         right whether the colour channels' noise is independent,
         ``σ̂ ≈ 0.67σ``, or shared, ``σ̂ ≈ σ``). The estimator's fixed default
@@ -1689,7 +1696,7 @@ class AllInFocus:
         from .blurmap.estimator import _resolve_noise  # noqa: PLC0415  (without building the estimator)
 
         opts = self.estimator_options
-        return _resolve_noise(opts.get("noise", "auto"), image, opts.get("noise_floor", self._noise_floor()), self.backend,
+        return _resolve_noise(opts.get("noise", "auto"), image, self._noise_floor(), self.backend,
                               opts.get("dtype", np.float32))
 
     def estimate_map(self, image):

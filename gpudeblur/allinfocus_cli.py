@@ -295,8 +295,8 @@ def run(args) -> int:
         v = jpeg_compression_noise(args.input)
         if v:  # None: no luminance component (an Adobe RGB or CMYK JPEG): the measured noise only
             pipe = AllInFocus(**options, compression_noise=v)
-            say(f"allinfocus: JPEG input: compression error ~{v:.2g} (variance), so the blur map assumes noise of "
-                f"at least {pipe._noise_floor():.2g} (--compression-noise off: the measured noise only)")
+            say(f"allinfocus: JPEG input: compression error ~{v:.2g} (variance); the blur map takes its noise as at "
+                "least half of it (--compression-noise off: the measured noise only)")
 
     if args.mode == "auto" and pipe.resolve_mode(image.shape) == "fast":
         say(f"allinfocus: mode auto -> fast ({image.shape[0] * image.shape[1] / 1e6:.1f} MP on the CPU, where sv-admm "

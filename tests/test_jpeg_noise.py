@@ -120,8 +120,10 @@ def test_pipeline_raises_the_map_noise():
     v = 1e-4
     pipe = AllInFocus(mode="fast", compression_noise=v)
     assert pipe.map_noise(rgb) == pytest.approx(COMPRESSION_NOISE_SHARE * v)
-    assert AllInFocus(compression_noise=v, estimator_options={"noise_floor": 2e-6}).map_noise(rgb) < 1e-5  # explicit wins
+    # explicit estimator options win; a higher floor still holds
+    assert AllInFocus(compression_noise=v, estimator_options={"compression_noise": 2e-6}).map_noise(rgb) < 1e-5
     assert AllInFocus(compression_noise=v, estimator_options={"noise": 3e-6}).map_noise(rgb) == 3e-6
+    assert AllInFocus(compression_noise=v, estimator_options={"noise_floor": 3e-4}).map_noise(rgb) == 3e-4
     assert AllInFocus(compression_noise=0.0).map_noise(rgb) == plain.map_noise(rgb)
     assert AllInFocus(compression_noise=1e-9)._noise_floor() == NOISE_FLOOR
     _, res = pipe.run(rgb)
@@ -132,6 +134,25 @@ def test_pipeline_raises_the_map_noise():
     for bad in (-1e-4, 2.0, float("nan"), "x"):
         with pytest.raises(ValueError, match="compression_noise"):
             AllInFocus(compression_noise=bad)
+
+
+def test_estimator_divides_the_compression_floor_by_the_scale():
+    from gpudeblur.blurmap import BlurMapEstimator
+
+    rgb = _photos()["blurred"][:128, :128] / 255.0
+    c = 4e-4
+    est = BlurMapEstimator(window=31, noise="auto", labeling=None, compression_noise=c)
+    assert est.noise_for(rgb) == pytest.approx(c)
+    _, info = est.estimate(rgb, return_info=True)
+    assert info["noise"] == pytest.approx(c)
+    _, info = est.estimate(rgb, scale=2, return_info=True)  # 2 x 2 means: a quarter of the variance
+    assert info["noise"] == pytest.approx(c / 4)
+    plain = BlurMapEstimator(window=31, noise="auto", labeling=None).estimate(rgb, scale=2, return_info=True)[1]
+    assert plain["noise"] < c / 40  # the measurement alone does not see it
+    assert BlurMapEstimator(noise=1e-4, compression_noise=c).noise_for(rgb) == 1e-4  # a given noise is used as given
+    for bad in (-1.0, 2.0, float("nan")):
+        with pytest.raises(ValueError, match="compression_noise"):
+            BlurMapEstimator(compression_noise=bad)
 
 
 def test_cli_uses_a_jpeg_inputs_tables(tmp_path, capsys):

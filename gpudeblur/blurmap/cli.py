@@ -156,13 +156,12 @@ def run(args) -> int:
     if args.noise == "auto" and _meta.format == "jpeg":  # as the allinfocus command does (AllInFocus.compression_noise)
         from ..allinfocus import COMPRESSION_NOISE_SHARE  # noqa: PLC0415
         from ..io import jpeg_compression_noise  # noqa: PLC0415
-        from .estimator import NOISE_FLOOR  # noqa: PLC0415
 
         v = jpeg_compression_noise(args.input)
         if v:
-            floor = {"noise_floor": max(NOISE_FLOOR, COMPRESSION_NOISE_SHARE * v)}
-            say(f"gpudeblur: JPEG input: compression error ~{v:.2g} (variance), so the noise is taken at least "
-                f"{floor['noise_floor']:.2g}")
+            floor = {"compression_noise": COMPRESSION_NOISE_SHARE * v}
+            say(f"gpudeblur: JPEG input: compression error ~{v:.2g} (variance); the noise is taken as at least half "
+                "of it")
     est = BlurMapEstimator(window=args.window, noise=args.noise, max_radius=args.max_radius, psf_family=args.psf,
                            labeling=labeling, vertical_derivative=args.vertical, memory_budget=args.memory_budget,
                            labeling_kwargs=lk, backend=be, **floor)

@@ -207,6 +207,13 @@ class BlurMapEstimator:
         holds the unit noise spectrum, scaled per image.)
     noise_floor : float
         Lower bound of the measured noise with ``noise='auto'`` (1e-6).
+    compression_noise : float
+        Variance of an error the image's lossy compression added, which the
+        measurement cannot see (0: none). With ``noise='auto'`` the noise is
+        taken at least this, divided by ``scale²`` when the map is read at
+        ``1/scale`` of the resolution (block means average the error out
+        like white noise). The all-in-focus pipeline passes half of
+        :func:`gpudeblur.io.jpeg_compression_noise` for a JPEG.
     max_radius : float
         Largest blur scale ``r`` (paper: 8). The search domain is ``[0, max_radius]``;
         at most half the window (a wider blur cannot be measured in it).
@@ -247,7 +254,7 @@ class BlurMapEstimator:
                  memory_budget: int | None = None, backend=None, dtype=np.float32,
                  settings: SearchSettings | None = None, lut_step: float = 0.01, fit_degree: int = 20,
                  sample_step: float = 0.1, labeling_kwargs: dict | None = None, fft_block: int | None = None,
-                 timings: bool = False, noise_floor: float = NOISE_FLOOR):
+                 timings: bool = False, noise_floor: float = NOISE_FLOOR, compression_noise: float = 0.0):
         self.window = check_window(window)
         if isinstance(noise, str):
             if noise != "auto":
@@ -256,6 +263,8 @@ class BlurMapEstimator:
         else:
             self.noise = _check_variance(noise, "noise")
         self.noise_floor = _check_variance(noise_floor, "noise_floor")
+        self.compression_noise = 0.0 if compression_noise == 0 else _check_variance(compression_noise,
+                                                                                    "compression_noise")
         self.max_radius = check_positive(max_radius, "max_radius")
         if self.max_radius > self.window / 2:  # also keeps the label set and its tables finite
             raise ValueError(f"max_radius {self.max_radius:g} exceeds half the {self.window} px analysis window: a blur "
@@ -349,7 +358,7 @@ class BlurMapEstimator:
 
     def noise_for(self, image, backend=None) -> float:
         """The noise variance used for ``image``: ``noise``, or measured when it is ``'auto'``."""
-        return _resolve_noise(self.noise, image, self.noise_floor, backend if backend is not None else self.backend,
+        return _resolve_noise(self.noise, image, self._floor(), backend if backend is not None else self.backend,
                               self.dtype)
 
     def _filter_spectra(self, be: Backend, block, dtype):
@@ -369,8 +378,16 @@ class BlurMapEstimator:
         return CPU_MEMORY_BUDGET
 
     # -- stages -----------------------------------------------------------
-    def candidates(self, image, backend=None, progress: Callable | None = None):
+    def _floor(self, analysis_scale: int = 1) -> float:
+        """Lower bound of a measured noise for an image read at ``1/analysis_scale``."""
+        return max(self.noise_floor, self.compression_noise / analysis_scale**2)
+
+    def candidates(self, image, backend=None, progress: Callable | None = None, *, analysis_scale: int = 1):
         """Stages 1-3: top-3 candidates per pixel, on the backend.
+
+        ``analysis_scale``: ``image`` is a photo reduced this many times
+        (block means), which divides a ``compression_noise`` floor by its
+        square (:meth:`estimate` with ``scale`` sets it).
 
         Returns ``(be, x, kind, r, logl, s, info)``: ``x`` the validated
         image on the backend, ``kind`` the caller's array type (for
@@ -392,7 +409,7 @@ class BlurMapEstimator:
 
         clock.start()
         lum = _luminance(x, xp)
-        noise = self.noise if self.noise != "auto" else _measured_noise(lum, be, self.noise_floor)
+        noise = self.noise if self.noise != "auto" else _measured_noise(lum, be, self._floor(analysis_scale))
         info["noise"] = noise
         tm["noise"] = clock.stop()  # luminance and, with noise='auto', its noise
         plan = block_plan((M, N), self.window, self.fft_block)
@@ -534,7 +551,12 @@ class BlurMapEstimator:
             return self._estimate_auto(image, return_info, backend, progress)
         if scale > 1:
             return self._estimate_scaled(image, int(scale), return_info, backend, progress)
-        be, x, kind, r_all, l_all, s_all, info = self.candidates(image, backend=backend, progress=progress)
+        return self._estimate_at(image, return_candidates, return_info, backend, progress)
+
+    def _estimate_at(self, image, return_candidates, return_info, backend, progress, analysis_scale=1):
+        """:meth:`estimate` at the image's own resolution (``analysis_scale``: see :meth:`candidates`)."""
+        be, x, kind, r_all, l_all, s_all, info = self.candidates(image, backend=backend, progress=progress,
+                                                                 analysis_scale=analysis_scale)
         xp = be.xp
         dt = x.dtype
         clock = _Clock(be, self.timings)
@@ -658,7 +680,7 @@ class BlurMapEstimator:
         self.check_scale(x.shape, s)
         M, N = int(x.shape[0]), int(x.shape[1])
         small = block_mean(x, s, xp)
-        radius, info = self.estimate(small, return_info=True, backend=be, progress=progress)
+        radius, info = self._estimate_at(small, False, True, be, progress, analysis_scale=s)
         radius = upsample_linear(radius, s, (M, N), xp) * radius.dtype.type(s)
         info["scale"] = s
         info["analysis_shape"] = tuple(int(v) for v in small.shape[:2])
