@@ -274,7 +274,8 @@ class AllInFocusResult:
     map_noise : float or None
         Noise variance the blur-map estimator used (None for a given map).
     compression_noise : float or None
-        ``AllInFocus(compression_noise=...)`` when a map was estimated with it.
+        ``AllInFocus(compression_noise=...)`` when the blur-map estimate used
+        it (a measured noise; not with a given ``noise`` or map).
     radius_scale : (M, N) ndarray (NumPy, float32) or None
         Factor :func:`radius_check` applied to the map's radii before the
         deconvolution (estimated map, ``sv-admm``/``fast``); None: not applied.
@@ -1679,6 +1680,14 @@ class AllInFocus:
         return max(opts.get("noise_floor", NOISE_FLOOR),
                    opts.get("compression_noise", COMPRESSION_NOISE_SHARE * (self.compression_noise or 0.0)))
 
+    def _compression_noise_used(self):
+        """``compression_noise`` where it sets the estimator's floor: not with a given ``noise`` or an explicit
+        ``compression_noise`` in ``estimator_options``."""
+        opts = self.estimator_options
+        if opts.get("noise", "auto") != "auto" or "compression_noise" in opts:
+            return None
+        return self.compression_noise
+
     def map_noise(self, image) -> float:
         """Noise variance given to the blur-map estimator for ``image``.
 
@@ -1752,7 +1761,7 @@ class AllInFocus:
         result = AllInFocusResult(radius_map=be.to_host(rmap).astype(np.float32), mode=mode, timings=timings,
                                   map_noise=map_noise, psf_family=_family_name(self.psf_family),
                                   map_scale=map_scale,
-                                  compression_noise=self.compression_noise if radius_map is None else None)
+                                  compression_noise=self._compression_noise_used() if radius_map is None else None)
         t0 = time.perf_counter()
         if mode in ("sv-admm", "fast"):
             kw = {}

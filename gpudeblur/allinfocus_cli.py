@@ -291,12 +291,15 @@ def run(args) -> int:
     radius_map = _read_map(args.map) if args.map else None
     if radius_map is not None and radius_map.shape != image.shape[:2]:
         raise ValueError(f"map shape {radius_map.shape} does not match the image {image.shape[:2]}")
-    if radius_map is None and args.compression_noise != "off" and meta.format == "jpeg":
+    if radius_map is None and args.compression_noise != "off" and meta.format == "jpeg" and \
+            args.noise in (None, "auto"):  # a given --noise is used as given
         v = jpeg_compression_noise(args.input)
-        if v:  # None: no luminance component (an Adobe RGB or CMYK JPEG): the measured noise only
+        if v:  # 0: a lossless JPEG
             pipe = AllInFocus(**options, compression_noise=v)
             say(f"allinfocus: JPEG input: compression error ~{v:.2g} (variance); the blur map takes its noise as at "
-                "least half of it (--compression-noise off: the measured noise only)")
+                "least half of it (less at a coarser map scale; --compression-noise off: the measured noise only)")
+        elif v is None:  # an Adobe RGB or CMYK JPEG, or an unusual frame
+            say("allinfocus: JPEG input without a luminance component: its compression error is not estimated")
 
     if args.mode == "auto" and pipe.resolve_mode(image.shape) == "fast":
         say(f"allinfocus: mode auto -> fast ({image.shape[0] * image.shape[1] / 1e6:.1f} MP on the CPU, where sv-admm "

@@ -111,6 +111,26 @@ def test_not_a_jpeg_or_no_luminance(tmp_path):
     buf = io.BytesIO()
     Image.new("CMYK", (32, 32), (10, 20, 30, 40)).save(buf, "JPEG")
     assert jpeg_compression_noise(buf.getvalue()) is None  # four components: no luminance to judge
+    rgb = Image.fromarray(_photos()["camera"][:64, :64])
+    buf = io.BytesIO()
+    try:
+        rgb.save(buf, "JPEG", keep_rgb=True)  # stored as R, G, B (Adobe transform 0): no luminance either
+    except TypeError:  # Pillow < 10.2
+        pytest.skip("this Pillow cannot write an RGB-coded JPEG")
+    assert jpeg_compression_noise(buf.getvalue()) is None
+    buf = io.BytesIO()
+    rgb.save(buf, "JPEG", quality=75)
+    assert jpeg_compression_noise(buf.getvalue()) > 0
+
+
+def test_sixteen_bit_tables():
+    Image = pytest.importorskip("PIL.Image")
+    table = [300 + i for i in range(64)]  # steps above 255 need 16-bit DQT entries
+    buf = io.BytesIO()
+    Image.fromarray(_photos()["camera"][:64, :64, 0]).save(buf, "JPEG", qtables=[table])
+    tables, frame, _ = quantization_tables(buf.getvalue())
+    assert np.array_equal(tables[0].ravel(), np.asarray(Image.open(buf).quantization[0], float))
+    assert tables[0].max() == 363
 
 
 def test_pipeline_raises_the_map_noise():
@@ -120,7 +140,10 @@ def test_pipeline_raises_the_map_noise():
     v = 1e-4
     pipe = AllInFocus(mode="fast", compression_noise=v)
     assert pipe.map_noise(rgb) == pytest.approx(COMPRESSION_NOISE_SHARE * v)
-    # explicit estimator options win; a higher floor still holds
+    # explicit estimator options win (and the result then records no compression_noise); a higher floor holds
+    for opts in ({"compression_noise": 2e-6}, {"noise": 3e-6}):
+        _, r = AllInFocus(mode="fast", compression_noise=v, estimator_options=opts).run(rgb)
+        assert r.compression_noise is None and r.map_noise < 1e-5
     assert AllInFocus(compression_noise=v, estimator_options={"compression_noise": 2e-6}).map_noise(rgb) < 1e-5
     assert AllInFocus(compression_noise=v, estimator_options={"noise": 3e-6}).map_noise(rgb) == 3e-6
     assert AllInFocus(compression_noise=v, estimator_options={"noise_floor": 3e-4}).map_noise(rgb) == 3e-4
@@ -176,6 +199,8 @@ def test_cli_uses_a_jpeg_inputs_tables(tmp_path, capsys):
     assert "JPEG input" not in err
     rep, err = run("in.png")
     assert rep["compression_noise"] is None and "JPEG input" not in err
+    rep, err = run("in.jpg", "--noise", "1e-4")  # a given noise is used as given: nothing estimated or announced
+    assert rep["compression_noise"] is None and rep["map_noise"] == 1e-4 and "JPEG input" not in err
     np.save(tmp_path / "m.npy", np.zeros(rgb.shape[:2], np.float32))
     rc = cli.main(["-q", "allinfocus", str(tmp_path / "in.jpg"), str(tmp_path / "o.png"), "--overwrite",
                    "--map", str(tmp_path / "m.npy"), "--compression-noise", "auto"])
