@@ -107,6 +107,10 @@ def test_not_a_jpeg_or_no_luminance(tmp_path):
     assert jpeg_compression_noise(png.tobytes()) is None
     assert jpeg_compression_noise(b"\xff\xd8\xff\xd9") is None  # no frame
     assert quantization_tables(b"GIF89a") is None
+    frame = bytes([8, 0, 16, 0, 16, 1, 1, 0x11, 0])  # 8-bit, 16x16, one component
+    lossless = b"\xff\xd8\xff\xc3" + (2 + len(frame)).to_bytes(2, "big") + frame + b"\xff\xd9"
+    assert jpeg_compression_noise(lossless) == 0.0  # a lossless frame quantizes nothing
+    assert jpeg_compression_noise(_encode(_photos()["camera"][:6, :6], 50)) is None  # no whole 8x8 block
     Image = pytest.importorskip("PIL.Image")
     buf = io.BytesIO()
     Image.new("CMYK", (32, 32), (10, 20, 30, 40)).save(buf, "JPEG")
