@@ -407,6 +407,12 @@ def _add_deconv(sub, parents) -> None:
         "--balance", type=finite_float, metavar="B", help="wiener noise-to-signal balance (default: estimated)"
     )
     p.add_argument(
+        "--compression-noise", choices=("auto", "off"), default=None,
+        help="admm-tv's default --lam: auto (default) adds, for a JPEG IN, the error its compression added "
+        "(estimated from its quantization tables) to the measured noise, which cannot see it; off: the measured "
+        "noise only",
+    )
+    p.add_argument(
         "--boundary",
         choices=("reflect", "periodic", "zero"),
         default="reflect",
@@ -524,6 +530,8 @@ def _deconv_call(args):
             raise ValueError(f"--lam must be positive, got {args.lam!r}")
     if args.balance is not None and args.balance <= 0:
         raise ValueError(f"--balance must be positive, got {args.balance!r}")
+    if args.compression_noise is not None and (m != "admm-tv" or args.lam is not None):
+        raise ValueError("--compression-noise applies to admm-tv's default --lam only")
     kw = {}
     if m == "wiener":
         fn = r.wiener
@@ -573,6 +581,14 @@ def _run_deconv(args) -> int:
         raise ValueError(f"--luminance applies to colour images; {args.input} is grey")
     if args.strip_metadata:
         meta = meta.stripped()
+    if args.method == "admm-tv" and "lam" not in kw and args.compression_noise != "off" and meta.format == "jpeg":
+        from .io import jpeg_compression_noise  # noqa: PLC0415
+
+        v = jpeg_compression_noise(args.input)
+        if v:  # 0: a lossless JPEG; None: no luminance component (measured noise only)
+            kw["compression_noise"] = v
+            say(f"{PROG}: JPEG input: compression error ~{v:.2g} (variance) added to the measured noise for the TV "
+                "weight (--compression-noise off: the measured noise only)")
     be = get_backend(args.backend)
     t0 = time.perf_counter()
     common = dict(boundary=args.boundary, luminance=args.luminance, clip=True if args.clip else None, backend=be)

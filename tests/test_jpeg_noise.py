@@ -222,3 +222,38 @@ def test_blurmap_cli_floors_an_auto_noise_for_a_jpeg(tmp_path, capsys):
         out = capsys.readouterr().out
         assert rc == 0 and f"noise {expect:.3g}," in out, out
         assert ("JPEG input" in out) == (noise == "auto")
+
+
+def test_admm_tv_default_weight_counts_the_compression_error():
+    import gpudeblur as gd
+    from gpudeblur import psf
+
+    sharp = cv2.resize(_photos()["astronaut"], (128, 128), interpolation=cv2.INTER_AREA) / 255.0
+    k = psf.disc(3.0)
+    blurred = np.clip(gd.fftconvolve(sharp, k) + np.random.default_rng(1).normal(0, 0.01, sharp.shape), 0, 1)
+    data = _encode(np.rint(blurred * 255).astype(np.uint8), 75)
+    y = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1] / 255.0
+    v = jpeg_compression_noise(data)
+    sigma = gd.estimate_noise(y)
+    assert sigma**2 < v / 4  # the measurement misses most of it
+    with_v = gd.admm_tv(y, k, compression_noise=v)
+    assert np.array_equal(with_v, gd.admm_tv(y, k, lam=0.1 * np.sqrt(sigma**2 + v)))
+    assert np.array_equal(gd.admm_tv(y, k, compression_noise=0.0), gd.admm_tv(y, k))
+    psnr = lambda x: 10 * np.log10(1 / np.mean((np.clip(x, 0, 1) - sharp) ** 2))  # noqa: E731
+    assert psnr(with_v) > psnr(gd.admm_tv(y, k)) + 0.5, (psnr(with_v), psnr(gd.admm_tv(y, k)))
+    for bad in (-1.0, 2.0, float("nan")):
+        with pytest.raises(ValueError, match="compression_noise"):
+            gd.admm_tv(y, k, compression_noise=bad)
+
+
+def test_deconv_cli_uses_a_jpeg_inputs_tables(tmp_path, capsys):
+    rgb = _photos()["blurred"][:64, :64]
+    (tmp_path / "in.jpg").write_bytes(_encode(rgb, 75))
+    base = ["deconv", str(tmp_path / "in.jpg"), str(tmp_path / "o.png"), "--psf", "disc:2", "--overwrite",
+            "--iters", "5"]
+    assert cli.main(base) == 0 and "JPEG input: compression error" in capsys.readouterr().out
+    assert cli.main(base + ["--compression-noise", "off"]) == 0 and "JPEG input" not in capsys.readouterr().out
+    assert cli.main(base + ["--lam", "1e-3"]) == 0 and "JPEG input" not in capsys.readouterr().out  # a given weight
+    for extra in (["--method", "rl", "--compression-noise", "off"], ["--lam", "1e-3", "--compression-noise", "auto"]):
+        assert cli.main(["-q"] + base + extra) == 2
+        assert "--compression-noise applies to admm-tv's default --lam only" in capsys.readouterr().err
