@@ -531,7 +531,8 @@ def _deconv_call(args):
     if args.balance is not None and args.balance <= 0:
         raise ValueError(f"--balance must be positive, got {args.balance!r}")
     if args.compression_noise is not None and (m != "admm-tv" or args.lam is not None):
-        raise ValueError("--compression-noise applies to admm-tv's default --lam only")
+        why = f"not to {m}" if m != "admm-tv" else "--lam was given"
+        raise ValueError(f"--compression-noise applies to admm-tv's default --lam only ({why})")
     kw = {}
     if m == "wiener":
         fn = r.wiener

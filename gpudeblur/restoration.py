@@ -463,7 +463,7 @@ def admm_tv(
     lam : float, optional
         TV weight. Default ``max(0.1·σ̂, 1e-5)`` with ``σ̂`` the noise
         estimate of :func:`estimate_noise` (see Notes), or
-        ``0.1·sqrt(σ̂² + compression_noise)``.
+        ``max(0.1·sqrt(σ̂² + compression_noise), 1e-5)``.
     num_iter : int
     rho : float, optional
         ADMM penalty; default ``max(10·lam, 1e-4)``.

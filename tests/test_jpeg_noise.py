@@ -239,6 +239,7 @@ def test_admm_tv_default_weight_counts_the_compression_error():
     with_v = gd.admm_tv(y, k, compression_noise=v)
     assert np.array_equal(with_v, gd.admm_tv(y, k, lam=0.1 * np.sqrt(sigma**2 + v)))
     assert np.array_equal(gd.admm_tv(y, k, compression_noise=0.0), gd.admm_tv(y, k))
+    assert np.array_equal(gd.admm_tv(y, k, lam=1e-3, compression_noise=v), gd.admm_tv(y, k, lam=1e-3))  # given wins
     psnr = lambda x: 10 * np.log10(1 / np.mean((np.clip(x, 0, 1) - sharp) ** 2))  # noqa: E731
     assert psnr(with_v) > psnr(gd.admm_tv(y, k)) + 0.5, (psnr(with_v), psnr(gd.admm_tv(y, k)))
     for bad in (-1.0, 2.0, float("nan")):
@@ -253,6 +254,19 @@ def test_deconv_cli_uses_a_jpeg_inputs_tables(tmp_path, capsys):
             "--iters", "5"]
     assert cli.main(base) == 0 and "JPEG input: compression error" in capsys.readouterr().out
     assert cli.main(base + ["--compression-noise", "off"]) == 0 and "JPEG input" not in capsys.readouterr().out
+    # the estimate reaches the solver: float outputs equal the API's with and without it
+    import gpudeblur as gd
+    from gpudeblur import psf
+    from gpudeblur.io import read_image
+
+    y = read_image(tmp_path / "in.jpg")[0]
+    k = psf.from_spec("disc:2", y.shape)
+    for extra, cn in (([], jpeg_compression_noise(tmp_path / "in.jpg")), (["--compression-noise", "off"], None)):
+        argv = ["-q", "deconv", str(tmp_path / "in.jpg"), str(tmp_path / "o.tif"), "--psf", "disc:2", "--overwrite",
+                "--iters", "5", "--bit-depth", "32", *extra]
+        assert cli.main(argv) == 0
+        ref = gd.admm_tv(y, k, num_iter=5, compression_noise=cn)
+        assert np.array_equal(read_image(tmp_path / "o.tif")[0], ref.astype(np.float32)), extra
     assert cli.main(base + ["--lam", "1e-3"]) == 0 and "JPEG input" not in capsys.readouterr().out  # a given weight
     for extra in (["--method", "rl", "--compression-noise", "off"], ["--lam", "1e-3", "--compression-noise", "auto"]):
         assert cli.main(["-q"] + base + extra) == 2
