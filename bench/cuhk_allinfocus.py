@@ -1,7 +1,9 @@
 """Before/after pictures of the all-in-focus job on real defocused photos (CUHK blur-detection set).
 
 For each ``out_of_focus*.jpg`` in ``--data`` (default ``../shared/data/cuhk``) it runs
-``AllInFocus()`` with its defaults (estimated map, ``sv-admm``) and writes, into ``--out``
+``AllInFocus()`` with its defaults (estimated map, ``sv-admm``) and, as ``gpudeblur allinfocus``
+does for a JPEG, the file's compression error (``compression_noise``; ``--compression-noise
+off``: without), and writes, into ``--out``
 (outside the repository; the photos are not ours to ship):
 
 - ``<name>_before_after.png``: input | output side by side;
@@ -14,6 +16,7 @@ Look at the pictures: halos at the in-focus/out-of-focus boundary, ringing at th
 edges. Usage::
 
     python bench/cuhk_allinfocus.py --out /tmp/cuhk-allinfocus [--data DIR] [--names 0223 0284] [--spread-select off]
+        [--compression-noise off]
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ def main(argv=None) -> int:
 
     from gpudeblur import AllInFocus  # noqa: PLC0415
     from gpudeblur.blurmap.cli import colorize  # noqa: PLC0415
-    from gpudeblur.io import read_image  # noqa: PLC0415
+    from gpudeblur.io import jpeg_compression_noise, read_image  # noqa: PLC0415
 
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -41,6 +44,8 @@ def main(argv=None) -> int:
     ap.add_argument("--names", nargs="*", help="image numbers, e.g. 0223 (default: all)")
     ap.add_argument("--spread-select", choices=("on", "off"), default=None,
                     help="AllInFocus(spread_select=...) (default: the pipeline's, on)")
+    ap.add_argument("--compression-noise", choices=("auto", "off"), default="auto",
+                    help="auto (default): AllInFocus(compression_noise=) from the JPEG's tables, as the command does")
     args = ap.parse_args(argv)
     files = sorted(glob.glob(os.path.join(args.data, "out_of_focus*.jpg")))
     if args.names:
@@ -54,10 +59,13 @@ def main(argv=None) -> int:
         name = os.path.basename(f)[: -len(".jpg")]
         img, _ = read_image(f)
         gt = cv2.imread(f[: -len(".jpg")] + "_gt.png", cv2.IMREAD_GRAYSCALE)
-        pipe = AllInFocus(spread_select=None if args.spread_select is None else args.spread_select == "on")
+        cn = jpeg_compression_noise(f) if args.compression_noise == "auto" else None
+        pipe = AllInFocus(spread_select=None if args.spread_select is None else args.spread_select == "on",
+                          compression_noise=cn)
         t0 = time.perf_counter()
         out, res = pipe.run(img)
-        rec = {"time_s": time.perf_counter() - t0, "timings": res.timings, "noise": res.map_noise}
+        rec = {"time_s": time.perf_counter() - t0, "timings": res.timings, "noise": res.map_noise,
+               "compression_noise": res.compression_noise}
         if gt is not None:
             blurred = gt > 127
             rec["radius_median_in_focus"] = float(np.median(res.radius_map[~blurred]))
