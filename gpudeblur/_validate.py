@@ -58,6 +58,16 @@ def check_positive(value, name: str, allow_zero: bool = False) -> float:
     return float(value)
 
 
+def check_compression_noise(value) -> float | None:
+    """``compression_noise`` (None, or a variance of [0, 1] intensities: ``0 <= value <= 1``)."""
+    if value is None:
+        return None
+    v = check_positive(value, "compression_noise", allow_zero=True)
+    if v > 1:
+        raise ValueError(f"compression_noise is a variance of [0, 1] intensities, at most 1; got {value!r}")
+    return v
+
+
 def check_choice(value, choices, name: str):
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(map(str, choices))}")

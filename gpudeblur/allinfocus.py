@@ -51,7 +51,8 @@ import numpy as np
 
 from ._backend import BACKEND_NAMES, Backend, array_module, as_backend_array, get_backend, is_cupy_array, to_output
 from ._resample import block_mean, upsample_linear
-from ._validate import check_choice, check_image, check_positive, check_positive_int, join_alpha, split_alpha
+from ._validate import (check_choice, check_compression_noise, check_image, check_positive, check_positive_int, join_alpha,
+                        split_alpha)
 from .spatially_varying import (MAX_RADIUS_SIGMA, _check_family_psfs, _family, check_radius_map, check_saturated, check_uncertainty,
                                 deconvolve_fast_scaled, deconvolve_spatially_varying, deconvolve_spread_sequence)
 
@@ -1614,10 +1615,7 @@ class AllInFocus:
             if self.map_uncertainty is not None and self.map_uncertainty[0] <= 0:
                 raise ValueError("spread_select needs a radius spread: map_uncertainty's radius_sigma is 0")
         self.estimator_options = dict(estimator_options or {})
-        self.compression_noise = None if compression_noise is None else \
-            check_positive(compression_noise, "compression_noise", allow_zero=True)
-        if self.compression_noise is not None and self.compression_noise > 1:
-            raise ValueError(f"compression_noise is a variance of [0, 1] intensities, at most 1; got {compression_noise!r}")
+        self.compression_noise = check_compression_noise(compression_noise)
         self.blind_options = dict(blind_options or {})
         self.backend = backend
         self.progress = progress
@@ -1669,18 +1667,21 @@ class AllInFocus:
         opts = dict(self.estimator_options)
         opts.setdefault("noise", "auto")
         opts.setdefault("noise_floor", NOISE_FLOOR)
-        opts.setdefault("compression_noise", COMPRESSION_NOISE_SHARE * (self.compression_noise or 0.0))
+        opts["compression_noise"] = self._estimator_compression_noise()
         opts.setdefault("window", MAP_WINDOW)
         lk = dict(opts.pop("labeling_kwargs", {}) or {})
         lk.setdefault("radius_prior", RADIUS_PRIOR)
         return BlurMapEstimator(backend=self.backend, labeling_kwargs=lk, psf_family=psf_family, **opts)
 
+    def _estimator_compression_noise(self) -> float:
+        """The estimator's ``compression_noise``: ``estimator_options``' own, else the share of ours."""
+        own = COMPRESSION_NOISE_SHARE * (self.compression_noise or 0.0)
+        return self.estimator_options.get("compression_noise", own)
+
     def _noise_floor(self) -> float:
         """Lower bound of the estimator's measured noise at full resolution (``noise_floor``, raised for a
         compressed input)."""
-        opts = self.estimator_options
-        return max(opts.get("noise_floor", NOISE_FLOOR),
-                   opts.get("compression_noise", COMPRESSION_NOISE_SHARE * (self.compression_noise or 0.0)))
+        return max(self.estimator_options.get("noise_floor", NOISE_FLOOR), self._estimator_compression_noise())
 
     def _compression_noise_used(self):
         """``compression_noise`` where it sets the estimator's floor: not with a given ``noise`` or an explicit

@@ -21,7 +21,8 @@ import numpy as np
 
 from . import psf as _psf
 from ._backend import Backend, as_backend_array, get_backend, to_output
-from ._validate import check_choice, check_image, check_positive, check_positive_int, split_alpha
+from ._validate import (check_choice, check_compression_noise, check_image, check_positive, check_positive_int,
+                        split_alpha)
 from .convolution import BlurOperator, from_channels_first, to_channels_first
 from .operators import laplacian_otf_abs2
 
@@ -491,11 +492,8 @@ def admm_tv(
     """
     num_iter = check_positive_int(num_iter, "num_iter")
     clip = _check_clip(clip)
+    compression_noise = check_compression_noise(compression_noise)
     p = _Problem(image, psf, backend, dtype, boundary, luminance)
-    if compression_noise is not None:
-        compression_noise = check_positive(compression_noise, "compression_noise", allow_zero=True)
-        if compression_noise > 1:
-            raise ValueError(f"compression_noise is a variance of [0, 1] intensities, at most 1; got {compression_noise!r}")
     if lam is None:
         lam = _default_tv_lam(p, compression_noise or 0.0)
     lam = check_positive(lam, "lam")
