@@ -367,6 +367,7 @@ def _common_parent() -> argparse.ArgumentParser:
 
 _METHODS = ("admm-tv", "rl", "rl-tv", "wiener", "tikhonov", "inverse")
 _ITERATIVE = ("rl", "rl-tv", "admm-tv")
+_COMPRESSION_NOISE_METHODS = ("admm-tv", "wiener")  # whose default weight takes a JPEG's compression error
 
 
 def _add_deconv(sub, parents) -> None:
@@ -408,9 +409,9 @@ def _add_deconv(sub, parents) -> None:
     )
     p.add_argument(
         "--compression-noise", choices=("auto", "off"), default=None,
-        help="admm-tv's default --lam: auto (default) adds, for a JPEG IN, the error its compression added "
-        "(estimated from its quantization tables) to the measured noise, which cannot see it; off: the measured "
-        "noise only",
+        help="admm-tv's default --lam and wiener's estimated --balance: auto (default) adds, for a JPEG IN, the "
+        "error its compression added (estimated from its quantization tables) to the measured noise, which cannot "
+        "see it; off: the measured noise only (wiener: generalized cross-validation)",
     )
     p.add_argument(
         "--boundary",
@@ -530,9 +531,18 @@ def _deconv_call(args):
             raise ValueError(f"--lam must be positive, got {args.lam!r}")
     if args.balance is not None and args.balance <= 0:
         raise ValueError(f"--balance must be positive, got {args.balance!r}")
-    if args.compression_noise is not None and (m != "admm-tv" or args.lam is not None):
-        why = f"not to {m}" if m != "admm-tv" else "--lam was given"
-        raise ValueError(f"--compression-noise applies to admm-tv's default --lam only ({why})")
+    if args.compression_noise is not None:
+        if m not in _COMPRESSION_NOISE_METHODS:
+            why = f"not to {m}"
+        elif m == "admm-tv" and args.lam is not None:
+            why = "--lam was given"
+        elif m == "wiener" and args.balance is not None:
+            why = "--balance was given"
+        else:
+            why = None
+        if why is not None:
+            raise ValueError(f"--compression-noise applies to admm-tv's default --lam and wiener's estimated --balance "
+                             f"only ({why})")
     kw = {}
     if m == "wiener":
         fn = r.wiener
@@ -582,14 +592,20 @@ def _run_deconv(args) -> int:
         raise ValueError(f"--luminance applies to colour images; {args.input} is grey")
     if args.strip_metadata:
         meta = meta.stripped()
-    if args.method == "admm-tv" and "lam" not in kw and args.compression_noise != "off" and meta.format == "jpeg":
+    chosen = "lam" if args.method == "admm-tv" else "balance"
+    if (args.method in _COMPRESSION_NOISE_METHODS and chosen not in kw and args.compression_noise != "off"
+            and meta.format == "jpeg"):
         from .io import jpeg_compression_noise  # noqa: PLC0415
 
         v = jpeg_compression_noise(args.input)
         if v:  # 0: a lossless JPEG; None: no luminance component (measured noise only)
             kw["compression_noise"] = v
-            say(f"{PROG}: JPEG input: compression error ~{v:.2g} (variance) added to the measured noise for the TV "
-                "weight (--compression-noise off: the measured noise only)")
+            if chosen == "lam":
+                what, off = "the TV weight", "the measured noise only"
+            else:
+                what, off = "the balance (predictive risk)", "generalized cross-validation"
+            say(f"{PROG}: JPEG input: compression error ~{v:.2g} (variance) added to the measured noise for {what} "
+                f"(--compression-noise off: {off})")
     be = get_backend(args.backend)
     t0 = time.perf_counter()
     common = dict(boundary=args.boundary, luminance=args.luminance, clip=True if args.clip else None, backend=be)

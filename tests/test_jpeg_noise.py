@@ -247,6 +247,59 @@ def test_admm_tv_default_weight_counts_the_compression_error():
             gd.admm_tv(y, k, compression_noise=bad)
 
 
+def _upre_balance_reference(y, k, noise_var):
+    """Float64 NumPy reference of ``wiener``'s predictive-risk balance on a periodic image: full 2-D DFTs,
+    the PSF and the 5-point Laplacian circularly centred at the origin, ``Σ|(1 − a)G|²/n² + 2σ²Σa/n``
+    (per channel, summed) minimized on the documented grid (36 points over [1e-7, 10], then 21 around the best)."""
+    M, N, C = y.shape
+
+    def otf(kernel):
+        pad = np.zeros((M, N))
+        h, w = kernel.shape
+        pad[:h, :w] = kernel
+        return np.fft.fft2(np.roll(pad, (-(h // 2), -(w // 2)), axis=(0, 1)))
+
+    h2 = np.abs(otf(k)) ** 2
+    r2 = np.abs(otf(np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], float))) ** 2  # |R|² of the Laplacian
+    g2 = sum(np.abs(np.fft.fft2(y[..., c])) ** 2 for c in range(C))
+    n = M * N
+
+    def score(b):
+        a = h2 / (h2 + b * r2)
+        return ((1 - a) ** 2 * g2).sum() / n**2 + C * 2 * noise_var * a.sum() / n
+
+    grid = np.geomspace(1e-7, 10.0, 36)
+    i = int(np.argmin([score(b) for b in grid]))
+    fine = np.geomspace(grid[max(i - 1, 0)], grid[min(i + 1, 35)], 21)
+    return float(fine[int(np.argmin([score(b) for b in fine]))])
+
+
+def test_wiener_balance_counts_the_compression_error():
+    import gpudeblur as gd
+    from gpudeblur import psf
+
+    sharp = cv2.resize(_photos()["astronaut"], (128, 128), interpolation=cv2.INTER_AREA) / 255.0
+    k = psf.disc(3.0)
+    blurred = np.clip(gd.fftconvolve(sharp, k) + np.random.default_rng(1).normal(0, 0.01, sharp.shape), 0, 1)
+    data = _encode(np.rint(blurred * 255).astype(np.uint8), 75)
+    y = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1] / 255.0
+    v = jpeg_compression_noise(data)
+    # the balance is the predictive-risk minimizer for σ̂² + v (float64, periodic: the reference's grid)
+    noise_var = gd.estimate_noise(y) ** 2 + v
+    b = _upre_balance_reference(y, k, noise_var)
+    got = gd.wiener(y, k, boundary="periodic", dtype="float64", compression_noise=v)
+    assert np.array_equal(got, gd.wiener(y, k, b, boundary="periodic", dtype="float64"))
+    # 0 is generalized cross-validation as before; a given balance wins
+    assert np.array_equal(gd.wiener(y, k, compression_noise=0.0), gd.wiener(y, k))
+    assert np.array_equal(gd.wiener(y, k, 1e-3, compression_noise=v), gd.wiener(y, k, 1e-3))
+    psnr = lambda x: 10 * np.log10(1 / np.mean((np.clip(x, 0, 1) - sharp) ** 2))  # noqa: E731
+    gcv, upre = psnr(gd.wiener(y, k)), psnr(gd.wiener(y, k, compression_noise=v))
+    assert gcv < psnr(y) < upre - 1.0, (psnr(y), gcv, upre)  # GCV rings below the input; this gains
+    for bad in (-1.0, 2.0, float("nan")):
+        with pytest.raises(ValueError, match="compression_noise"):
+            gd.wiener(y, k, compression_noise=bad)
+
+
 def test_deconv_cli_uses_a_jpeg_inputs_tables(tmp_path, capsys):
     rgb = _photos()["blurred"][:64, :64]
     (tmp_path / "in.jpg").write_bytes(_encode(rgb, 75))
@@ -268,6 +321,30 @@ def test_deconv_cli_uses_a_jpeg_inputs_tables(tmp_path, capsys):
         ref = gd.admm_tv(y, k, num_iter=5, compression_noise=cn)
         assert np.array_equal(read_image(tmp_path / "o.tif")[0], ref.astype(np.float32)), extra
     assert cli.main(base + ["--lam", "1e-3"]) == 0 and "JPEG input" not in capsys.readouterr().out  # a given weight
-    for extra in (["--method", "rl", "--compression-noise", "off"], ["--lam", "1e-3", "--compression-noise", "auto"]):
+    for extra, why in ((["--method", "rl", "--compression-noise", "off"], "not to rl"),
+                       (["--lam", "1e-3", "--compression-noise", "auto"], "--lam was given")):
         assert cli.main(["-q"] + base + extra) == 2
-        assert "--compression-noise applies to admm-tv's default --lam only" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "--compression-noise applies to admm-tv's default --lam and wiener's estimated --balance only" in err
+        assert why in err
+
+
+def test_deconv_cli_wiener_on_a_jpeg(tmp_path, capsys):
+    import gpudeblur as gd
+    from gpudeblur import psf
+    from gpudeblur.io import read_image
+
+    rgb = _photos()["blurred"][:64, :64]
+    (tmp_path / "in.jpg").write_bytes(_encode(rgb, 75))
+    y = read_image(tmp_path / "in.jpg")[0]
+    k = psf.from_spec("disc:2", y.shape)
+    base = ["deconv", str(tmp_path / "in.jpg"), str(tmp_path / "o.tif"), "--psf", "disc:2", "--method", "wiener",
+            "--overwrite", "--bit-depth", "32"]
+    for extra, cn in (([], jpeg_compression_noise(tmp_path / "in.jpg")), (["--compression-noise", "off"], None)):
+        assert cli.main(base + extra) == 0
+        assert ("balance (predictive risk)" in capsys.readouterr().out) == (cn is not None)
+        ref = gd.wiener(y, k, compression_noise=cn)
+        assert np.array_equal(read_image(tmp_path / "o.tif")[0], ref.astype(np.float32)), extra
+    assert cli.main(base + ["--balance", "1e-3"]) == 0 and "JPEG input" not in capsys.readouterr().out
+    assert cli.main(["-q"] + base + ["--balance", "1e-3", "--compression-noise", "auto"]) == 2
+    assert "(--balance was given)" in capsys.readouterr().err
