@@ -157,6 +157,16 @@ NOISE_FLOOR = 1e-6
 #: sharp photo 31.61 / 31.55 / 31.06 (without: 27.63 / 31.57); see
 #: docs/allinfocus.md ("JPEG input").
 COMPRESSION_NOISE_SHARE = 0.5
+#: ``sv-admm``'s TV weight on an estimated map of a compressed input is at
+#: least this times ``sqrt(compression_noise)`` (the JPEG's error, which
+#: the ringing of a low weight amplifies; :data:`ESTIMATED_MAP_LAM` is
+#: tuned on clean inputs). JPEG bench (the demo scene and three photos on
+#: the layered map, three sharp photos; 256²; against the floor alone):
+#: 0.05 gives +0.16 / +0.16 dB mean at quality 75 (blurred / sharp; each
+#: +0.02 … +0.38), +0.01 / +0.02 at 90 (each −0.02 … +0.07), 0.00 at 95;
+#: fixed weights 1e-3 / 3e-3 gave +0.17 / +0.04 on the blurred scenes at
+#: 75 but −0.08 / −0.39 at 90. See docs/allinfocus.md ("JPEG input").
+COMPRESSION_LAM_PER_SIGMA = 0.05
 #: Lowest noise σ the edge cap and the radius check assume (√NOISE_FLOOR;
 #: 8-bit quantization alone is 1/(255·√12) ≈ 1.1e-3). A mostly flat 8-bit
 #: image measures σ̂ = 0, and one-level banding would then count as edges.
@@ -1435,7 +1445,8 @@ class AllInFocus:
         initial kernel). Default: the disc (defocus of an ideal lens).
     lam : float, optional
         Regularization weight: TV for ``sv-admm`` (default
-        :data:`ESTIMATED_MAP_LAM` on an estimated map, or
+        :data:`ESTIMATED_MAP_LAM` on an estimated map, at least
+        :data:`COMPRESSION_LAM_PER_SIGMA` ``· sqrt(compression_noise)``, or
         :data:`UNCHECKED_MAP_LAM` with ``radius_check=False``;
         noise-adaptive on a given one), gradient prior for ``fast`` (0.015), framelet ℓ1
         ``lam1`` for ``blind`` (0.005; ``blind_options['lam1']`` wins).
@@ -1519,8 +1530,10 @@ class AllInFocus:
         therefore taken at least :data:`COMPRESSION_NOISE_SHARE` times this,
         divided by ``scale²`` for a map read at ``1/scale`` (the
         estimator's ``compression_noise``; an explicit ``noise`` or
-        ``compression_noise`` in ``estimator_options`` wins). None or 0:
-        none.
+        ``compression_noise`` in ``estimator_options`` wins), and
+        ``sv-admm``'s default TV weight is at least
+        :data:`COMPRESSION_LAM_PER_SIGMA` ``· sqrt(compression_noise)``
+        (where the estimate used it). None or 0: none.
     blind_options : dict
         Passed to :func:`gpudeblur.blind.blind_deblur_layer`; its
         ``kernel_size`` defaults to :func:`blind_kernel_size` of the
@@ -1691,6 +1704,12 @@ class AllInFocus:
             return None
         return self.compression_noise
 
+    def _estimated_map_lam(self) -> float:
+        """``sv-admm``'s TV weight on a checked estimated map: :data:`ESTIMATED_MAP_LAM`, raised for a compression
+        error where the map used it (:data:`COMPRESSION_LAM_PER_SIGMA`)."""
+        v = self._compression_noise_used() or 0.0
+        return max(ESTIMATED_MAP_LAM, COMPRESSION_LAM_PER_SIGMA * math.sqrt(v))
+
     def map_noise(self, image) -> float:
         """Noise variance given to the blur-map estimator for ``image``.
 
@@ -1772,7 +1791,7 @@ class AllInFocus:
             if self.lam is not None:
                 kw["lam"] = self.lam
             elif map_estimated and mode == "sv-admm":
-                kw["lam"] = ESTIMATED_MAP_LAM if check else UNCHECKED_MAP_LAM
+                kw["lam"] = self._estimated_map_lam() if check else UNCHECKED_MAP_LAM
             unc = self.map_uncertainty
             if unc is None:
                 unc = scaled_map_uncertainty(map_scale or 1) if map_estimated else (0.0, 0.0)

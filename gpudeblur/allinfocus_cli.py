@@ -118,7 +118,8 @@ def register(subparsers, parents) -> None:
     p.add_argument("--compression-noise", choices=("auto", "off"), default=None,
                    help="auto (default): for a JPEG IN, estimate the error its compression added from the file's "
                    "quantization tables and raise the blur-map estimator's noise to half of it (the measured noise "
-                   "cannot see it; the map reads the detail JPEG removed as blur); off: the measured noise only")
+                   "cannot see it; the map reads the detail JPEG removed as blur) and sv-admm's default TV weight to "
+                   "at least 0.05*sqrt of it; off: the measured noise only")
     p.add_argument("--map-scale", type=map_scale, default=None, metavar="S|auto",
                    help="estimate the blur map on the image reduced S times (S x S block means): radii up to S times "
                    "--max-radius at 1/S^2 of the map's cost, radii below ~1.5*S px not resolved; auto (default): "
@@ -297,7 +298,8 @@ def run(args) -> int:
         if v:  # 0: a lossless JPEG
             pipe = AllInFocus(**options, compression_noise=v)
             say(f"allinfocus: JPEG input: compression error ~{v:.2g} (variance); the blur map takes its noise as at "
-                "least half of it (less at a coarser map scale; --compression-noise off: the measured noise only)")
+                "least half of it (less at a coarser map scale) and sv-admm's TV weight is raised for it "
+                "(--compression-noise off: the measured noise only)")
         elif v is None:  # an Adobe RGB or CMYK JPEG, or an unusual frame
             say("allinfocus: JPEG input without a luminance component: its compression error is not estimated")
 

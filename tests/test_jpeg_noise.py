@@ -163,6 +163,39 @@ def test_pipeline_raises_the_map_noise():
             AllInFocus(compression_noise=bad)
 
 
+def test_pipeline_raises_the_tv_weight_for_a_compression_error(monkeypatch):
+    """``sv-admm`` on an estimated map takes ``max(ESTIMATED_MAP_LAM, COMPRESSION_LAM_PER_SIGMA·sqrt(v))`` where
+    the map used ``compression_noise`` ``v``; a given weight, a given noise or the unchecked weight are left alone."""
+    import gpudeblur.allinfocus as aif
+
+    seen = []
+
+    class Seen(Exception):
+        pass
+
+    def spy(*a, **kw):
+        seen.append(kw["lam"])
+        raise Seen
+
+    monkeypatch.setattr(aif, "deconvolve_spread_sequence", spy)
+    monkeypatch.setattr(aif, "deconvolve_spatially_varying", spy)
+    rgb = _photos()["blurred"][:64, :64] / 255.0
+    opts = {"window": 31, "labeling": None}
+    cases = [({"compression_noise": 4e-4}, aif.COMPRESSION_LAM_PER_SIGMA * 0.02),
+             ({"compression_noise": 4e-4, "spread_select": False}, aif.COMPRESSION_LAM_PER_SIGMA * 0.02),
+             ({"compression_noise": 1e-6}, aif.ESTIMATED_MAP_LAM),  # below the floor
+             ({}, aif.ESTIMATED_MAP_LAM),
+             ({"compression_noise": 4e-4, "lam": 2e-4}, 2e-4),  # a given weight wins
+             ({"compression_noise": 4e-4, "radius_check": False}, aif.UNCHECKED_MAP_LAM),
+             ({"compression_noise": 4e-4, "estimator_options": dict(opts, noise=1e-5)}, aif.ESTIMATED_MAP_LAM)]
+    assert aif.COMPRESSION_LAM_PER_SIGMA * 0.02 > aif.ESTIMATED_MAP_LAM
+    for kw, expect in cases:
+        kw.setdefault("estimator_options", opts)
+        with pytest.raises(Seen):
+            AllInFocus(mode="sv-admm", **kw).run(rgb)
+        assert seen.pop() == pytest.approx(expect, rel=1e-12), kw
+
+
 def test_estimator_divides_the_compression_floor_by_the_scale():
     from gpudeblur.blurmap import BlurMapEstimator
 
