@@ -317,11 +317,15 @@ def test_wiener_balance_counts_the_compression_error():
     data = _encode(np.rint(blurred * 255).astype(np.uint8), 75)
     y = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1] / 255.0
     v = jpeg_compression_noise(data)
-    # the balance is the predictive-risk minimizer for σ̂² + v (float64, periodic: the reference's grid)
-    noise_var = gd.estimate_noise(y) ** 2 + v
-    b = _upre_balance_reference(y, k, noise_var)
-    got = gd.wiener(y, k, boundary="periodic", dtype="float64", compression_noise=v)
-    assert np.array_equal(got, gd.wiener(y, k, b, boundary="periodic", dtype="float64"))
+    # the balance is the predictive-risk minimizer for σ̂² + 2v in each colour channel (float64, periodic: the
+    # reference's grid), for σ̂² + v in a grey one
+    from gpudeblur.restoration import JPEG_COLOUR_ERROR_FACTOR
+
+    assert JPEG_COLOUR_ERROR_FACTOR == 2.0
+    for img, share in ((y, 2.0), (y[..., 1:2], 1.0)):
+        b = _upre_balance_reference(img, k, gd.estimate_noise(img) ** 2 + share * v)
+        got = gd.wiener(img, k, boundary="periodic", dtype="float64", compression_noise=v)
+        assert np.array_equal(got, gd.wiener(img, k, b, boundary="periodic", dtype="float64")), share
     # 0 is generalized cross-validation as before; a given balance wins
     assert np.array_equal(gd.wiener(y, k, compression_noise=0.0), gd.wiener(y, k))
     assert np.array_equal(gd.wiener(y, k, 1e-3, compression_noise=v), gd.wiener(y, k, 1e-3))
