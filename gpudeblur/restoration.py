@@ -267,23 +267,24 @@ def wiener(
         clip=False)``.
     compression_noise : float, optional
         Variance (``[0, 1]`` units) of an error the image's lossy compression
-        added (:func:`gpudeblur.io.jpeg_compression_noise`, which ``gpudeblur
-        deconv`` passes for a JPEG IN). Only the estimated ``balance`` uses
-        it. Generalized cross-validation reads the noise from the residual,
-        and a JPEG has removed the fine noise there: on JPEGs it chose
-        balances 10–1000x too small and returned images *below* their input
-        (ringing, amplified block edges). With this set, the balance
-        minimizes the unbiased predictive risk estimate (Mallows' C_L)
-        ``‖(1 − a)·G‖²/n + 2·σ²·Σa/n`` for the known noise ``σ² = σ̂² +
-        compression_noise`` (``σ̂``: :func:`estimate_noise`), on the same
-        grid. Measured (five photos × four disc/noise cases, libjpeg 4:2:0;
-        mean PSNR, GCV → this, best balance in hindsight): quality 50 18.66
-        → 25.64 (25.85), 75 20.89 → 26.24 (26.49), 90 23.10 → 26.58
-        (27.20), 95 24.70 → 26.38 (27.60) dB; better in each of the 80
-        cases (3 stay below their input: σ = 0.01 at quality 90 and 95,
-        whose noise the JPEG kept in part and neither estimate counts).
-        Without it (on PNGs) GCV stays the better rule: the same rule with
-        ``σ̂²`` alone lost 0.59 dB to the best balance on average, GCV 0.20.
+        added to its luminance (:func:`gpudeblur.io.jpeg_compression_noise`,
+        which ``gpudeblur deconv`` passes for a JPEG IN). Only the estimated
+        ``balance`` uses it. Generalized cross-validation reads the noise
+        from the residual, and a JPEG has removed the fine noise there: on
+        JPEGs it chose balances 10–1000x too small and returned images
+        *below* their input (ringing, amplified block edges). With this set,
+        the balance minimizes the unbiased predictive risk estimate (Mallows'
+        C_L) ``‖(1 − a)·G‖²/n + 2·σ²·Σa/n`` for the known noise ``σ² = σ̂² +
+        f·compression_noise`` per channel (``σ̂``: :func:`estimate_noise`;
+        ``f`` = :data:`JPEG_COLOUR_ERROR_FACTOR` (2) for colour channels,
+        which carry the chroma's error too, 1 for grey or ``luminance``), on
+        the same grid. Measured (``bench/bench_deconv_jpeg.py``: five photos
+        × four disc/noise cases, libjpeg 4:2:0; mean PSNR, GCV → this, best
+        balance in hindsight): quality 50 18.66 → 25.64 (25.85), 75 20.89 →
+        26.28 (26.49), 90 23.10 → 26.94 (27.20), 95 24.70 → 27.39 (27.60)
+        dB; better in each of the 80 cases, none below its input. Without
+        it (on PNGs) GCV stays the better rule: the same rule with ``σ̂²``
+        alone lost 0.59 dB to the best balance on average, GCV 0.20.
 
     Returns
     -------
