@@ -61,7 +61,7 @@ def keep_pair(text: str):
 
 
 def register(subparsers, parents) -> None:
-    from .cli import add_strip_metadata, noise_variance, odd_window, positive_float, positive_int, psf_family  # noqa: PLC0415
+    from .cli import add_jpeg_quality, add_strip_metadata, noise_variance, odd_window, positive_float, positive_int, psf_family  # noqa: PLC0415
 
     p = subparsers.add_parser(
         "allinfocus",
@@ -127,6 +127,7 @@ def register(subparsers, parents) -> None:
     p.add_argument("--save-map", metavar="M", help="write the blur map (.png colour-mapped, .npy/.tif float)")
     p.add_argument("--save-layers", metavar="DIR", help="write the layer labels and per-layer results (blind mode) into DIR")
     p.add_argument("--report", metavar="R.json", help="write a JSON report (map statistics, layers, kernels, timings)")
+    add_jpeg_quality(p)
     add_strip_metadata(p)
     p.set_defaults(func=run)
 
@@ -228,12 +229,14 @@ def _remove_stale_layers(folder: str, n_layers: int, n_kernels: int, say, inputs
 def run(args) -> int:
     from .allinfocus import AllInFocus  # noqa: PLC0415
     from .blurmap.cli import colorize  # noqa: PLC0415
-    from .cli import check_distinct_outputs, check_output_folder, check_output_path, input_paths, read_input, say  # noqa: PLC0415
+    from .cli import (check_distinct_outputs, check_jpeg_quality_option, check_output_folder, check_output_path,  # noqa: PLC0415
+                      input_paths, read_input, say)
     from .io import (ARRAY_WRITE_EXTENSIONS, _atomic_write, jpeg_compression_noise, output_batch, write_array,  # noqa: PLC0415
                      write_image)
 
     ins = input_paths(args.input, args.map, psf=args.psf)  # a --psf calibration file is an input too
     out = check_output_path(ins, args.output, args.overwrite, kind="image")
+    check_jpeg_quality_option(args, out)
     check_distinct_outputs({"OUT": out, "--save-map": args.save_map, "--report": args.report})
     if args.save_map:
         check_output_path(ins, args.save_map, args.overwrite, extensions=(".png",) + ARRAY_WRITE_EXTENSIONS,
@@ -330,7 +333,7 @@ def run(args) -> int:
             rep["output"] = os.path.abspath(out)
             rep["total_s"] = round(total, 4)
             _atomic_write(args.report, (json.dumps(rep, indent=2) + "\n").encode(), args.overwrite)
-        write_image(out, result_img, meta, overwrite=args.overwrite)
+        write_image(out, result_img, meta, overwrite=args.overwrite, jpeg_quality=args.jpeg_quality)
     if args.save_layers:  # an earlier run's extra layers, once this run's are in place
         _remove_stale_layers(args.save_layers, len(res.layers), len(res.kernels), say, inputs=ins)
     say(f"allinfocus: wrote {out} ({res.mode}, {total:.2f} s; map radius {res.radius_map.min():.2f}–{res.radius_map.max():.2f} px)")

@@ -66,6 +66,8 @@ __all__ = [
     "check_distinct_outputs",
     "odd_window",
     "add_strip_metadata",
+    "add_jpeg_quality",
+    "check_jpeg_quality_option",
     "progress",
     "Progress",
     "say",
@@ -428,8 +430,23 @@ def _add_deconv(sub, parents) -> None:
         default=None,
         help="output bit depth (default: as the input; 32 = float, TIFF only)",
     )
+    add_jpeg_quality(p)
     add_strip_metadata(p)
     p.set_defaults(func=_run_deconv)
+
+
+def add_jpeg_quality(p) -> None:
+    """``--jpeg-quality`` for a command that writes an image (a JPEG OUT only)."""
+    from .io import JPEG_QUALITY  # noqa: PLC0415
+
+    p.add_argument("--jpeg-quality", type=lambda t: _int_arg(t, lambda v: 1 <= v <= 100, "an integer from 1 to 100"),
+                   default=None, metavar="Q", help=f"quality of a JPEG OUT, 1-100 (default {JPEG_QUALITY})")
+
+
+def check_jpeg_quality_option(args, out: str) -> None:
+    """``--jpeg-quality`` only with a JPEG OUT (checked before any work)."""
+    if args.jpeg_quality is not None and os.path.splitext(out)[1].lower() not in (".jpg", ".jpeg"):
+        raise ValueError(f"--jpeg-quality applies to a JPEG OUT, not {os.path.basename(out)}")
 
 
 def add_strip_metadata(p) -> None:
@@ -579,6 +596,7 @@ def _run_deconv(args) -> int:
     from .io import write_image  # noqa: PLC0415
 
     out = check_output_path(args.input, args.output, args.overwrite, kind="image")
+    check_jpeg_quality_option(args, out)
     if args.bit_depth is not None:  # impossible depth for the format: fail before any work
         ext = os.path.splitext(out)[1].lower()
         if ext in (".jpg", ".jpeg") and args.bit_depth != 8:
@@ -616,7 +634,7 @@ def _run_deconv(args) -> int:
         result = fn(image, psf, **kw, **common)
     be.synchronize()
     dt = time.perf_counter() - t0
-    write_image(out, result, meta, overwrite=args.overwrite, bit_depth=args.bit_depth)
+    write_image(out, result, meta, overwrite=args.overwrite, bit_depth=args.bit_depth, jpeg_quality=args.jpeg_quality)
     it = f", {n_iter} iterations" if n_iter is not None else ""
     say(f"{PROG}: wrote {out} ({args.method}{it}, {be.name} backend, {dt:.2f} s)")
     return EXIT_OK

@@ -85,6 +85,9 @@ IMAGE_WRITE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 #: Extensions :func:`write_array` accepts (lower case).
 ARRAY_WRITE_EXTENSIONS = (".npy", ".tif", ".tiff")
 
+#: JPEG quality :func:`write_image` encodes with unless told (``jpeg_quality``; libjpeg's scale, 1–100).
+JPEG_QUALITY = 95
+
 _EXT_FORMAT = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".jpg": "jpeg", ".jpeg": "jpeg", ".npy": "npy"}
 _MAXVAL = {8: 255.0, 16: 65535.0}
 _INT_DTYPE = {8: np.dtype(np.uint8), 16: np.dtype(np.uint16)}
@@ -454,7 +457,8 @@ def _to_host(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def write_image(path, image, meta: ImageMeta | None = None, *, overwrite: bool = False, bit_depth: int | None = None):
+def write_image(path, image, meta: ImageMeta | None = None, *, overwrite: bool = False, bit_depth: int | None = None,
+                jpeg_quality: int | None = None):
     """Write ``image`` to ``path`` (PNG, TIFF or JPEG by extension), atomically.
 
     Parameters
@@ -480,9 +484,13 @@ def write_image(path, image, meta: ImageMeta | None = None, *, overwrite: bool =
         most 16 and JPEG 8 bits (a :class:`ImageWriteWarning` says so when
         the depth comes from ``meta``; an explicit impossible ``bit_depth``
         is an error).
+    jpeg_quality : int, optional
+        Quality (1–100, libjpeg's scale) of a JPEG output; default
+        :data:`JPEG_QUALITY` (95). An error for other formats.
     """
     path = os.fspath(path)
     fmt = image_format(path, "image")
+    jpeg_quality = check_jpeg_quality(jpeg_quality, fmt, path)
     img = _to_host(image)
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
@@ -522,7 +530,7 @@ def write_image(path, image, meta: ImageMeta | None = None, *, overwrite: bool =
     elif fmt == "png":
         data = _md.png_with_metadata(_encode_cv(fmt, color, alpha, path), icc, exif)
     else:
-        data, left_out = _md.jpeg_with_metadata(_encode_cv(fmt, color, alpha, path), icc, exif)
+        data, left_out = _md.jpeg_with_metadata(_encode_cv(fmt, color, alpha, path, jpeg_quality), icc, exif)
         for what in left_out:
             warnings.warn(f"{what}: not written to {path}", ImageWriteWarning, stacklevel=2)
     _atomic_write(path, data, overwrite)
@@ -601,7 +609,19 @@ def _convert_samples(x: np.ndarray, depth: int) -> np.ndarray:
     return np.rint(x.astype(np.float64) / 257.0).astype(np.uint8)  # 16 -> 8
 
 
-def _encode_cv(fmt: str, color: np.ndarray, alpha, path: str) -> bytes:
+def check_jpeg_quality(quality, fmt: str, path: str) -> int:
+    """``write_image``'s ``jpeg_quality`` for an output of format ``fmt``: an integer in 1–100, for JPEG only
+    (None: :data:`JPEG_QUALITY`)."""
+    if quality is None:
+        return JPEG_QUALITY
+    if fmt != "jpeg":
+        raise ValueError(f"jpeg_quality applies to JPEG outputs; {path} is {fmt.upper()}")
+    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
+        raise ValueError(f"jpeg_quality must be an integer from 1 to 100, got {quality!r}")
+    return int(quality)
+
+
+def _encode_cv(fmt: str, color: np.ndarray, alpha, path: str, jpeg_quality: int = JPEG_QUALITY) -> bytes:
     cv2 = _cv2()
     if color.ndim == 3:
         bgr = color[:, :, ::-1]
@@ -614,7 +634,7 @@ def _encode_cv(fmt: str, color: np.ndarray, alpha, path: str) -> bytes:
     else:
         arr = bgr
     arr = np.ascontiguousarray(arr)
-    ext, params = (".png", []) if fmt == "png" else (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95])
+    ext, params = (".png", []) if fmt == "png" else (".jpg", [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
     with _quiet_opencv():
         ok, buf = cv2.imencode(ext, arr, params)
     if not ok:

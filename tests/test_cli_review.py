@@ -296,3 +296,38 @@ def test_third_review_options(tmp_path, scene, capsys):
     rc, err = _run(capsys, "blurmap", src, tmp_path / "m.npy", "--window", "301")
     assert rc == 2 and "smaller than the analysis window" in err and "fft_block" not in err
     assert _run(capsys, "deconv", src, tmp_path / "m.png", "--psf", "motion:5")[0] == 0  # the angle defaults to 0
+
+
+def test_jpeg_quality_option(tmp_path, scene, capsys):
+    """``--jpeg-quality Q`` encodes a JPEG OUT at Q (its luminance table is libjpeg's at Q) for ``deconv`` and
+    ``allinfocus``; with another OUT, or a Q outside 1-100, the command stops at once with one line (exit 2)."""
+    import cv2
+
+    from gpudeblur._jpeg import quantization_tables
+
+    src, mp = scene
+
+    def table(path):
+        tables, (_, _, comps), _ = quantization_tables(path.read_bytes())
+        return tables[comps[0][3]]
+
+    def libjpeg(q):
+        buf = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8), [cv2.IMWRITE_JPEG_QUALITY, q])[1].tobytes()
+        tables, (_, _, comps), _ = quantization_tables(buf)
+        return tables[comps[0][3]]
+
+    runs = {"deconv": ["deconv", src, None, "--psf", "disc:2", "--iters", "3"],
+            "allinfocus": ["allinfocus", src, None, "--map", mp, "--mode", "fast"]}
+    for name, argv in runs.items():
+        out = tmp_path / f"{name}.jpg"
+        argv = [out if a is None else a for a in argv]
+        for q in ("60", None):
+            rc, err = _run(capsys, *argv, *(["--jpeg-quality", q] if q else []), "--overwrite")
+            assert rc == 0, err
+            np.testing.assert_array_equal(table(out), libjpeg(int(q) if q else 95))
+        png = tmp_path / f"{name}.png"
+        rc, err = _run(capsys, *[png if a == out else a for a in argv], "--jpeg-quality", "60")
+        assert rc == 2 and err.endswith(f"--jpeg-quality applies to a JPEG OUT, not {png.name}") and not png.exists()
+        for bad in ("0", "101", "9.5"):
+            assert cli.main([*map(str, argv), "--jpeg-quality", bad]) == 2
+            assert "an integer from 1 to 100, got" in capsys.readouterr().err

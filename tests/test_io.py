@@ -178,6 +178,38 @@ def test_jpeg_readable(tmp_path, natural_rgb):
         write_image(tmp_path / "p.jpg", img, bit_depth=16)
 
 
+def test_jpeg_quality(tmp_path, natural_rgb):
+    """A JPEG is encoded at ``jpeg_quality`` (default JPEG_QUALITY, 95): its luminance table is libjpeg's at that
+    quality, and its pixels equal OpenCV's encoding at it; other formats and bad values are refused."""
+    from gpudeblur._jpeg import quantization_tables
+    from gpudeblur.io import JPEG_QUALITY
+
+    img = natural_rgb[:48, :64]
+    rgb8 = np.rint(img * 255).astype(np.uint8)
+
+    def table(data):
+        tables, (_, _, comps), _ = quantization_tables(data)
+        return tables[comps[0][3]]
+
+    def opencv(q):
+        return cv2.imencode(".jpg", rgb8[..., ::-1].copy(), [cv2.IMWRITE_JPEG_QUALITY, q])[1].tobytes()
+
+    assert JPEG_QUALITY == 95
+    for q, name in ((None, "d.jpg"), (40, "q40.jpeg"), (100, "q100.jpg"), (1, "q1.jpg")):
+        write_image(tmp_path / name, img, jpeg_quality=q)
+        data = (tmp_path / name).read_bytes()
+        ref = opencv(JPEG_QUALITY if q is None else q)
+        np.testing.assert_array_equal(table(data), table(ref))
+        np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR),
+                                      cv2.imdecode(np.frombuffer(ref, np.uint8), cv2.IMREAD_COLOR))
+    with pytest.raises(ValueError, match="jpeg_quality applies to JPEG outputs"):
+        write_image(tmp_path / "o.png", img, jpeg_quality=90)
+    for bad in (0, 101, 90.0, True, "90"):
+        with pytest.raises(ValueError, match="jpeg_quality must be an integer from 1 to 100"):
+            write_image(tmp_path / "o.jpg", img, jpeg_quality=bad)
+    assert not (tmp_path / "o.jpg").exists() and not (tmp_path / "o.png").exists()
+
+
 def test_jpeg_exif_orientation_applied(tmp_path):
     Image = pytest.importorskip("PIL.Image")
     rgb = np.zeros((20, 30, 3), np.uint8)
