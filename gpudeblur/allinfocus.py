@@ -1704,10 +1704,11 @@ class AllInFocus:
             return None
         return self.compression_noise
 
-    def _estimated_map_lam(self) -> float:
+    def _estimated_map_lam(self, estimated_here: bool = True) -> float:
         """``sv-admm``'s TV weight on a checked estimated map: :data:`ESTIMATED_MAP_LAM`, raised for a compression
-        error where the map used it (:data:`COMPRESSION_LAM_PER_SIGMA`)."""
-        v = self._compression_noise_used() or 0.0
+        error where the map used it (:data:`COMPRESSION_LAM_PER_SIGMA`; ``estimated_here``: the pipeline estimated
+        the map, not a caller's ``map_estimated=True``)."""
+        v = (self._compression_noise_used() or 0.0) if estimated_here else 0.0
         return max(ESTIMATED_MAP_LAM, COMPRESSION_LAM_PER_SIGMA * math.sqrt(v))
 
     def map_noise(self, image) -> float:
@@ -1791,7 +1792,7 @@ class AllInFocus:
             if self.lam is not None:
                 kw["lam"] = self.lam
             elif map_estimated and mode == "sv-admm":
-                kw["lam"] = self._estimated_map_lam() if check else UNCHECKED_MAP_LAM
+                kw["lam"] = self._estimated_map_lam(radius_map is None) if check else UNCHECKED_MAP_LAM
             unc = self.map_uncertainty
             if unc is None:
                 unc = scaled_map_uncertainty(map_scale or 1) if map_estimated else (0.0, 0.0)

@@ -227,7 +227,7 @@ def _remove_stale_layers(folder: str, n_layers: int, n_kernels: int, say, inputs
 
 
 def run(args) -> int:
-    from .allinfocus import AllInFocus  # noqa: PLC0415
+    from .allinfocus import ESTIMATED_MAP_LAM, AllInFocus  # noqa: PLC0415
     from .blurmap.cli import colorize  # noqa: PLC0415
     from .cli import (check_distinct_outputs, check_jpeg_quality_option, check_output_folder, check_output_path,  # noqa: PLC0415
                       input_paths, read_input, say)
@@ -300,9 +300,12 @@ def run(args) -> int:
         v = jpeg_compression_noise(args.input)
         if v:  # 0: a lossless JPEG
             pipe = AllInFocus(**options, compression_noise=v)
+            tv = (pipe.lam is None and pipe.radius_check and pipe.resolve_mode(image.shape) == "sv-admm"
+                  and pipe._estimated_map_lam() > ESTIMATED_MAP_LAM)
             say(f"allinfocus: JPEG input: compression error ~{v:.2g} (variance); the blur map takes its noise as at "
-                "least half of it (less at a coarser map scale) and sv-admm's TV weight is raised for it "
-                "(--compression-noise off: the measured noise only)")
+                "least half of it (less at a coarser map scale)"
+                + (f", and sv-admm's TV weight is {pipe._estimated_map_lam():.2g} (not {ESTIMATED_MAP_LAM:g})" if tv else "")
+                + " (--compression-noise off: the measured noise only)")
         elif v is None:  # an Adobe RGB or CMYK JPEG, or an unusual frame
             say("allinfocus: JPEG input without a luminance component: its compression error is not estimated")
 

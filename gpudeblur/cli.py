@@ -621,7 +621,12 @@ def _run_deconv(args) -> int:
             if chosen == "lam":
                 what, off = "the TV weight", "the measured noise only"
             else:
-                what, off = "the balance (predictive risk)", "generalized cross-validation"
+                from .restoration import JPEG_COLOUR_ERROR_FACTOR  # noqa: PLC0415
+
+                colour = image.ndim == 3 and image.shape[2] >= 3 and not args.luminance
+                what = ("the balance (predictive risk" + (f"; x{JPEG_COLOUR_ERROR_FACTOR:g} in each colour channel)"
+                                                          if colour else ")"))
+                off = "generalized cross-validation"
             say(f"{PROG}: JPEG input: compression error ~{v:.2g} (variance) added to the measured noise for {what} "
                 f"(--compression-noise off: {off})")
     be = get_backend(args.backend)

@@ -174,7 +174,7 @@ def test_pipeline_raises_the_tv_weight_for_a_compression_error(monkeypatch):
         pass
 
     def spy(*a, **kw):
-        seen.append(kw["lam"])
+        seen.append(kw.get("lam"))
         raise Seen
 
     monkeypatch.setattr(aif, "deconvolve_spread_sequence", spy)
@@ -194,6 +194,13 @@ def test_pipeline_raises_the_tv_weight_for_a_compression_error(monkeypatch):
         with pytest.raises(Seen):
             AllInFocus(mode="sv-admm", **kw).run(rgb)
         assert seen.pop() == pytest.approx(expect, rel=1e-12), kw
+    with pytest.raises(Seen):  # fast has no TV weight: its own default
+        AllInFocus(mode="fast", compression_noise=4e-4, estimator_options=opts).run(rgb)
+    assert seen.pop() is None
+    with pytest.raises(Seen):  # a caller's map, even called estimated, did not use v
+        AllInFocus(mode="sv-admm", compression_noise=4e-4).run(rgb, radius_map=np.full(rgb.shape[:2], 2.0),
+                                                               map_estimated=True)
+    assert seen.pop() == aif.ESTIMATED_MAP_LAM
 
 
 def test_estimator_divides_the_compression_floor_by_the_scale():
@@ -230,7 +237,16 @@ def test_cli_uses_a_jpeg_inputs_tables(tmp_path, capsys):
 
     rep, err = run("in.jpg")
     assert rep["compression_noise"] == pytest.approx(v) and rep["map_noise"] >= COMPRESSION_NOISE_SHARE * v * 0.999
-    assert "JPEG input: compression error" in err
+    assert "JPEG input: compression error" in err and "TV weight" not in err  # fast has none
+    from gpudeblur.allinfocus import COMPRESSION_LAM_PER_SIGMA, ESTIMATED_MAP_LAM
+
+    lam = COMPRESSION_LAM_PER_SIGMA * np.sqrt(v)
+    assert lam > ESTIMATED_MAP_LAM
+    _, err = run("in.jpg", "--mode", "sv-admm", "--iters", "2")
+    assert f"sv-admm's TV weight is {lam:.2g} (not 0.0003)" in err
+    for extra in (["--lam", "1e-3"], ["--radius-check", "off"]):  # a given weight, the unchecked one: as they are
+        _, err = run("in.jpg", "--mode", "sv-admm", "--iters", "2", *extra)
+        assert "JPEG input" in err and "TV weight" not in err, extra
     rep, err = run("in.jpg", "--compression-noise", "off")
     assert rep["compression_noise"] is None and rep["map_noise"] < COMPRESSION_NOISE_SHARE * v
     assert "JPEG input" not in err
@@ -326,6 +342,21 @@ def test_wiener_balance_counts_the_compression_error():
         b = _upre_balance_reference(img, k, gd.estimate_noise(img) ** 2 + share * v)
         got = gd.wiener(img, k, boundary="periodic", dtype="float64", compression_noise=v)
         assert np.array_equal(got, gd.wiener(img, k, b, boundary="periodic", dtype="float64")), share
+    # luminance=True: the luma channel, v once
+    luma = y @ np.array([0.299, 0.587, 0.114])
+    b = _upre_balance_reference(luma[..., None], k, gd.estimate_noise(luma) ** 2 + v)
+    kw = dict(boundary="periodic", dtype="float64", luminance=True)
+    assert np.array_equal(gd.wiener(y, k, compression_noise=v, **kw), gd.wiener(y, k, b, **kw))
+    # 'reflect': the score lives on the padded grid (n = the grid's pixels, not the image's)
+    from gpudeblur._backend import get_backend
+    from gpudeblur.convolution import BlurOperator
+
+    op = BlurOperator(k, y.shape[:2], get_backend("cpu"), np.float64, boundary="reflect")
+    grid = np.moveaxis(op.extend(np.moveaxis(y, -1, 0)), 0, -1)
+    assert grid.shape[0] > y.shape[0]
+    b = _upre_balance_reference(grid, k, gd.estimate_noise(y) ** 2 + 2 * v)
+    kw = dict(boundary="reflect", dtype="float64")
+    assert np.array_equal(gd.wiener(y, k, compression_noise=v, **kw), gd.wiener(y, k, b, **kw))
     # 0 is generalized cross-validation as before; a given balance wins
     assert np.array_equal(gd.wiener(y, k, compression_noise=0.0), gd.wiener(y, k))
     assert np.array_equal(gd.wiener(y, k, 1e-3, compression_noise=v), gd.wiener(y, k, 1e-3))
@@ -379,7 +410,7 @@ def test_deconv_cli_wiener_on_a_jpeg(tmp_path, capsys):
             "--overwrite", "--bit-depth", "32"]
     for extra, cn in (([], jpeg_compression_noise(tmp_path / "in.jpg")), (["--compression-noise", "off"], None)):
         assert cli.main(base + extra) == 0
-        assert ("balance (predictive risk)" in capsys.readouterr().out) == (cn is not None)
+        assert ("balance (predictive risk; x2 in each colour channel)" in capsys.readouterr().out) == (cn is not None)
         ref = gd.wiener(y, k, compression_noise=cn)
         assert np.array_equal(read_image(tmp_path / "o.tif")[0], ref.astype(np.float32)), extra
     assert cli.main(base + ["--balance", "1e-3"]) == 0 and "JPEG input" not in capsys.readouterr().out
