@@ -473,3 +473,14 @@ def test_the_in_focus_mask_follows_the_map_where_the_data_term_ties(natural_rgb)
     U = _in_focus_cost_from_lmn(P, default_labels(), 2.0, 1e-30, np)
     assert not (U[0] == U[1]).any()  # no tie in this crop: the map cannot change the mask
     np.testing.assert_array_equal(a, b)
+
+
+def test_the_map_breaks_ties_on_each_backend(backend):
+    """The tie-break of eq. 18 on each backend (CuPy with a GPU): a flat photo's mask follows its map."""
+    from conftest import to_host
+
+    est = BlurMapEstimator(window=21, max_radius=6.0, noise=1e-4)
+    flat = np.full((48, 48, 3), 0.5, np.float32)
+    res = est.estimate(flat, return_candidates=True, backend=backend.name)
+    mask, _ = est.segment(flat, res.radius, candidates=res, method="min-cut", backend=backend.name)
+    assert to_host(mask).all()
