@@ -281,8 +281,8 @@ def wiener(
         which carry the chroma's error too, 1 for grey or ``luminance``), on
         the same grid. Measured (``bench/bench_deconv_jpeg.py``: five photos
         × four disc/noise cases, libjpeg 4:2:0; mean PSNR, GCV → this, best
-        balance in hindsight): quality 50 18.66 → 25.64 (25.85), 75 20.89 →
-        26.28 (26.49), 90 23.10 → 26.94 (27.20), 95 24.70 → 27.39 (27.60)
+        balance in hindsight): quality 50 18.67 → 25.65 (25.85), 75 20.88 →
+        26.29 (26.50), 90 23.09 → 26.94 (27.20), 95 24.77 → 27.39 (27.60)
         dB; better in each of the 80 cases, none below its input (all with
         ``boundary='reflect'``; a photo deconvolved as periodic or
         zero-padded rings at its borders, and there both rules fail, this
