@@ -273,7 +273,9 @@ def test_blurmap_cli_floors_an_auto_noise_for_a_jpeg(tmp_path, capsys):
         assert ("JPEG input" in out) == (noise == "auto")
 
 
-def test_admm_tv_default_weight_counts_the_compression_error():
+def _blurred_jpeg():
+    """A 128² photo blurred by a disc of radius 3, σ = 0.01 noise, saved at quality 75:
+    ``(sharp, psf, decoded image, compression_noise estimate)``."""
     import gpudeblur as gd
     from gpudeblur import psf
 
@@ -282,7 +284,13 @@ def test_admm_tv_default_weight_counts_the_compression_error():
     blurred = np.clip(gd.fftconvolve(sharp, k) + np.random.default_rng(1).normal(0, 0.01, sharp.shape), 0, 1)
     data = _encode(np.rint(blurred * 255).astype(np.uint8), 75)
     y = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1] / 255.0
-    v = jpeg_compression_noise(data)
+    return sharp, k, y, jpeg_compression_noise(data)
+
+
+def test_admm_tv_default_weight_counts_the_compression_error():
+    import gpudeblur as gd
+
+    sharp, k, y, v = _blurred_jpeg()
     sigma = gd.estimate_noise(y)
     assert sigma**2 < v / 4  # the measurement misses most of it
     with_v = gd.admm_tv(y, k, compression_noise=v)
@@ -325,14 +333,8 @@ def _upre_balance_reference(y, k, noise_var):
 
 def test_wiener_balance_counts_the_compression_error():
     import gpudeblur as gd
-    from gpudeblur import psf
 
-    sharp = cv2.resize(_photos()["astronaut"], (128, 128), interpolation=cv2.INTER_AREA) / 255.0
-    k = psf.disc(3.0)
-    blurred = np.clip(gd.fftconvolve(sharp, k) + np.random.default_rng(1).normal(0, 0.01, sharp.shape), 0, 1)
-    data = _encode(np.rint(blurred * 255).astype(np.uint8), 75)
-    y = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1] / 255.0
-    v = jpeg_compression_noise(data)
+    sharp, k, y, v = _blurred_jpeg()
     # the balance is the predictive-risk minimizer for σ̂² + 2v in each colour channel (float64, periodic: the
     # reference's grid), for σ̂² + v in a grey one
     from gpudeblur.restoration import JPEG_COLOUR_ERROR_FACTOR
