@@ -61,7 +61,8 @@ def keep_pair(text: str):
 
 
 def register(subparsers, parents) -> None:
-    from .cli import add_jpeg_quality, add_strip_metadata, noise_variance, odd_window, positive_float, positive_int, psf_family  # noqa: PLC0415
+    from .cli import (add_jpeg_quality, add_strip_metadata, noise_variance, odd_window, positive_float,  # noqa: PLC0415
+                      positive_int, psf_family)
 
     p = subparsers.add_parser(
         "allinfocus",

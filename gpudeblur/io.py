@@ -490,7 +490,7 @@ def write_image(path, image, meta: ImageMeta | None = None, *, overwrite: bool =
     """
     path = os.fspath(path)
     fmt = image_format(path, "image")
-    jpeg_quality = check_jpeg_quality(jpeg_quality, fmt, path)
+    jpeg_quality = _check_jpeg_quality(jpeg_quality, fmt, path)
     img = _to_host(image)
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
@@ -609,7 +609,7 @@ def _convert_samples(x: np.ndarray, depth: int) -> np.ndarray:
     return np.rint(x.astype(np.float64) / 257.0).astype(np.uint8)  # 16 -> 8
 
 
-def check_jpeg_quality(quality, fmt: str, path: str) -> int:
+def _check_jpeg_quality(quality, fmt: str, path: str) -> int:
     """``write_image``'s ``jpeg_quality`` for an output of format ``fmt``: an integer in 1–100, for JPEG only
     (None: :data:`JPEG_QUALITY`)."""
     if quality is None:
