@@ -231,9 +231,8 @@ def run(args) -> int:
     from .allinfocus import ESTIMATED_MAP_LAM, AllInFocus  # noqa: PLC0415
     from .blurmap.cli import colorize  # noqa: PLC0415
     from .cli import (check_distinct_outputs, check_jpeg_quality_option, check_output_folder, check_output_path,  # noqa: PLC0415
-                      input_paths, read_input, say)
-    from .io import (ARRAY_WRITE_EXTENSIONS, _atomic_write, jpeg_compression_noise, output_batch, write_array,  # noqa: PLC0415
-                     write_image)
+                      input_paths, jpeg_input_error, read_input, say)
+    from .io import ARRAY_WRITE_EXTENSIONS, _atomic_write, output_batch, write_array, write_image  # noqa: PLC0415
 
     ins = input_paths(args.input, args.map, psf=args.psf)  # a --psf calibration file is an input too
     out = check_output_path(ins, args.output, args.overwrite, kind="image")
@@ -298,7 +297,7 @@ def run(args) -> int:
         raise ValueError(f"map shape {radius_map.shape} does not match the image {image.shape[:2]}")
     if radius_map is None and args.compression_noise != "off" and meta.format == "jpeg" and \
             args.noise in (None, "auto"):  # a given --noise is used as given
-        v = jpeg_compression_noise(args.input)
+        v = jpeg_input_error(args.input, "allinfocus")
         if v:  # 0: a lossless JPEG
             pipe = AllInFocus(**options, compression_noise=v)
             tv = (pipe.lam is None and pipe.radius_check and pipe.resolve_mode(image.shape) == "sv-admm"
@@ -307,8 +306,6 @@ def run(args) -> int:
                 "least half of it (less at a coarser map scale)"
                 + (f", and sv-admm's TV weight is {pipe._estimated_map_lam():.2g} (not {ESTIMATED_MAP_LAM:g})" if tv else "")
                 + " (--compression-noise off: the measured noise only)")
-        elif v is None:  # an Adobe RGB or CMYK JPEG, or an unusual frame
-            say("allinfocus: JPEG input without a luminance component: its compression error is not estimated")
 
     if args.mode == "auto" and pipe.resolve_mode(image.shape) == "fast":
         say(f"allinfocus: mode auto -> fast ({image.shape[0] * image.shape[1] / 1e6:.1f} MP on the CPU, where sv-admm "

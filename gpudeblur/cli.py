@@ -68,6 +68,7 @@ __all__ = [
     "add_strip_metadata",
     "add_jpeg_quality",
     "check_jpeg_quality_option",
+    "jpeg_input_error",
     "progress",
     "Progress",
     "say",
@@ -449,6 +450,17 @@ def check_jpeg_quality_option(args, out: str) -> None:
         raise ValueError(f"--jpeg-quality applies to a JPEG OUT, not {os.path.basename(out)}")
 
 
+def jpeg_input_error(path, prog: str):
+    """:func:`gpudeblur.io.jpeg_compression_noise` of a JPEG IN, saying so (a status line) when the file has no
+    luminance component to judge (CMYK, RGB-coded): None then, as for any other file."""
+    from .io import jpeg_compression_noise  # noqa: PLC0415
+
+    v = jpeg_compression_noise(path)
+    if v is None:
+        say(f"{prog}: JPEG input without a luminance component: its compression error is not estimated")
+    return v
+
+
 def add_strip_metadata(p) -> None:
     """``--strip-metadata`` for a command that writes an image like its input."""
     p.add_argument("--strip-metadata", action="store_true",
@@ -613,9 +625,7 @@ def _run_deconv(args) -> int:
     chosen = "lam" if args.method == "admm-tv" else "balance"
     if (args.method in _COMPRESSION_NOISE_METHODS and chosen not in kw and args.compression_noise != "off"
             and meta.format == "jpeg"):
-        from .io import jpeg_compression_noise  # noqa: PLC0415
-
-        v = jpeg_compression_noise(args.input)
+        v = jpeg_input_error(args.input, PROG)
         if v:  # 0: a lossless JPEG; None: no luminance component (measured noise only)
             kw["compression_noise"] = v
             if chosen == "lam":

@@ -418,3 +418,22 @@ def test_deconv_cli_wiener_on_a_jpeg(tmp_path, capsys):
     assert cli.main(base + ["--balance", "1e-3"]) == 0 and "JPEG input" not in capsys.readouterr().out
     assert cli.main(["-q"] + base + ["--balance", "1e-3", "--compression-noise", "auto"]) == 2
     assert "(--balance was given)" in capsys.readouterr().err
+
+
+def test_every_command_says_when_a_jpeg_has_no_luminance(tmp_path, capsys):
+    """A JPEG stored as R, G, B has no luminance to judge: ``deconv`` (admm-tv, wiener), ``blurmap --noise auto``
+    and ``allinfocus`` say so in one status line and go on with the measured noise."""
+    Image = pytest.importorskip("PIL.Image")
+    try:
+        Image.fromarray(_photos()["blurred"][:64, :64]).save(tmp_path / "rgb.jpg", "JPEG", keep_rgb=True)
+    except TypeError:  # Pillow < 10.2
+        pytest.skip("this Pillow cannot write an RGB-coded JPEG")
+    src, line = str(tmp_path / "rgb.jpg"), "JPEG input without a luminance component"
+    runs = [["deconv", src, str(tmp_path / "a.png"), "--psf", "disc:2", "--iters", "3"],
+            ["deconv", src, str(tmp_path / "w.png"), "--psf", "disc:2", "--method", "wiener"],
+            ["blurmap", src, str(tmp_path / "m.npy"), "--window", "31", "--labeling", "none", "--noise", "auto"],
+            ["allinfocus", src, str(tmp_path / "o.png"), "--mode", "fast", "--window", "31"]]
+    for argv in runs:
+        assert cli.main(argv) == 0, argv
+        out = capsys.readouterr().out
+        assert out.count(line) == 1 and "compression error ~" not in out, (argv, out)

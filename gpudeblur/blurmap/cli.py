@@ -155,9 +155,9 @@ def run(args) -> int:
     floor = {}
     if args.noise == "auto" and _meta.format == "jpeg":  # as the allinfocus command does (AllInFocus.compression_noise)
         from ..allinfocus import COMPRESSION_NOISE_SHARE  # noqa: PLC0415
-        from ..io import jpeg_compression_noise  # noqa: PLC0415
+        from ..cli import jpeg_input_error  # noqa: PLC0415
 
-        v = jpeg_compression_noise(args.input)
+        v = jpeg_input_error(args.input, "gpudeblur")
         if v:
             floor = {"compression_noise": COMPRESSION_NOISE_SHARE * v}
             say(f"gpudeblur: JPEG input: compression error ~{v:.2g} (variance); the noise is taken as at least half "
