@@ -304,10 +304,12 @@ def test_admm_tv_default_weight_counts_the_compression_error():
             gd.admm_tv(y, k, compression_noise=bad)
 
 
-def _upre_balance_reference(y, k, noise_var):
-    """Float64 NumPy reference of ``wiener``'s predictive-risk balance on a periodic image: full 2-D DFTs,
-    the PSF and the 5-point Laplacian circularly centred at the origin, ``Σ|(1 − a)G|²/n² + 2σ²Σa/n``
-    (per channel, summed) minimized on the documented grid (36 points over [1e-7, 10], then 21 around the best)."""
+def _balance_reference(y, k, noise_var=None):
+    """Float64 NumPy reference of ``wiener``'s estimated balance on a periodic image: full 2-D DFTs, the PSF
+    and the 5-point Laplacian circularly centred at the origin; generalized cross-validation
+    ``Σ|(1 − a)G|² / (Σ(1 − a))²``, or with ``noise_var`` the predictive risk ``Σ|(1 − a)G|²/n² + 2σ²Σa/n``
+    (per channel, summed), minimized on the documented grid (36 points over [1e-7, 10], then 21 around the
+    best)."""
     M, N, C = y.shape
 
     def otf(kernel):
@@ -323,6 +325,8 @@ def _upre_balance_reference(y, k, noise_var):
 
     def score(b):
         a = h2 / (h2 + b * r2)
+        if noise_var is None:
+            return ((1 - a) ** 2 * g2).sum() / (1 - a).sum() ** 2
         return ((1 - a) ** 2 * g2).sum() / n**2 + C * 2 * noise_var * a.sum() / n
 
     grid = np.geomspace(1e-7, 10.0, 36)
@@ -331,22 +335,27 @@ def _upre_balance_reference(y, k, noise_var):
     return float(fine[int(np.argmin([score(b) for b in fine]))])
 
 
+def _jpeg_balance_reference(y, k, noise_var):
+    """``wiener(..., compression_noise=)``'s balance: the larger of the predictive risk's and GCV's."""
+    return max(_balance_reference(y, k, noise_var), _balance_reference(y, k))
+
+
 def test_wiener_balance_counts_the_compression_error():
     import gpudeblur as gd
 
     sharp, k, y, v = _blurred_jpeg()
     # the balance is the predictive-risk minimizer for σ̂² + 2v in each colour channel (float64, periodic: the
-    # reference's grid), for σ̂² + v in a grey one
+    # reference's grid), for σ̂² + v in a grey one, or GCV's where that is larger
     from gpudeblur.restoration import JPEG_COLOUR_ERROR_FACTOR
 
     assert JPEG_COLOUR_ERROR_FACTOR == 2.0
     for img, share in ((y, 2.0), (y[..., 1:2], 1.0)):
-        b = _upre_balance_reference(img, k, gd.estimate_noise(img) ** 2 + share * v)
+        b = _jpeg_balance_reference(img, k, gd.estimate_noise(img) ** 2 + share * v)
         got = gd.wiener(img, k, boundary="periodic", dtype="float64", compression_noise=v)
         assert np.array_equal(got, gd.wiener(img, k, b, boundary="periodic", dtype="float64")), share
     # luminance=True: the luma channel, v once
     luma = y @ np.array([0.299, 0.587, 0.114])
-    b = _upre_balance_reference(luma[..., None], k, gd.estimate_noise(luma) ** 2 + v)
+    b = _jpeg_balance_reference(luma[..., None], k, gd.estimate_noise(luma) ** 2 + v)
     kw = dict(boundary="periodic", dtype="float64", luminance=True)
     assert np.array_equal(gd.wiener(y, k, compression_noise=v, **kw), gd.wiener(y, k, b, **kw))
     # 'reflect': the score lives on the padded grid (n = the grid's pixels, not the image's)
@@ -356,7 +365,9 @@ def test_wiener_balance_counts_the_compression_error():
     op = BlurOperator(k, y.shape[:2], get_backend("cpu"), np.float64, boundary="reflect")
     grid = np.moveaxis(op.extend(np.moveaxis(y, -1, 0)), 0, -1)
     assert grid.shape[0] > y.shape[0]
-    b = _upre_balance_reference(grid, k, gd.estimate_noise(y) ** 2 + 2 * v)
+    nv = gd.estimate_noise(y) ** 2 + 2 * v
+    assert _balance_reference(grid, k, nv) > _balance_reference(grid, k)  # here the risk estimate decides
+    b = _jpeg_balance_reference(grid, k, nv)
     kw = dict(boundary="reflect", dtype="float64")
     assert np.array_equal(gd.wiener(y, k, compression_noise=v, **kw), gd.wiener(y, k, b, **kw))
     # 0 is generalized cross-validation as before; a given balance wins
@@ -368,6 +379,25 @@ def test_wiener_balance_counts_the_compression_error():
     for bad in (-1.0, 2.0, float("nan")):
         with pytest.raises(ValueError, match="compression_noise"):
             gd.wiener(y, k, compression_noise=bad)
+
+
+def test_wiener_balance_never_below_gcv_where_the_psf_is_wrong():
+    """Half of the photo in focus, deconvolved with the other half's disc as a whole: the risk estimate, which
+    trusts the model, runs towards the grid's floor; the balance then is GCV's."""
+    import gpudeblur as gd
+    from gpudeblur import psf
+
+    sharp = cv2.resize(_photos()["camera"], (128, 128), interpolation=cv2.INTER_AREA) / 255.0
+    k = psf.disc(3.0)
+    y = np.asarray(gd.fftconvolve(sharp, k))
+    y[:, :64] = sharp[:, :64]
+    data = _encode(np.rint(np.clip(y, 0, 1) * 255).astype(np.uint8), 90)
+    y = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1] / 255.0
+    v = jpeg_compression_noise(data)
+    nv = gd.estimate_noise(y) ** 2 + 2 * v
+    assert _balance_reference(y, k, nv) < _balance_reference(y, k) / 3
+    kw = dict(boundary="periodic", dtype="float64")
+    assert np.array_equal(gd.wiener(y, k, compression_noise=v, **kw), gd.wiener(y, k, **kw))
 
 
 def test_deconv_cli_uses_a_jpeg_inputs_tables(tmp_path, capsys):
