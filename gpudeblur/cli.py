@@ -634,8 +634,8 @@ def _run_deconv(args) -> int:
                 from .restoration import JPEG_COLOUR_ERROR_FACTOR  # noqa: PLC0415
 
                 colour = image.ndim == 3 and image.shape[2] >= 3 and not args.luminance
-                what = ("the balance (predictive risk" + (f"; x{JPEG_COLOUR_ERROR_FACTOR:g} in each colour channel)"
-                                                          if colour else ")"))
+                what = ("the balance (predictive risk" + (f", x{JPEG_COLOUR_ERROR_FACTOR:g} in each colour channel"
+                                                          if colour else "") + "; at least GCV's)")
                 off = "generalized cross-validation"
             say(f"{PROG}: JPEG input: compression error ~{v:.2g} (variance) added to the measured noise for {what} "
                 f"(--compression-noise off: {off})")

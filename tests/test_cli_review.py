@@ -331,3 +331,15 @@ def test_jpeg_quality_option(tmp_path, scene, capsys):
         for bad in ("0", "101", "9.5"):
             assert cli.main([*map(str, argv), "--jpeg-quality", bad]) == 2
             assert "an integer from 1 to 100, got" in capsys.readouterr().err
+
+
+def test_a_jpeg_mask_stays_binary(tmp_path, scene, capsys):
+    """``blurmap --mask M.jpg`` is written at quality 100, so its pixels stay within 2 levels of 0 or 255 (JPEG
+    is never lossless; at the default 95 a 64² mask had 64 grey pixels)."""
+    import cv2
+
+    src, _ = scene
+    rc, err = _run(capsys, "blurmap", src, tmp_path / "m.npy", "--mask", tmp_path / "m.jpg", "--window", "31")
+    assert rc == 0, err
+    m = cv2.imread(str(tmp_path / "m.jpg"), cv2.IMREAD_UNCHANGED)
+    assert m.ndim == 2 and (np.minimum(m, 255 - m) <= 2).all() and m.min() == 0 and m.max() == 255

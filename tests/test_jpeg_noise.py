@@ -247,6 +247,10 @@ def test_cli_uses_a_jpeg_inputs_tables(tmp_path, capsys):
     for extra in (["--lam", "1e-3"], ["--radius-check", "off"]):  # a given weight, the unchecked one: as they are
         _, err = run("in.jpg", "--mode", "sv-admm", "--iters", "2", *extra)
         assert "JPEG input" in err and "TV weight" not in err, extra
+    (tmp_path / "q99.jpg").write_bytes(_encode(rgb, 99))  # 0.05·√v below 3e-4: the weight stays
+    assert COMPRESSION_LAM_PER_SIGMA * np.sqrt(jpeg_compression_noise(tmp_path / "q99.jpg")) < ESTIMATED_MAP_LAM
+    _, err = run("q99.jpg", "--mode", "sv-admm", "--iters", "2")
+    assert "JPEG input: compression error" in err and "TV weight" not in err
     rep, err = run("in.jpg", "--compression-noise", "off")
     assert rep["compression_noise"] is None and rep["map_noise"] < COMPRESSION_NOISE_SHARE * v
     assert "JPEG input" not in err
@@ -442,9 +446,13 @@ def test_deconv_cli_wiener_on_a_jpeg(tmp_path, capsys):
             "--overwrite", "--bit-depth", "32"]
     for extra, cn in (([], jpeg_compression_noise(tmp_path / "in.jpg")), (["--compression-noise", "off"], None)):
         assert cli.main(base + extra) == 0
-        assert ("balance (predictive risk; x2 in each colour channel)" in capsys.readouterr().out) == (cn is not None)
+        assert ("balance (predictive risk, x2 in each colour channel; at least GCV's)" in capsys.readouterr().out) \
+            == (cn is not None)
         ref = gd.wiener(y, k, compression_noise=cn)
         assert np.array_equal(read_image(tmp_path / "o.tif")[0], ref.astype(np.float32)), extra
+    assert cli.main(base + ["--luminance"]) == 0  # the luma alone: v once
+    out = capsys.readouterr().out
+    assert "balance (predictive risk; at least GCV's)" in out and "x2" not in out
     assert cli.main(base + ["--balance", "1e-3"]) == 0 and "JPEG input" not in capsys.readouterr().out
     assert cli.main(["-q"] + base + ["--balance", "1e-3", "--compression-noise", "auto"]) == 2
     assert "(--balance was given)" in capsys.readouterr().err
@@ -454,16 +462,21 @@ def test_every_command_says_when_a_jpeg_has_no_luminance(tmp_path, capsys):
     """A JPEG stored as R, G, B has no luminance to judge: ``deconv`` (admm-tv, wiener), ``blurmap --noise auto``
     and ``allinfocus`` say so in one status line and go on with the measured noise."""
     Image = pytest.importorskip("PIL.Image")
+    photo = Image.fromarray(_photos()["blurred"][:64, :64])
+    photo.convert("CMYK").save(tmp_path / "cmyk.jpg", "JPEG")
+    sources = [tmp_path / "cmyk.jpg"]
     try:
-        Image.fromarray(_photos()["blurred"][:64, :64]).save(tmp_path / "rgb.jpg", "JPEG", keep_rgb=True)
-    except TypeError:  # Pillow < 10.2
-        pytest.skip("this Pillow cannot write an RGB-coded JPEG")
-    src, line = str(tmp_path / "rgb.jpg"), "JPEG input without a luminance component"
-    runs = [["deconv", src, str(tmp_path / "a.png"), "--psf", "disc:2", "--iters", "3"],
-            ["deconv", src, str(tmp_path / "w.png"), "--psf", "disc:2", "--method", "wiener"],
-            ["blurmap", src, str(tmp_path / "m.npy"), "--window", "31", "--labeling", "none", "--noise", "auto"],
-            ["allinfocus", src, str(tmp_path / "o.png"), "--mode", "fast", "--window", "31"]]
-    for argv in runs:
-        assert cli.main(argv) == 0, argv
-        out = capsys.readouterr().out
-        assert out.count(line) == 1 and "compression error ~" not in out, (argv, out)
+        photo.save(tmp_path / "rgb.jpg", "JPEG", keep_rgb=True)
+        sources.append(tmp_path / "rgb.jpg")
+    except TypeError:  # Pillow < 10.2 writes no RGB-coded JPEG: the CMYK one only
+        pass
+    line = "JPEG input without a luminance component"
+    for src in map(str, sources):
+        runs = [["deconv", src, str(tmp_path / "a.png"), "--psf", "disc:2", "--iters", "3"],
+                ["deconv", src, str(tmp_path / "w.png"), "--psf", "disc:2", "--method", "wiener"],
+                ["blurmap", src, str(tmp_path / "m.npy"), "--window", "31", "--labeling", "none", "--noise", "auto"],
+                ["allinfocus", src, str(tmp_path / "o.png"), "--mode", "fast", "--window", "31"]]
+        for argv in runs:
+            assert cli.main(argv + ["--overwrite"]) == 0, argv
+            out = capsys.readouterr().out
+            assert out.count(line) == 1 and "compression error ~" not in out, (argv, out)

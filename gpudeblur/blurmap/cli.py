@@ -184,7 +184,8 @@ def run(args) -> int:
     # all outputs or none (io.output_batch: renamed together once all are written); OUT last
     with output_batch():
         if mask_out:
-            write_image(mask_out, (be.to_host(mask).astype(np.uint8) * 255), overwrite=args.overwrite)
+            jq = 100 if os.path.splitext(mask_out)[1].lower() in (".jpg", ".jpeg") else None  # 0/255 within 2 levels
+            write_image(mask_out, (be.to_host(mask).astype(np.uint8) * 255), overwrite=args.overwrite, jpeg_quality=jq)
         if cand_out:
             buf = _pyio.BytesIO()
             np.savez_compressed(
