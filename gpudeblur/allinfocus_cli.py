@@ -300,11 +300,12 @@ def run(args) -> int:
         v = jpeg_input_error(args.input, "allinfocus")
         if v:  # 0: a lossless JPEG
             pipe = AllInFocus(**options, compression_noise=v)
+            lam = pipe._estimated_map_lam()
             tv = (pipe.lam is None and pipe.radius_check and pipe.resolve_mode(image.shape) == "sv-admm"
-                  and pipe._estimated_map_lam() > ESTIMATED_MAP_LAM)
+                  and lam > ESTIMATED_MAP_LAM)
             say(f"allinfocus: JPEG input: compression error ~{v:.2g} (variance); the blur map takes its noise as at "
                 "least half of it (less at a coarser map scale)"
-                + (f", and sv-admm's TV weight is {pipe._estimated_map_lam():.2g} (not {ESTIMATED_MAP_LAM:g})" if tv else "")
+                + (f", and sv-admm's TV weight is {lam:.2g} (not {ESTIMATED_MAP_LAM:g})" if tv else "")
                 + " (--compression-noise off: the measured noise only)")
 
     if args.mode == "auto" and pipe.resolve_mode(image.shape) == "fast":

@@ -446,7 +446,9 @@ def add_jpeg_quality(p) -> None:
 
 def check_jpeg_quality_option(args, out: str) -> None:
     """``--jpeg-quality`` only with a JPEG OUT (checked before any work)."""
-    if args.jpeg_quality is not None and os.path.splitext(out)[1].lower() not in (".jpg", ".jpeg"):
+    from .io import image_format  # noqa: PLC0415
+
+    if args.jpeg_quality is not None and image_format(out) != "jpeg":
         raise ValueError(f"--jpeg-quality applies to a JPEG OUT, not {os.path.basename(out)}")
 
 

@@ -309,12 +309,11 @@ def wiener(
     p = _Problem(image, psf, backend, dtype, boundary, luminance)
     r2 = _reg_spectrum(reg, p.op.grid_shape, p.be, p.dtype)
     if balance is None:
-        balance = _estimated_balance(p, r2)
+        noise_var = None
         if compression_noise:  # per channel: a colour channel carries the chroma's error too
             share = JPEG_COLOUR_ERROR_FACTOR if p.y.shape[0] >= 3 else 1.0
             noise_var = _measured_noise_sigma(p) ** 2 + share * compression_noise
-            # never below GCV's: where the PSF does not explain the photo the risk estimate runs to the grid's floor
-            balance = max(balance, _estimated_balance(p, r2, noise_var))
+        balance = _estimated_balance(p, r2, noise_var)
     balance = check_positive(balance, "balance", allow_zero=True)
     x = _fourier_solve(p, p.dtype.type(balance) * r2)
     return p.finish(x, clip)
@@ -337,7 +336,9 @@ JPEG_COLOUR_ERROR_FACTOR = 2.0
 
 def _estimated_balance(p: _Problem, r2, noise_var=None) -> float:
     """Balance minimizing generalized cross-validation (Golub, Heath, Wahba
-    1979), or with ``noise_var`` the unbiased predictive risk estimate.
+    1979); with ``noise_var``, the larger of that and the balance minimizing
+    the unbiased predictive risk estimate (never below GCV's: where the PSF
+    does not explain the image the risk estimate runs to the grid's floor).
 
     For the Fourier-diagonal filter ``a(f) = |H|² / (|H|² + b·|R|²)`` the
     GCV score is ``Σ|(1 − a)·G|² / (Σ(1 − a))²``; it needs no noise
@@ -363,23 +364,29 @@ def _estimated_balance(p: _Problem, r2, noise_var=None) -> float:
 
     t = r2.dtype.type
 
-    def score(b):
+    def gcv(b):
         b = t(b)  # the working precision on both backends (NumPy 2 would promote to float64 for an np.float64, CuPy not)
         one_minus_a = (b * r2) / (h2 + b * r2)
         num = (w * one_minus_a**2 * g2).sum()
-        if noise_var is None:
-            den = (w * one_minus_a).sum()
-            return float(num / (den * den))
+        den = (w * one_minus_a).sum()
+        return float(num / (den * den))
+
+    def risk(b):
+        b = t(b)
+        one_minus_a = (b * r2) / (h2 + b * r2)
+        num = (w * one_minus_a**2 * g2).sum()
         trace = (w * h2 / (h2 + b * r2)).sum()  # Σa over the whole spectrum
         num, trace = (float(v) for v in p.be.to_host(xp.stack([num, trace])))  # one device sync
         return num / (n * channels) + 2.0 * noise_var * trace  # the estimate × n / channels
 
-    grid = np.geomspace(1e-7, 10.0, 36)
-    scores = [score(b) for b in grid]
-    i = int(np.argmin(scores))
-    fine = np.geomspace(grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)], 21)
-    fscores = [score(b) for b in fine]
-    return float(fine[int(np.argmin(fscores))])
+    def search(score):
+        grid = np.geomspace(1e-7, 10.0, 36)
+        i = int(np.argmin([score(b) for b in grid]))
+        fine = np.geomspace(grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)], 21)
+        return float(fine[int(np.argmin([score(b) for b in fine]))])
+
+    balance = search(gcv)
+    return balance if noise_var is None else max(balance, search(risk))
 
 
 def tikhonov(image, psf, lam=1e-3, *, prior="gradient", boundary="reflect", luminance=False, clip=None, backend=None, dtype=None):

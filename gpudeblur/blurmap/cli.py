@@ -120,7 +120,8 @@ class _StageBars:
 def run(args) -> int:
     from .._backend import get_backend  # noqa: PLC0415
     from ..cli import check_distinct_outputs, check_output_path, input_paths, read_input, say  # noqa: PLC0415
-    from ..io import ARRAY_WRITE_EXTENSIONS, _atomic_write, output_batch, write_array, write_image  # noqa: PLC0415
+    from ..io import (ARRAY_WRITE_EXTENSIONS, _atomic_write, image_format, output_batch, write_array,  # noqa: PLC0415
+                      write_image)
     from .estimator import BlurMapEstimator  # noqa: PLC0415
 
     if args.tau is not None and not args.mask:
@@ -184,7 +185,7 @@ def run(args) -> int:
     # all outputs or none (io.output_batch: renamed together once all are written); OUT last
     with output_batch():
         if mask_out:
-            jq = 100 if os.path.splitext(mask_out)[1].lower() in (".jpg", ".jpeg") else None  # 0/255 within 2 levels
+            jq = 100 if image_format(mask_out) == "jpeg" else None  # 0/255 within 2 levels
             write_image(mask_out, (be.to_host(mask).astype(np.uint8) * 255), overwrite=args.overwrite, jpeg_quality=jq)
         if cand_out:
             buf = _pyio.BytesIO()
