@@ -157,6 +157,15 @@ NOISE_FLOOR = 1e-6
 #: sharp photo 31.61 / 31.55 / 31.06 (without: 27.63 / 31.57); see
 #: docs/allinfocus.md ("JPEG input").
 COMPRESSION_NOISE_SHARE = 0.5
+
+
+def estimator_compression_noise(compression_noise: float | None) -> float:
+    """The blur-map estimator's ``compression_noise`` for a JPEG's
+    compression error ``compression_noise`` (:data:`COMPRESSION_NOISE_SHARE`
+    of it; 0 for None), as ``AllInFocus`` and the ``blurmap`` command pass it."""
+    return COMPRESSION_NOISE_SHARE * (compression_noise or 0.0)
+
+
 #: ``sv-admm``'s TV weight on an estimated map of a compressed input is at
 #: least this times ``sqrt(compression_noise)`` (the JPEG's error, which
 #: the ringing of a low weight amplifies; :data:`ESTIMATED_MAP_LAM` is
@@ -1688,8 +1697,7 @@ class AllInFocus:
 
     def _estimator_compression_noise(self) -> float:
         """The estimator's ``compression_noise``: ``estimator_options``' own, else the share of ours."""
-        own = COMPRESSION_NOISE_SHARE * (self.compression_noise or 0.0)
-        return self.estimator_options.get("compression_noise", own)
+        return self.estimator_options.get("compression_noise", estimator_compression_noise(self.compression_noise))
 
     def _noise_floor(self) -> float:
         """Lower bound of the estimator's measured noise at full resolution (``noise_floor``, raised for a

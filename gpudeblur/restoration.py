@@ -364,17 +364,19 @@ def _estimated_balance(p: _Problem, r2, noise_var=None) -> float:
 
     t = r2.dtype.type
 
-    def gcv(b):
+    def residual(b):
+        """``b`` in the working precision, ``1 − a`` and ``Σ|(1 − a)·G|²`` (on the device)."""
         b = t(b)  # the working precision on both backends (NumPy 2 would promote to float64 for an np.float64, CuPy not)
         one_minus_a = (b * r2) / (h2 + b * r2)
-        num = (w * one_minus_a**2 * g2).sum()
+        return b, one_minus_a, (w * one_minus_a**2 * g2).sum()
+
+    def gcv(b):
+        _, one_minus_a, num = residual(b)
         den = (w * one_minus_a).sum()
         return float(num / (den * den))
 
     def risk(b):
-        b = t(b)
-        one_minus_a = (b * r2) / (h2 + b * r2)
-        num = (w * one_minus_a**2 * g2).sum()
+        b, _, num = residual(b)
         trace = (w * h2 / (h2 + b * r2)).sum()  # Σa over the whole spectrum
         num, trace = (float(v) for v in p.be.to_host(xp.stack([num, trace])))  # one device sync
         return num / (n * channels) + 2.0 * noise_var * trace  # the estimate × n / channels

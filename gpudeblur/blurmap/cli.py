@@ -155,12 +155,12 @@ def run(args) -> int:
     lk = {} if args.labeling_memory_budget is None else {"memory_budget": args.labeling_memory_budget}
     floor = {}
     if args.noise == "auto" and _meta.format == "jpeg":  # as the allinfocus command does (AllInFocus.compression_noise)
-        from ..allinfocus import COMPRESSION_NOISE_SHARE  # noqa: PLC0415
+        from ..allinfocus import estimator_compression_noise  # noqa: PLC0415
         from ..cli import jpeg_input_error  # noqa: PLC0415
 
         v = jpeg_input_error(args.input, "gpudeblur")
         if v:
-            floor = {"compression_noise": COMPRESSION_NOISE_SHARE * v}
+            floor = {"compression_noise": estimator_compression_noise(v)}
             say(f"gpudeblur: JPEG input: compression error ~{v:.2g} (variance); the noise is taken as at least half "
                 "of it")
     est = BlurMapEstimator(window=args.window, noise=args.noise, max_radius=args.max_radius, psf_family=args.psf,
