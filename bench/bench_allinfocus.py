@@ -250,6 +250,54 @@ def jpeg_markdown(rows):
             "with `compression_noise`, the estimate from the file's tables)\n", markdown_table(cols, body)]
 
 
+#: Noise σ of the ``noisy`` section.
+NOISE_SIGMAS = (0.01, 0.02, 0.05)
+
+
+def noisy_input(size, modes, sigmas=NOISE_SIGMAS):
+    """Noisy photos: the three photos on the layered and the ramp map and sharp,
+    with Gaussian noise of σ = ``sigmas`` (high-ISO photos: 0.05 is ~13 of 255
+    levels), clipped to [0, 1], through the default pipeline (``sv-admm``
+    estimates the map, ``fast`` takes that map as estimated). Rows: PSNR dB
+    against the sharp image, the measured noise σ̂ and each mode's weight
+    (``sv-admm``'s TV, ``fast``'s gradient prior)."""
+    rows = []
+    for sigma in sigmas:
+        rng = np.random.default_rng(int(round(sigma * 1e4)))  # per level: a subset run draws the same noise
+        for iname, img in images(size).items():
+            for mname, rm in list(maps(size).items()) + [("sharp", None)]:
+                y = img if rm is None else blur_spatially_varying(img, rm, radius_step=0.1, dtype="float64")
+                y = np.clip(y + sigma * rng.standard_normal(y.shape), 0, 1)
+                rec = {"sigma": sigma, "image": iname, "map": mname, "input_psnr": psnr(y, img)}
+                est = None
+                for mode in sorted(modes, key=lambda m: m != "sv-admm"):  # sv-admm estimates the map
+                    out, res = _pipe(mode).run(y, radius_map=est, map_estimated=True)
+                    est = res.radius_map
+                    rec[f"{mode}_psnr"] = psnr(out, img)
+                    rec[f"{mode}_lam"], rec["noise_sigma"] = res.lam, res.noise_sigma
+                log(f"noisy σ={sigma:g} {iname}/{mname}: " + ", ".join(f"{k}={v:.4g}" for k, v in rec.items()
+                                                                       if isinstance(v, float)))
+                rows.append(rec)
+    return rows
+
+
+def noisy_markdown(rows, modes):
+    modes = sorted(modes, key=lambda m: m != "sv-admm")
+    body = []
+    for sigma in sorted({r["sigma"] for r in rows}):
+        sel = [r for r in rows if r["sigma"] == sigma]
+        for r in sel:
+            body.append([f"{sigma:g}", r["image"], r["map"], f"{r['input_psnr']:.2f}"]
+                        + [f"{r[f'{m}_psnr']:.2f}" for m in modes]
+                        + [f"{r['noise_sigma']:.4f}"] + [f"{r[f'{m}_lam']:.2g}" for m in modes])
+        mean = lambda k: float(np.mean([r[k] for r in sel]))  # noqa: E731
+        body.append([f"{sigma:g}", "**mean**", "", f"{mean('input_psnr'):.2f}"] + [f"{mean(f'{m}_psnr'):.2f}" for m in modes]
+                    + [""] * (1 + len(modes)))
+    cols = ["σ", "image", "map", "input"] + modes + ["σ̂"] + [f"{m} weight" for m in modes]
+    return ["\n## Noisy input (Gaussian noise σ; default pipeline, estimated map; PSNR dB against the sharp image)\n",
+            markdown_table(cols, body)]
+
+
 def highlights(size):
     """Clipped highlights: the bench photos on the layered map with up to 25 bright
     3×3 highlights (2–6× white, bokeh sources and glints; 25 random spots, those on
@@ -458,6 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--skip-no-blur", action="store_true", help="skip the sharp-photo rows")
     ap.add_argument("--skip-highlights", action="store_true", help="skip the clipped-highlight rows")
     ap.add_argument("--skip-jpeg", action="store_true", help="skip the JPEG-input rows")
+    ap.add_argument("--skip-noisy", action="store_true", help="skip the noisy-input rows")
+    ap.add_argument("--noise-sigmas", type=_csv(conv=float), default=list(NOISE_SIGMAS), help="noise σ of the noisy rows")
     ap.add_argument("--jpeg-qualities", type=_csv(conv=int), default=list(JPEG_QUALITIES), help="JPEG qualities")
     ap.add_argument("--spread-select", choices=("on", "off"), default=None,
                     help="AllInFocus(spread_select=...) for every sv-admm row (quality, no blur, highlights; default: "
@@ -486,6 +536,7 @@ def main(argv=None):
     nb = [] if (args.skip_no_blur or not nb_modes) else no_blur(256, nb_modes)
     hl = [] if (args.skip_highlights or "sv-admm" not in modes) else highlights(args.size)
     jp = [] if args.skip_jpeg else jpeg_input(max(args.size, 256), args.jpeg_qualities)
+    ns = [] if (args.skip_noisy or not nb_modes) else noisy_input(args.size, nb_modes, args.noise_sigmas)
     t = [] if args.skip_timing else timing(args.timing_sizes, args.timing_modes, backends, args.max_cpu_svadmm_mp,
                                          args.max_cpu_blind_mp, args.timing_maps)
     info = finish_machine_info(info)
@@ -499,6 +550,8 @@ def main(argv=None):
         md += highlights_markdown(hl)
     if jp:
         md += jpeg_markdown(jp)
+    if ns:
+        md += noisy_markdown(ns, nb_modes)
     if t:
         md.append("\n## Time (median s, warm-up excluded)\n")
         md.append(markdown_table(["MP", "shape", "backend", "mode", "map", "median", "repeats"],
@@ -506,6 +559,7 @@ def main(argv=None):
                                    fmt_s(r["median_s"]), r["repeats"]] for r in t]))
     text = "\n".join(md) + "\n"
     paths = write_results(args.out, result_stem("allinfocus", info), {"machine": info, "quality": q, "no_blur": nb, "highlights": hl, "jpeg": jp,
+                                                                   "noisy": ns,
                                                                    "timing": t}, text)
     print(text)
     log(f"wrote {paths[0]} and {paths[1]}")

@@ -62,7 +62,7 @@ STEPS = [
     ("blurmap-12mp", ["bench/bench_blurmap.py", "--backend", "cuda", "--skip-fig8", "--skip-cuhk", "--timing-size",
                       "3000x4000", "--time-labeling", "--peak-memory", "--out", "{out}"], 150, "bench_blurmap"),
     # #4: fast mode, 1 and 12 MP (goal: 12 MP ≤ 10 s), exact and uncertain maps
-    ("allinfocus-fast", ["bench/bench_allinfocus.py", "--skip-quality", "--skip-no-blur", "--skip-jpeg",
+    ("allinfocus-fast", ["bench/bench_allinfocus.py", "--skip-quality", "--skip-no-blur", "--skip-jpeg", "--skip-noisy",
                          "--backends", "cuda", "--timing-sizes", "1,12", "--timing-modes", "fast", "--out", "{out}"],
      150, "bench_allinfocus"),
     # #3: a 24 MP photo within a 24 GB card (CuPy's pool, cuFFT work areas included, capped at 22 GiB; the
@@ -72,10 +72,10 @@ STEPS = [
      180, "bench_blurmap"),
     # #4: what mode='auto' runs on a GPU at any size (sv-admm), 1 and 12 MP, on the uncertain map of a
     # full-resolution estimate and the wide one of a large photo's (read at scale 4); blind at 1 MP
-    ("allinfocus-svadmm", ["bench/bench_allinfocus.py", "--skip-quality", "--skip-no-blur", "--skip-jpeg",
+    ("allinfocus-svadmm", ["bench/bench_allinfocus.py", "--skip-quality", "--skip-no-blur", "--skip-jpeg", "--skip-noisy",
                            "--backends", "cuda", "--timing-sizes", "1,12", "--timing-modes", "sv-admm",
                            "--timing-maps", "uncertain,wide", "--out", "{out}"], 240, "bench_allinfocus"),
-    ("allinfocus-blind", ["bench/bench_allinfocus.py", "--skip-quality", "--skip-no-blur", "--skip-jpeg",
+    ("allinfocus-blind", ["bench/bench_allinfocus.py", "--skip-quality", "--skip-no-blur", "--skip-jpeg", "--skip-noisy",
                           "--backends", "cuda", "--timing-sizes", "1", "--timing-modes", "blind", "--out", "{out}"],
      150, "bench_allinfocus"),
     # #4: the main job end to end on 12 MP photos with strong defocus (map read at scale 4), fast mode

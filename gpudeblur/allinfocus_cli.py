@@ -82,8 +82,8 @@ def register(subparsers, parents) -> None:
                    f"{AUTO_SV_ADMM_MAX_PIXELS / 1e6:g} MP on the CPU)")
     p.add_argument("--layers", type=positive_int, metavar="L", help="out-of-focus layers for --mode blind (default: from the map)")
     p.add_argument("--lam", type=positive_float, metavar="X", help="regularization weight: TV (sv-admm), gradient prior (fast), framelet ℓ1 (blind) "
-                   "(default: sv-admm 3e-4 on an estimated map, 3e-3 with --radius-check off, from the noise level "
-                   "with --map; fast 0.015; blind 0.005)")
+                   "(default: sv-admm 3e-4 on an estimated map, 3e-3 with --radius-check off, at least 0.1 x the "
+                   "noise sigma; fast 0.015, at least 1.5 x the noise sigma; blind 0.005)")
     p.add_argument("--iters", type=positive_int, metavar="N", help="ADMM iterations (sv-admm, default 30) or alternations (blind, default 20); not for fast")
     p.add_argument("--map-uncertainty", type=uncertainty_pair, metavar="S,SP",
                    help="treat the map as uncertain: radius spread S px and neighbourhood SP px of the expected-misfit "
@@ -228,7 +228,8 @@ def _remove_stale_layers(folder: str, n_layers: int, n_kernels: int, say, inputs
 
 
 def run(args) -> int:
-    from .allinfocus import ESTIMATED_MAP_LAM, AllInFocus  # noqa: PLC0415
+    from .allinfocus import ESTIMATED_MAP_LAM, NOISE_LAM_PER_SIGMA, AllInFocus  # noqa: PLC0415
+    from .spatially_varying import FAST_LAM_PER_SIGMA  # noqa: PLC0415
     from .blurmap.cli import colorize  # noqa: PLC0415
     from .cli import (check_distinct_outputs, check_jpeg_quality_option, check_output_folder, check_output_path,  # noqa: PLC0415
                       input_paths, jpeg_input_error, read_input, say)
@@ -314,6 +315,11 @@ def run(args) -> int:
     t0 = time.perf_counter()
     result_img, res = pipe.run(image, radius_map=radius_map)
     total = time.perf_counter() - t0
+    per_sigma = {"sv-admm": NOISE_LAM_PER_SIGMA, "fast": FAST_LAM_PER_SIGMA}.get(res.mode)
+    if args.lam is None and per_sigma and res.noise_sigma is not None and res.lam == per_sigma * res.noise_sigma:
+        say(f"allinfocus: noisy input (sigma ~{res.noise_sigma:.2g}): {res.mode}'s "
+            f"{'TV weight' if res.mode == 'sv-admm' else 'prior weight'} was {res.lam:.2g} ({per_sigma:g} x sigma; "
+            "--lam sets it)")
 
     # all outputs or none (io.output_batch: renamed together once all are written); OUT last
     with output_batch():

@@ -726,8 +726,14 @@ def _knee_radius(radii, errs):
     ``log e(r)`` grows slowly while ``r`` is at most the true radius
     (regularization bias and noise) and steeply beyond it (model
     mismatch); the knee is the radius where the slope of ``log e``
-    increases most (largest second difference; the first, delta-like
-    radius is excluded from the candidates).
+    increases most (largest second difference). The second difference at
+    the second radius is not a candidate (the step from the first,
+    delta-like disc is steep whatever the blur), so the knee is the third
+    radius or a later one: with the default radii 0.5, 1, …, 8 at least
+    1.5 px (a blur of 1 px or less is in focus for the pipeline, whose
+    in-focus layer ends at 1 px; measured, true radii 0.5 / 1 / 2 read 3.5
+    / 1.5 / 1.5, the plain arg-min always 0.5). Fewer than four radii: the
+    arg-min.
     """
     radii = np.asarray(radii, dtype=np.float64)
     errs = np.asarray(errs, dtype=np.float64)

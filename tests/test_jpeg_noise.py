@@ -194,9 +194,9 @@ def test_pipeline_raises_the_tv_weight_for_a_compression_error(monkeypatch):
         with pytest.raises(Seen):
             AllInFocus(mode="sv-admm", **kw).run(rgb)
         assert seen.pop() == pytest.approx(expect, rel=1e-12), kw
-    with pytest.raises(Seen):  # fast has no TV weight: its own default
+    with pytest.raises(Seen):  # fast has no TV weight: its own noise-adaptive default, whatever v
         AllInFocus(mode="fast", compression_noise=4e-4, estimator_options=opts).run(rgb)
-    assert seen.pop() is None
+    assert seen.pop() == 0.015
     with pytest.raises(Seen):  # a caller's map, even called estimated, did not use v
         AllInFocus(mode="sv-admm", compression_noise=4e-4).run(rgb, radius_map=np.full(rgb.shape[:2], 2.0),
                                                                map_estimated=True)
