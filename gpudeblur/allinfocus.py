@@ -57,7 +57,7 @@ from .restoration import _LAM_PER_SIGMA
 from .spatially_varying import (MAX_RADIUS_SIGMA, _check_family_psfs, _family, check_radius_map, check_saturated, check_uncertainty,
                                 deconvolve_fast_scaled, deconvolve_spatially_varying, deconvolve_spread_sequence, default_lam)
 
-__all__ = ["AllInFocus", "AllInFocusResult", "split_layers", "compose_layers", "in_focus_weight", "disc_equivalent",
+__all__ = ["AllInFocus", "AllInFocusResult", "split_layers", "merge_small_layers", "compose_layers", "in_focus_weight", "disc_equivalent",
            "family_function", "radius_check", "edge_cap", "saturation_mask"]
 
 MODES = ("auto", "sv-admm", "fast", "blind")
@@ -293,7 +293,10 @@ class AllInFocusResult:
     layer_labels : (M, N) int ndarray or None
         0 = in focus, 1..L out-of-focus layers (``blind`` mode).
     layer_radii : list of float
-        Representative radius of each layer.
+        Representative radius of each layer (NaN: no pixels).
+    merged_layers : dict
+        ``blind``: out-of-focus layers smaller than their PSF's support,
+        joined to another layer (:func:`merge_small_layers`; index → index).
     kernels : list of ndarray
         Kernel per out-of-focus layer (``blind`` mode).
     layers : list of ndarray
@@ -361,6 +364,7 @@ class AllInFocusResult:
     saturated: float | None = None
     map_scale: int | None = None
     in_focus_radius: float | None = None
+    merged_layers: dict = field(default_factory=dict)
     spread_selected: float | None = None
     spread_select: dict | None = None
     noise_sigma: float | None = None
@@ -375,6 +379,7 @@ class AllInFocusResult:
             "radius_map": {"min": float(r.min()), "max": float(r.max()), "mean": float(r.mean())},
             "layers": len(self.layer_radii),
             "layer_radii": [None if not np.isfinite(x) else float(x) for x in self.layer_radii],  # None: empty layer
+            "merged_layers": {str(k): v for k, v in self.merged_layers.items()},
             "kernel_sizes": [list(k.shape) for k in self.kernels],
             "map_uncertainty": None if self.map_uncertainty is None else [float(v) for v in self.map_uncertainty],
             "keep_in_focus": None if self.keep_in_focus is None else [float(v) for v in self.keep_in_focus],
@@ -535,6 +540,49 @@ def split_layers(radius_map, n_layers=None, in_focus_radius=1.0, xp=None):
         sel = labels == i
         radii.append(float(xp.median(r[sel])) if bool(sel.any()) else float("nan"))
     return labels, radii
+
+
+def merge_small_layers(labels, radii, psf_family=None):
+    """Join each out-of-focus layer that has fewer pixels than its own PSF's
+    support (``psf_family(radius)``'s area; default the disc) to the
+    out-of-focus layer, not itself small, whose radius is nearest (``blind``
+    mode).
+
+    A blind kernel cannot be estimated from fewer pixels than it covers:
+    with the layer's own ``c`` term and kernel such a layer came out worse
+    than its input. Measured (a 128² photo, half at 3 px, a square patch at
+    6 px with its own layer, RMSE over the patch and 4 px around it, input
+    / own layer / joined to the 3 px layer): 8² 0.046 / 0.050 / 0.039, 11²
+    0.064 / 0.055 / 0.049, 13² (= the 6 px disc's support) 0.082 / 0.060 /
+    0.068, 16² 0.099 / 0.067 / 0.085. A small layer stays when no other
+    out-of-focus layer is large enough.
+
+    Returns ``(labels, radii, merged)``: the joined layers keep their index
+    with no pixels (radius NaN, as an empty layer); ``merged`` maps each
+    joined layer to the layer that took its pixels.
+    """
+    if psf_family is None:
+        from .psf import disc as psf_family
+    n = len(radii)
+    counts = [int((labels == i).sum()) for i in range(n)]
+    small = [i for i in range(1, n) if 0 < counts[i] < _psf_area(psf_family, radii[i])]
+    keep = [i for i in range(1, n) if counts[i] > 0 and i not in small]
+    merged = {}
+    if not small or not keep:
+        return labels, radii, merged
+    labels = labels.copy()
+    radii = list(radii)
+    for i in small:
+        j = min(keep, key=lambda k: (abs(radii[k] - radii[i]), k))
+        labels[labels == i] = j
+        merged[i] = j
+        radii[i] = float("nan")
+    return labels, radii, merged
+
+
+def _psf_area(psf_family, radius) -> int:
+    h, w = np.shape(psf_family(float(radius)))
+    return int(h * w)
 
 
 def _histogram_breaks(counts, centers, n_layers):
@@ -1928,6 +1976,7 @@ class AllInFocus:
             in_focus = scaled_in_focus_radius(result.map_scale, in_focus)
         result.in_focus_radius = float(in_focus)
         labels, radii = split_layers(rmap, self.layers, in_focus, xp=xp)
+        labels, radii, result.merged_layers = merge_small_layers(labels, radii, self._psf)
         result.layer_labels = be.to_host(labels)
         result.layer_radii = radii
         layers = [x]  # layer 0: in focus, kept

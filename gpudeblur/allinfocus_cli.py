@@ -315,6 +315,9 @@ def run(args) -> int:
     t0 = time.perf_counter()
     result_img, res = pipe.run(image, radius_map=radius_map)
     total = time.perf_counter() - t0
+    for i, j in res.merged_layers.items():
+        say(f"allinfocus: layer {i} had fewer pixels than its kernel covers; joined to layer {j} "
+            f"(r~{res.layer_radii[j]:.1f} px)")
     per_sigma = {"sv-admm": NOISE_LAM_PER_SIGMA, "fast": FAST_LAM_PER_SIGMA}.get(res.mode)
     if args.lam is None and per_sigma and res.noise_sigma is not None and res.lam == per_sigma * res.noise_sigma:
         say(f"allinfocus: noisy input (sigma ~{res.noise_sigma:.2g}): {res.mode}'s "

@@ -1669,3 +1669,60 @@ def test_cli_says_when_the_noise_sets_the_tv_weight(tmp_path, natural_rgb, capsy
     assert cli.main(["allinfocus", str(src), str(out), "--mode", "sv-admm", "--iters", "2", "--backend", "cpu",
                      "--lam", "1e-3", "--report", str(rep), "--overwrite"]) == 0
     assert "noisy input" not in capsys.readouterr().out and json.loads(rep.read_text())["lam"] == 1e-3
+
+
+def test_merge_small_layers():
+    """A blind layer with fewer pixels than its PSF's support joins the non-small out-of-focus layer of the nearest
+    radius (its index stays, empty, radius NaN); the in-focus layer and a layer with no other to join stay."""
+    from gpudeblur import psf
+    from gpudeblur.allinfocus import merge_small_layers
+
+    labels = np.zeros((40, 40), np.int32)
+    labels[:, 20:] = 1  # 800 px at 2 px
+    labels[2:10, 2:10] = 3  # 64 px at 6 px: under 13² = 169
+    labels[30:31, 30:32] = 2  # 2 px at 4 px: under 9² = 81
+    radii = [0.0, 2.0, 4.0, 6.0]
+    out, r, merged = merge_small_layers(labels, radii)
+    assert merged == {2: 1, 3: 1}
+    assert r[:2] == radii[:2] and np.isnan(r[2]) and np.isnan(r[3])
+    assert (out[labels == 3] == 1).all() and (out[labels == 2] == 1).all() and (out[labels == 0] == 0).all()
+    assert (labels == 3).sum() == 64  # the input is not changed
+    # a 13x13 patch at 6 px is as large as its disc: it keeps its own layer; so does one with nowhere to go
+    big = labels.copy()
+    big[2:15, 2:15] = 3
+    assert merge_small_layers(big, radii)[2] == {2: 1}
+    alone = np.where(labels == 3, 3, 0).astype(np.int32)
+    assert merge_small_layers(alone, [0.0, float("nan"), float("nan"), 6.0])[2] == {}
+    # another family's support: a Gaussian of σ 6 is much wider than a 6 px disc
+    assert merge_small_layers(big, radii, psf.gaussian)[2] == {2: 1, 3: 1}
+
+
+def test_blind_pipeline_joins_a_small_layer(monkeypatch, natural_rgb, tmp_path, capsys):
+    """The blind pipeline deblurs a small layer's pixels with the layer it joined (one call, their union as mask),
+    reports it, and the CLI says so."""
+    import json
+
+    import gpudeblur.blind as blind_mod
+    from gpudeblur import cli
+    from gpudeblur.io import write_array, write_image
+
+    masks = []
+
+    def fake(image, mask, **kw):
+        masks.append(np.asarray(mask) > 0)
+        return image, np.ones((1, 1)), {}
+
+    monkeypatch.setattr(blind_mod, "blind_deblur_layer", fake)
+    rm = np.zeros(natural_rgb.shape[:2])
+    rm[:, 64:] = 3.0
+    rm[10:18, 20:28] = 6.0  # 64 px at 6 px
+    out, res = AllInFocus(mode="blind", layers=2).run(natural_rgb, radius_map=rm)
+    assert res.merged_layers == {2: 1} and len(masks) == 1
+    assert masks[0].sum() == (rm > 0).sum() and masks[0][10:18, 20:28].all()
+    assert res.report()["merged_layers"] == {"2": 1} and res.report()["layer_radii"][2] is None
+    src, mp, o = tmp_path / "in.png", tmp_path / "m.npy", tmp_path / "o.png"
+    write_image(str(src), natural_rgb, bit_depth=16)
+    write_array(str(mp), rm.astype(np.float32))
+    assert cli.main(["allinfocus", str(src), str(o), "--map", str(mp), "--mode", "blind", "--layers", "2",
+                     "--backend", "cpu"]) == 0
+    assert "layer 2 had fewer pixels than its kernel covers; joined to layer 1 (r~3.0 px)" in capsys.readouterr().out
