@@ -79,3 +79,23 @@ def natural_rgb():
     from skimage import data
 
     return (data.astronaut()[40:168, 180:308] / 255.0).astype(np.float64)
+
+
+@pytest.fixture()
+def deblur_lam_spy(monkeypatch):
+    """``(seen, Seen)``: ``AllInFocus``'s deblurring calls (``deconvolve_spatially_varying``,
+    ``deconvolve_spread_sequence``) append their ``lam`` keyword to ``seen`` and raise ``Seen``."""
+    import gpudeblur.allinfocus as aif
+
+    seen = []
+
+    class Seen(Exception):
+        pass
+
+    def spy(*a, **kw):
+        seen.append(kw.get("lam"))
+        raise Seen
+
+    monkeypatch.setattr(aif, "deconvolve_spread_sequence", spy)
+    monkeypatch.setattr(aif, "deconvolve_spatially_varying", spy)
+    return seen, Seen

@@ -1605,7 +1605,7 @@ def test_noisy_input_is_not_made_worse(backend, natural_rgb):
     assert rep["lam"] == res.lam and rep["noise_sigma"] == res.noise_sigma
 
 
-def test_tv_weight_on_an_estimated_map_follows_the_noise(monkeypatch, natural_rgb):
+def test_tv_weight_on_an_estimated_map_follows_the_noise(deblur_lam_spy, natural_rgb):
     """``sv-admm``'s TV weight on an estimated map: ``max(ESTIMATED_MAP_LAM, NOISE_LAM_PER_SIGMA·σ̂)``
     (``UNCHECKED_MAP_LAM`` in place of the first without the radius check), σ̂ = ``estimate_noise`` of the
     input, also on a caller's ``map_estimated=True`` map; on a trusted map ``max(0.1·σ̂, 3e-4)``; ``fast``'s
@@ -1614,17 +1614,7 @@ def test_tv_weight_on_an_estimated_map_follows_the_noise(monkeypatch, natural_rg
     import gpudeblur.spatially_varying as sv
     from gpudeblur.restoration import estimate_noise
 
-    seen = []
-
-    class Seen(Exception):
-        pass
-
-    def spy(*a, **kw):
-        seen.append(kw.get("lam"))
-        raise Seen
-
-    monkeypatch.setattr(aif, "deconvolve_spread_sequence", spy)
-    monkeypatch.setattr(aif, "deconvolve_spatially_varying", spy)
+    seen, Seen = deblur_lam_spy
     _, clean = _scene(natural_rgb, sigma=1e-3)
     _, noisy = _scene(natural_rgb, sigma=0.05)
     s = float(estimate_noise(noisy.astype(np.float32)))

@@ -163,22 +163,12 @@ def test_pipeline_raises_the_map_noise():
             AllInFocus(compression_noise=bad)
 
 
-def test_pipeline_raises_the_tv_weight_for_a_compression_error(monkeypatch):
+def test_pipeline_raises_the_tv_weight_for_a_compression_error(deblur_lam_spy):
     """``sv-admm`` on an estimated map takes ``max(ESTIMATED_MAP_LAM, COMPRESSION_LAM_PER_SIGMA·sqrt(v))`` where
     the map used ``compression_noise`` ``v``; a given weight, a given noise or the unchecked weight are left alone."""
     import gpudeblur.allinfocus as aif
 
-    seen = []
-
-    class Seen(Exception):
-        pass
-
-    def spy(*a, **kw):
-        seen.append(kw.get("lam"))
-        raise Seen
-
-    monkeypatch.setattr(aif, "deconvolve_spread_sequence", spy)
-    monkeypatch.setattr(aif, "deconvolve_spatially_varying", spy)
+    seen, Seen = deblur_lam_spy
     rgb = _photos()["blurred"][:64, :64] / 255.0
     opts = {"window": 31, "labeling": None}
     cases = [({"compression_noise": 4e-4}, aif.COMPRESSION_LAM_PER_SIGMA * 0.02),
