@@ -55,7 +55,8 @@ from ._validate import (check_choice, check_compression_noise, check_image, chec
                         split_alpha)
 from .restoration import _LAM_PER_SIGMA
 from .spatially_varying import (MAX_RADIUS_SIGMA, _check_family_psfs, _family, check_radius_map, check_saturated, check_uncertainty,
-                                deconvolve_fast_scaled, deconvolve_spatially_varying, deconvolve_spread_sequence, default_lam)
+                                deconvolve_fast_scaled, deconvolve_spatially_varying, deconvolve_spread_sequence, default_lam,
+                                noise_lam)
 
 __all__ = ["AllInFocus", "AllInFocusResult", "split_layers", "merge_small_layers", "compose_layers", "in_focus_weight", "disc_equivalent",
            "family_function", "radius_check", "edge_cap", "saturation_mask"]
@@ -1791,10 +1792,11 @@ class AllInFocus:
         (:data:`NOISE_LAM_PER_SIGMA`) and, on a checked map, for a compression error where the map used it
         (:data:`COMPRESSION_LAM_PER_SIGMA`; ``estimated_here``: the pipeline estimated the map, not a caller's
         ``map_estimated=True``)."""
+        noise = noise_lam("sv-admm", noise_sigma)  # NOISE_LAM_PER_SIGMA·σ̂, as the given-map default
         if not checked:
-            return max(UNCHECKED_MAP_LAM, NOISE_LAM_PER_SIGMA * noise_sigma)
+            return max(UNCHECKED_MAP_LAM, noise)
         v = (self._compression_noise_used() or 0.0) if estimated_here else 0.0
-        return max(ESTIMATED_MAP_LAM, NOISE_LAM_PER_SIGMA * noise_sigma, COMPRESSION_LAM_PER_SIGMA * math.sqrt(v))
+        return max(ESTIMATED_MAP_LAM, noise, COMPRESSION_LAM_PER_SIGMA * math.sqrt(v))
 
     def map_noise(self, image) -> float:
         """Noise variance given to the blur-map estimator for ``image``.

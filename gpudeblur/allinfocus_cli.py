@@ -228,8 +228,8 @@ def _remove_stale_layers(folder: str, n_layers: int, n_kernels: int, say, inputs
 
 
 def run(args) -> int:
-    from .allinfocus import ESTIMATED_MAP_LAM, NOISE_LAM_PER_SIGMA, AllInFocus  # noqa: PLC0415
-    from .spatially_varying import FAST_LAM_PER_SIGMA  # noqa: PLC0415
+    from .allinfocus import ESTIMATED_MAP_LAM, AllInFocus  # noqa: PLC0415
+    from .spatially_varying import noise_lam  # noqa: PLC0415
     from .blurmap.cli import colorize  # noqa: PLC0415
     from .cli import (check_distinct_outputs, check_jpeg_quality_option, check_output_folder, check_output_path,  # noqa: PLC0415
                       input_paths, jpeg_input_error, read_input, say)
@@ -318,8 +318,8 @@ def run(args) -> int:
     for i, j in res.merged_layers.items():
         say(f"allinfocus: layer {i} had fewer pixels than its kernel covers; joined to layer {j} "
             f"(r~{res.layer_radii[j]:.1f} px)")
-    per_sigma = {"sv-admm": NOISE_LAM_PER_SIGMA, "fast": FAST_LAM_PER_SIGMA}.get(res.mode)
-    if args.lam is None and per_sigma and res.noise_sigma is not None and res.lam == per_sigma * res.noise_sigma:
+    if args.lam is None and res.noise_sigma is not None and res.lam == noise_lam(res.mode, res.noise_sigma):
+        per_sigma = noise_lam(res.mode, 1.0)
         say(f"allinfocus: noisy input (sigma ~{res.noise_sigma:.2g}): {res.mode}'s "
             f"{'TV weight' if res.mode == 'sv-admm' else 'prior weight'} was {res.lam:.2g} ({per_sigma:g} x sigma; "
             "--lam sets it)")

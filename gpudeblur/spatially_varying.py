@@ -976,13 +976,17 @@ _SV_LAM_FLOOR = 3e-4
 _SV_RHO_FACTOR = 100.0
 
 
+def noise_lam(method: str, noise_sigma: float) -> float:
+    """The noise's share of :func:`default_lam`: ``0.1·σ̂`` (TV, ``'sv-admm'``) or
+    ``FAST_LAM_PER_SIGMA·σ̂`` (the gradient prior, ``'fast'``)."""
+    return (_LAM_PER_SIGMA if method == "sv-admm" else FAST_LAM_PER_SIGMA) * noise_sigma
+
+
 def default_lam(method: str, noise_sigma: float) -> float:
     """Default weight of :func:`deconvolve_spatially_varying` for the input's noise σ̂ ``noise_sigma``: TV
     ``max(0.1·σ̂, 3e-4)`` for ``'sv-admm'``, the gradient prior ``max(FAST_LAM_PER_SIGMA·σ̂, 0.015)`` for
-    ``'fast'``."""
-    if method == "sv-admm":
-        return max(_LAM_PER_SIGMA * noise_sigma, _SV_LAM_FLOOR)
-    return max(FAST_LAM_PER_SIGMA * noise_sigma, _FAST_LAM)
+    ``'fast'`` (:func:`noise_lam` and a floor)."""
+    return max(noise_lam(method, noise_sigma), _SV_LAM_FLOOR if method == "sv-admm" else _FAST_LAM)
 
 
 def _fast(op: SpatiallyVaryingBlur, G, lam):
