@@ -75,17 +75,36 @@ template <typename T> GD_HD T clamp_r(const BlurmapParams<T>& P, T r) {
     return r < P.lo ? P.lo : (r > P.hi ? P.hi : r);
 }
 
+// Every sum over the filters runs in four interleaved lanes, lane j taking
+// filters j, j + 4, j + 8, ... in order, and ends as (l0 + l1) + (l2 + l3).
+// The Numba twin writes the same order out (it splits each sum into an
+// element-wise loop and lane-by-lane adds); no compiler may reassociate
+// it, so CPU results do not depend on how a compiler vectorizes.
+template <typename T> struct Lanes4 {
+    T a0, a1, a2, a3;  // scalars, not an array: stay in registers on the GPU
+    GD_HD Lanes4() : a0(T(0)), a1(T(0)), a2(T(0)), a3(T(0)) {}
+    GD_HD void add(int i, T x) {  // filter i's term into lane i mod 4
+        switch (i & 3) {
+            case 0: a0 += x; break;
+            case 1: a1 += x; break;
+            case 2: a2 += x; break;
+            default: a3 += x;
+        }
+    }
+    GD_HD T sum() const { return (a0 + a1) + (a2 + a3); }
+};
+
 // Moment estimate of s at r: Σ(y - n) / Σσ², floored (start of eq. 11).
 template <typename T> GD_HD T s_moment(const T* y, long long ys, const BlurmapParams<T>& P, T r) {
     int k;
     T f;
     lut_pos(P, r, &k, &f);
-    T num = T(0), den = T(0);
+    Lanes4<T> num, den;
     for (int i = 0; i < P.F; ++i) {
-        num += y[i * ys] - P.noise[i];
-        den += lut_lerp(P.lut_val, P.F, k, f, i);
+        num.add(i, y[i * ys] - P.noise[i]);
+        den.add(i, lut_lerp(P.lut_val, P.F, k, f, i));
     }
-    T s = num / den;
+    T s = num.sum() / den.sum();
     return s > P.s_floor ? s : P.s_floor;
 }
 
@@ -96,16 +115,17 @@ template <typename T> GD_HD T s_fixed_point(const T* y, long long ys, const Blur
     T f;
     lut_pos(P, r, &k, &f);
     for (int it = 0; it < P.s_iters; ++it) {
-        T num = T(0), den = T(0);
+        Lanes4<T> num, den;
         for (int i = 0; i < P.F; ++i) {
             T sg = lut_lerp(P.lut_val, P.F, k, f, i);
             T n = P.noise[i];
             T q = s * sg / (s * sg + n);
             T rho = q * q;
-            num += rho * (y[i * ys] - n) / sg;
-            den += rho;
+            num.add(i, rho * (y[i * ys] - n) / sg);
+            den.add(i, rho);
         }
-        T sn = den > T(0) ? num / den : P.s_floor;
+        T nm = num.sum(), dn = den.sum();
+        T sn = dn > T(0) ? nm / dn : P.s_floor;
         if (!(sn > P.s_floor)) sn = P.s_floor;  // also catches NaN
         T ds = sn - s;
         s = sn;
@@ -115,7 +135,8 @@ template <typename T> GD_HD T s_fixed_point(const T* y, long long ys, const Blur
 }
 
 // E(r, s) = Σ y_i / v_i + log v_i  (= -log p of eq. 5 up to a constant).
-// Σ log v_i is taken as Σ over groups of 4 of log Π (v_i / n_0) plus
+// Σ log v_i is taken as Σ over groups of 4 filters of log Π (v_i / n_0)
+// (the product as (u_0 u_1)(u_2 u_3)), then the F mod 4 last ones, plus
 // F log n_0: a quarter of the logarithms; v_i / n_0 >= n_i / n_0 keeps each
 // product well inside the float range.
 template <typename T> GD_HD T neg_loglik(const T* y, long long ys, const BlurmapParams<T>& P, T r, T s) {
@@ -123,19 +144,23 @@ template <typename T> GD_HD T neg_loglik(const T* y, long long ys, const Blurmap
     T f;
     lut_pos(P, r, &k, &f);
     T c = T(1) / P.noise[0];
-    T e = T(0), prod = T(1);
+    Lanes4<T> e;
+    T el = T(0), u0 = T(1), u1 = T(1), u2 = T(1), prod = T(1);
+    int F4 = P.F - (P.F & 3);
     for (int i = 0; i < P.F; ++i) {
         T v = s * lut_lerp(P.lut_val, P.F, k, f, i) + P.noise[i];
-        e += y[i * ys] / v;
-        prod *= v * c;
-        if ((i & 3) == 3) {
-            e += gd_log(prod);
-            prod = T(1);
+        e.add(i, y[i * ys] / v);
+        T u = v * c;
+        switch (i & 3) {
+            case 0: u0 = u; break;
+            case 1: u1 = u; break;
+            case 2: u2 = u; break;
+            default: el += gd_log((u0 * u1) * (u2 * u));
         }
+        if (i >= F4) prod *= u;  // the F mod 4 last filters
     }
-    e += gd_log(prod);
-    e += (T)P.F * gd_log(P.noise[0]);
-    return e;
+    el += gd_log(prod);
+    return e.sum() + el + (T)P.F * gd_log(P.noise[0]);
 }
 
 // dE/dr and d²E/dr² at fixed s (eq. 13), plus the slope ds/dr of the
@@ -145,7 +170,7 @@ GD_HD void r_derivs(const T* y, long long ys, const BlurmapParams<T>& P, T r, T 
     int k;
     T f;
     lut_pos(P, r, &k, &f);
-    T gg = T(0), hh = T(0), hss = T(0), hrs = T(0);
+    Lanes4<T> gg, hh, hss, hrs;
     for (int i = 0; i < P.F; ++i) {
         T sg = lut_lerp(P.lut_val, P.F, k, f, i);
         T d1 = s * lut_lerp(P.lut_d1, P.F, k, f, i);
@@ -154,19 +179,20 @@ GD_HD void r_derivs(const T* y, long long ys, const BlurmapParams<T>& P, T r, T 
         T t = y[i * ys] * iv;       // y / v
         T a = iv - t * iv;          // 1/v - y/v²
         T b = (t + t - T(1)) * iv * iv;  // 2y/v³ - 1/v²
-        gg += a * d1;
-        hh += b * d1 * d1 + a * d2;
-        hss += b * sg * sg;                 // d²E/ds²
-        hrs += b * d1 * sg + a * d1 / s;    // d²E/dr ds
+        gg.add(i, a * d1);
+        hh.add(i, b * d1 * d1 + a * d2);
+        hss.add(i, b * sg * sg);                 // d²E/ds²
+        hrs.add(i, b * d1 * sg + a * d1 / s);    // d²E/dr ds
     }
-    *g = gg;
-    *h = hh;
-    if (hss > T(0)) {
-        *k_s = hrs / hss;                // ds/dr along the valley dE/ds = 0 (first order)
-        *h_prof = hh - hrs * *k_s;       // curvature of the profile min_s E(r, s)
+    T G = gg.sum(), H = hh.sum(), Hss = hss.sum(), Hrs = hrs.sum();
+    *g = G;
+    *h = H;
+    if (Hss > T(0)) {
+        *k_s = Hrs / Hss;                // ds/dr along the valley dE/ds = 0 (first order)
+        *h_prof = H - Hrs * *k_s;        // curvature of the profile min_s E(r, s)
     } else {
         *k_s = T(0);
-        *h_prof = hh;
+        *h_prof = H;
     }
 }
 
@@ -260,23 +286,23 @@ GD_HD void blurmap_search_pixel(const T* y, long long ys, const BlurmapParams<T>
     for (int st = 0; st < P.nstarts; ++st) {
         T r = clamp_r(P, P.starts[st]);
         T s = s_moment(y, ys, P, r);
-        T e = T(0);
-        for (int outer = 0; outer < P.max_outer; ++outer) {
+        T e;
+        // alternate until r settles (or max_outer); the last pass of the loop
+        // only refreshes s and E at the final r
+        for (int outer = 0;; ) {
             s = s_fixed_point(y, ys, P, r, s);
             e = neg_loglik(y, ys, P, r, s);
+            if (outer >= P.max_outer) break;
             T rn = r_descent(y, ys, P, r, &s, &e);
             T dr = gd_abs(rn - r);
             r = rn;
-            if (dr < P.tol_r) break;
+            ++outer;
+            if (dr < P.tol_r) outer = P.max_outer;
             // a start that reaches a maximum found from an earlier start ends
             // there (it would converge to it): saves most duplicate work
-            bool dup = false;
             for (int j = 0; j < 3; ++j)
-                if (cl[j] > T(GD_BLURMAP_NONE) && gd_abs(cr[j] - r) < P.dup_tol) dup = true;
-            if (dup) break;
+                if (cl[j] > T(GD_BLURMAP_NONE) && gd_abs(cr[j] - r) < P.dup_tol) outer = P.max_outer;
         }
-        s = s_fixed_point(y, ys, P, r, s);
-        e = neg_loglik(y, ys, P, r, s);
         insert_candidate(r, -e, s, cr, cl, cs, P.merge_tol);
     }
     for (int j = 1; j < 3; ++j) {

@@ -1,9 +1,21 @@
 """Numba twin of ``kernels/blurmap.cuh`` (per-pixel likelihood search, Zhu et al. 2013, Sec. III-A).
 
-Same functions, same order of operations as the CUDA header (checked
-against a host build of it in ``tests/test_blurmap.py``). The per-pixel
+Same functions, same order of operations as the CUDA header, IEEE
+arithmetic (no fast-math flags; checked against a host build of the header
+in ``tests/test_blurmap.py``). Every sum over the filters runs in four
+interleaved lanes (lane j takes filters j, j + 4, ...), combined as
+``(l0 + l1) + (l2 + l3)``: the order is written out, so the compiler may
+not choose another one. Here each sum is split in two loops: an
+element-wise loop writes the per-filter terms into a per-thread buffer (it
+vectorizes without reassociation) and :func:`_sum4` adds them lane by lane;
+the CUDA header accumulates the same lanes in one loop. The per-pixel
 powers are copied into a per-thread buffer first (the CUDA kernel reads
 them with stride ``P`` directly; the arithmetic is the same).
+
+The whole search is inlined into the ``prange`` body of
+:func:`blurmap_search` on purpose: Numba marks a parallel loop's arrays
+no-alias, which the element-wise loops need to vectorize, and inlining keeps
+the arrays' reference counts out of the per-filter loops.
 """
 
 from __future__ import annotations
@@ -16,7 +28,6 @@ from numba import prange
 
 NONE = -1e30  # log-likelihood of a missing candidate (GD_BLURMAP_NONE)
 
-_FM = {"reassoc", "contract", "arcp", "afn"}
 _inl = dict(inline="always", cache=True, nogil=True)
 
 
@@ -56,32 +67,49 @@ def _clamp_r(r, lo, hi):
 
 
 @numba.njit(**_inl)
-def _s_moment(y, val, noise, r, lo, step, s_floor, cst):
+def _sum4(t, F, zero):
+    # sum in 4 interleaved lanes (lane j: terms j, j+4, ...), then (l0 + l1) + (l2 + l3)
+    F4 = F - (F & 3)
+    a0 = a1 = a2 = a3 = zero
+    for i in range(0, F4, 4):
+        a0 += t[i]
+        a1 += t[i + 1]
+        a2 += t[i + 2]
+        a3 += t[i + 3]
+    if F4 < F:
+        a0 += t[F4]
+    if F4 + 1 < F:
+        a1 += t[F4 + 1]
+    if F4 + 2 < F:
+        a2 += t[F4 + 2]
+    return (a0 + a1) + (a2 + a3)
+
+
+@numba.njit(**_inl)
+def _s_moment(y, val, noise, r, lo, step, s_floor, cst, t0, t1, t2, t3):
     K, F = val.shape
     k, f = _lut_pos(r, lo, step, K, cst)
-    num = cst[0]
-    den = cst[0]
     for i in range(F):
-        num += y[i] - noise[i]
-        den += _lerp(val, k, f, i)
-    s = num / den
+        t0[i] = y[i] - noise[i]
+        t1[i] = _lerp(val, k, f, i)
+    s = _sum4(t0, F, cst[0]) / _sum4(t1, F, cst[0])
     return s if s > s_floor else s_floor
 
 
 @numba.njit(**_inl)
-def _s_fixed_point(y, val, noise, r, s, lo, step, s_iters, tol_s, s_floor, cst):
+def _s_fixed_point(y, val, noise, r, s, lo, step, s_iters, tol_s, s_floor, cst, t0, t1, t2, t3):
     K, F = val.shape
     k, f = _lut_pos(r, lo, step, K, cst)
     for it in range(s_iters):
-        num = cst[0]
-        den = cst[0]
         for i in range(F):
             sg = _lerp(val, k, f, i)
             n = noise[i]
             q = s * sg / (s * sg + n)
             rho = q * q
-            num += rho * (y[i] - n) / sg
-            den += rho
+            t0[i] = rho * (y[i] - n) / sg
+            t1[i] = rho
+        num = _sum4(t0, F, cst[0])
+        den = _sum4(t1, F, cst[0])
         sn = num / den if den > 0 else s_floor
         if not (sn > s_floor):
             sn = s_floor
@@ -93,33 +121,30 @@ def _s_fixed_point(y, val, noise, r, s, lo, step, s_iters, tol_s, s_floor, cst):
 
 
 @numba.njit(**_inl)
-def _neg_loglik(y, val, noise, r, s, lo, step, cst):
+def _neg_loglik(y, val, noise, r, s, lo, step, cst, t0, t1, t2, t3):
     K, F = val.shape
     k, f = _lut_pos(r, lo, step, K, cst)
     c = cst[1] / noise[0]
-    e = cst[0]
-    prod = cst[1]
     for i in range(F):
         v = s * _lerp(val, k, f, i) + noise[i]
-        e += y[i] / v
-        prod *= v * c
-        if (i & 3) == 3:
-            e += math.log(prod)
-            prod = cst[1]
-    e += math.log(prod)
+        t0[i] = y[i] / v
+        t1[i] = v * c
+    F4 = F - (F & 3)
+    el = cst[0]
+    for i in range(0, F4, 4):
+        el += math.log((t1[i] * t1[i + 1]) * (t1[i + 2] * t1[i + 3]))
+    prod = cst[1]
+    for i in range(F4, F):
+        prod *= t1[i]
+    el += math.log(prod)
     cst[3] = F
-    e += cst[3] * math.log(noise[0])
-    return e
+    return _sum4(t0, F, cst[0]) + el + cst[3] * math.log(noise[0])
 
 
 @numba.njit(**_inl)
-def _r_derivs(y, val, d1t, d2t, noise, r, s, lo, step, cst):
+def _r_derivs(y, val, d1t, d2t, noise, r, s, lo, step, cst, t0, t1, t2, t3):
     K, F = val.shape
     k, f = _lut_pos(r, lo, step, K, cst)
-    gg = cst[0]
-    hh = cst[0]
-    hss = cst[0]
-    hrs = cst[0]
     one = cst[1]
     for i in range(F):
         sg = _lerp(val, k, f, i)
@@ -129,10 +154,14 @@ def _r_derivs(y, val, d1t, d2t, noise, r, s, lo, step, cst):
         t = y[i] * iv
         a = iv - t * iv
         b = (t + t - one) * iv * iv
-        gg += a * d1
-        hh += b * d1 * d1 + a * d2
-        hss += b * sg * sg
-        hrs += b * d1 * sg + a * d1 / s
+        t0[i] = a * d1
+        t1[i] = b * d1 * d1 + a * d2
+        t2[i] = b * sg * sg
+        t3[i] = b * d1 * sg + a * d1 / s
+    gg = _sum4(t0, F, cst[0])
+    hh = _sum4(t1, F, cst[0])
+    hss = _sum4(t2, F, cst[0])
+    hrs = _sum4(t3, F, cst[0])
     if hss > cst[0]:
         ks = hrs / hss
         hp = hh - hrs * ks
@@ -143,12 +172,12 @@ def _r_derivs(y, val, d1t, d2t, noise, r, s, lo, step, cst):
 
 
 @numba.njit(**_inl)
-def _r_descent(y, val, d1t, d2t, noise, r, s, e, lo, hi, step, r_iters, tol_r, max_step, s_floor, cst):
+def _r_descent(y, val, d1t, d2t, noise, r, s, e, lo, hi, step, r_iters, tol_r, max_step, s_floor, cst, t0, t1, t2, t3):
     er = e
     half = cst[2]
     it = 0
     while it < r_iters:
-        g, h, ks, hp = _r_derivs(y, val, d1t, d2t, noise, r, s, lo, step, cst)
+        g, h, ks, hp = _r_derivs(y, val, d1t, d2t, noise, r, s, lo, step, cst, t0, t1, t2, t3)
         if hp > cst[0]:
             d = -g / hp
         else:
@@ -166,7 +195,7 @@ def _r_descent(y, val, d1t, d2t, noise, r, s, e, lo, hi, step, r_iters, tol_r, m
             sn = s - ks * (rn - r)
             if sn < s_floor:
                 sn = s_floor
-            en = _neg_loglik(y, val, noise, rn, sn, lo, step, cst)
+            en = _neg_loglik(y, val, noise, rn, sn, lo, step, cst, t0, t1, t2, t3)
             if en <= er:
                 stp = abs(rn - r)
                 r = rn
@@ -214,7 +243,7 @@ def _insert_candidate(r, l, s, cr, cl, cs, merge_tol):
 
 @numba.njit(**_inl)
 def _search_pixel(y, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
-                  tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, cr, cl, cs, cst):
+                  tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, cr, cl, cs, cst, t0, t1, t2, t3):
     K, F = val.shape
     for j in range(3):
         cr[j] = lo
@@ -222,24 +251,22 @@ def _search_pixel(y, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_it
         cs[j] = s_floor
     for st in range(starts.shape[0]):
         r = _clamp_r(starts[st], lo, hi)
-        s = _s_moment(y, val, noise, r, lo, step, s_floor, cst)
-        e = cst[0]
-        for outer in range(max_outer):
-            s = _s_fixed_point(y, val, noise, r, s, lo, step, s_iters, tol_s, s_floor, cst)
-            e = _neg_loglik(y, val, noise, r, s, lo, step, cst)
-            rn, s, e = _r_descent(y, val, d1t, d2t, noise, r, s, e, lo, hi, step, r_iters, tol_r, max_step, s_floor, cst)
+        s = _s_moment(y, val, noise, r, lo, step, s_floor, cst, t0, t1, t2, t3)
+        outer = 0
+        while True:
+            s = _s_fixed_point(y, val, noise, r, s, lo, step, s_iters, tol_s, s_floor, cst, t0, t1, t2, t3)
+            e = _neg_loglik(y, val, noise, r, s, lo, step, cst, t0, t1, t2, t3)
+            if outer >= max_outer:
+                break
+            rn, s, e = _r_descent(y, val, d1t, d2t, noise, r, s, e, lo, hi, step, r_iters, tol_r, max_step, s_floor, cst, t0, t1, t2, t3)
             dr = abs(rn - r)
             r = rn
+            outer += 1
             if dr < tol_r:
-                break
-            dup = False
+                outer = max_outer
             for j in range(3):
                 if cl[j] > NONE and abs(cr[j] - r) < dup_tol:
-                    dup = True
-            if dup:
-                break
-        s = _s_fixed_point(y, val, noise, r, s, lo, step, s_iters, tol_s, s_floor, cst)
-        e = _neg_loglik(y, val, noise, r, s, lo, step, cst)
+                    outer = max_outer
         _insert_candidate(r, -e, s, cr, cl, cs, merge_tol)
     for j in range(1, 3):
         if not (cl[j] > NONE):
@@ -256,6 +283,11 @@ def _search_chunk(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, 
     cl = np.empty(3, dtype=power.dtype)
     cs = np.empty(3, dtype=power.dtype)
     cst = np.empty(4, dtype=power.dtype)
+    tb = np.empty((4, F), dtype=power.dtype)
+    t0 = tb[0]
+    t1 = tb[1]
+    t2 = tb[2]
+    t3 = tb[3]
     cst[0] = 0
     cst[1] = 1
     cst[2] = 0.5
@@ -263,7 +295,7 @@ def _search_chunk(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, 
         for i in range(F):
             yb[i] = power[i, p]
         _search_pixel(yb, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
-                      tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, cr, cl, cs, cst)
+                      tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, cr, cl, cs, cst, t0, t1, t2, t3)
         for j in range(3):
             r_out[j, p] = cr[j]
             l_out[j, p] = cl[j]
@@ -273,22 +305,10 @@ def _search_chunk(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, 
 _CHUNK = 256
 
 
-@numba.njit(**_inl)
-def _search_all(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
-                tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, r_out, l_out, s_out):
-    # inlined into both kernels, so the parallel loop and the math take each kernel's flags
-    P = power.shape[1]
-    nchunks = (P + _CHUNK - 1) // _CHUNK
-    for c in prange(nchunks):
-        _search_chunk(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
-                      tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, r_out, l_out, s_out,
-                      c * _CHUNK, min(P, (c + 1) * _CHUNK))
-
-
 @numba.njit(parallel=True, nogil=True, cache=True)
 def blurmap_search(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
                    tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, r_out, l_out, s_out):
-    """Top-3 likelihood maxima per pixel (IEEE order of operations: the exact twin of the CUDA kernel).
+    """Top-3 likelihood maxima per pixel (the twin of the CUDA kernel: same operations, same order).
 
     Parameters
     ----------
@@ -303,19 +323,10 @@ def blurmap_search(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer,
     r_out, l_out, s_out : (3, P) arrays
         Candidate radii, log-likelihoods ``-E`` (``NONE`` when missing), ``ŝ``.
     """
-    _search_all(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
-                tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, r_out, l_out, s_out)
-    return r_out, l_out, s_out
-
-
-@numba.njit(parallel=True, nogil=True, cache=True, fastmath=_FM)
-def blurmap_search_fast(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
-                        tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, r_out, l_out, s_out):
-    """:func:`blurmap_search` compiled with reassociation, contraction, reciprocal and
-    approximate-function flags (no finite-math or no-NaN assumptions, so the
-    NaN/flat-pixel guards keep their meaning). The sums over the filters
-    vectorize: ~2x faster on the CPU; results differ from the exact twin by
-    rounding (near-ties between candidates may swap)."""
-    _search_all(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
-                tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, r_out, l_out, s_out)
+    P = power.shape[1]
+    nchunks = (P + _CHUNK - 1) // _CHUNK
+    for c in prange(nchunks):
+        _search_chunk(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, s_iters, r_iters,
+                      tol_r, tol_s, max_step, s_floor, merge_tol, dup_tol, r_out, l_out, s_out,
+                      c * _CHUNK, min(P, (c + 1) * _CHUNK))
     return r_out, l_out, s_out
