@@ -183,7 +183,7 @@ def _first_filters(dl, n):
 
 
 @pytest.mark.parametrize(("dt", "nf"), [(np.float64, 60), (np.float32, 60), (np.float32, 59), (np.float32, 58),
-                                        (np.float64, 57)])
+                                        (np.float64, 57), (np.float32, 3), (np.float64, 1)])
 def test_search_host_vs_numba(host, disc_lut, dt, nf):
     """The Numba twin against a host build of kernels/blurmap.cuh: the same operations in the same order
     (the four-lane sums included; both call glibc's log), so the same bits."""
@@ -209,7 +209,8 @@ def test_search_host_vs_numba(host, disc_lut, dt, nf):
     assert any(str(sig[0].dtype) == np.dtype(dt).name for sig in blurmap_search.signatures)
     for h, n in ((r_h, r_n), (l_h, l_n), (s_h, s_n)):
         np.testing.assert_array_equal(h, n)
-    assert len(np.unique(r_n[0].round(1))) > 30  # a real spread of radii, not one answer
+    if nf > 4:
+        assert len(np.unique(r_n[0].round(1))) > 30  # a real spread of radii, not one answer
 
 
 def test_search_same_bits_in_a_process_that_loads_the_cache(disc_lut, tmp_path):
