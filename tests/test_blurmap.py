@@ -695,6 +695,45 @@ def test_auto_scale_reads_large_blur_coarse_and_small_blur_fine(monkeypatch):
         est.estimate(big, scale="auto", return_candidates=True)
 
 
+def test_auto_scale_follows_the_informed_pixels(monkeypatch):
+    """A sharp texture under a flat noisy band (a clear sky in a noisy photo): the band fits every radius
+    and reads large; ``scale='auto'`` takes its quantile over the pixels with confidence ≥
+    ``AUTO_SCALE_MIN_CONFIDENCE`` and reads the map at scale 1, where the quantile of all pixels went to
+    scale 2 (and the sharp texture read 1.3 px instead of 0.6). With almost no informed pixels the
+    quantile is taken over all of them."""
+    import gpudeblur.blurmap.estimator as E
+
+    img = _texture(192, 4)
+    img[:80] = 0.5
+    y = img + np.random.default_rng(3).normal(0, 0.02, img.shape)
+    est = BlurMapEstimator(window=41, noise="auto", labeling=None)
+    m, info = est.estimate(y, scale="auto", return_info=True)
+    assert info["scales"] == [4, 1] and info["scale"] == 1
+    assert info["scale_quantiles"][0] <= 8 and 0.6 < info["scale_informed"][0] < 0.95  # q ≤ 8 px: scale 1's range
+    np.testing.assert_array_equal(m, est.estimate(y))
+    assert np.median(m[100:]) < 1.0
+    monkeypatch.setattr(E, "AUTO_SCALE_MIN_CONFIDENCE", 0.0)  # every pixel counts: the rule before session 30
+    m0, info0 = est.estimate(y, scale="auto", return_info=True)
+    assert info0["scales"] == [4, 2] and info0["scale_quantiles"][0] > 8 and info0["scale_informed"] == [1.0, 1.0]
+    assert np.median(m0[100:]) > 1.0
+    monkeypatch.setattr(E, "AUTO_SCALE_MIN_CONFIDENCE", 0.1)
+    monkeypatch.setattr(E, "AUTO_SCALE_MIN_INFORMED", 0.95)  # too few informed pixels: all count
+    assert est.estimate(y, scale="auto", return_info=True)[1]["scales"] == [4, 2]
+
+
+def test_informed_quantile():
+    from gpudeblur.blurmap.estimator import AUTO_SCALE_QUANTILE, _informed_quantile
+
+    rng = np.random.default_rng(0)
+    r = rng.uniform(0, 20, (40, 50))
+    c = rng.uniform(0, 1, (40, 50))
+    q, frac = _informed_quantile(r, c, np)
+    keep = c >= 0.1
+    assert q == pytest.approx(np.quantile(r[keep], AUTO_SCALE_QUANTILE)) and frac == pytest.approx(keep.mean())
+    q, frac = _informed_quantile(r, c * 0.1, np)  # none informed
+    assert q == pytest.approx(np.quantile(r, AUTO_SCALE_QUANTILE)) and frac == 1.0
+
+
 @pytest.mark.parametrize("window,block", [(41, (128, 96)), (51, (200, 200)), (9, (64, 70))])
 def test_filter_spectra_are_fft2_of_the_padded_filters(window, block):
     """The pruned transforms (rows pass on the filter's rows only, a few filters at a

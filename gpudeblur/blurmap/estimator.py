@@ -110,6 +110,20 @@ AUTO_SCALE_SMALL_START = 4
 #: 8-11, 10-14.6 px at scale 2) deblur best at scale 1, 1-2 and 2
 #: (docs/STATUS.md, session 13).
 AUTO_SCALE_QUANTILE = 0.9
+#: ... of the map's *informed* pixels: those whose ``confidence`` (the signal
+#: fraction of their response power) is at least this. A region without
+#: texture above the noise (a clear sky in a noisy photo) fits every radius
+#: and reads large; the estimate there says nothing about the blur, yet it
+#: drove the scale: a sharp 192² photo of a rocket against the sky at noise
+#: σ = 0.02 was read at scale 2 (quantile 15.8 px, its 17 % of sky under 0.1),
+#: where the rocket reads 3.2 px instead of 2.2 and the deblurred image fell 6
+#: dB below its input (docs/STATUS.md, session 30). Textured blurred regions
+#: keep a confidence of 0.9-1.0 (the bench's scenes blurred up to 24 px,
+#: noise up to σ = 0.05; the CUHK photos everywhere ≥ 0.2).
+AUTO_SCALE_MIN_CONFIDENCE = 0.1
+#: If fewer than this fraction of the pixels are informed, the quantile is
+#: taken over all of them (as before session 30).
+AUTO_SCALE_MIN_INFORMED = 0.1
 
 _LUMA = (0.299, 0.587, 0.114)
 #: Guards the estimators' first builds of their filter bank and LUT (rare, so one lock for all;
@@ -531,14 +545,18 @@ class BlurMapEstimator:
         allows, and for images of :data:`AUTO_SCALE_MIN_PIXELS` or more the
         coarsest power of 2 that keeps :data:`AUTO_SCALE_START_PIXELS`
         pixels if that is coarser (8 from 16 MP). If the :data:`AUTO_SCALE_QUANTILE` quantile
-        ``q`` of that map fits a finer scale's range (``q ≤ max_radius ·
-        s/2``), the map is read again at the finest scale whose range holds
-        ``q``, and so on. So a blur within ``max_radius`` is read at full
-        resolution (the coarse look costs a few %) and a larger one at the
-        finest scale whose range holds it, at a fraction of the cost (at
-        scale 1 a blur far beyond ``max_radius`` reads as *small*).
-        ``info['scales']`` lists the scales read. A calibrated or callable
-        PSF family is always read at scale 1.
+        ``q`` of that map's informed pixels (confidence at least
+        :data:`AUTO_SCALE_MIN_CONFIDENCE`: a region without texture above
+        the noise fits any radius) fits a finer scale's range (``q ≤
+        max_radius · s/2``), the map is read again at the finest scale whose
+        range holds ``q``, and so on. So a blur within ``max_radius`` is read
+        at full resolution (the coarse look costs a few %) and a larger one
+        at the finest scale whose range holds it, at a fraction of the cost
+        (at scale 1 a blur far beyond ``max_radius`` reads as *small*).
+        ``info['scales']`` lists the scales read, ``info['scale_quantiles']``
+        and ``info['scale_informed']`` each coarse read's ``q`` and the
+        fraction of pixels it was taken over. A calibrated or callable PSF
+        family is always read at scale 1.
         """
         if return_info and return_candidates:
             raise ValueError("return_info and return_candidates are exclusive: the BlurMapResult has .info")
@@ -622,19 +640,24 @@ class BlurMapEstimator:
             while M * N >= AUTO_SCALE_MIN_PIXELS and (-(-M // (2 * s))) * (-(-N // (2 * s))) >= \
                     AUTO_SCALE_START_PIXELS and min(M, N) // (2 * s) >= self.window:
                 s *= 2
-        tried = []
+        tried, quantiles, informed = [], [], []
         while True:
-            radius, info = self.estimate(x, scale=s, return_info=True, backend=be, progress=progress)
             tried.append(s)
             if s == 1:
+                radius, info = self.estimate(x, scale=1, return_info=True, backend=be, progress=progress)
                 break
-            q = float(be.xp.quantile(radius, AUTO_SCALE_QUANTILE))
+            radius, info, conf = self._estimate_scaled(x, s, True, be, progress, with_confidence=True)
+            q, frac = _informed_quantile(radius, conf, be.xp)
+            quantiles.append(q)
+            informed.append(frac)
             if q > self.max_radius * s / 2:
                 break
             while s > 1 and q <= self.max_radius * s / 2:  # the finest scale whose range holds q
                 s //= 2
         info["scale"] = s
         info["scales"] = tried
+        info["scale_quantiles"] = quantiles  # per coarse read: the quantile that chose the next scale
+        info["scale_informed"] = informed  # ... and the fraction of informed pixels it was taken over
         out = to_output(radius, kind)
         return (out, info) if return_info else out
 
@@ -672,7 +695,9 @@ class BlurMapEstimator:
             raise ValueError(f"image ({M}x{N}) at scale {s} is {m}x{n}, smaller than the analysis window "
                              f"({self.window}x{self.window}); use a smaller scale")
 
-    def _estimate_scaled(self, image, s, return_info, backend, progress):
+    def _estimate_scaled(self, image, s, return_info, backend, progress, with_confidence=False):
+        """:meth:`estimate` at ``scale=s``; ``with_confidence``: ``(radius, info, confidence)``, the
+        confidence interpolated to the image's grid like the radius (for ``scale='auto'``)."""
         be = get_backend(backend if backend is not None else self.backend, like=image)
         xp = be.xp
         x, kind = as_backend_array(image, be, self.dtype)
@@ -680,11 +705,18 @@ class BlurMapEstimator:
         self.check_scale(x.shape, s)
         M, N = int(x.shape[0]), int(x.shape[1])
         small = block_mean(x, s, xp)
-        radius, info = self._estimate_at(small, False, True, be, progress, analysis_scale=s)
+        if with_confidence:
+            res = self._estimate_at(small, True, False, be, progress, analysis_scale=s)
+            radius, info = xp.asarray(res.radius), res.info
+            conf = upsample_linear(xp.asarray(res.confidence), s, (M, N), xp)
+        else:
+            radius, info = self._estimate_at(small, False, True, be, progress, analysis_scale=s)
         radius = upsample_linear(radius, s, (M, N), xp) * radius.dtype.type(s)
         info["scale"] = s
         info["analysis_shape"] = tuple(int(v) for v in small.shape[:2])
         out = to_output(radius, kind)
+        if with_confidence:
+            return out, info, to_output(conf, kind)
         return (out, info) if return_info else out
 
     def segment(self, image, radius_map=None, *, candidates: BlurMapResult | None = None, tau: float = 2.0,
@@ -706,6 +738,18 @@ class BlurMapEstimator:
         be = backend if backend is not None else self.backend
         return segment_in_focus(radius_map, image, tau=tau, lambda0=lambda0, sigma_lambda=sigma_lambda,
                                 method=method, backend=be, **kw)
+
+
+def _informed_quantile(radius, confidence, xp):
+    """:data:`AUTO_SCALE_QUANTILE` of ``radius`` over the pixels whose ``confidence`` is at least
+    :data:`AUTO_SCALE_MIN_CONFIDENCE` (all pixels if fewer than :data:`AUTO_SCALE_MIN_INFORMED` of
+    them are), and the fraction it was taken over."""
+    radius, confidence = xp.asarray(radius), xp.asarray(confidence)
+    informed = confidence >= confidence.dtype.type(AUTO_SCALE_MIN_CONFIDENCE)
+    frac = float(informed.mean())
+    if frac < AUTO_SCALE_MIN_INFORMED:
+        return float(xp.quantile(radius, AUTO_SCALE_QUANTILE)), 1.0
+    return float(xp.quantile(radius[informed], AUTO_SCALE_QUANTILE)), frac
 
 
 def _import_labeling(name: str):
