@@ -143,6 +143,22 @@ def quality(size, modes, estimate=True):
     return rows
 
 
+#: The sharp photos of the no-blur rows (scikit-image), also the noisy rows' sharp scenes.
+SHARP_PHOTOS = ("astronaut", "coffee", "chelsea", "camera", "rocket")
+
+
+def sharp_photo(name, size):
+    """A scikit-image photo as a sharp RGB scene: its top-left square, resized to ``size`` (area)."""
+    from skimage import data
+    import cv2
+
+    img = getattr(data, name)()
+    if img.ndim == 2:
+        img = np.dstack([img] * 3)
+    s = min(img.shape[:2])
+    return cv2.resize(img[:s, :s], (size, size), interpolation=cv2.INTER_AREA).astype(np.float64) / 255.0
+
+
 def no_blur(size, modes):
     """Sharp photos (no blur at all) through the main job with the estimated map.
 
@@ -152,17 +168,10 @@ def no_blur(size, modes):
     mode's result, with the pipeline's default ``keep_in_focus`` and with it
     off (same estimated map).
     """
-    from skimage import data
-    import cv2
-
     rows = []
     rng = np.random.default_rng(2)
-    for name in ("astronaut", "coffee", "chelsea", "camera", "rocket"):
-        img = getattr(data, name)()
-        if img.ndim == 2:
-            img = np.dstack([img] * 3)
-        s = min(img.shape[:2])
-        img = cv2.resize(img[:s, :s], (size, size), interpolation=cv2.INTER_AREA).astype(np.float64) / 255.0
+    for name in SHARP_PHOTOS:
+        img = sharp_photo(name, size)
         y = np.clip(img + 1e-3 * rng.standard_normal(img.shape), 0, 1)
         rec = {"image": name, "input_psnr": psnr(y, img)}
         rm = None
@@ -256,16 +265,20 @@ NOISE_SIGMAS = (0.01, 0.02, 0.05)
 
 def noisy_input(size, modes, sigmas=NOISE_SIGMAS):
     """Noisy photos: the three photos on the layered and the ramp map and sharp,
-    with Gaussian noise of σ = ``sigmas`` (high-ISO photos: 0.05 is ~13 of 255
-    levels), clipped to [0, 1], through the default pipeline (``sv-admm``
-    estimates the map, ``fast`` takes that map as estimated). Rows: PSNR dB
-    against the sharp image, the measured noise σ̂ and each mode's weight
-    (``sv-admm``'s TV, ``fast``'s gradient prior)."""
+    and the no-blur rows' two other photos sharp (camera; rocket, a clear sky
+    round a sharp subject), with Gaussian noise of σ = ``sigmas`` (high-ISO
+    photos: 0.05 is ~13 of 255 levels), clipped to [0, 1], through the
+    default pipeline (``sv-admm`` estimates the map, ``fast`` takes that map
+    as estimated). Rows: PSNR dB against the sharp image, the measured noise
+    σ̂ and each mode's weight (``sv-admm``'s TV, ``fast``'s gradient prior)."""
     rows = []
+    imgs = images(size)
+    scenes = [(iname, img, list(maps(size).items()) + [("sharp", None)]) for iname, img in imgs.items()]
+    scenes += [(name, sharp_photo(name, size), [("sharp", None)]) for name in SHARP_PHOTOS if name not in imgs]
     for sigma in sigmas:
         rng = np.random.default_rng(int(round(sigma * 1e4)))  # per level: a subset run draws the same noise
-        for iname, img in images(size).items():
-            for mname, rm in list(maps(size).items()) + [("sharp", None)]:
+        for iname, img, scene_maps in scenes:
+            for mname, rm in scene_maps:
                 y = img if rm is None else blur_spatially_varying(img, rm, radius_step=0.1, dtype="float64")
                 y = np.clip(y + sigma * rng.standard_normal(y.shape), 0, 1)
                 rec = {"sigma": sigma, "image": iname, "map": mname, "input_psnr": psnr(y, img)}

@@ -189,18 +189,21 @@ def test_deconv_jpeg_bench_runs(monkeypatch, tmp_path):
 
 
 def test_allinfocus_bench_noisy_section_runs(monkeypatch, tmp_path):
-    """``bench_allinfocus``'s noisy section runs end to end on one small photo (a blurred and a sharp scene), and at
+    """``bench_allinfocus``'s noisy section runs end to end on one small photo (a blurred and a sharp scene) and a
+    sharp photo of the no-blur rows, and at
     σ = 0.05 ``sv-admm`` beats the input (it fell 3 dB below before the TV weight followed the noise)."""
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
     ba = importlib.import_module("bench_allinfocus")
     images, maps = ba.images, ba.maps
     monkeypatch.setattr(ba, "images", lambda size: dict(list(images(size).items())[:1]))
     monkeypatch.setattr(ba, "maps", lambda size: {"layered": maps(size)["layered"]})
+    monkeypatch.setattr(ba, "SHARP_PHOTOS", ("astronaut", "rocket"))  # the first photo's scenes, then rocket sharp
     ba.main(["--size", "96", "--skip-quality", "--skip-no-blur", "--skip-highlights", "--skip-jpeg", "--skip-timing",
              "--noise-sigmas", "0.05", "--out", str(tmp_path)])
     (js,) = tmp_path.glob("allinfocus-*.json")
     rows = json.loads(js.read_text())["noisy"]
-    assert [(r["map"], r["sigma"]) for r in rows] == [("layered", 0.05), ("sharp", 0.05)]
+    assert [(r["image"], r["map"], r["sigma"]) for r in rows] == [
+        ("astronaut", "layered", 0.05), ("astronaut", "sharp", 0.05), ("rocket", "sharp", 0.05)]
     for r in rows:
         assert r["sv-admm_psnr"] > r["input_psnr"] and r["sv-admm_lam"] == pytest.approx(0.1 * r["noise_sigma"])
         assert r["fast_psnr"] > r["input_psnr"] and r["fast_lam"] == pytest.approx(1.5 * r["noise_sigma"])
