@@ -721,6 +721,25 @@ def test_auto_scale_follows_the_informed_pixels(monkeypatch):
     assert est.estimate(y, scale="auto", return_info=True)[1]["scales"] == [4, 2]
 
 
+def test_auto_scale_stops_on_a_nan_quantile(monkeypatch):
+    """A NaN quantile (a map of NaN) keeps the scale read instead of reading it again for ever."""
+    import gpudeblur.blurmap.estimator as E
+
+    monkeypatch.setattr(E, "_informed_quantile", lambda r, c, xp: (float("nan"), 1.0))
+    calls = []
+    orig = E.BlurMapEstimator._estimate_scaled
+
+    def spy(self, image, s, *a, **k):
+        calls.append(s)
+        assert len(calls) < 4, "scale='auto' loops"
+        return orig(self, image, s, *a, **k)
+
+    monkeypatch.setattr(E.BlurMapEstimator, "_estimate_scaled", spy)
+    _, info = BlurMapEstimator(window=41, noise=1e-6, labeling=None).estimate(_texture(192, 3), scale="auto",
+                                                                               return_info=True)
+    assert calls == [4] and info["scales"] == [4] and info["scale"] == 4
+
+
 def test_informed_quantile():
     from gpudeblur.blurmap.estimator import AUTO_SCALE_QUANTILE, _informed_quantile
 

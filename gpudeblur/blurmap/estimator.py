@@ -650,7 +650,7 @@ class BlurMapEstimator:
             q, frac = _informed_quantile(radius, conf, be.xp)
             quantiles.append(q)
             informed.append(frac)
-            if q > self.max_radius * s / 2:
+            if not math.isfinite(q) or q > self.max_radius * s / 2:  # (a NaN map would loop forever)
                 break
             while s > 1 and q <= self.max_radius * s / 2:  # the finest scale whose range holds q
                 s //= 2
