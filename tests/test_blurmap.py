@@ -721,6 +721,24 @@ def test_auto_scale_follows_the_informed_pixels(monkeypatch):
     assert est.estimate(y, scale="auto", return_info=True)[1]["scales"] == [4, 2]
 
 
+def test_auto_scale_between_coarse_scales_counts_all_pixels(monkeypatch):
+    """When the informed pixels' quantile is beyond full resolution's range, the quantile of all pixels
+    chooses between the coarse scales (as before session 30)."""
+    import gpudeblur.blurmap.estimator as E
+
+    rng = np.random.default_rng(7)
+    big = fftconvolve(_texture(192, 3), psf.disc(12.0), boundary="reflect") + rng.normal(0, 1e-3, (192, 192))
+    est = BlurMapEstimator(window=41, noise=1e-6, labeling=None)
+    m4 = est.estimate(big, scale=4)
+    monkeypatch.setattr(E, "_informed_quantile", lambda r, c, xp: (8.5, 0.5))  # beyond 8 px: not used
+    _, info = est.estimate(big, scale="auto", return_info=True)
+    assert info["scale_quantiles"][0] == pytest.approx(float(np.quantile(m4, E.AUTO_SCALE_QUANTILE)))
+    assert info["scale_informed"][0] == 1.0 and info["scales"] == [4, 2]
+    monkeypatch.setattr(E, "_informed_quantile", lambda r, c, xp: (7.5, 0.5))  # within 8 px: full resolution
+    _, info = est.estimate(big, scale="auto", return_info=True)
+    assert info["scale_quantiles"] == [7.5] and info["scale_informed"] == [0.5] and info["scales"] == [4, 1]
+
+
 def test_auto_scale_stops_on_a_nan_quantile(monkeypatch):
     """A NaN quantile (a map of NaN) keeps the scale read instead of reading it again for ever."""
     import gpudeblur.blurmap.estimator as E

@@ -110,16 +110,20 @@ AUTO_SCALE_SMALL_START = 4
 #: 8-11, 10-14.6 px at scale 2) deblur best at scale 1, 1-2 and 2
 #: (docs/STATUS.md, session 13).
 AUTO_SCALE_QUANTILE = 0.9
-#: ... of the map's *informed* pixels: those whose ``confidence`` (the signal
-#: fraction of their response power) is at least this. A region without
-#: texture above the noise (a clear sky in a noisy photo) fits every radius
-#: and reads large; the estimate there says nothing about the blur, yet it
-#: drove the scale: a sharp 192² photo of a rocket against the sky at noise
-#: σ = 0.02 was read at scale 2 (quantile 15.8 px, its 17 % of sky under 0.1),
-#: where the rocket reads 3.2 px instead of 2.2 and the deblurred image fell 6
-#: dB below its input (docs/STATUS.md, session 30). Textured blurred regions
-#: keep a confidence of 0.9-1.0 (the bench's scenes blurred up to 24 px,
-#: noise up to σ = 0.05; the CUHK photos everywhere ≥ 0.2).
+#: Whether the map is read at full resolution is decided by the quantile of
+#: its *informed* pixels: those whose ``confidence`` (the signal fraction of
+#: their response power) is at least this. A region without texture above
+#: the noise (a clear sky in a noisy photo) fits every radius and reads
+#: large; the estimate there says nothing about the blur, yet it drove the
+#: scale: a sharp 192² photo of a rocket against the sky at noise σ = 0.02
+#: was read at scale 2 (quantile 15.8 px, its 17 % of sky under 0.1), where
+#: the rocket reads 3.2 px instead of 2.2 and the deblurred image fell 6 dB
+#: below its input (docs/STATUS.md, session 30). If the informed pixels'
+#: quantile exceeds ``max_radius`` (the blur does not fit full resolution),
+#: the quantile of all pixels chooses between the coarse scales, as before:
+#: there the informed rule sent large photos with smooth areas from scale 4
+#: to 2 for no gain on average (bench_large: −0.22 / +0.25 dB at 4 MP) and ~5x
+#: the map's time (a 12 MP photo's map 23 → 136 s on 2 CPU cores).
 AUTO_SCALE_MIN_CONFIDENCE = 0.1
 #: If fewer than this fraction of the pixels are informed, the quantile is
 #: taken over all of them (as before session 30).
@@ -545,11 +549,13 @@ class BlurMapEstimator:
         allows, and for images of :data:`AUTO_SCALE_MIN_PIXELS` or more the
         coarsest power of 2 that keeps :data:`AUTO_SCALE_START_PIXELS`
         pixels if that is coarser (8 from 16 MP). If the :data:`AUTO_SCALE_QUANTILE` quantile
-        ``q`` of that map's informed pixels (confidence at least
-        :data:`AUTO_SCALE_MIN_CONFIDENCE`: a region without texture above
-        the noise fits any radius) fits a finer scale's range (``q ≤
-        max_radius · s/2``), the map is read again at the finest scale whose
-        range holds ``q``, and so on. So a blur within ``max_radius`` is read
+        ``q`` of that map fits a finer scale's range (``q ≤ max_radius ·
+        s/2``), the map is read again at the finest scale whose range holds
+        ``q``, and so on; ``q`` is taken over the informed pixels
+        (confidence at least :data:`AUTO_SCALE_MIN_CONFIDENCE`: a region
+        without texture above the noise fits any radius) when that puts it
+        within full resolution's range (``q ≤ max_radius``), otherwise over
+        all pixels. So a blur within ``max_radius`` is read
         at full resolution (the coarse look costs a few %) and a larger one
         at the finest scale whose range holds it, at a fraction of the cost
         (at scale 1 a blur far beyond ``max_radius`` reads as *small*).
@@ -648,6 +654,8 @@ class BlurMapEstimator:
                 break
             radius, info, conf = self._estimate_scaled(x, s, True, be, progress, with_confidence=True)
             q, frac = _informed_quantile(radius, conf, be.xp)
+            if q > self.max_radius:  # between coarse scales the quantile of all pixels decides, as before
+                q, frac = float(be.xp.quantile(be.xp.asarray(radius), AUTO_SCALE_QUANTILE)), 1.0
             quantiles.append(q)
             informed.append(frac)
             if not math.isfinite(q) or q > self.max_radius * s / 2:  # (a NaN map would loop forever)
