@@ -72,18 +72,8 @@ def ssim(a, b):
 
 
 def images(size):
-    from skimage import data
-
-    out = {}
-    for name, img in (("astronaut", data.astronaut()), ("coffee", data.coffee()), ("chelsea", data.chelsea())):
-        h, w = img.shape[:2]
-        s = min(h, w)
-        y0, x0 = (h - s) // 2, (w - s) // 2
-        crop = img[y0 : y0 + s, x0 : x0 + s]
-        import cv2
-
-        out[name] = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA).astype(np.float64) / 255.0
-    return out
+    """The three quality photos as sharp scenes (central squares, :func:`sharp_photo`)."""
+    return {name: sharp_photo(name, size, centre=True) for name in ("astronaut", "coffee", "chelsea")}
 
 
 def maps(size):
