@@ -8,7 +8,10 @@ interleaved lanes (lane j takes filters j, j + 4, ...), combined as
 not choose another one. Here each sum is split in two loops: an
 element-wise loop writes the per-filter terms into a per-thread buffer (it
 vectorizes without reassociation) and :func:`_sum4` adds them lane by lane;
-the CUDA header accumulates the same lanes in one loop. The per-pixel
+the CUDA header accumulates the same lanes in one loop. The buffers are
+zero-padded to a multiple of 4 so that :func:`_sum4` has no tail branches
+(same bits; the search's Numba compile 45-50 → 27-29 s per dtype, the
+float32 run time unchanged, float64 +5-10 %, session 31). The per-pixel
 powers are copied into a per-thread buffer first (the CUDA kernel reads
 them with stride ``P`` directly; the arithmetic is the same).
 
@@ -67,21 +70,17 @@ def _clamp_r(r, lo, hi):
 
 
 @numba.njit(**_inl)
-def _sum4(t, F, zero):
-    # sum in 4 interleaved lanes (lane j: terms j, j+4, ...), then (l0 + l1) + (l2 + l3)
-    F4 = F - (F & 3)
+def _sum4(t, zero):
+    # sum in 4 interleaved lanes (lane j: terms j, j+4, ...), then (l0 + l1) + (l2 + l3); t is a
+    # scratch row zero-padded to a multiple of 4 (see _search_chunk): no tail branches
+    n = t.shape[0]
+    n4 = n - (n & 3)
     a0 = a1 = a2 = a3 = zero
-    for i in range(0, F4, 4):
+    for i in range(0, n4, 4):
         a0 += t[i]
         a1 += t[i + 1]
         a2 += t[i + 2]
         a3 += t[i + 3]
-    if F4 < F:
-        a0 += t[F4]
-    if F4 + 1 < F:
-        a1 += t[F4 + 1]
-    if F4 + 2 < F:
-        a2 += t[F4 + 2]
     return (a0 + a1) + (a2 + a3)
 
 
@@ -92,7 +91,7 @@ def _s_moment(y, val, noise, r, lo, step, s_floor, cst, t0, t1, t2, t3):
     for i in range(F):
         t0[i] = y[i] - noise[i]
         t1[i] = _lerp(val, k, f, i)
-    s = _sum4(t0, F, cst[0]) / _sum4(t1, F, cst[0])
+    s = _sum4(t0, cst[0]) / _sum4(t1, cst[0])
     return s if s > s_floor else s_floor
 
 
@@ -108,8 +107,8 @@ def _s_fixed_point(y, val, noise, r, s, lo, step, s_iters, tol_s, s_floor, cst, 
             rho = q * q
             t0[i] = rho * (y[i] - n) / sg
             t1[i] = rho
-        num = _sum4(t0, F, cst[0])
-        den = _sum4(t1, F, cst[0])
+        num = _sum4(t0, cst[0])
+        den = _sum4(t1, cst[0])
         sn = num / den if den > 0 else s_floor
         if not (sn > s_floor):
             sn = s_floor
@@ -138,7 +137,7 @@ def _neg_loglik(y, val, noise, r, s, lo, step, cst, t0, t1, t2, t3):
         prod *= t1[i]
     el += math.log(prod)
     cst[3] = F
-    return _sum4(t0, F, cst[0]) + el + cst[3] * math.log(noise[0])
+    return _sum4(t0, cst[0]) + el + cst[3] * math.log(noise[0])
 
 
 @numba.njit(**_inl)
@@ -158,10 +157,10 @@ def _r_derivs(y, val, d1t, d2t, noise, r, s, lo, step, cst, t0, t1, t2, t3):
         t1[i] = b * d1 * d1 + a * d2
         t2[i] = b * sg * sg
         t3[i] = b * d1 * sg + a * d1 / s
-    gg = _sum4(t0, F, cst[0])
-    hh = _sum4(t1, F, cst[0])
-    hss = _sum4(t2, F, cst[0])
-    hrs = _sum4(t3, F, cst[0])
+    gg = _sum4(t0, cst[0])
+    hh = _sum4(t1, cst[0])
+    hss = _sum4(t2, cst[0])
+    hrs = _sum4(t3, cst[0])
     if hss > cst[0]:
         ks = hrs / hss
         hp = hh - hrs * ks
@@ -283,7 +282,10 @@ def _search_chunk(power, val, d1t, d2t, noise, starts, lo, hi, step, max_outer, 
     cl = np.empty(3, dtype=power.dtype)
     cs = np.empty(3, dtype=power.dtype)
     cst = np.empty(4, dtype=power.dtype)
-    tb = np.empty((4, F), dtype=power.dtype)
+    # the scratch rows, zero-padded to a multiple of 4: _sum4's last group adds +0.0 to the lanes
+    # past F, which gives the same bits as leaving them out (a lane starts at +0.0 and so is never
+    # -0.0); the helpers write only the first F entries
+    tb = np.zeros((4, (F + 3) // 4 * 4), dtype=power.dtype)
     t0 = tb[0]
     t1 = tb[1]
     t2 = tb[2]
