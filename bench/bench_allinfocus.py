@@ -261,7 +261,7 @@ def noisy_input(size, modes, sigmas=NOISE_SIGMAS):
     and the no-blur rows' two other photos sharp, central squares like the
     three's (camera; rocket, a clear sky round a sharp subject), with Gaussian noise of σ = ``sigmas`` (high-ISO
     photos: 0.05 is ~13 of 255 levels), clipped to [0, 1], through the
-    default pipeline (``sv-admm`` estimates the map, ``fast`` takes that map
+    default pipeline (``fast`` estimates the map, ``sv-admm`` takes that map
     as estimated). Rows: PSNR dB against the sharp image, the measured noise
     σ̂ and each mode's weight (``sv-admm``'s TV, ``fast``'s gradient prior)."""
     rows = []
@@ -277,11 +277,15 @@ def noisy_input(size, modes, sigmas=NOISE_SIGMAS):
                 y = np.clip(y + sigma * rng.standard_normal(y.shape), 0, 1)
                 rec = {"sigma": sigma, "image": iname, "map": mname, "input_psnr": psnr(y, img)}
                 est = None
-                for mode in sorted(modes, key=lambda m: m != "sv-admm"):  # sv-admm estimates the map
+                # fast estimates the map (its shrink_uninformed needs the estimator's confidence) and
+                # sv-admm takes it as estimated: the same map, as the estimator is deterministic
+                for mode in sorted(modes, key=lambda m: m != "fast"):
                     out, res = _pipe(mode).run(y, radius_map=est, map_estimated=True)
                     est = res.radius_map
                     rec[f"{mode}_psnr"] = psnr(out, img)
                     rec[f"{mode}_lam"], rec["noise_sigma"] = res.lam, res.noise_sigma
+                    if mode == "fast":
+                        rec["fast_uninformed_shrunk"] = res.uninformed_shrunk
                 log(f"noisy σ={sigma:g} {iname}/{mname}: " + ", ".join(f"{k}={v:.4g}" for k, v in rec.items()
                                                                        if isinstance(v, float)))
                 rows.append(rec)

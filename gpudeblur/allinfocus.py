@@ -58,7 +58,8 @@ from .spatially_varying import (MAX_RADIUS_SIGMA, _check_family_psfs, _family, c
                                 deconvolve_fast_scaled, deconvolve_spatially_varying, deconvolve_spread_sequence, default_lam,
                                 noise_lam)
 
-__all__ = ["AllInFocus", "AllInFocusResult", "split_layers", "merge_small_layers", "compose_layers", "in_focus_weight", "disc_equivalent",
+__all__ = ["AllInFocus", "AllInFocusResult", "split_layers", "merge_small_layers", "compose_layers", "in_focus_weight", "uninformed_weight", "quietest_radii",
+           "disc_equivalent",
            "family_function", "radius_check", "edge_cap", "saturation_mask"]
 
 MODES = ("auto", "sv-admm", "fast", "blind")
@@ -266,6 +267,22 @@ MAP_UNCERTAINTY = (0.5, 3.0)
 #: −0.05 / 25.76). The deconvolution takes 40–46 % longer on the CPU (each
 #: solve's first iterations need full CG solves).
 SPREAD_SELECT = (0.2, 0.03)
+#: ``(lo, hi)`` confidence of ``AllInFocus(shrink_uninformed=True)``:
+#: where the map's confidence (the signal fraction of a pixel's Gabor
+#: response power, :class:`gpudeblur.blurmap.BlurMapResult`) is ``≤ lo``,
+#: ``fast`` on a map it estimated deconvolves with the *quietest* radius up
+#: to the map's, the one whose filter passes the least white noise at the
+#: prior's weight (:func:`quietest_radii`), with the map's radius where it is
+#: ``≥ hi``, and a linear fade between (:func:`uninformed_weight`). Where a
+#: photo has no texture above the noise (a clear sky) its radius is a guess
+#: filled in from the neighbours and there is nothing to sharpen, so the
+#: least noise is the best result: at a low weight (a clean photo) that is
+#: radius 0, where a large guessed radius would amplify the noise into
+#: coloured blotches a few pixels wide; at a high weight (a noisy photo) a
+#: large radius's filter smooths more than radius 0's. ``sv-admm`` does not
+#: get it (its TV weight smooths such regions already). Measured in session
+#: 31, see docs/STATUS.md.
+UNINFORMED_CONFIDENCE = (0.05, 0.15)
 #: Gaussian σ (px) of the sparsity window of ``spread_select``.
 SPREAD_SELECT_WINDOW = 8.0
 #: Gaussian σ (px) smoothing ``spread_select``'s per-pixel choice.
@@ -345,6 +362,10 @@ class AllInFocusResult:
     lam : float or None
         The deblurring's weight: ``sv-admm``'s TV weight or ``fast``'s
         gradient prior (``AllInFocus(lam=)`` or its default); None: ``blind``.
+    uninformed_shrunk : float or None
+        ``fast`` with ``shrink_uninformed``: the mean of
+        :func:`uninformed_weight` (the share of the way from the map's
+        radius to the quietest one); None: not applied.
     """
 
     radius_map: np.ndarray
@@ -370,6 +391,7 @@ class AllInFocusResult:
     spread_select: dict | None = None
     noise_sigma: float | None = None
     lam: float | None = None
+    uninformed_shrunk: float | None = None
 
     def report(self) -> dict:
         """JSON-serializable summary."""
@@ -397,6 +419,7 @@ class AllInFocusResult:
             "spread_select": self.spread_select,
             "noise_sigma": self.noise_sigma,
             "lam": self.lam,
+            "uninformed_shrunk": self.uninformed_shrunk,
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
         }
 
@@ -642,6 +665,70 @@ def in_focus_weight(radius_map, lo, hi, feather=KEEP_FEATHER, backend=None):
     t = r.dtype.type
     a = _feathered(be.xp.clip((t(hi) - r) / t(hi - lo), t(0), t(1)), feather, be)
     return to_output(be.xp.clip(a, t(0), t(1)), kind)
+
+
+def uninformed_weight(confidence, lo=UNINFORMED_CONFIDENCE[0], hi=UNINFORMED_CONFIDENCE[1], backend=None):
+    """How uninformed the blur map is: 1 where its ``confidence`` is ``≤ lo``, 0 where it is ``≥ hi``,
+    linear between (:data:`UNINFORMED_CONFIDENCE`; ``0 ≤ lo < hi ≤ 1``); ``fast`` moves the radius
+    that far towards :func:`quietest_radii`'s (``AllInFocus(shrink_uninformed=True)``).
+
+    ``confidence`` is the estimator's (``BlurMapEstimator.estimate(return_confidence=True)``): the
+    signal fraction of each pixel's response power, windowed by the analysis window, so the weight
+    needs no smoothing of its own. NaN confidence counts as uninformed.
+    """
+    lo, hi = (check_positive(v, n, allow_zero=True) for v, n in ((lo, "lo"), (hi, "hi")))
+    if not lo < hi <= 1:
+        raise ValueError(f"uninformed_weight needs 0 <= lo < hi <= 1, got lo={lo!r}, hi={hi!r}")
+    be = get_backend(backend, like=confidence)
+    c, kind = as_backend_array(confidence, be, name="confidence")
+    t = c.dtype.type
+    w = be.xp.clip((t(hi) - c) / t(hi - lo), t(0), t(1))
+    return to_output(be.xp.where(be.xp.isnan(c), t(1), w), kind)
+
+
+def quietest_radii(lam, family="disc", max_radius=8.0, step=0.25, size=None):
+    """For radii ``0, step, …`` up to ``max_radius``: the radius up to each whose ``fast`` filter
+    passes the least white noise.
+
+    ``fast`` deconvolves radius ``r`` by ``conj(H_r) / (|H_r|² + λ|D|²)`` (``D`` the gradient), so
+    white noise leaves it with ``mean_ω |H_r|² / (|H_r|² + λ|D|²)²`` times its variance. Returns
+    ``(grid, quietest)``: ``quietest[i]`` is the ``r ≤ grid[i]`` (on the grid) with the least such
+    gain (:data:`UNINFORMED_CONFIDENCE`'s rule). Computed on the host on a ``size``² grid
+    (default: at least 128 and 4× the largest PSF's side); ``family`` as ``AllInFocus``'s.
+    """
+    from .operators import laplacian_otf_abs2  # noqa: PLC0415
+
+    lam = check_positive(lam, "lam", allow_zero=True)
+    step = check_positive(step, "step")
+    fam = family_function(family)
+    grid = np.arange(0.0, float(max_radius) + step / 2, step)
+    psfs = [np.asarray(fam(float(r)), np.float64) for r in grid]
+    side = max(max(k.shape) for k in psfs)
+    n = int(size) if size is not None else max(128, 4 * side)
+    d2 = laplacian_otf_abs2((n, n), np, np.float64)
+    wt = np.full(n // 2 + 1, 2.0)  # rfft columns: the inner ones stand for two
+    wt[0] = 1.0
+    if n % 2 == 0:
+        wt[-1] = 1.0
+    gains = []
+    for k in psfs:
+        pad = np.zeros((n, n))
+        pad[: k.shape[0], : k.shape[1]] = k
+        h2 = np.abs(np.fft.rfft2(np.roll(pad, (-(k.shape[0] // 2), -(k.shape[1] // 2)), (0, 1)))) ** 2
+        gains.append(float((h2 / (h2 + lam * d2) ** 2 * wt).sum() / (n * n)))
+    best = np.minimum.accumulate(np.asarray(gains))
+    quietest = grid[[int(np.flatnonzero(np.asarray(gains)[: i + 1] == best[i])[0]) for i in range(len(grid))]]
+    return grid, quietest
+
+
+def _quietest(r, lam, family, be, step=0.25):
+    """Per pixel of the radius map ``r`` (on ``be``): :func:`quietest_radii`'s radius for the grid
+    radius at or below it."""
+    xp = be.xp
+    top = float(xp.max(r)) if r.size else 0.0
+    grid, q = quietest_radii(lam, family, max(top, 0.0), step)
+    idx = xp.clip(xp.floor(r / r.dtype.type(step)).astype(xp.int64), 0, len(grid) - 1)
+    return xp.asarray(q.astype(r.dtype))[idx]
 
 
 def _feathered(a, feather, be):
@@ -1564,6 +1651,16 @@ class AllInFocus:
         an edge nearby is too sharp for (:func:`edge_cap`, slack
         :data:`EDGE_CAP_SLACK`); this is what keeps a sharp photo's smooth
         regions that read as blurred from ringing.
+    shrink_uninformed : bool
+        ``fast`` on a map it estimates: where the map has no information
+        (the estimator's confidence below :data:`UNINFORMED_CONFIDENCE`: no
+        texture above the noise, e.g. a clear sky) there is nothing to
+        sharpen, so deconvolve with the radius up to the map's whose filter
+        passes the least noise (:func:`quietest_radii`: radius 0 on a clean
+        photo, where a large guessed radius would blow the noise up into
+        blotches; :func:`uninformed_weight`; after the radius check; the
+        keep-in-focus weight still follows the map). Not with a given map
+        (it has no confidence).
     spread_select : bool, (float, float) or None
         ``sv-admm`` on an *estimated* map: split the ADMM iterations between
         the map's radius spread and a narrower one warm-started from it
@@ -1645,6 +1742,7 @@ class AllInFocus:
         keep_in_focus=None,
         radius_check=True,
         edge_cap=True,
+        shrink_uninformed=True,
         saturation=None,
         spread_select=None,
         map_scale="auto",
@@ -1691,6 +1789,9 @@ class AllInFocus:
         if not isinstance(edge_cap, (bool, np.bool_)):
             raise ValueError(f"edge_cap must be True or False, got {edge_cap!r}")
         self.edge_cap = bool(edge_cap)
+        if not isinstance(shrink_uninformed, (bool, np.bool_)):
+            raise ValueError(f"shrink_uninformed must be True or False, got {shrink_uninformed!r}")
+        self.shrink_uninformed = bool(shrink_uninformed)
         if saturation is not None and not isinstance(saturation, (bool, np.bool_)):
             raise ValueError(f"saturation must be True, False or None, got {saturation!r}")
         if saturation and self.mode not in ("sv-admm", "auto"):
@@ -1851,12 +1952,16 @@ class AllInFocus:
             self._keep_default  # noqa: B018  (converted to the family's units now: an error before the work)
 
         t0 = time.perf_counter()
-        map_noise = map_scale = None
+        map_noise = map_scale = confidence = None
         if radius_map is None:
             estimator = self._map_estimator()
             estimator.check_scale(x.shape, self.map_scale)  # before the stage is announced
             self._stage("blur map")
-            radius, info = estimator.estimate(x, scale=self.map_scale, return_info=True)
+            if mode == "fast" and self.shrink_uninformed:
+                radius, info, confidence = estimator.estimate(x, scale=self.map_scale, return_info=True,
+                                                              return_confidence=True)
+            else:
+                radius, info = estimator.estimate(x, scale=self.map_scale, return_info=True)
             rmap, _ = as_backend_array(radius, be)
             map_noise = float(info["noise"])
             map_scale = int(info.get("scale", 1))
@@ -1913,6 +2018,10 @@ class AllInFocus:
                 result.radius_scale = be.to_host(scale).astype(np.float32)
             t0 = time.perf_counter()  # the deblur stage starts after the checks
             self._stage(f"deblur ({mode})")
+            if confidence is not None:  # fast on its own estimate: the quietest radius where the map knows nothing
+                u = uninformed_weight(confidence, *UNINFORMED_CONFIDENCE, backend=be).astype(rdeb.dtype, copy=False)
+                result.uninformed_shrunk = float(u.mean())
+                rdeb = rdeb - u * (rdeb - _quietest(rdeb, kw["lam"], self._psf, be))
             result.deblur_map = be.to_host(rdeb).astype(np.float32)
             if self.saturation or (self.saturation is None and mode == "sv-admm"):  # None: 'auto' took sv-admm
                 if sat is None:

@@ -4,8 +4,8 @@
                          [--layers L] [--save-map M.png|.npy|.tif] [--save-layers DIR]
                          [--report R.json] [--lam X] [--iters N] [--map-uncertainty S,SP]
                          [--keep-in-focus LO,HI|off] [--radius-check on|off]
-                         [--edge-cap on|off] [--saturation on|off] [--spread-select on|off]
-                         [--backend ...] [--overwrite]
+                         [--edge-cap on|off] [--shrink-uninformed on|off] [--saturation on|off]
+                         [--spread-select on|off] [--backend ...] [--overwrite]
 
 Every output path is checked before any work; all writes are atomic.
 """
@@ -98,6 +98,11 @@ def register(subparsers, parents) -> None:
     p.add_argument("--edge-cap", choices=("on", "off"), default=None,
                    help="lower the estimated map's radii where an edge nearby is sharper than that blur allows "
                    "(sv-admm, fast; default on for an estimated map; not with --map)")
+    p.add_argument("--shrink-uninformed", choices=("on", "off"), default=None,
+                   help="fast on an estimated map: where the map has no information (no texture above the noise, "
+                   "e.g. a clear sky), deconvolve with the radius up to the map's that passes the least noise "
+                   "(radius 0 on a clean photo, where a guessed large radius blows the noise up into blotches; "
+                   "default on; not with --map)")
     p.add_argument("--spread-select", choices=("on", "off"), default=None,
                    help="sv-admm on an estimated map: solve half the iterations with the map's radius spread, then "
                    "half with a 5x narrower one warm-started from it, and keep the narrow result where it rings no "
@@ -264,6 +269,8 @@ def run(args) -> int:
     for name in ("radius_check", "edge_cap"):
         if getattr(args, name) is not None and (args.mode == "blind" or args.map):
             raise ValueError(f"--{name.replace('_', '-')} applies to an estimated map with --mode sv-admm or fast only")
+    if args.shrink_uninformed is not None and (args.mode in ("sv-admm", "blind") or args.map):
+        raise ValueError("--shrink-uninformed applies to an estimated map with --mode fast (or auto) only")
     if args.spread_select is not None and (args.mode in ("fast", "blind") or args.map):
         raise ValueError("--spread-select applies to an estimated map with --mode sv-admm (or auto) only")
     if args.keep_in_focus is not None and args.mode == "blind":
@@ -282,6 +289,7 @@ def run(args) -> int:
         keep_in_focus=args.keep_in_focus,
         radius_check=args.radius_check != "off",
         edge_cap=args.edge_cap != "off",
+        shrink_uninformed=args.shrink_uninformed != "off",
         saturation=None if args.saturation is None else args.saturation == "on",
         spread_select=None if args.spread_select is None else args.spread_select == "on",
         map_scale=args.map_scale or "auto",

@@ -900,6 +900,22 @@ def test_cli_allinfocus_radius_check_and_edge_cap(tmp_path, natural_rgb):
         assert cli.main(["-q", "allinfocus", str(src), str(out), "--overwrite", "--edge-cap", *bad]) == 2
 
 
+def test_cli_allinfocus_shrink_uninformed(tmp_path, natural_rgb):
+    import json
+
+    from gpudeblur import cli
+
+    src, mp, out, rep = _cli_inputs(tmp_path, natural_rgb)
+    for bad in (["maybe"], ["on", "--map", str(mp)], ["off", "--mode", "sv-admm"], ["on", "--mode", "blind"]):
+        assert cli.main(["-q", "allinfocus", str(src), str(out), "--shrink-uninformed", *bad]) == 2
+        assert not out.exists()
+    base = ["-q", "allinfocus", str(src), str(out), "--mode", "fast", "--report", str(rep), "--overwrite"]
+    assert cli.main(base) == 0  # fast on an estimated map: on by default
+    assert 0 <= json.loads(rep.read_text())["uninformed_shrunk"] <= 1
+    assert cli.main(base + ["--shrink-uninformed", "off"]) == 0
+    assert json.loads(rep.read_text())["uninformed_shrunk"] is None
+
+
 def test_cli_allinfocus_keep_in_focus(tmp_path, natural_rgb):
     import json
 
@@ -1716,3 +1732,112 @@ def test_blind_pipeline_joins_a_small_layer(monkeypatch, natural_rgb, tmp_path, 
     assert cli.main(["allinfocus", str(src), str(o), "--map", str(mp), "--mode", "blind", "--layers", "2",
                      "--backend", "cpu"]) == 0
     assert "layer 2 had fewer pixels than its kernel covers; joined to layer 1 (r~3.0 px)" in capsys.readouterr().out
+
+
+def _sky_scene(natural_rgb, sigma=0.02, seed=5):
+    """A noisy photo whose top 48 rows are a clear sky (flat, no texture above the noise) over a
+    blurred photo: ``(sharp, noisy input)``."""
+    sharp = natural_rgb.copy()
+    sharp[:48] = (0.25, 0.35, 0.55)
+    rm = np.full(sharp.shape[:2], 2.5)
+    y = blur_spatially_varying(sharp, rm, radius_step=0.1, dtype="float64")
+    return sharp, np.clip(y + sigma * np.random.default_rng(seed).standard_normal(y.shape), 0, 1)
+
+
+def test_uninformed_weight_matches_its_definition(backend):
+    from gpudeblur.allinfocus import UNINFORMED_CONFIDENCE, uninformed_weight
+
+    c = np.array([[0.0, 0.05, 0.075, 0.1, 0.125], [0.15, 0.5, 1.0, np.nan, -0.1]], np.float32)
+    w = to_host(uninformed_weight(backend.xp.asarray(c), 0.05, 0.15, backend=backend.name))
+    ref = np.clip((0.15 - c.astype(np.float64)) / 0.1, 0, 1)
+    ref[np.isnan(c)] = 1.0  # no confidence: uninformed
+    np.testing.assert_allclose(w, ref, atol=1e-6)
+    assert w.dtype == np.float32 and UNINFORMED_CONFIDENCE == (0.05, 0.15)
+    for lo, hi in ((0.2, 0.1), (0.1, 0.1), (-0.1, 0.2), (0.1, 1.5)):
+        with pytest.raises(ValueError):
+            uninformed_weight(c, lo, hi)
+
+
+def test_quietest_radii_against_a_full_fft():
+    """:func:`quietest_radii` against the white-noise gain of the fast filter computed with a full
+    complex FFT in float64: radius 0 at a low prior weight, a large radius's low-pass at a high one."""
+    from gpudeblur import psf
+    from gpudeblur.allinfocus import quietest_radii
+
+    def gain(r, lam, n=128):
+        k = psf.disc(r)
+        pad = np.zeros((n, n))
+        pad[: k.shape[0], : k.shape[1]] = k
+        h = np.fft.fft2(np.roll(pad, (-(k.shape[0] // 2), -(k.shape[1] // 2)), (0, 1)))
+        f = np.fft.fftfreq(n)
+        d2 = 4 * np.sin(np.pi * f)[:, None] ** 2 + 4 * np.sin(np.pi * f)[None, :] ** 2
+        return float(np.mean(np.abs(h) ** 2 / (np.abs(h) ** 2 + lam * d2) ** 2))
+
+    for lam in (0.005, 0.03, 0.08):
+        grid, q = quietest_radii(lam, max_radius=6, step=0.5, size=128)
+        g = [gain(r, lam) for r in grid]
+        ref = [grid[int(np.argmin(g[: i + 1]))] for i in range(len(grid))]
+        np.testing.assert_array_equal(q, ref)
+    assert quietest_radii(0.005, max_radius=8)[1].max() == 0  # a clean photo: no radius is quieter than 0
+    assert quietest_radii(0.08, max_radius=8)[1][-1] >= 3  # a noisy one: a disc's low-pass is
+    with pytest.raises(ValueError):
+        quietest_radii(-1.0)
+
+
+def test_fast_deconvolves_uninformed_pixels_with_the_quietest_radius(natural_rgb):
+    """``fast`` on its own estimate deconvolves with :func:`quietest_radii`'s radius where the map's
+    confidence is at most ``UNINFORMED_CONFIDENCE[0]`` (a clear sky: no texture above the noise, its
+    radius a guess), moved that way by ``uninformed_weight`` between; the informed photo below is
+    deblurred as before. ``sv-admm`` and a given map do not get it."""
+    from gpudeblur.allinfocus import UNINFORMED_CONFIDENCE, quietest_radii, uninformed_weight
+
+    sharp, y = _sky_scene(natural_rgb)
+    on, res = AllInFocus(mode="fast").run(y)
+    off, res_off = AllInFocus(mode="fast", shrink_uninformed=False).run(y)
+    assert res_off.uninformed_shrunk is None and res.report()["uninformed_shrunk"] == res.uninformed_shrunk
+    _, _, conf = AllInFocus()._map_estimator().estimate(y, scale=res.map_scale, return_info=True,
+                                                        return_confidence=True)
+    u = uninformed_weight(conf)
+    assert res.uninformed_shrunk == pytest.approx(float(u.mean()), rel=1e-6)
+    kept = conf <= UNINFORMED_CONFIDENCE[0]
+    assert kept[:24].mean() > 0.9 and kept[64:].mean() < 0.05  # the sky (and the photo's flat lower right corner)
+    np.testing.assert_array_equal(res.radius_map, res_off.radius_map)  # the same estimate ...
+    r = res_off.deblur_map
+    grid, q = quietest_radii(res.lam, max_radius=float(r.max()))
+    quiet = q[np.clip(np.floor(r / 0.25).astype(int), 0, len(grid) - 1)]
+    np.testing.assert_allclose(res.deblur_map, r - u * (r - quiet), rtol=1e-6, atol=1e-6)  # ... moved to the quietest
+    assert res_off.deblur_map[kept].max() > 5 and res.deblur_map[kept].max() <= quiet[kept].max() < 5
+    below = (slice(64, 100), slice(None))  # informed: deblurred as before (the radius bank now reaches 0)
+    assert np.abs(on[below] - off[below]).max() < 5e-3
+    assert psnr(on[below], sharp[below]) > psnr(y[below], sharp[below]) + 1.0
+    _, res_sv = AllInFocus(mode="sv-admm", num_iter=2).run(y)
+    assert res_sv.uninformed_shrunk is None
+    _, res_given = AllInFocus(mode="fast").run(y, radius_map=res.radius_map, map_estimated=True)
+    assert res_given.uninformed_shrunk is None
+    with pytest.raises(ValueError, match="shrink_uninformed"):
+        AllInFocus(shrink_uninformed="yes")
+
+
+def test_fast_on_a_noisy_sky_read_large(natural_rgb, monkeypatch):
+    """Where the clear sky of a sharp noisy photo reads a large radius, ``fast`` with that radius blows its
+    noise up into blotches; deconvolved as in focus (the default) the sky's error stays at the input's."""
+    sharp = natural_rgb.copy()
+    sharp[:80] = (0.25, 0.35, 0.55)
+    y = np.clip(sharp + 0.01 * np.random.default_rng(11).standard_normal(sharp.shape), 0, 1)
+    rmap = np.where(np.arange(128)[:, None] < 72, 8.0, 0.5) * np.ones((1, 128))  # the sky read as 8 px
+    sky = (slice(8, 40), slice(8, -8))
+    err = lambda a: float(np.mean((np.asarray(a, np.float64)[sky] - sharp[sky]) ** 2))  # noqa: E731
+    import gpudeblur.blurmap.estimator as E
+
+    real = E.BlurMapEstimator.estimate
+
+    def read_large(self, image, **kw):  # the estimate, but the sky's radius is the guess under test
+        out = real(self, image, **kw)
+        return (rmap.astype(np.float32),) + tuple(out[1:]) if isinstance(out, tuple) else rmap.astype(np.float32)
+
+    monkeypatch.setattr(E.BlurMapEstimator, "estimate", read_large)
+    on, res = AllInFocus(mode="fast", radius_check=False, edge_cap=False).run(y)
+    off, _ = AllInFocus(mode="fast", radius_check=False, edge_cap=False, shrink_uninformed=False).run(y)
+    assert res.uninformed_shrunk > 0.2
+    assert err(off) > 3 * err(y)  # blotches (measured 5.2x)
+    assert err(on) < 1.0 * err(y)  # the prior's smoothing only (0.89x)

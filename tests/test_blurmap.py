@@ -787,3 +787,35 @@ def test_filter_spectra_are_fft2_of_the_padded_filters(window, block):
     pad = np.zeros((30, 40))
     pad[:5, :7] = k
     np.testing.assert_array_equal(gabor.corner_fft2(k, (30, 40)), np.fft.fft2(pad))
+
+
+def test_estimate_returns_the_confidence():
+    """``return_confidence=True`` appends the confidence map: at scale 1 the one a ``BlurMapResult``
+    holds, on a scaled read the coarse confidence interpolated to the image like the radii, with
+    ``'auto'`` the one of the scale it ended at; the radii are those of the plain call."""
+    import gpudeblur.blurmap.estimator as E
+    from gpudeblur._resample import block_mean, upsample_linear
+
+    img = _texture(192, 4)
+    img[:80] = 0.5
+    y = img + np.random.default_rng(3).normal(0, 0.02, img.shape)
+    est = BlurMapEstimator(window=41, noise="auto", labeling=None)
+    res = est.estimate(y, return_candidates=True)
+    m, c = est.estimate(y, return_confidence=True)
+    np.testing.assert_array_equal(m, res.radius)
+    np.testing.assert_array_equal(c, res.confidence)
+    assert c[:40].max() < 0.05 and np.median(c[120:]) > 0.2  # the flat band knows nothing (0.03 / 0.27)
+    m, info, c1 = est.estimate(y, return_info=True, return_confidence=True)
+    np.testing.assert_array_equal(c1, c)
+    assert info["noise"] == res.info["noise"]
+    m2, c2 = est.estimate(y, scale=2, return_confidence=True)
+    np.testing.assert_array_equal(m2, est.estimate(y, scale=2))
+    coarse = est._estimate_at(block_mean(y.astype(np.float32), 2, np), True, False, None, None, analysis_scale=2).confidence
+    np.testing.assert_array_equal(c2, upsample_linear(np.asarray(coarse), 2, y.shape, np))
+    ma, info, ca = est.estimate(y, scale="auto", return_info=True, return_confidence=True)
+    assert info["scales"] == [4, 1]
+    np.testing.assert_array_equal(ma, est.estimate(y, scale="auto"))
+    np.testing.assert_array_equal(ca, c)
+    with pytest.raises(ValueError, match="return_confidence and return_candidates"):
+        est.estimate(y, return_candidates=True, return_confidence=True)
+    assert E.BlurMapEstimator.estimate.__kwdefaults__["return_confidence"] is False

@@ -523,7 +523,7 @@ class BlurMapEstimator:
         return tile_rows, tile_cols, fb
 
     def estimate(self, image, *, scale: int = 1, return_candidates: bool = False, return_info: bool = False,
-                 backend=None, progress: Callable | None = None):
+                 return_confidence: bool = False, backend=None, progress: Callable | None = None):
         """Blur radius map of ``image`` (``(M, N)`` gray or ``(M, N, 3)`` RGB in [0, 1]).
 
         Returns the ``(M, N)`` radius map (pixels, working dtype); with
@@ -531,7 +531,11 @@ class BlurMapEstimator:
         dict of a :class:`BlurMapResult`: noise used, timings, tiles, ...,
         without keeping the candidate arrays); with
         ``return_candidates=True`` a :class:`BlurMapResult` (which holds
-        ``info`` too; asking for both is an error).
+        ``info`` too; asking for both is an error). ``return_confidence=True``
+        appends the ``(M, N)`` confidence map (the signal fraction of each
+        pixel's response power, 0 where there is no texture above the noise;
+        a scaled read's interpolated like its radii): ``(radius map,
+        confidence)`` or ``(radius map, info, confidence)``.
 
         ``scale`` (integer ≥ 1) analyses the image at ``1/scale`` of its
         resolution (means of ``scale × scale`` blocks; the noise, window and
@@ -566,19 +570,24 @@ class BlurMapEstimator:
         """
         if return_info and return_candidates:
             raise ValueError("return_info and return_candidates are exclusive: the BlurMapResult has .info")
+        if return_confidence and return_candidates:
+            raise ValueError("return_confidence and return_candidates are exclusive: the BlurMapResult has .confidence")
         auto = isinstance(scale, str) and scale == "auto"
         if not auto and (isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1):
             raise ValueError(f"scale must be an integer >= 1 or 'auto', got {scale!r}")
         if (auto or scale > 1) and return_candidates:
             raise ValueError("return_candidates needs scale=1 (the candidates of a scaled estimate live on its coarse grid)")
         if auto:
-            return self._estimate_auto(image, return_info, backend, progress)
+            return self._estimate_auto(image, return_info, backend, progress, return_confidence)
         if scale > 1:
-            return self._estimate_scaled(image, int(scale), return_info, backend, progress)
-        return self._estimate_at(image, return_candidates, return_info, backend, progress)
+            return self._estimate_scaled(image, int(scale), return_info, backend, progress, return_confidence)
+        return self._estimate_at(image, return_candidates, return_info, backend, progress,
+                                 with_confidence=return_confidence)
 
-    def _estimate_at(self, image, return_candidates, return_info, backend, progress, analysis_scale=1):
-        """:meth:`estimate` at the image's own resolution (``analysis_scale``: see :meth:`candidates`)."""
+    def _estimate_at(self, image, return_candidates, return_info, backend, progress, analysis_scale=1,
+                     with_confidence=False):
+        """:meth:`estimate` at the image's own resolution (``analysis_scale``: see :meth:`candidates`;
+        ``with_confidence``: the confidence map appended to the result)."""
         be, x, kind, r_all, l_all, s_all, info = self.candidates(image, backend=backend, progress=progress,
                                                                  analysis_scale=analysis_scale)
         xp = be.xp
@@ -623,7 +632,10 @@ class BlurMapEstimator:
             if progress is not None:
                 progress("labeling", 1, 1)
         if not return_candidates:
-            return (to_output(radius, kind), info) if return_info else to_output(radius, kind)
+            out = (to_output(radius, kind), info) if return_info else (to_output(radius, kind),)
+            if with_confidence:
+                out += (to_output(conf, kind),)
+            return out if len(out) > 1 else out[0]
         return BlurMapResult(
             radius=to_output(radius, kind),
             raw_radius=to_output(raw, kind),
@@ -634,7 +646,7 @@ class BlurMapEstimator:
             info=info,
         )
 
-    def _estimate_auto(self, image, return_info, backend, progress):
+    def _estimate_auto(self, image, return_info, backend, progress, with_confidence=False):
         be = get_backend(backend if backend is not None else self.backend, like=image)
         x, kind = as_backend_array(image, be, self.dtype)
         check_image(x, be.xp)
@@ -650,7 +662,7 @@ class BlurMapEstimator:
         while True:
             tried.append(s)
             if s == 1:
-                radius, info = self.estimate(x, scale=1, return_info=True, backend=be, progress=progress)
+                radius, info, conf = self._estimate_at(x, False, True, be, progress, with_confidence=True)
                 break
             radius, info, conf = self._estimate_scaled(x, s, True, be, progress, with_confidence=True)
             q, frac = _informed_quantile(radius, conf, be.xp)
@@ -666,8 +678,10 @@ class BlurMapEstimator:
         info["scales"] = tried
         info["scale_quantiles"] = quantiles  # per coarse read: the quantile that chose the next scale
         info["scale_informed"] = informed  # ... and the fraction of informed pixels it was taken over
-        out = to_output(radius, kind)
-        return (out, info) if return_info else out
+        out = (to_output(radius, kind), info) if return_info else (to_output(radius, kind),)
+        if with_confidence:
+            out += (to_output(conf, kind),)
+        return out if len(out) > 1 else out[0]
 
     def _scalable(self) -> bool:
         return isinstance(self.psf_family, str) and self.psf_family in ("disc", "gaussian")
@@ -704,8 +718,8 @@ class BlurMapEstimator:
                              f"({self.window}x{self.window}); use a smaller scale")
 
     def _estimate_scaled(self, image, s, return_info, backend, progress, with_confidence=False):
-        """:meth:`estimate` at ``scale=s``; ``with_confidence``: ``(radius, info, confidence)``, the
-        confidence interpolated to the image's grid like the radius (for ``scale='auto'``)."""
+        """:meth:`estimate` at ``scale=s``; ``with_confidence``: the confidence appended, interpolated
+        to the image's grid like the radius."""
         be = get_backend(backend if backend is not None else self.backend, like=image)
         xp = be.xp
         x, kind = as_backend_array(image, be, self.dtype)
@@ -714,18 +728,18 @@ class BlurMapEstimator:
         M, N = int(x.shape[0]), int(x.shape[1])
         small = block_mean(x, s, xp)
         if with_confidence:
-            res = self._estimate_at(small, True, False, be, progress, analysis_scale=s)
-            radius, info = xp.asarray(res.radius), res.info
-            conf = upsample_linear(xp.asarray(res.confidence), s, (M, N), xp)
+            radius, info, conf = self._estimate_at(small, False, True, be, progress, analysis_scale=s,
+                                                   with_confidence=True)
+            conf = upsample_linear(xp.asarray(conf), s, (M, N), xp)
         else:
             radius, info = self._estimate_at(small, False, True, be, progress, analysis_scale=s)
         radius = upsample_linear(radius, s, (M, N), xp) * radius.dtype.type(s)
         info["scale"] = s
         info["analysis_shape"] = tuple(int(v) for v in small.shape[:2])
-        out = to_output(radius, kind)
+        out = (to_output(radius, kind), info) if return_info else (to_output(radius, kind),)
         if with_confidence:
-            return out, info, to_output(conf, kind)
-        return (out, info) if return_info else out
+            out += (to_output(conf, kind),)
+        return out if len(out) > 1 else out[0]
 
     def segment(self, image, radius_map=None, *, candidates: BlurMapResult | None = None, tau: float = 2.0,
                 lambda0: float = 1000.0, sigma_lambda: float = 0.04, method: str = "primal-dual", backend=None):
