@@ -25,7 +25,10 @@ also works on its own:
    whose trial deconvolutions ring (:func:`radius_check`), and ``sv-admm``
    follows its solve with the map's radius spread by one with a narrower
    spread, keeping that where it rings no more (:data:`SPREAD_SELECT`,
-   :func:`spread_choice`);
+   :func:`spread_choice`), while ``fast`` deconvolves the pixels the map
+   knows nothing about (no texture above the noise) with the radius whose
+   filter passes the least noise (:data:`UNINFORMED_CONFIDENCE`,
+   :func:`quietest_radii`);
 3. composition ``f = Σ α_i ⊙ u_i`` with feathered masks (seams blended);
    with an estimated map, ``sv-admm`` and ``fast`` keep the input where the
    map says in focus (:data:`KEEP_IN_FOCUS`, :func:`in_focus_weight`), as
@@ -280,8 +283,8 @@ SPREAD_SELECT = (0.2, 0.03)
 #: radius 0, where a large guessed radius would amplify the noise into
 #: coloured blotches a few pixels wide; at a high weight (a noisy photo) a
 #: large radius's filter smooths more than radius 0's. ``sv-admm`` does not
-#: get it (its TV weight smooths such regions already). Measured in session
-#: 31, see docs/STATUS.md.
+#: get it (its TV weight smooths such regions already). Measurements:
+#: docs/allinfocus.md, "Flat noisy regions in ``fast``".
 UNINFORMED_CONFIDENCE = (0.05, 0.15)
 #: Gaussian σ (px) of the sparsity window of ``spread_select``.
 SPREAD_SELECT_WINDOW = 8.0
@@ -693,18 +696,23 @@ def quietest_radii(lam, family="disc", max_radius=8.0, step=0.25, size=None):
     ``fast`` deconvolves radius ``r`` by ``conj(H_r) / (|H_r|² + λ|D|²)`` (``D`` the gradient), so
     white noise leaves it with ``mean_ω |H_r|² / (|H_r|² + λ|D|²)²`` times its variance. Returns
     ``(grid, quietest)``: ``quietest[i]`` is the ``r ≤ grid[i]`` (on the grid) with the least such
-    gain (:data:`UNINFORMED_CONFIDENCE`'s rule). Computed on the host on a ``size``² grid
-    (default: at least 128 and 4× the largest PSF's side); ``family`` as ``AllInFocus``'s.
+    gain (:data:`UNINFORMED_CONFIDENCE`'s rule; the first of equal gains). Computed on the host on
+    a ``size``² grid (default: at least 128 and 4× the largest PSF's side; 0.01 s up to 8 px, 0.2 s
+    up to 32 px, ~1 s up to 64 px on one core); ``family`` as ``AllInFocus``'s (for a calibrated
+    family the quietest radius need not be 0 at any weight). ``lam > 0``.
     """
     from .operators import laplacian_otf_abs2  # noqa: PLC0415
 
-    lam = check_positive(lam, "lam", allow_zero=True)
+    lam = check_positive(lam, "lam")
     step = check_positive(step, "step")
+    max_radius = check_positive(max_radius, "max_radius", allow_zero=True)
     fam = family_function(family)
     grid = np.arange(0.0, float(max_radius) + step / 2, step)
     psfs = [np.asarray(fam(float(r)), np.float64) for r in grid]
     side = max(max(k.shape) for k in psfs)
-    n = int(size) if size is not None else max(128, 4 * side)
+    n = check_positive_int(size, "size") if size is not None else max(128, 4 * side)
+    if n < side:
+        raise ValueError(f"size {n} is smaller than the largest PSF ({side} px)")
     d2 = laplacian_otf_abs2((n, n), np, np.float64)
     wt = np.full(n // 2 + 1, 2.0)  # rfft columns: the inner ones stand for two
     wt[0] = 1.0
@@ -716,9 +724,9 @@ def quietest_radii(lam, family="disc", max_radius=8.0, step=0.25, size=None):
         pad[: k.shape[0], : k.shape[1]] = k
         h2 = np.abs(np.fft.rfft2(np.roll(pad, (-(k.shape[0] // 2), -(k.shape[1] // 2)), (0, 1)))) ** 2
         gains.append(float((h2 / (h2 + lam * d2) ** 2 * wt).sum() / (n * n)))
-    best = np.minimum.accumulate(np.asarray(gains))
-    quietest = grid[[int(np.flatnonzero(np.asarray(gains)[: i + 1] == best[i])[0]) for i in range(len(grid))]]
-    return grid, quietest
+    gains = np.nan_to_num(np.asarray(gains), nan=np.inf)  # (a family's PSF of zero sum)
+    best = [int(np.argmin(gains[: i + 1])) for i in range(len(grid))]
+    return grid, grid[best]
 
 
 def _quietest(r, lam, family, be, step=0.25):
@@ -1660,7 +1668,8 @@ class AllInFocus:
         photo, where a large guessed radius would blow the noise up into
         blotches; :func:`uninformed_weight`; after the radius check; the
         keep-in-focus weight still follows the map). Not with a given map
-        (it has no confidence).
+        (it has no confidence); ignored by ``sv-admm`` and ``blind`` (and by
+        ``'auto'`` when it runs ``sv-admm``).
     spread_select : bool, (float, float) or None
         ``sv-admm`` on an *estimated* map: split the ADMM iterations between
         the map's radius spread and a narrower one warm-started from it
@@ -1957,7 +1966,7 @@ class AllInFocus:
             estimator = self._map_estimator()
             estimator.check_scale(x.shape, self.map_scale)  # before the stage is announced
             self._stage("blur map")
-            if mode == "fast" and self.shrink_uninformed:
+            if mode == "fast" and self.shrink_uninformed and map_estimated:
                 radius, info, confidence = estimator.estimate(x, scale=self.map_scale, return_info=True,
                                                               return_confidence=True)
             else:

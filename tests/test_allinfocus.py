@@ -1780,8 +1780,10 @@ def test_quietest_radii_against_a_full_fft():
         np.testing.assert_array_equal(q, ref)
     assert quietest_radii(0.005, max_radius=8)[1].max() == 0  # a clean photo: no radius is quieter than 0
     assert quietest_radii(0.08, max_radius=8)[1][-1] >= 3  # a noisy one: a disc's low-pass is
-    with pytest.raises(ValueError):
-        quietest_radii(-1.0)
+    for bad in (dict(lam=-1.0), dict(lam=0.0), dict(lam=0.01, max_radius=-1), dict(lam=0.01, max_radius=np.nan),
+                dict(lam=0.01, max_radius=np.inf), dict(lam=0.01, size=4), dict(lam=0.01, size=0)):
+        with pytest.raises(ValueError):
+            quietest_radii(**bad)
 
 
 def test_fast_deconvolves_uninformed_pixels_with_the_quietest_radius(natural_rgb):
@@ -1820,7 +1822,11 @@ def test_fast_deconvolves_uninformed_pixels_with_the_quietest_radius(natural_rgb
 
 def test_fast_on_a_noisy_sky_read_large(natural_rgb, monkeypatch):
     """Where the clear sky of a sharp noisy photo reads a large radius, ``fast`` with that radius blows its
-    noise up into blotches; deconvolved as in focus (the default) the sky's error stays at the input's."""
+    noise up into blotches; with the quietest radius (0 at this weight; the default) the sky comes back
+    smoother than the input. At a high weight the quietest radius is a disc's."""
+    import gpudeblur.allinfocus as aif
+    from gpudeblur.allinfocus import quietest_radii
+
     sharp = natural_rgb.copy()
     sharp[:80] = (0.25, 0.35, 0.55)
     y = np.clip(sharp + 0.01 * np.random.default_rng(11).standard_normal(sharp.shape), 0, 1)
@@ -1840,4 +1846,18 @@ def test_fast_on_a_noisy_sky_read_large(natural_rgb, monkeypatch):
     off, _ = AllInFocus(mode="fast", radius_check=False, edge_cap=False, shrink_uninformed=False).run(y)
     assert res.uninformed_shrunk > 0.2
     assert err(off) > 3 * err(y)  # blotches (measured 5.2x)
-    assert err(on) < 1.0 * err(y)  # the prior's smoothing only (0.89x)
+    assert err(on) < 0.95 * err(y)  # radius 0: the prior's smoothing only (0.89x; the input kept: 1.0x)
+    sky_px = np.zeros(rmap.shape, bool)
+    sky_px[sky[0]] = True
+    assert res.deblur_map[sky_px].max() == 0
+    # a high weight (a noisy photo): the quietest radius is a disc's low-pass, not 0 -- exactly the table's
+    grid, q = quietest_radii(0.08, max_radius=8.0)
+    assert 3 <= q[-1] < 8
+    _, hi = AllInFocus(mode="fast", lam=0.08, radius_check=False, edge_cap=False).run(y)
+    np.testing.assert_array_equal(hi.deblur_map[sky_px], q[-1])
+    # 'auto' running fast gets it; a map the caller says is not an estimate does not
+    monkeypatch.setattr(aif, "AUTO_SV_ADMM_MAX_PIXELS", 0)
+    _, res_auto = AllInFocus(radius_check=False, edge_cap=False).run(y)
+    assert res_auto.mode == "fast" and res_auto.uninformed_shrunk == res.uninformed_shrunk
+    _, res_trusted = AllInFocus(mode="fast", radius_check=False, edge_cap=False).run(y, map_estimated=False)
+    assert res_trusted.uninformed_shrunk is None
