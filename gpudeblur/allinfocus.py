@@ -701,7 +701,8 @@ def quietest_radii(lam, family="disc", max_radius=8.0, step=0.25, size=None):
     up to 32 px, ~1 s up to 64 px on one core); ``family`` as ``AllInFocus``'s (for a calibrated
     family the quietest radius need not be 0 at any weight). ``lam > 0``.
     """
-    from .operators import laplacian_otf_abs2  # noqa: PLC0415
+    from .convolution import psf2otf  # noqa: PLC0415
+    from .operators import laplacian_otf_abs2, rfft_column_weights  # noqa: PLC0415
 
     lam = check_positive(lam, "lam")
     step = check_positive(step, "step")
@@ -714,15 +715,11 @@ def quietest_radii(lam, family="disc", max_radius=8.0, step=0.25, size=None):
     if n < side:
         raise ValueError(f"size {n} is smaller than the largest PSF ({side} px)")
     d2 = laplacian_otf_abs2((n, n), np, np.float64)
-    wt = np.full(n // 2 + 1, 2.0)  # rfft columns: the inner ones stand for two
-    wt[0] = 1.0
-    if n % 2 == 0:
-        wt[-1] = 1.0
+    wt = rfft_column_weights(n, np, np.float64)
+    cpu = get_backend("cpu")
     gains = []
     for k in psfs:
-        pad = np.zeros((n, n))
-        pad[: k.shape[0], : k.shape[1]] = k
-        h2 = np.abs(np.fft.rfft2(np.roll(pad, (-(k.shape[0] // 2), -(k.shape[1] // 2)), (0, 1)))) ** 2
+        h2 = np.abs(psf2otf(k, (n, n), cpu, np.float64)) ** 2
         gains.append(float((h2 / (h2 + lam * d2) ** 2 * wt).sum() / (n * n)))
     gains = np.nan_to_num(np.asarray(gains), nan=np.inf)  # (a family's PSF of zero sum)
     best = [int(np.argmin(gains[: i + 1])) for i in range(len(grid))]
@@ -733,8 +730,7 @@ def _quietest(r, lam, family, be, step=0.25):
     """Per pixel of the radius map ``r`` (on ``be``): :func:`quietest_radii`'s radius for the grid
     radius at or below it."""
     xp = be.xp
-    top = float(xp.max(r)) if r.size else 0.0
-    grid, q = quietest_radii(lam, family, max(top, 0.0), step)
+    grid, q = quietest_radii(lam, family, max(float(xp.max(r)), 0.0), step)
     idx = xp.clip(xp.floor(r / r.dtype.type(step)).astype(xp.int64), 0, len(grid) - 1)
     return xp.asarray(q.astype(r.dtype))[idx]
 

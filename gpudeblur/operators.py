@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ._backend import array_module
 
-__all__ = ["grad", "div", "laplacian_otf_abs2", "difference_otfs"]
+__all__ = ["grad", "div", "laplacian_otf_abs2", "difference_otfs", "rfft_column_weights"]
 
 
 def grad(x, boundary: str = "neumann"):
@@ -61,6 +61,17 @@ def difference_otfs(shape, xp, dtype):
     dx = np.broadcast_to(fx, (M, N // 2 + 1)).astype(cdt)
     dy = np.broadcast_to(fy, (M, N // 2 + 1)).astype(cdt)
     return xp.asarray(dx), xp.asarray(dy)
+
+
+def rfft_column_weights(n, xp, dtype):
+    """How many spectrum columns each of an rFFT's ``n // 2 + 1`` columns stands for (grid width
+    ``n``): 2, but 1 for column 0 and, for even ``n``, the last; so a sum over the full spectrum is
+    ``(a * w).sum()`` of the half one."""
+    w = xp.full(n // 2 + 1, 2.0, dtype=dtype)
+    w[0] = 1
+    if n % 2 == 0:
+        w[-1] = 1
+    return w
 
 
 def laplacian_otf_abs2(shape, xp, dtype):

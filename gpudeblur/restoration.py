@@ -24,7 +24,7 @@ from ._backend import Backend, as_backend_array, get_backend, to_output
 from ._validate import (check_choice, check_compression_noise, check_image, check_positive, check_positive_int,
                         split_alpha)
 from .convolution import BlurOperator, from_channels_first, to_channels_first
-from .operators import laplacian_otf_abs2
+from .operators import laplacian_otf_abs2, rfft_column_weights
 
 __all__ = [
     "inverse_filter",
@@ -354,10 +354,7 @@ def _estimated_balance(p: _Problem, r2, noise_var=None) -> float:
     g = fft.rfft2(op.extend(p.y), **p.be.fft_kwargs())
     g2 = (g.real**2 + g.imag**2).sum(axis=0)
     # rfft stores half the spectrum: weight the columns that stand for two
-    w = xp.full(g2.shape, 2.0, dtype=g2.dtype)
-    w[:, 0] = 1
-    if op.grid_shape[1] % 2 == 0:
-        w[:, -1] = 1
+    w = xp.broadcast_to(rfft_column_weights(op.grid_shape[1], xp, g2.dtype), g2.shape)
     h2 = op.otf_abs2
     n = op.grid_shape[0] * op.grid_shape[1]
     channels = p.y.shape[0]

@@ -632,10 +632,7 @@ class BlurMapEstimator:
             if progress is not None:
                 progress("labeling", 1, 1)
         if not return_candidates:
-            out = (to_output(radius, kind), info) if return_info else (to_output(radius, kind),)
-            if with_confidence:
-                out += (to_output(conf, kind),)
-            return out if len(out) > 1 else out[0]
+            return _returned(radius, info, conf, kind, return_info, with_confidence)
         return BlurMapResult(
             radius=to_output(radius, kind),
             raw_radius=to_output(raw, kind),
@@ -678,10 +675,7 @@ class BlurMapEstimator:
         info["scales"] = tried
         info["scale_quantiles"] = quantiles  # per coarse read: the quantile that chose the next scale
         info["scale_informed"] = informed  # ... and the fraction of informed pixels it was taken over
-        out = (to_output(radius, kind), info) if return_info else (to_output(radius, kind),)
-        if with_confidence:
-            out += (to_output(conf, kind),)
-        return out if len(out) > 1 else out[0]
+        return _returned(radius, info, conf, kind, return_info, with_confidence)
 
     def _scalable(self) -> bool:
         return isinstance(self.psf_family, str) and self.psf_family in ("disc", "gaussian")
@@ -727,19 +721,13 @@ class BlurMapEstimator:
         self.check_scale(x.shape, s)
         M, N = int(x.shape[0]), int(x.shape[1])
         small = block_mean(x, s, xp)
-        if with_confidence:
-            radius, info, conf = self._estimate_at(small, False, True, be, progress, analysis_scale=s,
-                                                   with_confidence=True)
-            conf = upsample_linear(xp.asarray(conf), s, (M, N), xp)
-        else:
-            radius, info = self._estimate_at(small, False, True, be, progress, analysis_scale=s)
+        radius, info, *conf = self._estimate_at(small, False, True, be, progress, analysis_scale=s,
+                                                with_confidence=with_confidence)
+        conf = upsample_linear(xp.asarray(conf[0]), s, (M, N), xp) if with_confidence else None
         radius = upsample_linear(radius, s, (M, N), xp) * radius.dtype.type(s)
         info["scale"] = s
         info["analysis_shape"] = tuple(int(v) for v in small.shape[:2])
-        out = (to_output(radius, kind), info) if return_info else (to_output(radius, kind),)
-        if with_confidence:
-            out += (to_output(conf, kind),)
-        return out if len(out) > 1 else out[0]
+        return _returned(radius, info, conf, kind, return_info, with_confidence)
 
     def segment(self, image, radius_map=None, *, candidates: BlurMapResult | None = None, tau: float = 2.0,
                 lambda0: float = 1000.0, sigma_lambda: float = 0.04, method: str = "primal-dual", backend=None):
@@ -760,6 +748,14 @@ class BlurMapEstimator:
         be = backend if backend is not None else self.backend
         return segment_in_focus(radius_map, image, tau=tau, lambda0=lambda0, sigma_lambda=sigma_lambda,
                                 method=method, backend=be, **kw)
+
+
+def _returned(radius, info, confidence, kind, return_info, with_confidence):
+    """What :meth:`BlurMapEstimator.estimate` returns: the radius map, then ``info`` and the
+    confidence map where asked for (a bare array when neither is)."""
+    out = (to_output(radius, kind),) + ((info,) if return_info else ()) + \
+        ((to_output(confidence, kind),) if with_confidence else ())
+    return out if len(out) > 1 else out[0]
 
 
 def _informed_quantile(radius, confidence, xp):
