@@ -1655,7 +1655,7 @@ class AllInFocus:
         an edge nearby is too sharp for (:func:`edge_cap`, slack
         :data:`EDGE_CAP_SLACK`); this is what keeps a sharp photo's smooth
         regions that read as blurred from ringing.
-    shrink_uninformed : bool
+    shrink_uninformed : bool or None
         ``fast`` on a map it estimates: where the map has no information
         (the estimator's confidence below :data:`UNINFORMED_CONFIDENCE`: no
         texture above the noise, e.g. a clear sky) there is nothing to
@@ -1663,9 +1663,12 @@ class AllInFocus:
         passes the least noise (:func:`quietest_radii`: radius 0 on a clean
         photo, where a large guessed radius would blow the noise up into
         blotches; :func:`uninformed_weight`; after the radius check; the
-        keep-in-focus weight still follows the map). Not with a given map
-        (it has no confidence); ignored by ``sv-admm`` and ``blind`` (and by
-        ``'auto'`` when it runs ``sv-admm``).
+        keep-in-focus weight still follows the map). None (default): on
+        wherever it applies, silently off elsewhere (a given map has no
+        confidence; ``sv-admm``'s TV already smooths such regions, and
+        ``'auto'`` may run either); True: the same, but refused with mode
+        ``sv-admm`` or ``blind``, and a warning where :meth:`run` cannot
+        apply it (a given map, or ``'auto'`` running ``sv-admm``); False: off.
     spread_select : bool, (float, float) or None
         ``sv-admm`` on an *estimated* map: split the ADMM iterations between
         the map's radius spread and a narrower one warm-started from it
@@ -1747,7 +1750,7 @@ class AllInFocus:
         keep_in_focus=None,
         radius_check=True,
         edge_cap=True,
-        shrink_uninformed=True,
+        shrink_uninformed=None,
         saturation=None,
         spread_select=None,
         map_scale="auto",
@@ -1794,9 +1797,15 @@ class AllInFocus:
         if not isinstance(edge_cap, (bool, np.bool_)):
             raise ValueError(f"edge_cap must be True or False, got {edge_cap!r}")
         self.edge_cap = bool(edge_cap)
-        if not isinstance(shrink_uninformed, (bool, np.bool_)):
-            raise ValueError(f"shrink_uninformed must be True or False, got {shrink_uninformed!r}")
-        self.shrink_uninformed = bool(shrink_uninformed)
+        if shrink_uninformed is not None and not isinstance(shrink_uninformed, (bool, np.bool_)):
+            raise ValueError(f"shrink_uninformed must be True, False or None, got {shrink_uninformed!r}")
+        #: whether ``fast`` shrinks the radii where its own estimate knows nothing;
+        #: ``_shrink_set``: set by the caller (else the default, on where it applies)
+        self.shrink_uninformed = shrink_uninformed is None or bool(shrink_uninformed)
+        self._shrink_set = shrink_uninformed is not None
+        if self._shrink_set and self.shrink_uninformed and self.mode in ("sv-admm", "blind"):
+            raise ValueError(f"shrink_uninformed applies to mode 'fast' (or 'auto' when it runs fast), "
+                             f"got mode {self.mode!r}")
         if saturation is not None and not isinstance(saturation, (bool, np.bool_)):
             raise ValueError(f"saturation must be True, False or None, got {saturation!r}")
         if saturation and self.mode not in ("sv-admm", "auto"):
@@ -1951,6 +1960,12 @@ class AllInFocus:
         x, alpha = split_alpha(x)  # RGBA: the alpha channel comes back untouched
         timings = {}
         mode = self.resolve_mode(x.shape, be)
+        if self._shrink_set and self.shrink_uninformed and not (mode == "fast" and radius_map is None
+                                                               and map_estimated):
+            why = f"mode {mode!r}" if mode != "fast" else ("the map is given" if radius_map is not None
+                                                           else "the map is declared trusted (map_estimated=False)")
+            warnings.warn(f"shrink_uninformed applies to 'fast' on a map it estimates; not applied ({why})",
+                          stacklevel=2)
         if radius_map is None:
             self._map_estimator()  # the family against the estimator's options, before the work
         if map_estimated and self.keep_in_focus is None and mode != "blind":

@@ -289,7 +289,7 @@ def run(args) -> int:
         keep_in_focus=args.keep_in_focus,
         radius_check=args.radius_check != "off",
         edge_cap=args.edge_cap != "off",
-        shrink_uninformed=args.shrink_uninformed != "off",
+        shrink_uninformed=None if args.shrink_uninformed is None else args.shrink_uninformed == "on",
         saturation=None if args.saturation is None else args.saturation == "on",
         spread_select=None if args.spread_select is None else args.spread_select == "on",
         map_scale=args.map_scale or "auto",

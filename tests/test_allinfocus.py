@@ -2,6 +2,7 @@
 covered in tests/test_blurmap.py and bench/bench_allinfocus.py)."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -1818,6 +1819,20 @@ def test_fast_deconvolves_uninformed_pixels_with_the_quietest_radius(natural_rgb
     assert res_given.uninformed_shrunk is None
     with pytest.raises(ValueError, match="shrink_uninformed"):
         AllInFocus(shrink_uninformed="yes")
+    for mode in ("sv-admm", "blind"):  # set explicitly where it cannot apply: refused ...
+        with pytest.raises(ValueError, match="shrink_uninformed applies to mode 'fast'"):
+            AllInFocus(mode=mode, shrink_uninformed=True)
+        AllInFocus(mode=mode, shrink_uninformed=False)
+    with pytest.warns(UserWarning, match=r"shrink_uninformed .*not applied \(the map is given\)"):  # ... or warned
+        _, res_w = AllInFocus(mode="fast", shrink_uninformed=True).run(y, radius_map=res.radius_map,
+                                                                       map_estimated=True)
+    assert res_w.uninformed_shrunk is None
+    with pytest.warns(UserWarning, match=r"not applied \(mode 'sv-admm'\)"):  # 'auto' ran sv-admm (a small image)
+        AllInFocus(mode="auto", shrink_uninformed=True, num_iter=1).run(y[:48, :48],
+                                                                       radius_map=res.radius_map[:48, :48])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the default says nothing where it does not apply
+        AllInFocus(mode="fast").run(y[:48, :48], radius_map=res.radius_map[:48, :48], map_estimated=True)
 
 
 def test_fast_on_a_noisy_sky_read_large(natural_rgb, monkeypatch):
