@@ -197,9 +197,15 @@ class Backend:
 
 
 def _cpu_workers() -> int:
-    env = os.environ.get("GPUDEBLUR_CPU_WORKERS")
+    env = os.environ.get("GPUDEBLUR_CPU_WORKERS", "").strip()
     if env:
-        return max(1, int(env))
+        try:
+            n = int(env)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"GPUDEBLUR_CPU_WORKERS must be a positive integer (CPU threads), got {env!r}")
+        return n
     return max(1, os.cpu_count() or 1)
 
 
@@ -381,8 +387,8 @@ def as_backend_array(x, be: Backend, dtype=None, name: str = "image", image: boo
         if out_kind.kind == "cupy":
             x = x.get()
         arr = np.asarray(x, dtype=ft, order="C")
-    if full_scale is not None:
-        arr = arr * ft.type(1.0 / full_scale)
+    if full_scale is not None:  # divided, as read_image does (the same float32 values as reading the file)
+        arr = arr / ft.type(full_scale)
     return arr, out_kind
 
 

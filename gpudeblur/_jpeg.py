@@ -172,7 +172,11 @@ def jpeg_compression_noise(source) -> float | None:
 
     # the luminance plane as the decoder produced it (libjpeg outputs Y itself for
     # a grayscale read), on the block grid the encoder used (no EXIF rotation)
-    y = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)
+    from .io import _captured_stderr, _library_messages  # noqa: PLC0415  (io imports this module)
+
+    with _captured_stderr() as printed:  # libjpeg's complaints: read_image reports them, once
+        y = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)
+    _library_messages(printed)  # (anything else goes back to stderr)
     if y is None or y.ndim != 2 or min(y.shape) < 8:
         return None
     M, N = y.shape[0] // 8 * 8, y.shape[1] // 8 * 8

@@ -58,6 +58,21 @@ def check_positive(value, name: str, allow_zero: bool = False) -> float:
     return float(value)
 
 
+#: Largest regularization weight the commands and :class:`~gpudeblur.AllInFocus` accept: far
+#: beyond any useful one (a weight of 1e3 already returns a flat image), and small enough that
+#: the solvers' float32 arithmetic cannot overflow (1e20 did, after the whole run).
+MAX_WEIGHT = 1e6
+
+
+def check_weight(value, name: str) -> float:
+    """A regularization weight: positive, finite, at most :data:`MAX_WEIGHT`."""
+    v = check_positive(value, name)
+    if v > MAX_WEIGHT:
+        raise ValueError(f"{name} must be at most {MAX_WEIGHT:g} (a larger weight only flattens the image), "
+                         f"got {value!r}")
+    return v
+
+
 def check_compression_noise(value) -> float | None:
     """``compression_noise`` (None, or a variance of [0, 1] intensities: ``0 <= value <= 1``)."""
     if value is None:

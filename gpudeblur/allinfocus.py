@@ -54,8 +54,8 @@ import numpy as np
 
 from ._backend import BACKEND_NAMES, Backend, array_module, as_backend_array, get_backend, is_cupy_array, to_output
 from ._resample import block_mean, upsample_linear
-from ._validate import (check_choice, check_compression_noise, check_image, check_positive, check_positive_int, join_alpha,
-                        split_alpha)
+from ._validate import (check_choice, check_compression_noise, check_image, check_positive, check_positive_int,
+                        check_weight, join_alpha, split_alpha)
 from .restoration import _LAM_PER_SIGMA
 from .spatially_varying import (MAX_RADIUS_SIGMA, _check_family_psfs, _family, check_radius_map, check_saturated, check_uncertainty,
                                 deconvolve_fast_scaled, deconvolve_spatially_varying, deconvolve_spread_sequence, default_lam,
@@ -1807,6 +1807,9 @@ class AllInFocus:
         self.map_scale = map_scale if (isinstance(map_scale, str) and map_scale == "auto") else \
             check_positive_int(map_scale, "map_scale")
         self.layers = None if layers is None else check_positive_int(layers, "layers")
+        if self.layers is not None and self.mode != "blind":
+            raise ValueError(f"layers applies to mode 'blind' only (the layers it deblurs one by one), "
+                             f"got mode {self.mode!r}")
         self.psf_family = psf_family
         self._psf = family_function(psf_family)  # validates
         if "psf_family" in (estimator_options or {}):
@@ -1828,7 +1831,7 @@ class AllInFocus:
             self.in_focus_radius = _default_in_focus_radius(psf_family) if mode == "blind" else 1.0
         else:
             self.in_focus_radius = check_positive(in_focus_radius, "in_focus_radius", allow_zero=True)
-        self.lam = None if lam is None else check_positive(lam, "lam")
+        self.lam = None if lam is None else check_weight(lam, "lam")
         self.num_iter = None if num_iter is None else check_positive_int(num_iter, "num_iter")
         if self.num_iter is not None and self.mode == "fast":
             raise ValueError("num_iter does not apply to mode 'fast' (a closed-form per-radius deconvolution)")

@@ -12,6 +12,7 @@ Every output path is checked before any work; all writes are atomic.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -61,8 +62,8 @@ def keep_pair(text: str):
 
 
 def register(subparsers, parents) -> None:
-    from .cli import (add_jpeg_quality, add_strip_metadata, noise_variance, odd_window, positive_float,  # noqa: PLC0415
-                      positive_int, psf_family)
+    from .cli import (add_jpeg_quality, add_strip_metadata, noise_variance, odd_window, path_arg,  # noqa: PLC0415
+                      positive_float, positive_int, positive_weight, psf_family)
 
     p = subparsers.add_parser(
         "allinfocus",
@@ -76,12 +77,12 @@ def register(subparsers, parents) -> None:
     p.add_argument("input", metavar="IN", help="input image (PNG, TIFF, JPEG)")
     p.add_argument("output", metavar="OUT", help="all-in-focus output image (.png, .tif, .jpg)")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--map", metavar="MAP", help="blur radius map in pixels (.npy or float .tif) instead of estimating it")
+    src.add_argument("--map", type=path_arg, metavar="MAP", help="blur radius map in pixels (.npy or float .tif) instead of estimating it")
     src.add_argument("--estimate", action="store_true", help="estimate the blur map (default)")
     p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help=f"deblurring method (default {DEFAULT_MODE}: sv-admm, or fast above "
                    f"{AUTO_SV_ADMM_MAX_PIXELS / 1e6:g} MP on the CPU)")
     p.add_argument("--layers", type=positive_int, metavar="L", help="out-of-focus layers for --mode blind (default: from the map)")
-    p.add_argument("--lam", type=positive_float, metavar="X", help="regularization weight: TV (sv-admm), gradient prior (fast), framelet ℓ1 (blind) "
+    p.add_argument("--lam", type=positive_weight, metavar="X", help="regularization weight: TV (sv-admm), gradient prior (fast), framelet ℓ1 (blind) "
                    "(default: sv-admm 3e-4 on an estimated map, 3e-3 with --radius-check off, at least 0.1 x the "
                    "noise sigma; fast 0.015, at least 1.5 x the noise sigma; blind 0.005)")
     p.add_argument("--iters", type=positive_int, metavar="N", help="ADMM iterations (sv-admm, default 30) or alternations (blind, default 20); not for fast")
@@ -130,9 +131,9 @@ def register(subparsers, parents) -> None:
                    help="estimate the blur map on the image reduced S times (S x S block means): radii up to S times "
                    "--max-radius at 1/S^2 of the map's cost, radii below ~1.5*S px not resolved; auto (default): "
                    "the finest power of 2 whose range holds the blur, found by a coarse read first (at 4 below 2 MP)")
-    p.add_argument("--save-map", metavar="M", help="write the blur map (.png colour-mapped, .npy/.tif float)")
-    p.add_argument("--save-layers", metavar="DIR", help="write the layer labels and per-layer results (blind mode) into DIR")
-    p.add_argument("--report", metavar="R.json", help="write a JSON report (map statistics, layers, kernels, timings)")
+    p.add_argument("--save-map", type=path_arg, metavar="M", help="write the blur map (.png colour-mapped, .npy/.tif float)")
+    p.add_argument("--save-layers", type=path_arg, metavar="DIR", help="write the layer labels and per-layer results (blind mode) into DIR")
+    p.add_argument("--report", type=path_arg, metavar="R.json", help="write a JSON report (map statistics, layers, kernels, timings)")
     add_jpeg_quality(p)
     add_strip_metadata(p)
     p.set_defaults(func=run)
@@ -186,8 +187,8 @@ def _check_layers_folder(folder: str, outputs: dict, overwrite: bool, inputs=())
         return bool(_LAYER_FILE.fullmatch(os.path.basename(path))) and \
             _same_file(os.path.dirname(os.path.abspath(path)), folder)
 
-    for path in inputs:
-        if written_there(path):
+    for path in inputs:  # (a symbolic link to one of those files too)
+        if written_there(path) or written_there(os.path.realpath(path)):
             raise ValueError(f"input {path} is a file that --save-layers {folder} writes; choose another folder")
     for name, path in outputs.items():
         if not path:
@@ -235,10 +236,9 @@ def _remove_stale_layers(folder: str, n_layers: int, n_kernels: int, say, inputs
 def run(args) -> int:
     from .allinfocus import ESTIMATED_MAP_LAM, AllInFocus  # noqa: PLC0415
     from .spatially_varying import noise_lam  # noqa: PLC0415
-    from .blurmap.cli import colorize  # noqa: PLC0415
     from .cli import (check_distinct_outputs, check_jpeg_quality_option, check_output_folder, check_output_path,  # noqa: PLC0415
                       input_paths, jpeg_input_error, read_input, say)
-    from .io import ARRAY_WRITE_EXTENSIONS, _atomic_write, output_batch, write_array, write_image  # noqa: PLC0415
+    from .io import ARRAY_WRITE_EXTENSIONS  # noqa: PLC0415
 
     ins = input_paths(args.input, args.map, psf=args.psf)  # a --psf calibration file is an input too
     out = check_output_path(ins, args.output, args.overwrite, kind="image")
@@ -333,6 +333,37 @@ def run(args) -> int:
             "--lam sets it)")
 
     # all outputs or none (io.output_batch: renamed together once all are written); OUT last
+    created = []  # --save-layers folders made here: removed again (if still empty) when the writes fail
+    try:
+        _write_outputs(args, res, out, meta, result_img, total, created)
+    except BaseException:
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only if empty
+        raise
+    if args.save_layers:  # an earlier run's extra layers, once this run's are in place
+        _remove_stale_layers(args.save_layers, len(res.layers), len(res.kernels), say, inputs=ins)
+    say(f"allinfocus: wrote {out} ({res.mode}, {total:.2f} s; map radius {res.radius_map.min():.2f}–{res.radius_map.max():.2f} px)")
+    return 0
+
+
+def _make_folders(path: str) -> list:
+    """``os.makedirs(path)``; the folders it created, outermost first."""
+    missing = []
+    p = os.path.abspath(path)
+    while not os.path.exists(p):
+        missing.append(p)
+        p = os.path.dirname(p)
+    os.makedirs(path, exist_ok=True)
+    return missing[::-1]
+
+
+def _write_outputs(args, res, out, meta, result_img, total, created) -> None:
+    """Every output of ``allinfocus``, all or none (:func:`gpudeblur.io.output_batch`); folders it
+    makes for ``--save-layers`` are appended to ``created``."""
+    from .blurmap.cli import colorize  # noqa: PLC0415
+    from .io import _atomic_write, output_batch, write_array, write_image  # noqa: PLC0415
+
     with output_batch():
         if args.save_map:
             if args.save_map.lower().endswith(".png"):
@@ -340,7 +371,7 @@ def run(args) -> int:
             else:
                 write_array(args.save_map, res.radius_map, overwrite=args.overwrite)
         if args.save_layers:  # blind mode (checked above): there are layers
-            os.makedirs(args.save_layers, exist_ok=True)
+            created.extend(_make_folders(args.save_layers))
             write_array(os.path.join(args.save_layers, "labels.npy"), res.layer_labels, overwrite=args.overwrite)
             for i, u in enumerate(res.layers):
                 write_image(os.path.join(args.save_layers, f"layer{i}.png"), np.clip(u, 0, 1), meta, overwrite=args.overwrite, bit_depth=8)
@@ -353,7 +384,3 @@ def run(args) -> int:
             rep["total_s"] = round(total, 4)
             _atomic_write(args.report, (json.dumps(rep, indent=2) + "\n").encode(), args.overwrite)
         write_image(out, result_img, meta, overwrite=args.overwrite, jpeg_quality=args.jpeg_quality)
-    if args.save_layers:  # an earlier run's extra layers, once this run's are in place
-        _remove_stale_layers(args.save_layers, len(res.layers), len(res.kernels), say, inputs=ins)
-    say(f"allinfocus: wrote {out} ({res.mode}, {total:.2f} s; map radius {res.radius_map.min():.2f}–{res.radius_map.max():.2f} px)")
-    return 0

@@ -197,7 +197,7 @@ def check_output_path(in_path, out_path, overwrite: bool, kind: str | None = "im
         Output exists (without ``overwrite``), is a folder or ends in a path
         separator; its folder is missing or not writable.
     """
-    from .io import image_format  # noqa: PLC0415
+    from .io import check_regular_output, image_format  # noqa: PLC0415
 
     if out_path is None or not os.fspath(out_path):
         raise ValueError("output path is empty")
@@ -213,6 +213,7 @@ def check_output_path(in_path, out_path, overwrite: bool, kind: str | None = "im
             raise ValueError(f"{label} {out} is the input file {os.fspath(i)}; choose another output name")
     if os.path.isdir(out):
         raise IsADirectoryError(f"{label} {out} is a folder; give a file name")
+    check_regular_output(out, f"{label} {out}")
     if out.endswith(tuple(s for s in (os.sep, os.altsep) if s)):
         raise IsADirectoryError(f"{label} {out} names a folder (it ends in {out[-1]}); give a file name")
     if extensions is not None:
@@ -265,6 +266,14 @@ def _int_arg(text: str, ok, what: str) -> int:
     return v
 
 
+def path_arg(text: str) -> str:
+    """argparse type: a file or folder path, not empty (an unset shell variable must not
+    silently drop the option)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return text
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer > 0."""
     return _int_arg(text, lambda v: v > 0, "a positive integer")
@@ -313,6 +322,23 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be at least float32's smallest normal number ({_F32_TINY:.3g}), "
                                          f"got {text!r}")
     return v
+
+
+def weight_float(text: str) -> float:
+    """argparse type: a regularization weight, finite, ``>= 0`` and at most ``MAX_WEIGHT`` (1e6)."""
+    from ._validate import MAX_WEIGHT  # noqa: PLC0415
+
+    v = finite_float(text)
+    if v > MAX_WEIGHT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_WEIGHT:g} (a larger weight only flattens the image), "
+                                         f"got {text!r}")
+    return v
+
+
+def positive_weight(text: str) -> float:
+    """argparse type: a regularization weight, ``> 0`` and at most ``MAX_WEIGHT``."""
+    positive_float(text)
+    return weight_float(text)
 
 
 def noise_variance(text: str):
@@ -402,7 +428,7 @@ def _add_deconv(sub, parents) -> None:
     p.add_argument("--iters", type=positive_int, metavar="N", help="iterations (rl, rl-tv, admm-tv)")
     p.add_argument(
         "--lam",
-        type=finite_float,
+        type=weight_float,
         metavar="X",
         help="regularization weight: TV weight of admm-tv (default: from the noise level) and rl-tv "
         "(default 0.002), lam of tikhonov (default 1e-3), eps of inverse (default 1e-3; 0 = plain inverse)",
@@ -493,7 +519,7 @@ def _add_demo(sub, parents) -> None:
             "non-blind comparison instead (disc r=4 everywhere, sigma 0.01; ADMM-TV, Wiener, Richardson-Lucy)."
         ),
     )
-    p.add_argument("--out", metavar="DIR", default="gpudeblur-demo", help="output folder (default ./gpudeblur-demo)")
+    p.add_argument("--out", type=path_arg, metavar="DIR", default="gpudeblur-demo", help="output folder (default ./gpudeblur-demo)")
     p.add_argument("--uniform", action="store_true",
                    help="non-blind deconvolution demo with one known PSF instead of the all-in-focus job")
     p.set_defaults(func=_run_demo)

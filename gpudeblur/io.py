@@ -269,19 +269,68 @@ def _png_size(data: bytes):
     return None
 
 
+@contextlib.contextmanager
+def _captured_stderr():
+    """Capture what C libraries write to file descriptor 2 during the block (libjpeg's
+    "Corrupt JPEG data" warnings, libpng's errors); yields a list that then holds the text's
+    lines. Where descriptor 2 cannot be redirected nothing is captured."""
+    lines: list = []
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield lines
+        return
+    with contextlib.suppress(Exception):
+        import sys  # noqa: PLC0415
+
+        sys.stderr.flush()
+    try:
+        with tempfile.TemporaryFile() as tmp:
+            os.dup2(tmp.fileno(), 2)
+            try:
+                yield lines
+            finally:
+                os.dup2(saved, 2)
+                tmp.seek(0)
+                lines.extend(tmp.read().decode("utf-8", "replace").splitlines())
+    finally:
+        os.close(saved)
+
+
+#: Messages of the image libraries OpenCV decodes with (captured from stderr and reported by us)
+_LIB_MESSAGE_PREFIXES = ("Corrupt JPEG data", "Premature end of JPEG file", "libpng error", "libpng warning")
+
+
+def _library_messages(lines) -> list:
+    """The decoders' messages among the captured ``lines``; anything else goes back to stderr."""
+    ours = [ln.strip() for ln in lines if ln.strip().startswith(_LIB_MESSAGE_PREFIXES)]
+    rest = [ln for ln in lines if ln.strip() and not ln.strip().startswith(_LIB_MESSAGE_PREFIXES)]
+    if rest:
+        with contextlib.suppress(OSError):
+            os.write(2, ("\n".join(rest) + "\n").encode())
+    return ours
+
+
 def _decode_cv(data: bytes, path: str, flags: int, what: str) -> np.ndarray:
     cv2 = _cv2()
-    with _quiet_opencv():
+    with _quiet_opencv(), _captured_stderr() as printed:
         try:
             arr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
         except cv2.error:
             arr = None
+    messages = _library_messages(printed)
+    said = f" ({'; '.join(dict.fromkeys(messages))})" if messages else ""
     if arr is None:
         size = _png_size(data) if what == "PNG" else None
         if size is not None and size[0] * size[1] > _CV_MAX_PIXELS:  # OpenCV's limit, not a corrupt file
             raise ValueError(f"cannot decode {path}: {size[0]}x{size[1]} pixels, over the {_CV_MAX_PIXELS / 1e9:.2f} "
                              "gigapixels OpenCV decodes (OPENCV_IO_MAX_IMAGE_PIXELS raises it); split the image")
-        raise ValueError(f"cannot decode {path}: not a supported {what} file, or the file is corrupt")
+        raise ValueError(f"cannot decode {path}: not a supported {what} file, or the file is corrupt{said}")
+    if any("premature end" in m.lower() for m in messages):  # the scan's data ran out: rows are missing
+        raise ValueError(f"cannot read {path}: corrupt {what} file, its image data end early{said}")
+    if messages:
+        warnings.warn(f"{path}: the decoder reports damaged data{said}; the image may be corrupt", UserWarning,
+                      stacklevel=4)
     return arr
 
 
@@ -291,7 +340,31 @@ def _decode_png(data: bytes, path: str):
     arr = _decode_cv(data, path, _cv2().IMREAD_UNCHANGED, "PNG")
     color_type = data[25] if len(data) > 25 else -1  # IHDR colour type; 4 = gray + alpha
     gray_alpha = color_type == 4 and arr.ndim == 3 and arr.shape[2] == 4
+    if color_type == 0 and arr.ndim == 2:  # gray with a transparent value (tRNS): OpenCV drops it
+        key = _png_gray_transparent(data, arr.dtype)
+        if key is not None:
+            full = np.iinfo(arr.dtype).max
+            arr = np.dstack([arr, np.where(arr == key, 0, full).astype(arr.dtype)])
     return arr, "bgr", gray_alpha
+
+
+def _png_gray_transparent(data: bytes, dtype):
+    """The transparent sample value of a gray PNG (its tRNS chunk) on the scale OpenCV decodes
+    to (bit depths below 8 expanded to 8), or None."""
+    depth = data[24]
+    pos = 8
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        if kind == b"tRNS" and length >= 2:
+            value = int.from_bytes(data[pos + 8:pos + 10], "big") & ((1 << depth) - 1)
+            if depth < 8:
+                value = value * 255 // ((1 << depth) - 1)
+            return dtype.type(value) if value <= np.iinfo(dtype).max else None
+        if kind in (b"IDAT", b"IEND"):  # tRNS comes before the image data
+            return None
+        pos += 12 + length
+    return None
 
 
 def _jpeg_complete(data: bytes) -> bool:
@@ -725,11 +798,35 @@ def _atomic_write(path: str, data: bytes, overwrite: bool) -> None:
     has no hard links: a check then :func:`os.replace`). Inside
     :func:`output_batch` the rename waits for the batch's end.
     """
+    path = _output_target(path)
     tmp = _write_temporary(path, data, overwrite)
     batch = _BATCH.get()
     if batch is not None and batch.add(tmp, path, overwrite):
         return
     _publish(tmp, path, overwrite)
+
+
+def _output_target(path: str) -> str:
+    """The file a write to ``path`` replaces: ``path``, or the file a symbolic link there
+    points to (written through, as the shell's ``>`` does: the link stays). A device, pipe or
+    socket there is refused: the rename would put a regular file in its place."""
+    path = os.fspath(path)
+    target = os.path.realpath(path) if os.path.islink(path) else path
+    check_regular_output(target, f"output {path}")
+    return target
+
+
+def check_regular_output(path: str, what: str | None = None) -> None:
+    """Raise ``ValueError`` if ``path`` exists (links followed) and is neither a regular file nor a
+    folder (a folder is refused by the writers with its own message); ``what`` names it in the
+    message (default ``'output <path>'``)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # not there (yet), or not ours to look at: the write says why
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ValueError(f"{what or f'output {path}'} is not a regular file (a device, pipe or socket); "
+                         "give the path of a file")
 
 
 def _write_temporary(path: str, data: bytes, overwrite: bool) -> str:

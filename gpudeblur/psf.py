@@ -197,9 +197,16 @@ def from_spec(spec: str, image_shape=None) -> np.ndarray:
     if spec.endswith(".npy"):
         if not os.path.isfile(spec):
             raise ValueError(f"PSF file not found: {spec}")
+        with open(spec, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":  # (NumPy would call any other bytes "pickled data")
+                raise ValueError(f"PSF file {spec}: not a .npy array file")
         try:
             arr = np.load(spec, allow_pickle=False)
-        except Exception as exc:
+        except ValueError as exc:
+            if "allow_pickle" in str(exc):
+                raise ValueError(f"PSF file {spec}: holds Python objects, not a numeric array") from None
+            raise ValueError(f"cannot read PSF file {spec}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001  (truncated: NumPy's EOF and shape errors)
             raise ValueError(f"cannot read PSF file {spec}: {exc}") from None
         return from_array(arr, name=f"PSF file {spec}")
     raise ValueError(

@@ -87,7 +87,7 @@ def test_clip_of_spatially_varying_checked_first(rgba):
 def test_unsigned_integer_images_are_read_on_their_full_scale(rgba):
     rgb, _, rmap = rgba
     dark = np.rint(rgb * 0.6 * 255).astype(np.uint8)  # brightest value 153: nothing is clipped
-    as_float = dark.astype(np.float32) * np.float32(1 / 255)  # as the library scales it
+    as_float = dark.astype(np.float32) / np.float32(255)  # as the library (and read_image) scales it
     a, ra = AllInFocus(mode="sv-admm", num_iter=3).run(dark, radius_map=rmap)
     b, rb = AllInFocus(mode="sv-admm", num_iter=3).run(as_float, radius_map=rmap)
     assert ra.saturated == 0.0 == rb.saturated
@@ -95,7 +95,7 @@ def test_unsigned_integer_images_are_read_on_their_full_scale(rgba):
     k = gd.psf.disc(2.0)
     np.testing.assert_allclose(gd.admm_tv(dark, k, num_iter=3), gd.admm_tv(as_float, k, num_iter=3), atol=1e-6)
     u16 = np.rint(rgb * 65535).astype(np.uint16)
-    np.testing.assert_allclose(gd.wiener(u16, k), gd.wiener(u16.astype(np.float32) * np.float32(1 / 65535), k),
+    np.testing.assert_allclose(gd.wiener(u16, k), gd.wiener(u16.astype(np.float32) / np.float32(65535), k),
                                atol=1e-5)
     assert gd.admm_tv(dark, k, num_iter=3).dtype == np.float32
 

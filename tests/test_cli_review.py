@@ -343,3 +343,136 @@ def test_a_jpeg_mask_stays_binary(tmp_path, scene, capsys):
     assert rc == 0, err
     m = cv2.imread(str(tmp_path / "m.jpg"), cv2.IMREAD_UNCHANGED)
     assert m.ndim == 2 and (np.minimum(m, 255 - m) <= 2).all() and m.min() == 0 and m.max() == 255
+
+
+# ---------------------------------------------------------------------------
+# session 32: a by-running review's findings
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [["allinfocus", "--map", ""], ["allinfocus", "--report", ""],
+                                  ["allinfocus", "--save-map", ""], ["allinfocus", "--mode", "blind", "--save-layers", ""],
+                                  ["blurmap", "--mask", ""], ["blurmap", "--candidates", ""]])
+def test_empty_path_options_are_refused(tmp_path, scene, capsys, argv):
+    """An empty value (an unset shell variable) must not drop the option silently: ``--map ""``
+    estimated the map instead, ``--report ""`` wrote nothing, both with exit 0."""
+    src, _ = scene
+    out = tmp_path / "o.png"
+    rc, err = _run(capsys, argv[0], src, out, *argv[1:])
+    assert rc == 2 and f"argument {argv[-2]}: expected a path, got an empty string" in err and not out.exists()
+
+
+def test_lam_is_bounded_up_front(tmp_path, scene, capsys):
+    """``--lam 1e20`` passed the check and failed after the whole run ("image to write contains
+    NaN"); a weight above 1e6 (which only flattens the image) is refused at once."""
+    from gpudeblur import AllInFocus
+    from gpudeblur._validate import MAX_WEIGHT
+
+    src, mp = scene
+    out = tmp_path / "o.png"
+    for argv in (["allinfocus", src, out, "--map", mp], ["deconv", src, out, "--psf", "disc:1"]):
+        rc, err = _run(capsys, *argv, "--lam", "1e20")
+        assert rc == 2 and "argument --lam: must be at most 1e+06" in err and not out.exists()
+    rc, _ = _run(capsys, "allinfocus", src, out, "--map", mp, "--mode", "sv-admm", "--iters", "2", "--lam", str(MAX_WEIGHT))
+    assert rc == 0 and np.isfinite(np.asarray(__import__("gpudeblur").io.read_image(out)[0])).all()
+    with pytest.raises(ValueError, match="lam must be at most"):
+        AllInFocus(lam=1e20)
+
+
+def test_layers_outside_blind_refused_in_python():
+    from gpudeblur import AllInFocus
+
+    for mode in ("sv-admm", "fast", "auto"):
+        with pytest.raises(ValueError, match="layers applies to mode 'blind' only"):
+            AllInFocus(mode=mode, layers=2)
+    assert AllInFocus(mode="blind", layers=2).layers == 2
+
+
+def test_report_to_a_fifo_or_device_refused(tmp_path, scene, capsys):
+    """``--report FIFO --overwrite`` (or a device such as /dev/null) replaced it with a regular
+    file: refused before the work, the FIFO left as it was."""
+    import os
+
+    src, mp = scene
+    fifo = tmp_path / "r.fifo"
+    os.mkfifo(fifo)
+    out = tmp_path / "o.png"
+    for extra in ([], ["--overwrite"]):
+        rc, err = _run(capsys, "allinfocus", src, out, "--map", mp, "--report", fifo, *extra)
+        assert rc == 2 and f"--report {fifo} is not a regular file" in err and not out.exists()
+    assert not os.path.isfile(fifo) and os.path.exists(fifo)
+
+
+def test_input_linked_into_the_layers_folder_is_not_overwritten(tmp_path, scene, capsys):
+    """IN a symbolic link to ``L/layer1.png``, ``--save-layers L --overwrite`` rewrote the input
+    (the check compared the link's own name)."""
+    import os
+    import shutil
+
+    src, mp = scene
+    (tmp_path / "L").mkdir()
+    shutil.copy(src, tmp_path / "L" / "layer1.png")
+    os.symlink(os.path.join("L", "layer1.png"), tmp_path / "in_link.png")
+    before = (tmp_path / "L" / "layer1.png").read_bytes()
+    rc, err = _run(capsys, "allinfocus", tmp_path / "in_link.png", tmp_path / "o.png", "--map", mp, "--mode", "blind",
+                   "--save-layers", tmp_path / "L", "--overwrite")
+    assert rc == 2 and "is a file that --save-layers" in err
+    assert (tmp_path / "L" / "layer1.png").read_bytes() == before
+
+
+def test_failed_write_removes_the_layers_folder_it_made(tmp_path, scene, capsys, monkeypatch):
+    """A blind run whose writes fail (a full disk) left the ``--save-layers`` folder it had made,
+    empty; it is removed again (a folder that was there stays)."""
+    import gpudeblur.io as io
+
+    src, mp = scene
+    real = io.write_image
+
+    def failing(path, *a, **k):
+        if str(path).endswith("o.png"):
+            raise OSError(28, "No space left on device")
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(io, "write_image", failing)
+    for folder in (tmp_path / "new" / "L", tmp_path):
+        rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", mp, "--mode", "blind", "--iters", "1",
+                       "--save-layers", folder, "--overwrite")
+        assert rc == 2 and "No space left" in err
+    assert not (tmp_path / "new").exists() and tmp_path.is_dir()
+    assert not list(tmp_path.glob("layer*.png")) and not list(tmp_path.glob("*.tmp"))
+
+
+def test_bad_cpu_workers_variable_named(monkeypatch):
+    from gpudeblur import _backend
+
+    for bad in ("abc", "0", "-1", "2.5"):
+        monkeypatch.setenv("GPUDEBLUR_CPU_WORKERS", bad)
+        with pytest.raises(ValueError, match=f"GPUDEBLUR_CPU_WORKERS must be a positive integer .*got '{bad}'"):
+            _backend._cpu_workers()
+    monkeypatch.setenv("GPUDEBLUR_CPU_WORKERS", "3")
+    assert _backend._cpu_workers() == 3
+
+
+def test_psf_files_that_are_not_arrays(tmp_path, scene, capsys):
+    """A text file named .npy / .npz was called "pickled data" (NumPy's guess)."""
+    src, _ = scene
+    (tmp_path / "p.npy").write_text("hi\n")
+    (tmp_path / "c.npz").write_text("hi\n")
+    rc, err = _run(capsys, "deconv", src, tmp_path / "o.png", "--psf", tmp_path / "p.npy")
+    assert rc == 2 and "not a .npy array file" in err and "pickle" not in err
+    rc, err = _run(capsys, "blurmap", src, tmp_path / "o.png", "--psf", tmp_path / "c.npz")
+    assert rc == 2 and "not an .npz archive" in err and "pickle" not in err
+
+
+def test_integer_arrays_scale_as_read_image_does(tmp_path):
+    """A uint8 / uint16 array through the API gets the same float32 values as ``read_image`` of
+    the same samples in a PNG (it was multiplied by float32(1/255): 126 of 256 values differed)."""
+    import cv2
+
+    from gpudeblur._backend import as_backend_array, get_backend
+    from gpudeblur.io import read_image
+
+    for a in (np.arange(256, dtype=np.uint8).reshape(16, 16), np.arange(65536, dtype=np.uint32).astype(np.uint16).reshape(256, 256)):
+        p = str(tmp_path / f"a{a.dtype}.png")
+        cv2.imwrite(p, a)
+        np.testing.assert_array_equal(as_backend_array(a, get_backend("cpu"))[0], read_image(p)[0])

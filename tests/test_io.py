@@ -364,6 +364,101 @@ def test_other_bad_files(tmp_path):
         read_image(tmp_path / "e.npy")
 
 
+def _jpeg_bytes(natural_rgb):
+    ok, buf = cv2.imencode(".jpg", np.rint(natural_rgb[:64, :64, ::-1] * 255).astype(np.uint8))
+    assert ok
+    return buf.tobytes()
+
+
+def test_damaged_jpeg_and_png_reported_by_us_once(tmp_path, natural_rgb, capfd):
+    """libjpeg decodes a JPEG whose scan data end early (half the file, then the end-of-image
+    marker) without an error, filling the rest with garbage, and prints its complaint to stderr:
+    now an error naming the file with libjpeg's words; other complaints a warning; libpng's
+    error text goes into our one-line message instead of a line of its own."""
+    j = _jpeg_bytes(natural_rgb)
+    (tmp_path / "half.jpg").write_bytes(j[: len(j) // 2] + b"\xff\xd9")
+    with pytest.raises(ValueError, match=r"half\.jpg: corrupt JPEG file, its image data end early "
+                                         r"\(Corrupt JPEG data: premature end of data segment\)"):
+        read_image(tmp_path / "half.jpg")
+    b = bytearray(j)
+    b[-2:-2] = b"\x00" * 7  # junk before the end marker: libjpeg's "extraneous bytes" complaint
+    (tmp_path / "junk.jpg").write_bytes(bytes(b))
+    with pytest.warns(UserWarning, match=r"junk\.jpg: the decoder reports damaged data \(Corrupt JPEG data: "
+                                         r"7 extraneous bytes before marker 0xd9\)"):
+        img, _ = read_image(tmp_path / "junk.jpg")
+    assert img.shape == (64, 64, 3)
+    ok, png = cv2.imencode(".png", np.rint(natural_rgb[:64, :64] * 255).astype(np.uint8))
+    p = bytearray(png.tobytes())
+    for i in range(40):
+        p[len(p) // 2 + i] ^= 0x5A
+    (tmp_path / "flip.png").write_bytes(bytes(p))
+    capfd.readouterr()
+    with pytest.raises(ValueError, match=r"flip\.png: .*corrupt \(libpng error: ") as info:
+        read_image(tmp_path / "flip.png")
+    assert "\n" not in str(info.value)
+    assert capfd.readouterr().err == ""  # nothing of libpng's own on stderr
+    (tmp_path / "ok.jpg").write_bytes(j)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an intact file: silent
+        read_image(tmp_path / "ok.jpg")
+    assert capfd.readouterr().err == ""
+
+
+def test_gray_png_transparency_becomes_alpha(tmp_path):
+    """A gray PNG's transparent value (tRNS chunk; OpenCV drops it) comes back as alpha, at 8, 16
+    and 1 bit, and is written back (gray + alpha)."""
+    from PIL import Image
+
+    a8 = (np.arange(64, dtype=np.uint8).reshape(8, 8) * 4)
+    Image.fromarray(a8).save(tmp_path / "g8.png", transparency=128)
+    img, meta = read_image(tmp_path / "g8.png")
+    np.testing.assert_array_equal(meta.alpha, np.where(a8 == 128, 0, 255))
+    np.testing.assert_array_equal(img, a8 / np.float32(255))
+    a16 = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000
+    Image.fromarray(a16).save(tmp_path / "g16.png", transparency=40000)
+    img, meta = read_image(tmp_path / "g16.png")
+    assert meta.bit_depth == 16 and meta.alpha.dtype == np.uint16
+    np.testing.assert_array_equal(meta.alpha, np.where(a16 == 40000, 0, 65535))
+    bits = (np.arange(64).reshape(8, 8) % 2).astype(np.uint8) * 255
+    Image.fromarray(bits).convert("1").save(tmp_path / "g1.png", transparency=1)
+    img, meta = read_image(tmp_path / "g1.png")
+    np.testing.assert_array_equal(meta.alpha, np.where(bits == 255, 0, 255))
+    write_image(tmp_path / "back.png", img, meta)
+    back = np.array(Image.open(tmp_path / "back.png").convert("LA"))
+    np.testing.assert_array_equal(back[..., 1], meta.alpha)
+    Image.fromarray(a8).save(tmp_path / "plain.png")  # no tRNS: no alpha
+    assert read_image(tmp_path / "plain.png")[1].alpha is None
+
+
+def test_writes_refuse_special_files_and_write_through_links(tmp_path):
+    """A device, FIFO or socket at the output path is refused (``os.replace`` would put a regular
+    file in its place, with ``overwrite`` too: as root that replaced /dev/null); a symbolic link to
+    a file is written through (the link stays, its target gets the new content, as the shell's
+    ``>`` does)."""
+    fifo = tmp_path / "out.npy"
+    os.mkfifo(fifo)
+    img = np.full((4, 4), 0.5, np.float32)
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match="out.npy is not a regular file"):
+            write_array(fifo, img, overwrite=overwrite)
+    assert os.path.exists(fifo) and not os.path.isfile(fifo)
+    target = tmp_path / "target.png"
+    write_image(target, img)
+    link = tmp_path / "link.png"
+    os.symlink("target.png", link)
+    write_image(link, np.zeros((4, 4), np.float32), overwrite=True)
+    assert os.path.islink(link) and read_image(target)[0].max() == 0
+    with pytest.raises(FileExistsError):
+        write_image(link, img)  # the target exists: overwrite needed
+    to_fifo = tmp_path / "to_fifo.npy"
+    os.symlink("out.npy", to_fifo)
+    with pytest.raises(ValueError, match="to_fifo.npy is not a regular file"):
+        write_array(to_fifo, img, overwrite=True)
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
 def test_messages_are_one_line(tmp_path):
     (tmp_path / "bad.tif").write_bytes(b"II*\x00garbage")
     with pytest.raises(ValueError) as info:

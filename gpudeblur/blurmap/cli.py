@@ -22,7 +22,7 @@ _PICTURE_EXT = (".png", ".jpg", ".jpeg")
 
 
 def register(subparsers, parents) -> None:
-    from ..cli import noise_variance, odd_window, positive_float, positive_int, psf_family  # noqa: PLC0415
+    from ..cli import noise_variance, odd_window, path_arg, positive_float, positive_int, psf_family  # noqa: PLC0415
 
     p = subparsers.add_parser(
         "blurmap",
@@ -36,8 +36,8 @@ def register(subparsers, parents) -> None:
     )
     p.add_argument("input", metavar="IN", help="input image (PNG, TIFF, JPEG, ...)")
     p.add_argument("output", metavar="OUT", help="radius map (.npy, .tif, .tiff) or picture (.png, .jpg)")
-    p.add_argument("--mask", metavar="MASK.png", help="also write the in-focus mask (white = in focus)")
-    p.add_argument("--candidates", metavar="C.npz", help="also write the top-3 candidates per pixel")
+    p.add_argument("--mask", type=path_arg, metavar="MASK.png", help="also write the in-focus mask (white = in focus)")
+    p.add_argument("--candidates", type=path_arg, metavar="C.npz", help="also write the top-3 candidates per pixel")
     p.add_argument("--window", type=odd_window, default=41, help="odd analysis window side (default 41)")
     p.add_argument("--noise", type=noise_variance, default=1e-4,
                    help="noise variance for [0, 1] intensities (1e-4, the paper's), or 'auto': measured on the image "

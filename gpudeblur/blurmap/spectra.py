@@ -83,6 +83,17 @@ class PSFCalibration:
     def load(cls, path) -> "PSFCalibration":
         """Read an ``.npz`` with ``radii`` (K,) and ``psfs`` (K, H, W)."""
         try:
+            with open(path, "rb") as f:
+                magic = f.read(6)
+        except FileNotFoundError:
+            raise ValueError(f"PSF calibration not found: {path}") from None
+        except OSError as exc:
+            raise ValueError(f"cannot read PSF calibration {path}: {exc.strerror or exc}") from None
+        if not magic:
+            raise ValueError(f"cannot read PSF calibration {path}: empty file")
+        if not magic.startswith((b"PK", b"\x93NUMPY")):  # (NumPy would call any other bytes "pickled data")
+            raise ValueError(f"cannot read PSF calibration {path}: not an .npz archive (arrays 'radii' and 'psfs')")
+        try:
             z = np.load(path, allow_pickle=False)
         except FileNotFoundError:
             raise ValueError(f"PSF calibration not found: {path}") from None
