@@ -43,7 +43,16 @@ takes into account (``AllInFocus(compression_noise=...)``).
 Every write is atomic: the bytes go to a temporary file in the target
 folder, which is then renamed onto the target (:func:`os.replace`), so a
 reader never sees a half-written file and a failure leaves nothing behind.
-An existing file is replaced only with ``overwrite=True``.
+An existing file is replaced only with ``overwrite=True``. A symbolic link
+at the target is written through (the link stays, the file it points to is
+replaced, as the shell's ``>`` does); a device, pipe or socket there is
+refused (the rename would put a regular file in its place).
+
+Damaged files: OpenCV's decoders print their complaints to stderr and go on;
+they are caught here. A JPEG whose scan data end early (libjpeg's "premature
+end of data segment": rows are missing) is refused, any other complaint is a
+:class:`UserWarning` naming the file, and libpng's error text becomes part of
+the one-line error.
 
 Errors are one-line :class:`ValueError` (bad content, unsupported layout)
 or :class:`OSError` (missing file, permissions, existing output) messages
