@@ -586,6 +586,11 @@ def _deconv_call(args):
             raise ValueError(f"--lam (eps of inverse) must be non-negative, got {args.lam!r}")
         if m != "inverse" and args.lam <= 0:
             raise ValueError(f"--lam must be positive, got {args.lam!r}")
+        from .restoration import RL_TV_MAX_WEIGHT  # noqa: PLC0415
+
+        if m == "rl-tv" and args.lam >= RL_TV_MAX_WEIGHT:
+            raise ValueError(f"--lam of rl-tv must be below {RL_TV_MAX_WEIGHT:g} (the iteration blows up), got "
+                             f"{args.lam!r}; use --method admm-tv for strong regularization")
     if args.balance is not None and args.balance <= 0:
         raise ValueError(f"--balance must be positive, got {args.balance!r}")
     if args.compression_noise is not None:

@@ -411,6 +411,12 @@ def tikhonov(image, psf, lam=1e-3, *, prior="gradient", boundary="reflect", lumi
 # ---------------------------------------------------------------------------
 
 
+#: RL-TV's weight must stay below this: the multiplicative update divides by ``1 − λ·div(∇x/|∇x|)``
+#: and that divergence reaches ±4 on the pixel grid, so from λ = 1/4 on the denominator can reach
+#: zero (clamped at 1e-3 in the kernel: the estimate grows by up to 1000× per step).
+RL_TV_MAX_WEIGHT = 0.25
+
+
 def richardson_lucy(
     image,
     psf,
@@ -440,7 +446,11 @@ def richardson_lucy(
     psf : (h, w) array
     num_iter : int
     tv_weight : float
-        λ of RL-TV (0: plain RL). Typical 0.001–0.01 for images in [0, 1].
+        λ of RL-TV (0: plain RL). Typical 0.001–0.01 for images in [0, 1];
+        below :data:`RL_TV_MAX_WEIGHT` (0.25), where the update's
+        denominator ``1 − λ·div`` stays positive (measured, 128² photo, disc
+        of 2 px, input 34.2 dB: 41.9 dB at 0.002, 27.0 at 0.05, 8.7 at 0.24,
+        values up to 466 at 0.3).
     filter_epsilon : float, optional
         Where the re-blurred estimate is ``<= filter_epsilon`` the ratio is
         set to 0 (as scikit-image). Default: the dtype's smallest normal.
@@ -458,6 +468,10 @@ def richardson_lucy(
     """
     num_iter = check_positive_int(num_iter, "num_iter")
     tv_weight = check_positive(tv_weight, "tv_weight", allow_zero=True)
+    if tv_weight >= RL_TV_MAX_WEIGHT:
+        raise ValueError(f"tv_weight of RL-TV must be below {RL_TV_MAX_WEIGHT:g}, got {tv_weight!r} (its update divides "
+                         "by 1 − λ·div, and the divergence of unit gradients reaches ±4: the iteration blows up); "
+                         "use admm_tv for strong regularization")
     clip = _check_clip(clip)
     p = _Problem(image, psf, backend, dtype, boundary, luminance)
     xp, op = p.be.xp, p.op

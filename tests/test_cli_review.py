@@ -476,3 +476,21 @@ def test_integer_arrays_scale_as_read_image_does(tmp_path):
         p = str(tmp_path / f"a{a.dtype}.png")
         cv2.imwrite(p, a)
         np.testing.assert_array_equal(as_backend_array(a, get_backend("cpu"))[0], read_image(p)[0])
+
+
+def test_rl_tv_weight_below_its_divergence_bound(tmp_path, scene, capsys):
+    """RL-TV's update divides by ``1 − λ·div`` (div up to ±4): from λ = 0.25 on it blows up (values
+    of several hundred at 0.3, silently); refused in Python and in the CLI."""
+    import gpudeblur as gd
+    from gpudeblur.restoration import RL_TV_MAX_WEIGHT
+
+    src, _ = scene
+    img = np.asarray(gd.io.read_image(src)[0])
+    k = gd.psf.disc(2.0)
+    ok = gd.richardson_lucy_tv(img, k, num_iter=20, tv_weight=0.2)
+    assert np.isfinite(ok).all()
+    for lam in (RL_TV_MAX_WEIGHT, 0.5):
+        with pytest.raises(ValueError, match="tv_weight of RL-TV must be below 0.25"):
+            gd.richardson_lucy_tv(img, k, num_iter=2, tv_weight=lam)
+    rc, err = _run(capsys, "deconv", src, tmp_path / "o.png", "--psf", "disc:2", "--method", "rl-tv", "--lam", "0.3")
+    assert rc == 2 and "--lam of rl-tv must be below 0.25" in err and not (tmp_path / "o.png").exists()
