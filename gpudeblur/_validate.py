@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 
 
-def check_image(img, xp, name: str = "image", allow_channels=(1, 3, 4)):
+def check_image(img, xp, name: str = "image", allow_channels=(1, 3, 4), unit_range: bool = False):
     """Validate a 2-D gray ``(M, N)`` or channels-last ``(M, N, C)`` image.
 
     Raises ``ValueError`` naming the problem: wrong rank, empty or
-    one-pixel image, unsupported channel count, NaN/Inf values.
+    one-pixel image, unsupported channel count, NaN/Inf values. With
+    ``unit_range`` (the deblurring entry points; not the forward blurs, which
+    may simulate linear light above white) a float image with values above
+    :data:`IMAGE_RANGE_WARNING` gets a warning: it is on another scale.
     """
     if img.ndim not in (2, 3):
         raise ValueError(f"{name} must be 2-D (M, N) or 3-D (M, N, C), got shape {tuple(img.shape)}")
@@ -23,7 +27,16 @@ def check_image(img, xp, name: str = "image", allow_channels=(1, 3, 4)):
         raise ValueError(f"{name} is too small ({img.shape[0]}x{img.shape[1]}); need at least 2x2 pixels")
     if not bool(xp.isfinite(img).all()):
         raise ValueError(f"{name} contains NaN or Inf values")
+    if unit_range and img.dtype.kind == "f" and float(xp.max(img)) > IMAGE_RANGE_WARNING:
+        # (one text, attributed to this line: shown once however many stages check the same image)
+        warnings.warn(f"{name} values exceed {IMAGE_RANGE_WARNING:g}: gpudeblur's weights and noise levels assume "
+                      "intensities in [0, 1]; divide 8-bit data by 255 (16-bit by 65535)", UserWarning, stacklevel=1)
     return img
+
+
+#: An image whose values exceed this is taken for data on another scale (0–255 floats, a signed
+#: integer array): :func:`check_image` warns. (A deblurred image overshoots 1 a little.)
+IMAGE_RANGE_WARNING = 2.0
 
 
 def split_alpha(img):

@@ -2002,7 +2002,7 @@ class AllInFocus:
             raise ValueError(f"map_estimated must be True, False or None, got {map_estimated!r}")
         be = get_backend(self.backend, like=image)
         x, kind = as_backend_array(image, be)
-        check_image(x, be.xp)
+        check_image(x, be.xp, unit_range=True)
         x, alpha = split_alpha(x)  # RGBA: the alpha channel comes back untouched
         timings = {}
         mode = self.resolve_mode(x.shape, be)

@@ -616,7 +616,7 @@ def _prepare(image, mask, backend, dtype, kernel_size):
     be = get_backend(backend, like=image)
     xp = be.xp
     x, kind = as_backend_array(image, be, dtype)
-    check_image(x, xp, allow_channels=(1, 3))
+    check_image(x, xp, allow_channels=(1, 3), unit_range=True)
     M, N = x.shape[:2]
     ks = kernel_size
     if isinstance(ks, bool) or not isinstance(ks, (int, np.integer)) or ks < 3 or ks % 2 == 0:

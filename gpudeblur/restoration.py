@@ -57,7 +57,7 @@ class _Problem:
         self.be: Backend = get_backend(backend, like=image)
         xp = self.be.xp
         x, self.kind = as_backend_array(image, self.be, dtype)
-        check_image(x, xp)
+        check_image(x, xp, unit_range=True)
         self.ndim = x.ndim
         self.dtype = x.dtype
         k = _psf.from_array(psf)

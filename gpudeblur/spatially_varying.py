@@ -612,10 +612,10 @@ def _point_weights(rmap, radii, step, radius_sigma, be, dtype):
     return w
 
 
-def _prepare(image, radius_map, backend, dtype):
+def _prepare(image, radius_map, backend, dtype, unit_range=True):
     be = get_backend(backend, like=image)
     x, kind = as_backend_array(image, be, dtype)
-    check_image(x, be.xp)
+    check_image(x, be.xp, unit_range=unit_range)
     r, _ = as_backend_array(radius_map, be, x.dtype, name="radius map")
     check_radius_map(r, x.shape[:2], be.xp)
     return be, x, kind, r
@@ -626,7 +626,7 @@ def blur_spatially_varying(image, radius_map, *, radius_step=0.5, family="disc",
 
     Used to simulate test data and by the re-blur checks; reflect boundary.
     """
-    be, x, kind, r = _prepare(image, radius_map, backend, dtype)
+    be, x, kind, r = _prepare(image, radius_map, backend, dtype, unit_range=False)  # (linear light may exceed 1)
     x, alpha = split_alpha(x)  # RGBA: alpha untouched
     op = SpatiallyVaryingBlur(r, be, x.dtype, radius_step, family)
     y = op.grid.crop(op.forward(op.grid.extend(to_channels_first(x), taper=False)))

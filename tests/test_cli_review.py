@@ -494,3 +494,27 @@ def test_rl_tv_weight_below_its_divergence_bound(tmp_path, scene, capsys):
             gd.richardson_lucy_tv(img, k, num_iter=2, tv_weight=lam)
     rc, err = _run(capsys, "deconv", src, tmp_path / "o.png", "--psf", "disc:2", "--method", "rl-tv", "--lam", "0.3")
     assert rc == 2 and "--lam of rl-tv must be below 0.25" in err and not (tmp_path / "o.png").exists()
+
+
+def test_images_on_another_scale_warn_once_at_the_deblurring_entry(natural_rgb):
+    """A float image in 0–255 (``cv2.imread(...).astype(np.float32)``) or a signed integer array
+    was deblurred on its raw scale without a word (every weight and noise level assumes [0, 1]);
+    the deblurring entry points warn, the forward blurs (which simulate linear light above white)
+    do not, and an image in [0, 1] never does."""
+    import warnings
+
+    import gpudeblur as gd
+    from gpudeblur.spatially_varying import blur_spatially_varying
+
+    k = gd.psf.disc(1.5)
+    img = natural_rgb[:48, :48]
+    for bad in (img * 255, (img * 255).astype(np.int32)):
+        with pytest.warns(UserWarning, match="image values exceed 2: .*divide 8-bit data by 255"):
+            gd.admm_tv(bad, k, num_iter=2)
+    with pytest.warns(UserWarning, match="image values exceed 2"):
+        gd.AllInFocus(mode="fast").run(img * 255, radius_map=np.full(img.shape[:2], 1.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        blur_spatially_varying(img * 4, np.full(img.shape[:2], 1.5))
+        gd.admm_tv(np.clip(img * 1.05, 0, 1.05), k, num_iter=2)
+        gd.AllInFocus(mode="fast").run(img, radius_map=np.full(img.shape[:2], 1.5))

@@ -416,7 +416,7 @@ class BlurMapEstimator:
         be = get_backend(backend if backend is not None else self.backend, like=image)
         xp = be.xp
         x, kind = as_backend_array(image, be, self.dtype)
-        check_image(x, xp)
+        check_image(x, xp, unit_range=True)
         M, N = int(x.shape[0]), int(x.shape[1])
         if M < self.window or N < self.window:
             raise ValueError(self._too_small(M, N))
@@ -646,7 +646,7 @@ class BlurMapEstimator:
     def _estimate_auto(self, image, return_info, backend, progress, with_confidence=False):
         be = get_backend(backend if backend is not None else self.backend, like=image)
         x, kind = as_backend_array(image, be, self.dtype)
-        check_image(x, be.xp)
+        check_image(x, be.xp, unit_range=True)
         M, N = int(x.shape[0]), int(x.shape[1])
         s = 1
         if self._scalable():  # the coarser of the two rules' starts (2-4 MP: 4, not 2)
@@ -717,7 +717,7 @@ class BlurMapEstimator:
         be = get_backend(backend if backend is not None else self.backend, like=image)
         xp = be.xp
         x, kind = as_backend_array(image, be, self.dtype)
-        check_image(x, xp)
+        check_image(x, xp, unit_range=True)
         self.check_scale(x.shape, s)
         M, N = int(x.shape[0]), int(x.shape[1])
         small = block_mean(x, s, xp)
