@@ -349,31 +349,41 @@ def _decode_png(data: bytes, path: str):
     arr = _decode_cv(data, path, _cv2().IMREAD_UNCHANGED, "PNG")
     color_type = data[25] if len(data) > 25 else -1  # IHDR colour type; 4 = gray + alpha
     gray_alpha = color_type == 4 and arr.ndim == 3 and arr.shape[2] == 4
-    if color_type == 0 and arr.ndim == 2:  # gray with a transparent value (tRNS): OpenCV drops it
-        key = _png_gray_transparent(data, arr.dtype)
+    chunks = _png_chunks_before_data(data)
+    if b"acTL" in chunks:
+        warnings.warn(f"{path} is an animated PNG; reading its first frame only", UserWarning, stacklevel=4)
+    if color_type == 0 and arr.ndim == 2 and arr.dtype.kind == "u":  # gray with a transparent value (tRNS)
+        key = _png_gray_transparent(chunks.get(b"tRNS", b""), data[24], arr.dtype)  # (OpenCV drops it)
         if key is not None:
             full = np.iinfo(arr.dtype).max
             arr = np.dstack([arr, np.where(arr == key, 0, full).astype(arr.dtype)])
     return arr, "bgr", gray_alpha
 
 
-def _png_gray_transparent(data: bytes, dtype):
-    """The transparent sample value of a gray PNG (its tRNS chunk) on the scale OpenCV decodes
-    to (bit depths below 8 expanded to 8), or None."""
-    depth = data[24]
+def _png_chunks_before_data(data: bytes) -> dict:
+    """``{type: data}`` of a PNG's chunks before its first IDAT (the first of each type; a
+    malformed length ends the walk)."""
+    chunks: dict = {}
     pos = 8
     while pos + 8 <= len(data):
         length = int.from_bytes(data[pos:pos + 4], "big")
         kind = data[pos + 4:pos + 8]
-        if kind == b"tRNS" and length >= 2:
-            value = int.from_bytes(data[pos + 8:pos + 10], "big") & ((1 << depth) - 1)
-            if depth < 8:
-                value = value * 255 // ((1 << depth) - 1)
-            return dtype.type(value) if value <= np.iinfo(dtype).max else None
-        if kind in (b"IDAT", b"IEND"):  # tRNS comes before the image data
-            return None
+        if kind in (b"IDAT", b"IEND") or pos + 12 + length > len(data):
+            break
+        chunks.setdefault(kind, data[pos + 8:pos + 8 + length])
         pos += 12 + length
-    return None
+    return chunks
+
+
+def _png_gray_transparent(trns: bytes, depth: int, dtype):
+    """The transparent sample value of a gray PNG of bit ``depth`` (its tRNS chunk's data) on the
+    scale OpenCV decodes to (depths below 8 expanded to 8), or None."""
+    if len(trns) < 2 or depth not in (1, 2, 4, 8, 16):
+        return None
+    value = int.from_bytes(trns[:2], "big") & ((1 << depth) - 1)
+    if depth < 8:
+        value = value * 255 // ((1 << depth) - 1)
+    return dtype.type(value) if value <= np.iinfo(dtype).max else None
 
 
 def _jpeg_complete(data: bytes) -> bool:

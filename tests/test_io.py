@@ -432,6 +432,28 @@ def test_gray_png_transparency_becomes_alpha(tmp_path):
     assert read_image(tmp_path / "plain.png")[1].alpha is None
 
 
+def test_animated_png_reads_its_first_frame_with_a_warning(tmp_path):
+    from PIL import Image
+
+    frames = [Image.fromarray(np.full((8, 8, 3), v, np.uint8)) for v in (10, 200)]
+    frames[0].save(tmp_path / "anim.png", save_all=True, append_images=frames[1:], duration=100)
+    with pytest.warns(UserWarning, match="anim.png is an animated PNG; reading its first frame only"):
+        img, _ = read_image(tmp_path / "anim.png")
+    np.testing.assert_array_equal(img, np.full((8, 8, 3), np.float32(10) / np.float32(255)))
+
+
+def test_png_chunk_walk_survives_malformed_chunks(tmp_path):
+    """A tRNS chunk cut short, a chunk length past the file's end: read as without them."""
+    from gpudeblur.io import _png_chunks_before_data, _png_gray_transparent
+
+    assert _png_gray_transparent(b"\x00", 8, np.dtype(np.uint8)) is None
+    assert _png_gray_transparent(b"", 16, np.dtype(np.uint16)) is None
+    assert _png_gray_transparent(b"\x01\x00", 8, np.dtype(np.uint8)) == 0  # (only the depth's bits count)
+    head = b"\x89PNG\r\n\x1a\n" + (13).to_bytes(4, "big") + b"IHDR" + bytes(13) + bytes(4)
+    assert set(_png_chunks_before_data(head + (999).to_bytes(4, "big") + b"tRNS\x00")) == {b"IHDR"}
+    assert _png_chunks_before_data(b"\x89PNG") == {}
+
+
 def test_writes_refuse_special_files_and_write_through_links(tmp_path):
     """A device, FIFO or socket at the output path is refused (``os.replace`` would put a regular
     file in its place, with ``overwrite`` too: as root that replaced /dev/null); a symbolic link to
