@@ -190,6 +190,14 @@ def _check_layers_folder(folder: str, outputs: dict, overwrite: bool, inputs=())
     for path in inputs:  # (a symbolic link to one of those files too)
         if written_there(path) or written_there(os.path.realpath(path)):
             raise ValueError(f"input {path} is a file that --save-layers {folder} writes; choose another folder")
+    if os.path.isdir(folder):  # a layer file there that is a link to an input or output: written through
+        for f in sorted(os.listdir(folder)):
+            p = os.path.join(folder, f)
+            if _LAYER_FILE.fullmatch(f) and os.path.islink(p):
+                for path in [*inputs, *(v for v in outputs.values() if v)]:
+                    if _same_file(p, path):
+                        raise ValueError(f"--save-layers {folder}: {f} is a link to {path}, which this run "
+                                         "would overwrite; remove the link or choose another folder")
     for name, path in outputs.items():
         if not path:
             continue

@@ -325,7 +325,8 @@ def positive_float(text: str) -> float:
 
 
 def weight_float(text: str) -> float:
-    """argparse type: a regularization weight, finite, ``>= 0`` and at most ``MAX_WEIGHT`` (1e6)."""
+    """argparse type: a regularization weight, finite and at most ``MAX_WEIGHT`` (1e6; its sign is
+    the caller's to check: ``inverse``'s eps may be 0)."""
     from ._validate import MAX_WEIGHT  # noqa: PLC0415
 
     v = finite_float(text)

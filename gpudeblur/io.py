@@ -68,6 +68,7 @@ import io as _io
 import os
 import stat
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -282,19 +283,28 @@ def _png_size(data: bytes):
 def _captured_stderr():
     """Capture what C libraries write to file descriptor 2 during the block (libjpeg's
     "Corrupt JPEG data" warnings, libpng's errors); yields a list that then holds the text's
-    lines. Where descriptor 2 cannot be redirected nothing is captured."""
+    lines. Only in the main thread, one block at a time; where descriptor 2 cannot be
+    redirected (or no temporary file can be made) nothing is captured."""
     lines: list = []
-    try:
-        saved = os.dup(2)
-    except OSError:
+    # descriptor 2 is the process's: only the main thread redirects it, one block at a time (two
+    # threads swapping it would leave it on a deleted file); elsewhere nothing is captured
+    if threading.current_thread() is not threading.main_thread() or not _STDERR_LOCK.acquire(blocking=False):
         yield lines
         return
-    with contextlib.suppress(Exception):
-        import sys  # noqa: PLC0415
-
-        sys.stderr.flush()
     try:
-        with tempfile.TemporaryFile() as tmp:
+        try:
+            saved = os.dup(2)
+            tmp = tempfile.TemporaryFile()
+        except OSError:
+            if "saved" in locals():
+                os.close(saved)
+            yield lines
+            return
+        with contextlib.suppress(Exception):
+            import sys  # noqa: PLC0415
+
+            sys.stderr.flush()
+        try:
             os.dup2(tmp.fileno(), 2)
             try:
                 yield lines
@@ -302,18 +312,27 @@ def _captured_stderr():
                 os.dup2(saved, 2)
                 tmp.seek(0)
                 lines.extend(tmp.read().decode("utf-8", "replace").splitlines())
+        finally:
+            os.close(saved)
+            tmp.close()
     finally:
-        os.close(saved)
+        _STDERR_LOCK.release()
+
+
+_STDERR_LOCK = threading.Lock()
 
 
 #: Messages of the image libraries OpenCV decodes with (captured from stderr and reported by us)
-_LIB_MESSAGE_PREFIXES = ("Corrupt JPEG data", "Premature end of JPEG file", "libpng error", "libpng warning")
+_LIB_MESSAGE_PREFIXES = ("Corrupt JPEG data", "Premature end of JPEG file", "libpng error")
+#: ... and those dropped: libpng's warnings concern metadata chunks (an sRGB profile libpng knows
+#: to be wrong, an eXIf it finds invalid; ``_metadata`` reports the metadata it cannot carry)
+_LIB_QUIET_PREFIXES = ("libpng warning",)
 
 
 def _library_messages(lines) -> list:
     """The decoders' messages among the captured ``lines``; anything else goes back to stderr."""
     ours = [ln.strip() for ln in lines if ln.strip().startswith(_LIB_MESSAGE_PREFIXES)]
-    rest = [ln for ln in lines if ln.strip() and not ln.strip().startswith(_LIB_MESSAGE_PREFIXES)]
+    rest = [ln for ln in lines if ln.strip() and not ln.strip().startswith(_LIB_MESSAGE_PREFIXES + _LIB_QUIET_PREFIXES)]
     if rest:
         with contextlib.suppress(OSError):
             os.write(2, ("\n".join(rest) + "\n").encode())
@@ -383,7 +402,7 @@ def _png_gray_transparent(trns: bytes, depth: int, dtype):
     value = int.from_bytes(trns[:2], "big") & ((1 << depth) - 1)
     if depth < 8:
         value = value * 255 // ((1 << depth) - 1)
-    return dtype.type(value) if value <= np.iinfo(dtype).max else None
+    return dtype.type(value)  # (masked to the depth: within the type)
 
 
 def _jpeg_complete(data: bytes) -> bool:
@@ -817,6 +836,8 @@ def _atomic_write(path: str, data: bytes, overwrite: bool) -> None:
     has no hard links: a check then :func:`os.replace`). Inside
     :func:`output_batch` the rename waits for the batch's end.
     """
+    if not overwrite and os.path.lexists(path):  # (a dangling link too: the name is taken)
+        raise FileExistsError(f"output file exists: {path} (pass overwrite=True to replace it)")
     path = _output_target(path)
     tmp = _write_temporary(path, data, overwrite)
     batch = _BATCH.get()

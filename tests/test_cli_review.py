@@ -518,3 +518,23 @@ def test_images_on_another_scale_warn_once_at_the_deblurring_entry(natural_rgb):
         blur_spatially_varying(img * 4, np.full(img.shape[:2], 1.5))
         gd.admm_tv(np.clip(img * 1.05, 0, 1.05), k, num_iter=2)
         gd.AllInFocus(mode="fast").run(img, radius_map=np.full(img.shape[:2], 1.5))
+
+
+def test_layer_file_linked_to_an_input_or_output_refused(tmp_path, scene, capsys):
+    """Outputs are written through symbolic links, so a ``layer1.png`` in the ``--save-layers``
+    folder that links back to IN (or to OUT, existing or not) would overwrite it: refused up front."""
+    import os
+
+    src, mp = scene
+    (tmp_path / "L").mkdir()
+    before = src.read_bytes()
+    os.symlink(os.path.join("..", src.name), tmp_path / "L" / "layer1.png")
+    os.symlink(os.path.join("..", "o.png"), tmp_path / "L" / "layer0.png")
+    rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", mp, "--mode", "blind", "--iters", "1",
+                   "--save-layers", tmp_path / "L", "--overwrite")
+    assert rc == 2 and "layer0.png is a link to" in err and "would overwrite" in err
+    os.remove(tmp_path / "L" / "layer0.png")
+    rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", mp, "--mode", "blind", "--iters", "1",
+                   "--save-layers", tmp_path / "L", "--overwrite")
+    assert rc == 2 and "layer1.png is a link to" in err
+    assert src.read_bytes() == before and not (tmp_path / "o.png").exists()

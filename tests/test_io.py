@@ -387,6 +387,11 @@ def test_damaged_jpeg_and_png_reported_by_us_once(tmp_path, natural_rgb, capfd):
                                          r"7 extraneous bytes before marker 0xd9\)"):
         img, _ = read_image(tmp_path / "junk.jpg")
     assert img.shape == (64, 64, 3)
+    from gpudeblur.io import jpeg_compression_noise
+
+    capfd.readouterr()
+    assert jpeg_compression_noise(tmp_path / "junk.jpg") > 0  # its own decode: libjpeg's words not on stderr
+    assert capfd.readouterr().err == ""
     ok, png = cv2.imencode(".png", np.rint(natural_rgb[:64, :64] * 255).astype(np.uint8))
     p = bytearray(png.tobytes())
     for i in range(40):
@@ -432,6 +437,39 @@ def test_gray_png_transparency_becomes_alpha(tmp_path):
     assert read_image(tmp_path / "plain.png")[1].alpha is None
 
 
+def test_stderr_capture_threads_and_no_temporary_folder(tmp_path, natural_rgb, monkeypatch):
+    """Descriptor 2 is the process's: reads from worker threads do not redirect it (two threads
+    swapping it left it on a deleted file), and a read where no temporary file can be made still
+    works (nothing captured). Lines that are not the decoders' go back to stderr; libpng's metadata
+    warnings are dropped (a damaged-data warning for a known-wrong sRGB profile would cry wolf)."""
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gpudeblur.io import _captured_stderr, _library_messages
+
+    p = tmp_path / "ok.png"
+    cv2.imwrite(str(p), np.rint(natural_rgb[:32, :32] * 255).astype(np.uint8))
+    before = os.fstat(2)
+    with ThreadPoolExecutor(4) as ex:
+        list(ex.map(lambda _: read_image(p), range(200)))
+    after = os.fstat(2)  # the same file as before (pytest's own capture file here)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    assert read_image(p)[0].shape == (32, 32, 3)
+    monkeypatch.undo()
+    with _captured_stderr() as lines:
+        os.write(2, b"libpng warning: iCCP: known incorrect sRGB profile\nsomething else\n")
+    assert lines == ["libpng warning: iCCP: known incorrect sRGB profile", "something else"]
+
+
+def test_library_messages_sorts_captured_lines(capfd):
+    from gpudeblur.io import _library_messages
+
+    got = _library_messages(["Corrupt JPEG data: 3 extraneous bytes", "libpng warning: eXIf: invalid", "other text"])
+    assert got == ["Corrupt JPEG data: 3 extraneous bytes"]
+    assert capfd.readouterr().err == "other text\n"
+
+
 def test_animated_png_reads_its_first_frame_with_a_warning(tmp_path):
     from PIL import Image
 
@@ -462,9 +500,10 @@ def test_writes_refuse_special_files_and_write_through_links(tmp_path):
     fifo = tmp_path / "out.npy"
     os.mkfifo(fifo)
     img = np.full((4, 4), 0.5, np.float32)
-    for overwrite in (False, True):
-        with pytest.raises(ValueError, match="out.npy is not a regular file"):
-            write_array(fifo, img, overwrite=overwrite)
+    with pytest.raises(FileExistsError, match="out.npy"):
+        write_array(fifo, img)
+    with pytest.raises(ValueError, match="out.npy is not a regular file"):
+        write_array(fifo, img, overwrite=True)
     assert os.path.exists(fifo) and not os.path.isfile(fifo)
     target = tmp_path / "target.png"
     write_image(target, img)
@@ -472,8 +511,12 @@ def test_writes_refuse_special_files_and_write_through_links(tmp_path):
     os.symlink("target.png", link)
     write_image(link, np.zeros((4, 4), np.float32), overwrite=True)
     assert os.path.islink(link) and read_image(target)[0].max() == 0
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match="link.png"):
         write_image(link, img)  # the target exists: overwrite needed
+    os.symlink("nowhere.png", tmp_path / "dangling.png")
+    with pytest.raises(FileExistsError, match="dangling.png"):  # the name is taken (the CLI says the same)
+        write_image(tmp_path / "dangling.png", img)
+    assert not (tmp_path / "nowhere.png").exists()
     to_fifo = tmp_path / "to_fifo.npy"
     os.symlink("out.npy", to_fifo)
     with pytest.raises(ValueError, match="to_fifo.npy is not a regular file"):
