@@ -292,12 +292,15 @@ def _captured_stderr():
         yield lines
         return
     try:
+        saved = tmp = None
         try:
             saved = os.dup(2)
             tmp = tempfile.TemporaryFile()
-        except OSError:
-            if "saved" in locals():
+        except OSError:  # no descriptor 2, or no temporary folder: nothing captured
+            if saved is not None:
                 os.close(saved)
+            saved = None
+        if saved is None:
             yield lines
             return
         with contextlib.suppress(Exception):
