@@ -383,8 +383,10 @@ def _decode_png(data: bytes, path: str):
 
 
 def _png_chunks_before_data(data: bytes) -> dict:
-    """``{type: data}`` of a PNG's chunks before its first IDAT (the first of each type; a
-    malformed length ends the walk)."""
+    """``{type: data}`` of a PNG's chunks before its first IDAT (the first of each type whose
+    CRC holds, as libpng discards the others; a malformed length ends the walk)."""
+    import zlib  # noqa: PLC0415
+
     chunks: dict = {}
     pos = 8
     while pos + 8 <= len(data):
@@ -392,7 +394,9 @@ def _png_chunks_before_data(data: bytes) -> dict:
         kind = data[pos + 4:pos + 8]
         if kind in (b"IDAT", b"IEND") or pos + 12 + length > len(data):
             break
-        chunks.setdefault(kind, data[pos + 8:pos + 8 + length])
+        body = data[pos + 8:pos + 8 + length]
+        if zlib.crc32(kind + body) == int.from_bytes(data[pos + 8 + length:pos + 12 + length], "big"):
+            chunks.setdefault(kind, body)
         pos += 12 + length
     return chunks
 
@@ -400,7 +404,7 @@ def _png_chunks_before_data(data: bytes) -> dict:
 def _png_gray_transparent(trns: bytes, depth: int, dtype):
     """The transparent sample value of a gray PNG of bit ``depth`` (its tRNS chunk's data) on the
     scale OpenCV decodes to (depths below 8 expanded to 8), or None."""
-    if len(trns) < 2 or depth not in (1, 2, 4, 8, 16):
+    if len(trns) != 2 or depth not in (1, 2, 4, 8, 16):  # (libpng ignores a gray tRNS of another length)
         return None
     value = int.from_bytes(trns[:2], "big") & ((1 << depth) - 1)
     if depth < 8:

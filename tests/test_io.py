@@ -487,9 +487,19 @@ def test_png_chunk_walk_survives_malformed_chunks(tmp_path):
     assert _png_gray_transparent(b"\x00", 8, np.dtype(np.uint8)) is None
     assert _png_gray_transparent(b"", 16, np.dtype(np.uint16)) is None
     assert _png_gray_transparent(b"\x01\x00", 8, np.dtype(np.uint8)) == 0  # (only the depth's bits count)
-    head = b"\x89PNG\r\n\x1a\n" + (13).to_bytes(4, "big") + b"IHDR" + bytes(13) + bytes(4)
+    import zlib
+
+    def chunk(kind, body, crc=None):
+        crc = zlib.crc32(kind + body) if crc is None else crc
+        return len(body).to_bytes(4, "big") + kind + body + crc.to_bytes(4, "big")
+
+    head = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", bytes(13))
     assert set(_png_chunks_before_data(head + (999).to_bytes(4, "big") + b"tRNS\x00")) == {b"IHDR"}
     assert _png_chunks_before_data(b"\x89PNG") == {}
+    assert _png_chunks_before_data(head + chunk(b"tRNS", b"\x00\x80"))[b"tRNS"] == b"\x00\x80"
+    assert b"tRNS" not in _png_chunks_before_data(head + chunk(b"tRNS", b"\x00\x80", crc=1))  # (libpng drops it)
+    assert b"tRNS" not in _png_chunks_before_data(head + chunk(b"IDAT", b"") + chunk(b"tRNS", b"\x00\x80"))
+    assert _png_gray_transparent(b"\x00\x80\x00", 8, np.dtype(np.uint8)) is None
 
 
 def test_writes_refuse_special_files_and_write_through_links(tmp_path):
