@@ -77,12 +77,21 @@ def check_positive(value, name: str, allow_zero: bool = False) -> float:
 MAX_WEIGHT = 1e6
 
 
+def weight_too_large(value, given=None) -> str | None:
+    """The message for a weight above :data:`MAX_WEIGHT` (``'must be at most …, got <given>'``;
+    ``given`` default ``value``), or None."""
+    if float(value) > MAX_WEIGHT:
+        return f"must be at most {MAX_WEIGHT:g} (a larger weight only flattens the image), " \
+               f"got {value if given is None else given!r}"
+    return None
+
+
 def check_weight(value, name: str) -> float:
     """A regularization weight: positive, finite, at most :data:`MAX_WEIGHT`."""
     v = check_positive(value, name)
-    if v > MAX_WEIGHT:
-        raise ValueError(f"{name} must be at most {MAX_WEIGHT:g} (a larger weight only flattens the image), "
-                         f"got {value!r}")
+    too_large = weight_too_large(value)
+    if too_large:
+        raise ValueError(f"{name} {too_large}")
     return v
 
 

@@ -2085,7 +2085,7 @@ class AllInFocus:
             t0 = time.perf_counter()  # the deblur stage starts after the checks
             self._stage(f"deblur ({mode})")
             if confidence is not None:  # fast on its own estimate: the quietest radius where the map knows nothing
-                u = uninformed_weight(confidence, *UNINFORMED_CONFIDENCE, backend=be).astype(rdeb.dtype, copy=False)
+                u = uninformed_weight(confidence, backend=be).astype(rdeb.dtype, copy=False)
                 result.uninformed_shrunk = float(u.mean())
                 rdeb = rdeb - u * (rdeb - _quietest(rdeb, kw["lam"], self._psf, be))
             result.deblur_map = be.to_host(rdeb).astype(np.float32)

@@ -327,19 +327,21 @@ def positive_float(text: str) -> float:
 def weight_float(text: str) -> float:
     """argparse type: a regularization weight, finite and at most ``MAX_WEIGHT`` (1e6; its sign is
     the caller's to check: ``inverse``'s eps may be 0)."""
-    from ._validate import MAX_WEIGHT  # noqa: PLC0415
-
-    v = finite_float(text)
-    if v > MAX_WEIGHT:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_WEIGHT:g} (a larger weight only flattens the image), "
-                                         f"got {text!r}")
-    return v
+    return _bounded_weight(finite_float(text), text)
 
 
 def positive_weight(text: str) -> float:
     """argparse type: a regularization weight, ``> 0`` and at most ``MAX_WEIGHT``."""
-    positive_float(text)
-    return weight_float(text)
+    return _bounded_weight(positive_float(text), text)
+
+
+def _bounded_weight(v: float, text: str) -> float:
+    from ._validate import weight_too_large  # noqa: PLC0415
+
+    too_large = weight_too_large(v, text)
+    if too_large:
+        raise argparse.ArgumentTypeError(too_large)
+    return v
 
 
 def noise_variance(text: str):
