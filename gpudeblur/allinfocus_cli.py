@@ -356,12 +356,19 @@ def run(args) -> int:
 
 
 def _make_folders(path: str) -> list:
-    """``os.makedirs(path)``; the folders it created, outermost first."""
+    """``os.makedirs(path)``; the folders it created, outermost first.
+
+    The path is walked as ``makedirs`` walks it, not normalized: ``a/new/../L`` creates
+    ``a/new`` too (and ``..``/``.`` components name no folder of their own)."""
     missing = []
-    p = os.path.abspath(path)
+    p = os.path.join(os.getcwd(), os.fspath(path))
     while not os.path.exists(p):
-        missing.append(p)
-        p = os.path.dirname(p)
+        head, tail = os.path.split(p.rstrip(os.sep) or os.sep)
+        if tail not in (os.curdir, os.pardir):
+            missing.append(p)
+        if head == p:
+            break
+        p = head
     os.makedirs(path, exist_ok=True)
     return missing[::-1]
 

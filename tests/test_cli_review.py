@@ -434,11 +434,13 @@ def test_failed_write_removes_the_layers_folder_it_made(tmp_path, scene, capsys,
         return real(path, *a, **k)
 
     monkeypatch.setattr(io, "write_image", failing)
-    for folder in (tmp_path / "new" / "L", tmp_path):
+    for folder in (tmp_path / "new" / "L", tmp_path, f"{tmp_path}/new2/../L2", f"{tmp_path}/new3/./L3/"):
         rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", mp, "--mode", "blind", "--iters", "1",
                        "--save-layers", folder, "--overwrite")
         assert rc == 2 and "No space left" in err
-    assert not (tmp_path / "new").exists() and tmp_path.is_dir()
+    for made in ("new", "new2", "L2", "new3"):
+        assert not (tmp_path / made).exists(), made
+    assert tmp_path.is_dir()
     assert not list(tmp_path.glob("layer*.png")) and not list(tmp_path.glob("*.tmp"))
 
 
