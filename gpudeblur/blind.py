@@ -63,7 +63,7 @@ import numpy as np
 
 from . import psf as _psf
 from ._backend import Backend, as_backend_array, get_backend, to_output
-from ._validate import check_choice, check_image, check_positive, check_positive_int
+from ._validate import check_choice, check_image, check_positive, check_positive_int, join_alpha, split_alpha
 from .convolution import BlurOperator, from_channels_first, to_channels_first
 from .framelets import framelet_adjoint, framelet_forward
 from .operators import laplacian_otf_abs2
@@ -613,10 +613,12 @@ def pga_kernel(
 
 
 def _prepare(image, mask, backend, dtype, kernel_size):
+    """``(be, colour, alpha, kind, mask)``: an RGBA image's alpha is split off (None otherwise)."""
     be = get_backend(backend, like=image)
     xp = be.xp
     x, kind = as_backend_array(image, be, dtype)
-    check_image(x, xp, allow_channels=(1, 3), unit_range=True)
+    check_image(x, xp, allow_channels=(1, 3, 4), unit_range=True)
+    x, alpha = split_alpha(x)  # RGBA: the alpha channel comes back untouched
     M, N = x.shape[:2]
     ks = kernel_size
     if isinstance(ks, bool) or not isinstance(ks, (int, np.integer)) or ks < 3 or ks % 2 == 0:
@@ -635,7 +637,7 @@ def _prepare(image, mask, backend, dtype, kernel_size):
             raise ValueError("mask values must lie in [0, 1]")
         if not bool((a > 0).any()):
             raise ValueError("mask is empty (all zero): nothing to deblur")
-    return be, x, kind, a
+    return be, x, alpha, kind, a
 
 
 def _luma(xc, xp):
@@ -691,8 +693,8 @@ def init_kernel_tung(
 
     Parameters
     ----------
-    image : (M, N) or (M, N, 3) array
-        RGB input is reduced to BT.601 luminance.
+    image : (M, N), (M, N, 3) or (M, N, 4) array
+        RGB input is reduced to BT.601 luminance (an RGBA image's alpha is not used).
     mask : (M, N) array in [0, 1], optional
     radii : sequence of float
         Candidate disc radii in pixels (default 0.5, 1, ..., 8).
@@ -707,7 +709,7 @@ def init_kernel_tung(
     """
     check_choice(prior, ("framelet", "tv"), "prior")
     n_iter = check_positive_int(n_iter, "n_iter")
-    be, x, _, a = _prepare(image, mask, backend, dtype, kernel_size)
+    be, x, _, _, a = _prepare(image, mask, backend, dtype, kernel_size)
     grid = _Grid(x.shape[:2], kernel_size, be, x.dtype)
     radii = np.asarray([r for r in radii if _psf.disc(float(r)).shape[0] <= kernel_size], dtype=np.float64)
     if radii.size == 0:
@@ -783,10 +785,11 @@ def blind_deblur_layer(
 
     Parameters
     ----------
-    image : (M, N) or (M, N, 3) array, intensities in [0, 1]
+    image : (M, N), (M, N, 3) or (M, N, 4) array, intensities in [0, 1]
         The observed image ``f``. For RGB the kernel is estimated on the
         BT.601 luminance; then every channel is deconvolved with the final
-        kernel (``n_final`` u-step iterations, channels batched).
+        kernel (``n_final`` u-step iterations, channels batched). An RGBA
+        image's alpha channel comes back untouched.
     mask : (M, N) array in [0, 1], optional
         The layer's (soft) mask ``α``; default all ones (the whole image).
     kernel_size : int
@@ -958,7 +961,7 @@ def blind_deblur_layer(
     framelet_levels = check_positive_int(framelet_levels, "framelet_levels")
     lam1 = check_positive(lam1, "lam1")
     lam3 = check_positive(lam3, "lam3", allow_zero=True)
-    be, x, kind, a = _prepare(image, mask, backend, dtype, kernel_size)
+    be, x, alpha, kind, a = _prepare(image, mask, backend, dtype, kernel_size)
     xp = be.xp
     box = _mask_box(a, kernel_size, xp) if crop_to_mask else None
     if box is not None:
@@ -1073,7 +1076,7 @@ def blind_deblur_layer(
             "time_per_outer_s": t_loop / n_outer,
         }
     )
-    return to_output(out, kind), k, info
+    return to_output(join_alpha(out, alpha, xp), kind), k, info
 
 
 def _mask_box(a, margin, xp):

@@ -522,7 +522,8 @@ def _add_demo(sub, parents) -> None:
             "non-blind comparison instead (disc r=4 everywhere, sigma 0.01; ADMM-TV, Wiener, Richardson-Lucy)."
         ),
     )
-    p.add_argument("--out", type=path_arg, metavar="DIR", default="gpudeblur-demo", help="output folder (default ./gpudeblur-demo)")
+    p.add_argument("--out", type=path_arg, metavar="DIR", default=None,
+                   help="output folder (default ./gpudeblur-demo; ./gpudeblur-demo-uniform with --uniform)")
     p.add_argument("--uniform", action="store_true",
                    help="non-blind deconvolution demo with one known PSF instead of the all-in-focus job")
     p.set_defaults(func=_run_demo)

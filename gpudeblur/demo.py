@@ -39,6 +39,10 @@ SCENE_NOISE_SIGMA = 1e-3
 #: Radii of the scene's layers: subject, mid-distance band, far background.
 SCENE_RADII = (0.0, 2.5, 5.0)
 
+#: Default output folders of the all-in-focus demo and of ``uniform``.
+DEFAULT_OUT = "gpudeblur-demo"
+DEFAULT_OUT_UNIFORM = "gpudeblur-demo-uniform"
+
 _FILES = ("sharp.png", "blurred.png", "restored.png", "restored_wiener.png", "restored_rl.png")
 _SCENE_FILES = ("sharp.png", "blurred.png", "allinfocus.png", "map_estimated.png", "map_true.png")
 
@@ -127,14 +131,18 @@ def _table(verbose: bool):
     return (lambda msg: print(msg, flush=True)) if verbose else (lambda _msg: None)
 
 
-def run(out_dir: str = "gpudeblur-demo", backend=None, overwrite: bool = False, verbose: bool = True,
+def run(out_dir: str | None = None, backend=None, overwrite: bool = False, verbose: bool = True,
         uniform: bool = False) -> dict:
     """Run the demo; write PNGs into ``out_dir``; return ``{name: value}`` (PSNR in dB, times in s).
 
     Every output is checked before any work: existing files are refused
     unless ``overwrite``; ``out_dir`` is created (before the work) if missing.
     ``uniform=True`` runs the non-blind comparison instead of the all-in-focus job.
+    ``out_dir`` defaults to ``gpudeblur-demo`` (``gpudeblur-demo-uniform`` with
+    ``uniform``, so that one demo after the other needs no ``overwrite``).
     """
+    if out_dir is None:
+        out_dir = DEFAULT_OUT_UNIFORM if uniform else DEFAULT_OUT
     if uniform:
         return _run_uniform(out_dir, backend, overwrite, verbose)
     from . import AllInFocus  # noqa: PLC0415

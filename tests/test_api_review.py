@@ -77,6 +77,24 @@ def test_restoration_passes_alpha_through(rgba, fn, kw):
     _same(fn(np.dstack([rgb, alpha]), k, clip=True, **kw), fn(rgb, k, clip=True, **kw), alpha)
 
 
+@pytest.mark.parametrize("crop", [True, False])
+def test_blind_layer_passes_alpha_through(rgba, crop):
+    """``blind_deblur_layer`` refused an RGBA image ("4 channels; supported: 1, 3") where the
+    README says every deblurring function passes its alpha through; the kernel is the RGB one's."""
+    from gpudeblur import blind
+
+    rgb, alpha, rmap = rgba
+    mask = (rmap > 0).astype(np.float32)
+    kw = {"kernel_size": 9, "n_outer": 2, "n_admm": 3, "n_pga": 3, "n_final": 3, "crop_to_mask": crop}
+    a, ka, _ = blind.blind_deblur_layer(np.dstack([rgb, alpha]), mask, **kw)
+    b, kb, _ = blind.blind_deblur_layer(rgb, mask, **kw)
+    _same(a, b, alpha)
+    np.testing.assert_array_equal(ka, kb)
+    ta = blind.init_kernel_tung(np.dstack([rgb, alpha]), mask, kernel_size=9, n_iter=3)
+    tb = blind.init_kernel_tung(rgb, mask, kernel_size=9, n_iter=3)
+    np.testing.assert_array_equal(ta[0], tb[0])
+
+
 def test_clip_of_spatially_varying_checked_first(rgba):
     rgb, _, rmap = rgba
     for bad in ((1, 0), 1, (0, 1, 2)):

@@ -395,6 +395,26 @@ def test_demo_uniform_small(tmp_path, capsys, monkeypatch, natural_rgb):
     assert code == 0 and "PSNR" in stdout and "admm-tv" in stdout and "wrote" not in stdout
 
 
+def test_demo_default_folders_differ(tmp_path, capsys, monkeypatch):
+    """``demo`` then ``demo --uniform`` without --out: each its own folder (both wrote
+    sharp.png into ./gpudeblur-demo, so the second was refused without --overwrite)."""
+    from gpudeblur import demo
+
+    seen = []
+
+    def stop(out_dir, *a, **k):
+        seen.append(out_dir)
+        raise OSError("stopped before the work")
+
+    monkeypatch.setattr(demo, "_prepare_out", stop)
+    monkeypatch.chdir(tmp_path)
+    for extra in ([], ["--uniform"]):
+        code, _, err = run(["demo", "--backend", "cpu", *extra], capsys)
+        assert code != 0 and "stopped before the work" in err
+    assert seen == ["gpudeblur-demo", "gpudeblur-demo-uniform"]
+    assert seen == [demo.DEFAULT_OUT, demo.DEFAULT_OUT_UNIFORM]
+
+
 def test_demo_synthesis_is_deterministic():
     from gpudeblur import demo
 
