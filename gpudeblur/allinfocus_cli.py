@@ -72,7 +72,7 @@ def register(subparsers, parents) -> None:
         description="Estimate the defocus blur map (or read one) and remove the blur: "
         "spatially varying deconvolution (sv-admm; fast) or blind per-layer deblurring (blind). The default, auto, "
         f"is sv-admm, or fast for images above {AUTO_SV_ADMM_MAX_PIXELS / 1e6:g} MP on the CPU (unless --lam, "
-        "--iters or --saturation on is given).",
+        "--iters, --saturation on or --spread-select on is given).",
     )
     p.add_argument("input", metavar="IN", help="input image (PNG, TIFF, JPEG)")
     p.add_argument("output", metavar="OUT", help="all-in-focus output image (.png, .tif, .jpg)")

@@ -197,7 +197,7 @@ def check_output_path(in_path, out_path, overwrite: bool, kind: str | None = "im
         Output exists (without ``overwrite``), is a folder or ends in a path
         separator; its folder is missing or not writable.
     """
-    from .io import check_regular_output, image_format  # noqa: PLC0415
+    from .io import check_regular_output, image_format, output_exists_error  # noqa: PLC0415
 
     if out_path is None or not os.fspath(out_path):
         raise ValueError("output path is empty")
@@ -223,7 +223,7 @@ def check_output_path(in_path, out_path, overwrite: bool, kind: str | None = "im
     elif kind is not None:
         image_format(out, kind)
     if os.path.lexists(out) and not overwrite:
-        raise FileExistsError(f"{label} file exists: {out} (use --overwrite to replace it)")
+        raise output_exists_error(out, label, "use --overwrite")
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{label} folder does not exist: {folder}")

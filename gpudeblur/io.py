@@ -844,7 +844,7 @@ def _atomic_write(path: str, data: bytes, overwrite: bool) -> None:
     :func:`output_batch` the rename waits for the batch's end.
     """
     if not overwrite and os.path.lexists(path):  # (a dangling link too: the name is taken)
-        raise FileExistsError(f"output file exists: {path} (pass overwrite=True to replace it)")
+        raise output_exists_error(path)
     path = _output_target(path)
     tmp = _write_temporary(path, data, overwrite)
     batch = _BATCH.get()
@@ -861,6 +861,16 @@ def _output_target(path: str) -> str:
     target = os.path.realpath(path) if os.path.islink(path) else path
     check_regular_output(target, f"output {path}")
     return target
+
+
+def output_exists_error(path, label: str = "output", hint: str = "pass overwrite=True") -> FileExistsError:
+    """The error for an output name that is taken (without overwrite); a symbolic link to a
+    missing file is said to be one (``exists`` alone puzzled: the file it names is not there)."""
+    path = os.fspath(path)
+    if os.path.islink(path) and not os.path.exists(path):
+        return FileExistsError(f"{label} {path} is a symbolic link to a missing file ({os.readlink(path)}); "
+                               f"{hint} to write through it")
+    return FileExistsError(f"{label} file exists: {path} ({hint} to replace it)")
 
 
 def check_regular_output(path: str, what: str | None = None) -> None:
@@ -885,7 +895,7 @@ def _write_temporary(path: str, data: bytes, overwrite: bool) -> str:
         raise IsADirectoryError(f"output is a folder: {path}")
     exists = os.path.lexists(path)
     if exists and not overwrite:
-        raise FileExistsError(f"output file exists: {path} (pass overwrite=True to replace it)")
+        raise output_exists_error(path)
     mode = 0o666 & ~_umask()
     if exists:
         with contextlib.suppress(OSError):
@@ -927,10 +937,10 @@ def _link_new(tmp: str, path: str) -> None:
     try:
         os.link(tmp, path)
     except FileExistsError:
-        raise FileExistsError(f"output file exists: {path} (pass overwrite=True to replace it)") from None
+        raise output_exists_error(path) from None
     except OSError:  # no hard links here (FAT, some network shares)
         if os.path.lexists(path):
-            raise FileExistsError(f"output file exists: {path} (pass overwrite=True to replace it)") from None
+            raise output_exists_error(path) from None
         os.replace(tmp, path)
 
 
@@ -964,7 +974,7 @@ class _Batch:
         try:
             for tmp, path, overwrite in self.pending:
                 if not overwrite and os.path.lexists(path):
-                    raise FileExistsError(f"output file exists: {path} (pass overwrite=True to replace it)")
+                    raise output_exists_error(path)
             for tmp, path, overwrite in self.pending:
                 if not overwrite:
                     _link_new(tmp, path)

@@ -15,6 +15,20 @@ from conftest import to_host
 # ------------------------------------------------------------------ backend
 
 
+def test_public_names_resolve():
+    """Every name in ``gpudeblur.__all__`` resolves (the lazy ones on first use), and every lazy
+    function is listed (the README names ``gpudeblur.blur_spatially_varying``)."""
+    import gpudeblur
+
+    for name in gpudeblur.__all__:
+        assert getattr(gpudeblur, name) is not None, name
+    lazy_functions = {k for k, (_mod, attr) in gpudeblur._LAZY.items() if attr is not None}
+    assert lazy_functions <= set(gpudeblur.__all__)
+    from gpudeblur.spatially_varying import blur_spatially_varying
+
+    assert gpudeblur.blur_spatially_varying is blur_spatially_varying
+
+
 def test_backend_names_and_errors(monkeypatch):
     assert gd.get_backend("cpu").name == "cpu"
     assert gd.get_backend("CPU").xp is np

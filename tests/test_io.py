@@ -524,9 +524,17 @@ def test_writes_refuse_special_files_and_write_through_links(tmp_path):
     with pytest.raises(FileExistsError, match="link.png"):
         write_image(link, img)  # the target exists: overwrite needed
     os.symlink("nowhere.png", tmp_path / "dangling.png")
-    with pytest.raises(FileExistsError, match="dangling.png"):  # the name is taken (the CLI says the same)
+    # the name is taken (the CLI says the same), said as what it is: "exists" puzzled
+    with pytest.raises(FileExistsError, match=r"dangling.png is a symbolic link to a missing file \(nowhere.png\); "
+                       "pass overwrite=True to write through it"):
         write_image(tmp_path / "dangling.png", img)
     assert not (tmp_path / "nowhere.png").exists()
+    from gpudeblur.cli import check_output_path
+
+    with pytest.raises(FileExistsError, match="missing file .*use --overwrite to write through it"):
+        check_output_path(None, tmp_path / "dangling.png", False, kind="image")
+    write_image(tmp_path / "dangling.png", img, overwrite=True)
+    assert os.path.islink(tmp_path / "dangling.png") and read_image(tmp_path / "nowhere.png")[0].shape == (4, 4)
     to_fifo = tmp_path / "to_fifo.npy"
     os.symlink("out.npy", to_fifo)
     with pytest.raises(ValueError, match="to_fifo.npy is not a regular file"):
