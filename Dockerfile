@@ -6,6 +6,13 @@
 #       gpudeblur deconv in.png out.png --psf disc:3
 #   docker run --rm --gpus all --user "$(id -u):$(id -g)" -v "$PWD:/data" gpudeblur demo --out /data/demo
 #
+# Each --rm container starts with empty kernel caches, so every run compiles
+# again (Numba's CPU kernels: ~40 s before the demo's first result on 2 cores;
+# CuPy's CUDA kernels: seconds). A named volume keeps them between runs:
+#   docker run --rm --gpus all --user "$(id -u):$(id -g)" -v gpudeblur-cache:/tmp/gpudeblur-cache \
+#       -v "$PWD:/data" gpudeblur allinfocus in.png out.png
+# (a new volume takes the image folder's mode, 1777, so any --user can write it).
+#
 # The runtime image carries the CUDA libraries CuPy loads (cuFFT, NVRTC for
 # the custom kernels in kernels/*.cu, compiled on first use). The host needs
 # an NVIDIA driver for CUDA 13 and the NVIDIA Container Toolkit (--gpus).
@@ -37,6 +44,7 @@ RUN pip install --upgrade pip \
 # Caches writable by any --user: Numba's compiled CPU kernels, CuPy's compiled CUDA kernels.
 ENV NUMBA_CACHE_DIR=/tmp/gpudeblur-cache/numba \
     CUPY_CACHE_DIR=/tmp/gpudeblur-cache/cupy
+RUN mkdir -p /tmp/gpudeblur-cache && chmod 1777 /tmp/gpudeblur-cache
 
 WORKDIR /data
 ENTRYPOINT ["gpudeblur"]
