@@ -369,7 +369,8 @@ def _bank(rmap, step, radius_sigma, spatial_sigma, be, dtype):
             w = _block_weights(rmap, radii, step, radius_sigma, ss, f, be, dtype)
         else:
             w = _uncertain_weights(rmap, radii, step, radius_sigma, spatial_sigma, be, dtype)
-        keep = [i for i in range(len(radii)) if float(w[i].max()) > _W_MIN]
+        peak = be.to_host(w.max(axis=(1, 2)))  # one transfer, not one per radius
+        keep = [i for i in range(len(radii)) if float(peak[i]) > _W_MIN]
         if len(keep) < len(radii):
             # the tails go: a view when what is kept is one run (no copy of the stack)
             contiguous = keep == list(range(keep[0], keep[-1] + 1))
@@ -379,7 +380,8 @@ def _bank(rmap, step, radius_sigma, spatial_sigma, be, dtype):
             w = _BlockWeights(w, f, rmap.shape, xp)
     else:
         # keep only radii whose weight is non-zero somewhere
-        keep = [i for i, r in enumerate(radii) if bool((xp.abs(rmap - r) < step).any())]
+        used = be.to_host(xp.stack([(xp.abs(rmap - r) < step).any() for r in radii]))  # one transfer
+        keep = [i for i in range(len(radii)) if bool(used[i])]
     return radii[keep], w
 
 

@@ -1760,7 +1760,7 @@ def test_blind_pipeline_joins_a_small_layer(monkeypatch, natural_rgb, tmp_path, 
     masks = []
 
     def fake(image, mask, **kw):
-        masks.append(np.asarray(mask) > 0)
+        masks.append(to_host(mask) > 0)  # a CuPy array where 'auto' is the GPU
         return image, np.ones((1, 1)), {}
 
     monkeypatch.setattr(blind_mod, "blind_deblur_layer", fake)
@@ -1901,7 +1901,7 @@ def test_fast_on_a_noisy_sky_read_large(natural_rgb, monkeypatch):
         return (rmap.astype(np.float32),) + tuple(out[1:]) if isinstance(out, tuple) else rmap.astype(np.float32)
 
     monkeypatch.setattr(E.BlurMapEstimator, "estimate", read_large)
-    on, res = AllInFocus(mode="fast", radius_check=False, edge_cap=False).run(y)
+    on, res = AllInFocus(mode="fast", radius_check=False, edge_cap=False, backend="cpu").run(y)
     off, _ = AllInFocus(mode="fast", radius_check=False, edge_cap=False, shrink_uninformed=False).run(y)
     assert res.uninformed_shrunk > 0.2
     assert err(off) > 3 * err(y)  # blotches (measured 5.2x)
@@ -1916,7 +1916,7 @@ def test_fast_on_a_noisy_sky_read_large(natural_rgb, monkeypatch):
     np.testing.assert_array_equal(hi.deblur_map[sky_px], q[-1])
     # 'auto' running fast gets it; a map the caller says is not an estimate does not
     monkeypatch.setattr(aif, "AUTO_SV_ADMM_MAX_PIXELS", 0)
-    _, res_auto = AllInFocus(radius_check=False, edge_cap=False).run(y)
+    _, res_auto = AllInFocus(radius_check=False, edge_cap=False, backend="cpu").run(y)  # auto: sv-admm on a GPU
     assert res_auto.mode == "fast" and res_auto.uninformed_shrunk == res.uninformed_shrunk
     _, res_trusted = AllInFocus(mode="fast", radius_check=False, edge_cap=False).run(y, map_estimated=False)
     assert res_trusted.uninformed_shrunk is None
