@@ -1448,13 +1448,15 @@ def spread_choice(wide, narrow, margin, *, window=SPREAD_SELECT_WINDOW, smooth=S
     ``window`` px, is below ``1 − margin`` times ``wide``'s (it rings no
     more), 0 elsewhere (and where ``wide`` has no gradients at all); then
     smoothed by a Gaussian of ``smooth`` px.
-    Both images ``(M, N)`` or ``(M, N, C)`` on one backend.
+    Both images ``(M, N)`` or ``(M, N, C)``; the weight comes back as the
+    array type of ``wide`` (NumPy or CuPy), in float32.
     """
     be = get_backend(backend, like=wide)
     xp = be.xp
     margin = check_positive(margin, "margin", allow_zero=True)
     t = np.float32
-    lw, ln = (_luminance(a.astype(t, copy=False), xp) for a in (wide, narrow))
+    (wide, kind), (narrow, _) = (as_backend_array(a, be, dtype=t, name=n) for a, n in ((wide, "wide"), (narrow, "narrow")))
+    lw, ln = (_luminance(a, xp) for a in (wide, narrow))
     wsum = _window_summer(window, lw.shape, be, t)
     g1 = wsum(xp.ones_like(lw))
 
@@ -1464,7 +1466,7 @@ def spread_choice(wide, narrow, margin, *, window=SPREAD_SELECT_WINDOW, smooth=S
     pick = ((sn < t(1 - margin) * sw) & (ew > t(1e-10) * g1)).astype(t)
     if smooth > 0:
         pick = _local_mean(pick, smooth, be)
-    return xp.clip(pick, t(0), t(1))
+    return to_output(xp.clip(pick, t(0), t(1)), kind)
 
 
 def _check_keep(value):

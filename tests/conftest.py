@@ -1,16 +1,42 @@
-"""Shared fixtures: backends, host builds of the CUDA headers, test images."""
+"""Shared fixtures: backends, host builds of the CUDA headers, test images.
+
+``GPUDEBLUR_CUPY_STANDIN=1`` runs the 'cuda' backend on a strict host stand-in of CuPy
+(``tests/cupy_standin``; CI: ``-k cuda``): the same array code the GPU runs, on "device"
+arrays that refuse implicit host conversion and host/device mixing as CuPy does.
+"""
 
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from gpudeblur._backend import cuda_available, get_backend
+
+def _install_cupy_standin():
+    if "cupy" in sys.modules:
+        raise RuntimeError("GPUDEBLUR_CUPY_STANDIN=1, but CuPy was imported before the tests' conftest")
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cupy_standin")
+    sys.path.insert(0, here)
+    import cupy  # noqa: PLC0415
+
+    if not os.path.abspath(cupy.__file__).startswith(here):
+        raise RuntimeError(f"GPUDEBLUR_CUPY_STANDIN=1, but cupy came from {cupy.__file__}")
+    cupy.STRICT_NP_FUNCS = True  # np.func(device array) raises
+    cupy.LOG_SYNCS = os.environ.get("GPUDEBLUR_CUPY_STANDIN_SYNCS") == "1"
+    import gpudeblur_shim  # noqa: F401, PLC0415  (custom kernels -> their Numba twins)
+
+
+CUPY_STANDIN = os.environ.get("GPUDEBLUR_CUPY_STANDIN") == "1"
+if CUPY_STANDIN:
+    _install_cupy_standin()
+
+from gpudeblur._backend import cuda_available, get_backend  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNELS = ROOT / "kernels"
@@ -101,3 +127,21 @@ def deblur_lam_spy(monkeypatch):
     monkeypatch.setattr(aif, "deconvolve_spread_sequence", spy)
     monkeypatch.setattr(aif, "deconvolve_spatially_varying", spy)
     return seen, Seen
+
+
+def pytest_report_header(config):
+    if CUPY_STANDIN:
+        return "cuda backend: the host stand-in of CuPy (tests/cupy_standin), not a GPU"
+    return None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under the stand-in: what it logged (transfers and syncs CuPy allows but that cost time)."""
+    if not CUPY_STANDIN:
+        return
+    from collections import Counter  # noqa: PLC0415
+
+    counts = Counter(sys.modules["cupy"].LOG)
+    print("\n[cupy stand-in] log:", "empty" if not counts else f"{sum(counts.values())} entries")
+    for (kind, msg, where), c in counts.most_common(40):
+        print(f"  {c:6d}  {kind:10s} {where:40s} {msg}")

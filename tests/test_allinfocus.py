@@ -1483,6 +1483,11 @@ def test_spread_choice_takes_the_sharper_result_and_refuses_ringing(backend):
     rgb = to_host(spread_choice(xp.asarray(np.dstack([soft] * 3)), xp.asarray(np.dstack([step] * 3)), 0.03,
                                 backend=backend))
     assert rgb.shape == (M, N) and rgb[:, N // 2 - 4 : N // 2 + 4].min() > 0.99  # colour: judged on the luminance
+    # arrays in, arrays out: NumPy images on any backend (on a GPU they were handed to CuPy
+    # unmoved, which refuses them) give a NumPy weight, the same as from device arrays
+    host = spread_choice(soft, step, 0.03, backend=backend)
+    assert isinstance(host, np.ndarray) and host.dtype == np.float32
+    np.testing.assert_array_equal(host, sharper)
 
 
 def _spread_scene(natural_rgb):

@@ -1,0 +1,14 @@
+import scipy.ndimage as _nd
+import cupy as _cp
+
+
+def __getattr__(name):
+    f = getattr(_nd, name)
+
+    def g(*args, **kw):
+        if not isinstance(args[0], _cp.ndarray):
+            raise TypeError(f"[fakecupy] cupyx.scipy.ndimage.{name}: expected a device array")
+        args = _cp._unwrap(args, name)
+        kw = {k: _cp._unwrap(v, name) for k, v in kw.items()}
+        return _cp._wrap(f(*args, **kw))
+    return g
