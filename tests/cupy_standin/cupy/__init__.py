@@ -5,10 +5,14 @@ way CuPy does; NumPy functions called on them raise in strict mode (CuPy would d
 them, or fail where it has no such function), and what CuPy accepts but costs a transfer
 or a sync (a NumPy index array, iteration, opt-in: every device-to-host sync) is logged.
 
-It checks host/device hygiene, not CuPy's API: any NumPy function is offered as
-``cupy.<name>`` (a function CuPy lacks passes here), custom kernels run as their Numba
+It also holds calls to CuPy's API as read from a real CuPy (``cupy_api.json``, written by
+``make_api.py``): a name CuPy lacks (in ``cupy``, ``cupyx.scipy.ndimage``,
+``cupyx.scipy.fft`` or as an ``ndarray`` attribute) is an AttributeError, and a keyword a
+CuPy function does not take is a TypeError, where Python can read its parameters (not for
+ufuncs and most ``ndarray`` methods, which are compiled). Custom kernels run as their Numba
 twins (``gpudeblur_shim.py``), and the arithmetic is NumPy's.
 """
+import json as _json
 import os as _os
 import traceback as _tb
 
@@ -22,6 +26,34 @@ LOG_SYNCS = False  # opt-in: log device->host syncs (float/int/bool/item/tolist/
 
 _HERE = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))  # tests/cupy_standin
 _PKG = _os.sep + "gpudeblur" + _os.sep
+
+with open(_os.path.join(_HERE, "cupy_api.json")) as _f:
+    API = _json.load(_f)
+__version__ = API["cupy_version"] + "+standin"
+
+
+def _check_name(module, name, where=None):
+    """AttributeError for a name CuPy's ``module`` does not have."""
+    names = API["ndarray"] if module == "cupy.ndarray" else API["modules"][module]
+    if name not in names:
+        raise AttributeError(f"[cupy stand-in] {module} has no attribute {name!r} (CuPy {API['cupy_version']})")
+
+
+def check_call(module, name, args, kwargs):
+    """TypeError for a call CuPy's ``module.name`` would refuse: a keyword it does not take, more
+    positional arguments than it has (where its parameters are known)."""
+    names = API["ndarray"] if module == "cupy.ndarray" else API["modules"][module]
+    params = names.get(name)
+    if params is None:
+        return
+    if module == "cupy.ndarray" and params and params[0] == "self":
+        params = params[1:]
+    for k in kwargs:
+        if k not in params:
+            raise TypeError(f"[cupy stand-in] {module}.{name}() got an unexpected keyword argument {k!r} "
+                            f"(CuPy {API['cupy_version']} takes {', '.join(params)})")
+    if len(args) > len(params):
+        raise TypeError(f"[cupy stand-in] {module}.{name}() takes at most {len(params)} arguments, got {len(args)}")
 
 
 def _where():
@@ -158,11 +190,13 @@ class ndarray(_Mixin):
     def __getattr__(self, name):
         if name.startswith("__"):
             raise AttributeError(name)
+        _check_name("cupy.ndarray", name)
         attr = getattr(self._a, name)
         if not callable(attr):
             return attr
 
         def method(*args, **kw):
+            check_call("cupy.ndarray", name, args, kw)
             args = _unwrap(args, f"ndarray.{name}")
             kw = {k: _unwrap(v, f"ndarray.{name}") for k, v in kw.items()}
             out = attr(*args, **kw)
@@ -225,6 +259,7 @@ _TRANSFER = {"asarray", "array", "asanyarray"}
 
 def _fn(name, f):
     def g(*args, **kw):
+        check_call("cupy", name, args, kw)
         allow = name in _TRANSFER
         args = _unwrap(args, f"cupy.{name}", allow_host=allow)
         kw = {k: _unwrap(v, f"cupy.{name}", allow_host=allow) for k, v in kw.items()}
@@ -292,6 +327,9 @@ _cache = {}
 def __getattr__(name):
     if name in _cache:
         return _cache[name]
+    if name.startswith("__"):
+        raise AttributeError(name)
+    _check_name("cupy", name)
     obj = getattr(_np, name)
     if isinstance(obj, _np.ufunc):
         out = _Ufunc(obj)

@@ -3,9 +3,13 @@ import cupy as _cp
 
 
 def __getattr__(name):
+    if name.startswith("__"):
+        raise AttributeError(name)
+    _cp._check_name("cupyx.scipy.ndimage", name)
     f = getattr(_nd, name)
 
     def g(*args, **kw):
+        _cp.check_call("cupyx.scipy.ndimage", name, args, kw)
         if not isinstance(args[0], _cp.ndarray):
             raise TypeError(f"[fakecupy] cupyx.scipy.ndimage.{name}: expected a device array")
         args = _cp._unwrap(args, name)

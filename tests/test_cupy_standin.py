@@ -1,0 +1,50 @@
+"""The CuPy stand-in itself (``GPUDEBLUR_CUPY_STANDIN=1``; skipped otherwise): it must refuse
+what CuPy refuses, or the CI pass on it proves nothing."""
+
+import numpy as np
+import pytest
+
+from conftest import CUPY_STANDIN
+
+pytestmark = pytest.mark.skipif(not CUPY_STANDIN, reason="runs with GPUDEBLUR_CUPY_STANDIN=1 only")
+
+
+def test_refuses_host_conversion_and_mixing():
+    import cupy as cp
+    import cupyx.scipy.ndimage as cnd
+    from scipy import ndimage
+
+    a = cp.asarray(np.arange(6.0).reshape(2, 3))
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        np.asarray(a)
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        ndimage.uniform_filter(a, 3)
+    with pytest.raises(TypeError):
+        np.median(a)  # strict: a NumPy function on a device array
+    with pytest.raises(TypeError, match="numpy.ndarray"):
+        a + np.ones((2, 3))
+    with pytest.raises(TypeError, match="numpy.ndarray"):
+        cp.maximum(a, np.ones((2, 3)))
+    with pytest.raises(TypeError, match="device array"):
+        cnd.uniform_filter(np.ones((4, 4)), 3)
+    np.testing.assert_array_equal(cp.asnumpy(a + 1), np.arange(6.0).reshape(2, 3) + 1)
+    assert isinstance(a.get(), np.ndarray) and float(a.sum()) == 15.0
+
+
+def test_holds_calls_to_cupys_api():
+    import cupy as cp
+    import cupyx.scipy.fft as cfft
+    import cupyx.scipy.ndimage as cnd
+
+    a = cp.zeros((4, 4), dtype=np.float32)
+    with pytest.raises(AttributeError, match="errstate"):
+        cp.errstate  # noqa: B018  (NumPy has it, CuPy does not)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'workers'"):
+        cfft.rfft2(a, workers=2)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        cnd.minimum_filter(a, size=3, bogus=1)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        cp.quantile(a, 0.5, bogus=1)
+    assert float(cp.quantile(a, 0.5, method="linear")) == 0.0
+    assert isinstance(cfft.rfftfreq(8), cp.ndarray)  # a device array, as CuPy's
+    assert cp.__version__.endswith("+standin")
