@@ -45,6 +45,13 @@ def test_holds_calls_to_cupys_api():
         cnd.minimum_filter(a, size=3, bogus=1)
     with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
         cp.quantile(a, 0.5, bogus=1)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'where'"):
+        cp.sqrt(a, where=a > 0)  # NumPy's ufuncs take where=, CuPy's do not
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        a.astype(np.float64, bogus=True)
+    with pytest.raises(TypeError, match="at most 3 positional"):
+        cp.where(a > 0, a, a, a)
     assert float(cp.quantile(a, 0.5, method="linear")) == 0.0
+    assert a.reshape(2, 8).shape == (2, 8) and a.transpose(1, 0).shape == (4, 4)
     assert isinstance(cfft.rfftfreq(8), cp.ndarray)  # a device array, as CuPy's
     assert cp.__version__.endswith("+standin")

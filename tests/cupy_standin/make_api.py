@@ -7,6 +7,7 @@ CuPy API that the stand-in offers, read from a real CuPy. Importing CuPy needs n
 import inspect
 import json
 import os
+import re
 import sys
 
 # the real CuPy, not the stand-in beside this script
@@ -20,16 +21,38 @@ import cupyx.scipy.ndimage  # noqa: E402
 assert not os.path.abspath(cupy.__file__).startswith(_HERE), "this needs a real CuPy"
 
 
+def _doc_signature(obj):
+    """The signature Cython embeds as the docstring's first line (``name(self, a, b=1, *c) -> T``;
+    ufuncs: ``sqrt(x, /, out=None, \\*, casting=...)``), or None."""
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    line = doc.splitlines()[0] if doc else ""
+    m = re.match(r"^[\w.]+(\(.*\))(\s*->.*)?$", line)
+    if not m:
+        return None
+    scope = {}
+    try:
+        exec(f"def _f{m.group(1).replace(chr(92), '')}: pass", {}, scope)  # noqa: S102 (CuPy's own docstrings)
+    except SyntaxError:
+        return None
+    return inspect.signature(scope["_f"])
+
+
 def _params(obj):
-    """Parameter names a call may pass by keyword, or None (unknown, or ``**kwargs``)."""
+    """``{"kw": names a call may pass by keyword (None: any, it takes **kwargs), "pos": how many
+    positional arguments it takes (None: any number)}`` (``self`` not counted), or None where
+    the signature cannot be read."""
     try:
         sig = inspect.signature(obj)
     except (TypeError, ValueError):
-        return None
-    ps = list(sig.parameters.values())
-    if any(p.kind == p.VAR_KEYWORD for p in ps):
-        return None
-    return [p.name for p in ps if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        sig = _doc_signature(obj)
+        if sig is None:
+            return None
+    ps = [p for p in sig.parameters.values() if p.name != "self"]
+    kw = None if any(p.kind == p.VAR_KEYWORD for p in ps) else \
+        [p.name for p in ps if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    pos = None if any(p.kind == p.VAR_POSITIONAL for p in ps) else \
+        sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in ps)
+    return {"kw": kw, "pos": pos}
 
 
 def _module(mod):

@@ -46,14 +46,14 @@ def check_call(module, name, args, kwargs):
     params = names.get(name)
     if params is None:
         return
-    if module == "cupy.ndarray" and params and params[0] == "self":
-        params = params[1:]
-    for k in kwargs:
-        if k not in params:
-            raise TypeError(f"[cupy stand-in] {module}.{name}() got an unexpected keyword argument {k!r} "
-                            f"(CuPy {API['cupy_version']} takes {', '.join(params)})")
-    if len(args) > len(params):
-        raise TypeError(f"[cupy stand-in] {module}.{name}() takes at most {len(params)} arguments, got {len(args)}")
+    if params["kw"] is not None:
+        for k in kwargs:
+            if k not in params["kw"]:
+                raise TypeError(f"[cupy stand-in] {module}.{name}() got an unexpected keyword argument {k!r} "
+                                f"(CuPy {API['cupy_version']} takes {', '.join(params['kw'])})")
+    if params["pos"] is not None and len(args) > params["pos"]:
+        raise TypeError(f"[cupy stand-in] {module}.{name}() takes at most {params['pos']} positional "
+                        f"arguments, got {len(args)}")
 
 
 def _where():
@@ -244,6 +244,7 @@ class _Ufunc:
         self.__name__ = uf.__name__
 
     def __call__(self, *args, **kw):
+        check_call("cupy", self.__name__, args, kw)
         if not any(isinstance(a, ndarray) for a in args):
             for a in args:
                 _reject_host(a, f"cupy.{self.__name__}")
