@@ -55,3 +55,21 @@ def test_holds_calls_to_cupys_api():
     assert a.reshape(2, 8).shape == (2, 8) and a.transpose(1, 0).shape == (4, 4)
     assert isinstance(cfft.rfftfreq(8), cp.ndarray)  # a device array, as CuPy's
     assert cp.__version__.endswith("+standin")
+
+
+def test_kernel_launches_are_typed_as_cupy_needs():
+    """A raw kernel reads its arguments as the types it was compiled for: a float64 array or a
+    Python float (CuPy passes it as a double) sent to a float32 kernel is garbage on a GPU,
+    silently; the stand-in's launches refuse both."""
+    import cupy as cp
+
+    from gpudeblur import _kernels
+    from gpudeblur._backend import get_backend
+
+    kern = _kernels.cuda_function(get_backend("cuda"), "blurmap.cu", "blurmap_search_kernel", np.float32)
+    with pytest.raises(TypeError, match="compiled for float32 got a float64 array"):
+        kern((1,), (1,), (cp.zeros(4, dtype=np.float64), np.int64(4)))
+    with pytest.raises(TypeError, match="argument 1 is a Python float"):
+        kern((1,), (1,), (cp.zeros(4, dtype=np.float32), 0.5))
+    with pytest.raises(TypeError, match="got a float64 scalar"):
+        kern((1,), (1,), (cp.zeros(4, dtype=np.float32), np.float64(0.5)))

@@ -102,7 +102,23 @@ _TWINS = {
 def _cuda_function(be, filename, name, dtype):
     if name not in _TWINS:
         raise RuntimeError(f"[fakecupy-shim] no Numba twin mapped for {filename}:{name}")
-    return _TWINS[name]
+    twin = _TWINS[name]
+    want = np.dtype(dtype)
+
+    def launch(grid, block, args):
+        # a raw kernel reads its float pointers as the type it was compiled for: another float
+        # type (an upcast to float64 on the way) is read as garbage on a GPU, silently
+        # and CuPy passes a Python int as a 64-bit integer, a Python float as a double, whatever the
+        # kernel's parameter: scalars go as NumPy scalars of the kernel's types
+        for i, a in enumerate(args):
+            if isinstance(a, cupy.ndarray) and a.dtype.kind in "fc" and a.dtype != want:
+                raise TypeError(f"[fakecupy-shim] {name} compiled for {want} got a {a.dtype} array (argument {i})")
+            if not isinstance(a, (cupy.ndarray, np.generic)):
+                raise TypeError(f"[fakecupy-shim] {name}: argument {i} is a Python {type(a).__name__}, not a NumPy scalar")
+            if isinstance(a, np.floating) and a.dtype != want:
+                raise TypeError(f"[fakecupy-shim] {name} compiled for {want} got a {a.dtype} scalar (argument {i})")
+        return twin(grid, block, args)
+    return launch
 
 
 class _FakeCudaKernels:

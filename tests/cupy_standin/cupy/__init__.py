@@ -103,11 +103,10 @@ def _wrap(obj, scalars=True):
 
 
 def _weak(s):
-    # CuPy 13: NumPy-1 value-based casting, a NumPy scalar does not promote an array
-    if isinstance(s, _np.floating):
-        return float(s)
-    if isinstance(s, (_np.integer,)) and not isinstance(s, _np.bool_):
-        return int(s)
+    # CuPy 14 promotes as NumPy 2 does (NEP 50: cupy/cupy#8323, #8754): a Python scalar is weak,
+    # a NumPy scalar is not (float32 array * np.float64(2) is float64), so the host's NumPy 2
+    # rules are CuPy's and scalars pass unchanged (CuPy 13's value-based casting turned NumPy
+    # scalars weak, which hid such upcasts)
     return s
 
 
