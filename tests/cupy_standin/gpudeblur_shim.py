@@ -1,7 +1,8 @@
 """Run gpudeblur's 'cuda' backend on the strict host stand-in of CuPy (``tests/cupy_standin``).
 
 ``tests/conftest.py`` imports this under ``GPUDEBLUR_CUPY_STANDIN=1``: custom CUDA kernels
-(``cuda_function`` / ``kernels_for``) are mapped to their Numba twins, with the CUDA memory
+(every ``cuda_function`` launch, so ``_kernels._CudaKernels`` runs as on a GPU) are mapped to
+their Numba twins, with the CUDA memory
 order converted where it differs (the labeling's lifted arrays are label-major on CUDA,
 pixel-major for the Numba twins); a NumPy array passed to a kernel launch is refused, as CuPy
 refuses it. Everything else is the project's own array code on stand-in device arrays.
@@ -89,7 +90,39 @@ def _framelet_adjoint_diff(grid, block, args):
     nb.framelet_adjoint_diff(_h(d), _h(e), _h(out))
 
 
+def _rl_ratio(grid, block, args):
+    from gpudeblur import _numba_kernels as nk
+
+    y, est, out, n, eps = args
+    nk.rl_ratio(_h(y), _h(est), _h(out), eps)
+
+
+def _rl_tv_update(grid, block, args):
+    from gpudeblur import _numba_kernels as nk
+
+    x, corr, out, M, N, lam, eps = args
+    nk.rl_tv_update(_h(x), _h(corr), _h(out), lam, eps)
+
+
+def _admm_tv_dual(grid, block, args):
+    from gpudeblur import _numba_kernels as nk
+
+    x, ux, uy, wx, wy, M, N, t, iso = args
+    nk.admm_tv_dual(_h(x), _h(ux), _h(uy), _h(wx), _h(wy), t, bool(iso))
+
+
+def _admm_tv_rhs(grid, block, args):
+    from gpudeblur import _numba_kernels as nk
+
+    b, wx, wy, out, M, N, rho = args
+    nk.admm_tv_rhs(_h(b), _h(wx), _h(wy), _h(out), rho)
+
+
 _TWINS = {
+    "rl_ratio_kernel": _rl_ratio,
+    "rl_tv_update_kernel": _rl_tv_update,
+    "admm_tv_dual_kernel": _admm_tv_dual,
+    "admm_tv_rhs_kernel": _admm_tv_rhs,
     "blurmap_search_kernel": _blurmap_search,
     "lifted_primal_kernel": _lifted_primal,
     "lifted_dual_kernel": _lifted_dual,
@@ -121,34 +154,8 @@ def _cuda_function(be, filename, name, dtype):
     return launch
 
 
-class _FakeCudaKernels:
-    """The deconv.cu kernels through the CPU adapter, device arrays unwrapped (in place)."""
-
-    def __getattr__(self, name):
-        f = getattr(_k._CPU, name)
-
-        def call(*args):
-            for a in args:
-                if isinstance(a, np.ndarray):
-                    raise TypeError(f"[fakecupy-shim] numpy.ndarray passed to CUDA kernel {name}")
-            out = f(*[_h(a) for a in args])
-            if isinstance(out, np.ndarray):  # the kernels return their `out` argument
-                return args[2] if name in ("rl_ratio", "rl_tv_update") else args[3]
-            return out
-        return call
-
-
-_FAKE = _FakeCudaKernels()
-_orig_kernels_for = _k.kernels_for
-
-
-def _kernels_for(be):
-    return _FAKE if be.name == "cuda" else _orig_kernels_for(be)
-
-
 def install():
     _k.cuda_function = _cuda_function
-    _k.kernels_for = _kernels_for
     # modules that imported cuda_function lazily do `from .._kernels import cuda_function` at call time: patched above
 
 
