@@ -356,21 +356,36 @@ def run(args) -> int:
 
 
 def _make_folders(path: str) -> list:
-    """``os.makedirs(path)``; the folders it created, outermost first.
+    """``os.makedirs(path, exist_ok=True)``, walking the path as ``makedirs`` does; the folders
+    this call made (each by its own ``os.mkdir``), outermost first. If it fails part way, they
+    are removed again before the error goes on. Only folders made here are listed: in
+    ``new/../E`` an existing ``E`` is not, although it did not exist before ``new`` did."""
+    made = []
 
-    The path is walked as ``makedirs`` walks it, not normalized: ``a/new/../L`` creates
-    ``a/new`` too (and ``..``/``.`` components name no folder of their own)."""
-    missing = []
-    p = os.path.join(os.getcwd(), os.fspath(path))
-    while not os.path.exists(p):
-        head, tail = os.path.split(p.rstrip(os.sep) or os.sep)
-        if tail not in (os.curdir, os.pardir):
-            missing.append(p)
-        if head == p:
-            break
-        p = head
-    os.makedirs(path, exist_ok=True)
-    return missing[::-1]
+    def make(p):
+        head, tail = os.path.split(p)
+        if not tail:
+            head, tail = os.path.split(head)
+        if head and tail and not os.path.exists(head):
+            make(head)
+            if tail == os.curdir:  # makedirs: "xxx/new/." exists once "xxx/new" does
+                return
+        try:
+            os.mkdir(p)
+        except OSError:
+            if not os.path.isdir(p):  # exist_ok, as makedirs: a folder that is there is fine
+                raise
+            return
+        made.append(p)
+
+    try:
+        make(os.fspath(path))
+    except BaseException:
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+        raise
+    return made
 
 
 def _write_outputs(args, res, out, meta, result_img, total, created) -> None:

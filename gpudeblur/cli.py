@@ -222,13 +222,18 @@ def check_output_path(in_path, out_path, overwrite: bool, kind: str | None = "im
             raise ValueError(f"unsupported format for {label} {out} (extension {ext or 'none'}); use {', '.join(extensions)}")
     elif kind is not None:
         image_format(out, kind)
+    # a symbolic link is written through: its target's folder is where the file goes
+    link = os.path.islink(out)
+    folder = os.path.dirname(os.path.realpath(out) if link else os.path.abspath(out))
+    via = f" (where the link {out} leads)" if link else ""
+    if link and not os.path.isdir(folder):
+        raise FileNotFoundError(f"{label} {out} is a symbolic link into a missing folder ({folder})")
     if os.path.lexists(out) and not overwrite:
         raise output_exists_error(out, label, "use --overwrite")
-    folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{label} folder does not exist: {folder}")
     if not os.access(folder, os.W_OK):
-        raise PermissionError(f"{label} folder is not writable: {folder}")
+        raise PermissionError(f"{label} folder is not writable: {folder}{via}")
     return out
 
 

@@ -868,7 +868,14 @@ def output_exists_error(path, label: str = "output", hint: str = "pass overwrite
     missing file is said to be one (``exists`` alone puzzled: the file it names is not there)."""
     path = os.fspath(path)
     if os.path.islink(path) and not os.path.exists(path):
-        return FileExistsError(f"{label} {path} is a symbolic link to a missing file ({os.readlink(path)}); "
+        try:
+            target = os.path.realpath(path)  # the end of a chain of links
+        except (OSError, ValueError):
+            target = None
+        if target is None or target == os.path.abspath(path):
+            return FileExistsError(f"{label} {path} is a symbolic link that leads to no file (a loop?); "
+                                   "remove it or choose another name")
+        return FileExistsError(f"{label} {path} is a symbolic link to a missing file ({target}); "
                                f"{hint} to write through it")
     return FileExistsError(f"{label} file exists: {path} ({hint} to replace it)")
 

@@ -1,6 +1,8 @@
 """Command-line faults a fresh-user review found (session 16), each checked
 before any work is done and reported in one line (exit 2)."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -434,14 +436,36 @@ def test_failed_write_removes_the_layers_folder_it_made(tmp_path, scene, capsys,
         return real(path, *a, **k)
 
     monkeypatch.setattr(io, "write_image", failing)
-    for folder in (tmp_path / "new" / "L", tmp_path, f"{tmp_path}/new2/../L2", f"{tmp_path}/new3/./L3/"):
+    (tmp_path / "E").mkdir()  # the user's empty folder, named through a folder the run makes
+    for folder in (tmp_path / "new" / "L", tmp_path, f"{tmp_path}/new2/../L2", f"{tmp_path}/new3/./L3/",
+                   f"{tmp_path}/new4/../E"):
         rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", mp, "--mode", "blind", "--iters", "1",
                        "--save-layers", folder, "--overwrite")
         assert rc == 2 and "No space left" in err
-    for made in ("new", "new2", "L2", "new3"):
+    for made in ("new", "new2", "L2", "new3", "new4"):
         assert not (tmp_path / made).exists(), made
-    assert tmp_path.is_dir()
+    assert tmp_path.is_dir() and (tmp_path / "E").is_dir()
     assert not list(tmp_path.glob("layer*.png")) and not list(tmp_path.glob("*.tmp"))
+
+
+def test_make_folders_lists_only_what_it_made(tmp_path, monkeypatch):
+    """``new/../E`` with ``E`` there: only ``new`` is made (``E`` was listed too, and a failed run
+    removed the user's empty folder); a failure part way takes back what was made."""
+    from gpudeblur.allinfocus_cli import _make_folders
+
+    monkeypatch.chdir(tmp_path)
+    os.mkdir("E")
+    assert _make_folders(os.path.join("new", "..", "E")) == ["new"]
+    assert _make_folders("E") == [] and _make_folders(os.path.join("a", "b", ".", "c", "")) == \
+        [os.path.join("a"), os.path.join("a", "b"), os.path.join("a", "b", ".", "c", "")]
+    assert os.path.isdir(os.path.join("a", "b", "c"))
+    with pytest.raises(OSError):
+        _make_folders(os.path.join("p", "q", "x" * 300))  # the last name is too long
+    assert not os.path.exists("p")
+    (tmp_path / "f").write_text("")
+    with pytest.raises(OSError):
+        _make_folders(os.path.join("r", "..", "f", "s"))  # f is a file
+    assert not os.path.exists("r")
 
 
 def test_bad_cpu_workers_variable_named(monkeypatch):
