@@ -73,3 +73,94 @@ def test_kernel_launches_are_typed_as_cupy_needs():
         kern((1,), (1,), (cp.zeros(4, dtype=np.float32), 0.5))
     with pytest.raises(TypeError, match="got a float64 scalar"):
         kern((1,), (1,), (cp.zeros(4, dtype=np.float32), np.float64(0.5)))
+
+
+def test_refuses_what_cupy_refuses_beyond_host_arrays():
+    """Each case is refused by CuPy 14.2 (source cited in the stand-in) but NumPy takes it."""
+    import operator
+
+    import cupy as cp
+
+    a = cp.asarray(np.arange(6, dtype=np.float32))
+    n = cp.asarray(np.int64(3))
+    with pytest.raises(TypeError, match="Unsupported type"):
+        a + [1.0] * 6  # a list is no ufunc operand (core.pyx __array_ufunc__, _scalar.CScalar)
+    with pytest.raises(TypeError, match="Unsupported type"):
+        cp.where(a > 1, a, [0.0] * 6)
+    with pytest.raises(TypeError, match="only cupy arrays"):
+        cp.concatenate([a, [1.0]])
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        cp.asarray([a.sum(), 1.0])  # numpy.array() meets the device 0-d array
+    with pytest.raises(ValueError, match="non-scalar numpy.ndarray"):
+        a[1:3] = np.array([5.0, 6.0], np.float32)  # basic index: y.fill(value)
+    with pytest.raises(TypeError):
+        operator.index(n)  # cupy.ndarray has no __index__
+    with pytest.raises(TypeError):
+        range(n)
+    with pytest.raises(AttributeError):
+        a.flags.writeable  # noqa: B018  (CuPy's Flags: c_contiguous, f_contiguous, owndata)
+    with pytest.raises(TypeError, match="casting"):
+        a.astype(np.float64, casting="same_kind")
+    with pytest.raises(ValueError, match="kind"):
+        a.argsort(kind="quicksort")
+    with pytest.raises(NotImplementedError):
+        cp.maximum.accumulate(a)
+    with pytest.raises(TypeError):
+        np.add.reduce(a)  # CuPy's __array_ufunc__ serves __call__ only
+    # and what CuPy takes
+    assert a[:n].shape == (3,)  # slice bounds are int()-ed
+    assert bool((a > np.array(2.0)).any())  # a 0-d NumPy array in a comparison: its item()
+    b = a.copy()
+    b[np.array([0, 1])] = np.array([5.0, 6.0])  # advanced index: the values are moved
+    b[1:3] = np.array(7.0)  # a 0-d value fills
+    assert b.get().tolist() == [5.0, 7.0, 7.0, 3.0, 4.0, 5.0]
+    assert a.real is a and a.T is a
+    assert cp.asarray([a.sum(), a.sum()]).shape == (2,)
+
+
+def test_fft_overwrite_x_destroys_the_input():
+    """cupyx.scipy.fft with overwrite_x=True: C2C runs in place (the result is x), C2R lets cuFFT
+    overwrite x; SciPy keeps x, so the stand-in writes it."""
+    import cupy as cp
+    import cupyx.scipy.fft as cfft
+
+    x = cp.asarray(np.random.default_rng(0).random((8, 8)).astype(np.float32))
+    spec = cfft.rfft2(x)
+    y = cfft.irfft2(spec, s=(8, 8), overwrite_x=True)
+    np.testing.assert_allclose(cp.asnumpy(y), cp.asnumpy(x), atol=1e-5)
+    assert bool(cp.isnan(spec).all())
+    z = cfft.fft2(x).astype(np.complex64)
+    w = cfft.ifft2(z, overwrite_x=True)
+    assert w is z
+    spec = cfft.rfft2(x)
+    keep = spec.copy()
+    cfft.irfft2(spec, s=(8, 8))
+    np.testing.assert_array_equal(cp.asnumpy(spec), cp.asnumpy(keep))
+
+
+def test_kernel_launches_match_the_cuda_signature_and_layout():
+    """CuPy packs a NumPy scalar by its size (an int64 for an ``int`` parameter shifts the rest),
+    and a raw kernel reads the index ranges its scalars say: the stand-in's launches check both
+    against kernels/*.cu, and that no output overlaps another array of a stencil kernel."""
+    import cupy as cp
+
+    from gpudeblur import _kernels
+    from gpudeblur._backend import get_backend
+
+    f = _kernels.cuda_function(get_backend("cuda"), "deconv.cu", "rl_tv_update_kernel", np.float32)
+    x, c, o = (cp.zeros((2, 8, 16), dtype=np.float32) for _ in range(3))
+    t = np.float32(0.1)
+    good = (x, c, o, np.int32(8), np.int32(16), t, t)
+    f((1, 1, 2), (32, 8, 1), good)
+    with pytest.raises(TypeError, match=r"argument 3 \(int\) is a int64"):
+        f((1, 1, 2), (32, 8, 1), (x, c, o, np.int64(8), np.int32(16), t, t))
+    with pytest.raises(TypeError, match="takes 7 arguments"):
+        f((1, 1, 2), (32, 8, 1), good[:-1])
+    with pytest.raises(ValueError, match="grid z"):
+        f((1, 1, 1), (32, 8, 1), good)
+    with pytest.raises(ValueError, match="covers"):
+        f((1, 1, 2), (8, 8, 1), good)
+    with pytest.raises(ValueError, match="M, N"):
+        f((1, 2, 2), (32, 8, 1), (x, c, o, np.int32(16), np.int32(8), t, t))  # M, N swapped
+    with pytest.raises(ValueError, match="overlaps"):
+        f((1, 1, 2), (32, 8, 1), (x, c, x, np.int32(8), np.int32(16), t, t))

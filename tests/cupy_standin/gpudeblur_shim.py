@@ -132,11 +132,154 @@ _TWINS = {
 }
 
 
+_INT = {"int": np.dtype(np.int32), "long long": np.dtype(np.int64)}
+
+
+def _signatures(filename):
+    """``{kernel: [(ctype, is_pointer, is_const), ...]}`` of the ``__global__`` templates
+    defined in ``kernels/filename`` (the parameter list CuPy's RawModule launch packs to)."""
+    import re
+
+    src = (_k.kernel_source_dir() / filename).read_text()
+    out = {}
+    for m in re.finditer(r"__global__\s+void\s+(\w+)\s*\(([^)]*)\)\s*\{", src):
+        params = []
+        for p in m.group(2).split(","):
+            words = [w for w in p.replace("*", " * ").split() if w != "__restrict__"]
+            ptr = "*" in words
+            const = "const" in words
+            base = [w for w in words if w not in ("const", "*")][:-1]  # drop the parameter name
+            params.append((" ".join(base), ptr, const))
+        out[m.group(1)] = params
+    return out
+
+
+def _check_abi(name, sig, want, args):
+    """What CuPy's launch packs must be what the kernel reads: one argument per parameter; a
+    pointer parameter gets a C-contiguous device array of the kernel's T; an ``int`` a NumPy
+    int32, a ``long long`` an int64 (CuPy packs a NumPy scalar by its own size: an int64 sent to
+    an ``int`` shifts every later parameter), a ``T`` a NumPy scalar of T."""
+    if len(args) != len(sig):
+        raise TypeError(f"[fakecupy-shim] {name} takes {len(sig)} arguments, launched with {len(args)}")
+    for i, (a, (ctype, ptr, _const)) in enumerate(zip(args, sig)):
+        if ptr:
+            if not isinstance(a, cupy.ndarray):
+                raise TypeError(f"[fakecupy-shim] {name}: argument {i} ({ctype}*) is a {type(a).__name__}, not a device array")
+            if a.dtype != (want if ctype == "T" else np.dtype(ctype)):
+                raise TypeError(f"[fakecupy-shim] {name}: argument {i} ({ctype}*) is a {a.dtype} array")
+            if not a._a.flags.c_contiguous:
+                raise ValueError(f"[fakecupy-shim] {name}: argument {i} is not C-contiguous (the kernel reads a raw pointer)")
+        else:
+            exp = want if ctype == "T" else _INT.get(ctype)
+            if exp is None:
+                raise TypeError(f"[fakecupy-shim] {name}: parameter {i} of C type {ctype!r} not known to the shim")
+            if not isinstance(a, np.generic) or a.dtype != exp:
+                got = a.dtype if isinstance(a, np.generic) else type(a).__name__
+                raise TypeError(f"[fakecupy-shim] {name}: argument {i} ({ctype}) is a {got}, not a {exp} scalar")
+
+
+def _check_no_overlap(name, sig, args):
+    """A kernel reading a ``const`` array at other pixels than it writes races when that array is
+    also one it writes (CUDA blocks run in any order; the sequential twin hides it)."""
+    if name in _ELEMENTWISE:
+        return
+    ins = [a for a, (_, ptr, const) in zip(args, sig) if ptr and const]
+    outs = [a for a, (_, ptr, const) in zip(args, sig) if ptr and not const]
+    for i, a in enumerate(outs):
+        for b in ins + outs[i + 1:]:
+            if np.shares_memory(_h(a), _h(b)):
+                raise ValueError(f"[fakecupy-shim] {name}: an output array overlaps another array argument")
+
+
+def _cover(name, grid, block, n, axis):
+    g = grid[axis] if len(grid) > axis else 1
+    b = block[axis] if len(block) > axis else 1
+    if g * b < n:
+        raise ValueError(f"[fakecupy-shim] {name}: launch covers {g}x{b} threads along {'xyz'[axis]}, needs {n}")
+
+
+def _planes(name, grid, block, C):
+    """Kernels that take the plane from blockIdx.z with no bound check: grid z must be C exactly."""
+    if (grid[2] if len(grid) > 2 else 1) != C or (block[2] if len(block) > 2 else 1) != 1:
+        raise ValueError(f"[fakecupy-shim] {name}: grid z {grid} / block {block} for {C} planes (blockIdx.z is the plane, unchecked)")
+
+
+def _size(name, a, n, what):
+    if a.size != n:
+        raise ValueError(f"[fakecupy-shim] {name}: {what} has {a.size} elements, the kernel reads {n}")
+
+
+def _check_layout(name, grid, block, args):
+    """The index ranges each kernel of kernels/*.cu reads and writes, given its scalar arguments,
+    against the arrays' sizes (the Numba twins take shapes from the arrays, and would compute a
+    right answer from arrays the CUDA kernel over- or under-reads), and the launch's coverage."""
+    if name == "rl_ratio_kernel":
+        y, est, out, n, _ = args
+        for a, w in ((y, "y"), (est, "est"), (out, "out")):
+            _size(name, a, int(n), w)
+    elif name in ("rl_tv_update_kernel", "admm_tv_dual_kernel", "admm_tv_rhs_kernel"):
+        arrays = [a for a in args if isinstance(a, cupy.ndarray)]
+        M, N = (int(v) for v in args[len(arrays):len(arrays) + 2])
+        C = max(arrays[0].size // max(M * N, 1), 1)
+        for a in arrays:
+            _size(name, a, C * M * N, "an array")
+        _planes(name, grid, block, C)
+        _cover(name, grid, block, N, 0), _cover(name, grid, block, M, 1)
+        if arrays[0].shape[-2:] != (M, N):
+            raise ValueError(f"[fakecupy-shim] {name}: M, N = {M}, {N} for arrays of shape {arrays[0].shape}")
+    elif name == "blurmap_search_kernel":
+        power, P, F, val, d1, d2, noise, K, st, nst = args[:10]
+        P, F, K, nst = int(P), int(F), int(K), int(nst)
+        _size(name, power, F * P, "power")
+        for a, w in ((val, "lut_val"), (d1, "lut_d1"), (d2, "lut_d2")):
+            _size(name, a, K * F, w)
+        _size(name, noise, F, "noise"), _size(name, st, nst, "starts")
+        for a, w in zip(args[-3:], ("r_out", "l_out", "s_out")):
+            _size(name, a, 3 * P, w)
+        _cover(name, grid, block, P, 0)
+    elif name == "lifted_primal_kernel":
+        u, G, ubar, tau, npix, K = args
+        for a, w in ((u, "u"), (G, "G"), (ubar, "ubar")):
+            _size(name, a, int(K) * int(npix), w)
+        _size(name, tau, int(npix), "tau")
+    elif name == "lifted_dual_kernel":
+        ubar, P, W, delta, K, M, N, E, _ = args
+        K, M, N, E = int(K), int(M), int(N), int(E)
+        _size(name, ubar, K * M * N, "ubar"), _size(name, P, E * K * M * N, "p")
+        _size(name, W, E * M * N, "W"), _size(name, delta, K, "delta")
+        _cover(name, grid, block, N, 0), _cover(name, grid, block, M, 1), _cover(name, grid, block, K, 2)
+    elif name == "lifted_primal_fused_kernel":
+        u, ubar, scratch, c, P, tau, lb, K, M, N, E, _ = args
+        K, M, N, E = int(K), int(M), int(N), int(E)
+        for a, w in ((u, "u"), (ubar, "ubar"), (scratch, "scratch"), (c, "c")):
+            _size(name, a, K * M * N, w)
+        _size(name, P, E * K * M * N, "p"), _size(name, tau, M * N, "tau"), _size(name, lb, M * N, "lb")
+        _cover(name, grid, block, N, 0), _cover(name, grid, block, M, 1)
+    elif name in ("framelet_shrink_kernel", "framelet_adjoint_diff_kernel"):
+        arrays = [a for a in args if isinstance(a, cupy.ndarray)]
+        C, M, N = (int(v) for v in args[len(arrays):len(arrays) + 3])
+        x_or_out = arrays[0] if name == "framelet_shrink_kernel" else arrays[2]
+        bands = arrays[1:3] if name == "framelet_shrink_kernel" else arrays[:2]
+        _size(name, x_or_out, C * M * N, "x/out")
+        for a in bands:
+            _size(name, a, 9 * C * M * N, "a band array (9 bands)")
+        _cover(name, grid, block, N, 0), _cover(name, grid, block, M, 1), _planes(name, grid, block, C)
+    else:
+        raise RuntimeError(f"[fakecupy-shim] no layout rule for {name}")
+
+
+#: kernels that read each input at the index they write only (an output may alias an input)
+_ELEMENTWISE = {"rl_ratio_kernel"}
+
+
 def _cuda_function(be, filename, name, dtype):
     if name not in _TWINS:
         raise RuntimeError(f"[fakecupy-shim] no Numba twin mapped for {filename}:{name}")
     twin = _TWINS[name]
     want = np.dtype(dtype)
+    sig = _signatures(filename).get(name)
+    if sig is None:
+        raise RuntimeError(f"[fakecupy-shim] {filename} defines no __global__ {name}")
 
     def launch(grid, block, args):
         # a raw kernel reads its float pointers as the type it was compiled for: another float
@@ -150,6 +293,9 @@ def _cuda_function(be, filename, name, dtype):
                 raise TypeError(f"[fakecupy-shim] {name}: argument {i} is a Python {type(a).__name__}, not a NumPy scalar")
             if isinstance(a, np.floating) and a.dtype != want:
                 raise TypeError(f"[fakecupy-shim] {name} compiled for {want} got a {a.dtype} scalar (argument {i})")
+        _check_abi(name, sig, want, args)
+        _check_no_overlap(name, sig, args)
+        _check_layout(name, tuple(grid), tuple(block), args)
         return twin(grid, block, args)
     return launch
 

@@ -11,6 +11,19 @@ It also holds calls to CuPy's API as read from a real CuPy (``cupy_api.json``, w
 CuPy function does not take is a TypeError, where Python can read its parameters (not for
 ufuncs and most ``ndarray`` methods, which are compiled). Custom kernels run as their Numba
 twins (``gpudeblur_shim.py``), and the arithmetic is NumPy's.
+
+Beyond host arrays, it refuses what CuPy 14.2 refuses and NumPy takes (sources in each rule):
+lists/tuples/other objects as ufunc operands (a 0-d NumPy array is taken by comparisons only,
+as its item()), non-__call__ ufunc methods through NumPy and the ufunc methods CuPy lacks,
+joins (concatenate, stack) of anything but device arrays, ``asarray`` of a sequence mixing
+device arrays with other items, a non-0-d host value assigned through a basic index (CuPy's
+``fill`` refuses it; an advanced index moves it), ``__index__`` (CuPy's ndarray has none:
+``range(n)``, ``list[n]``; slice bounds are int()-ed as CuPy does), NumPy-only ``flags``
+fields, ``astype(casting=/subok=)``, sort kinds other than 'stable', ``interp`` of a
+non-contiguous x, ``searchsorted`` of a NumPy scalar. Differences left: out-of-bounds
+integer-array indices raise here (CuPy wraps them), duplicate scatter indices keep NumPy's
+last value (CuPy: undefined), argsort/sort default kinds follow NumPy (CuPy: always stable;
+here code that needs stability gets a false alarm at most).
 """
 import json as _json
 import os as _os
@@ -73,6 +86,45 @@ class _Dev:
     id = 0
 
 
+def _slice_bound(b):
+    return int(b) if isinstance(b, ndarray) else b
+
+
+def _key(key):
+    """An index as CuPy reads it: device arrays unwrapped, NumPy/list indices allowed (moved to the
+    device there), slice bounds that are device 0-d arrays int()-ed (a sync)."""
+    def one(k):
+        if isinstance(k, slice):
+            return slice(_slice_bound(k.start), _slice_bound(k.stop), _slice_bound(k.step))
+        return _unwrap(k, "index", allow_host=True)
+    return tuple(one(k) for k in key) if isinstance(key, tuple) else one(key)
+
+
+def _advanced(key):
+    """CuPy's _prepare_slice_list: an array, list, tuple or bool among the indices is advanced."""
+    for k in (key if isinstance(key, tuple) else (key,)):
+        if isinstance(k, (ndarray, _np.ndarray, list, tuple, bool, _np.bool_)):
+            return True
+    return False
+
+
+class _Flags:
+    """CuPy's ndarray.flags (cupy/_core/flags.pyx): c_contiguous, f_contiguous, owndata (and
+    fnc, forc); ``flags['C_CONTIGUOUS']``, ``['F_CONTIGUOUS']``, ``['OWNDATA']``; nothing else
+    (no writeable, aligned)."""
+
+    def __init__(self, f):
+        self.c_contiguous, self.f_contiguous, self.owndata = f.c_contiguous, f.f_contiguous, f.owndata
+        self.fnc = self.f_contiguous and not self.c_contiguous
+        self.forc = self.f_contiguous or self.c_contiguous
+
+    def __getitem__(self, name):
+        keys = {"C_CONTIGUOUS": "c_contiguous", "F_CONTIGUOUS": "f_contiguous", "OWNDATA": "owndata"}
+        if name not in keys:
+            raise KeyError(f"{name} is not defined for cupy.ndarray.flags")
+        return getattr(self, keys[name])
+
+
 def _reject_host(obj, what):
     if isinstance(obj, _np.ndarray):
         raise TypeError(f"[fakecupy] {what}: unsupported type numpy.ndarray (shape {obj.shape}) mixed with device arrays")
@@ -110,7 +162,44 @@ def _weak(s):
     return s
 
 
+_PY_SCALARS = (int, float, complex, bool)
+_COMPARE = {"greater", "greater_equal", "less", "less_equal", "equal", "not_equal"}
+
+
+def _ufunc_operand(x, name):
+    """An operand CuPy's ufuncs take (core.pyx ``__array_ufunc__``, ``_kernel._preprocess_arg``:
+    a device array, a Python scalar of an exact scalar type, a NumPy scalar); a NumPy array is
+    refused (0-d: taken as its ``item()`` by the comparisons only), and so is anything else (a
+    list or tuple: ``CScalar`` raises 'Unsupported type')."""
+    if isinstance(x, ndarray):
+        return x._a
+    if isinstance(x, _np.ndarray):
+        if x.ndim == 0 and name in _COMPARE:
+            return x.item()
+        _reject_host(x, f"ufunc {name}")
+    if type(x) in _PY_SCALARS or (isinstance(x, _np.generic) and x.dtype.kind in "biufc"):
+        return x
+    raise TypeError(f"[fakecupy] ufunc {name}: Unsupported type {type(x)} (CuPy takes device arrays and scalars)")
+
+
 _REDUCE = {"sum", "max", "min", "mean", "any", "all", "prod", "std", "var", "argmax", "argmin", "trace", "dot"}
+
+
+def _check_method(name, args, kw):
+    """Arguments CuPy's ndarray methods take by name but refuse (core.pyx)."""
+    if name == "astype":
+        if kw.get("casting") is not None or len(args) > 2 and args[2] is not None:
+            raise TypeError("[fakecupy] casting is not supported yet (cupy.ndarray.astype)")
+        if kw.get("subok") is not None or len(args) > 3 and args[3] is not None:
+            raise TypeError("[fakecupy] subok is not supported yet (cupy.ndarray.astype)")
+    if name in ("sort", "argsort"):
+        kind = kw.get("kind", args[1] if len(args) > 1 else None)
+        if kind not in (None, "stable"):
+            raise ValueError("[fakecupy] kind can only be None or 'stable'")
+    if name == "fill":
+        v = kw.get("value", args[0] if args else None)
+        if isinstance(v, _np.ndarray) and v.ndim:
+            raise ValueError("[fakecupy] non-scalar numpy.ndarray cannot be used for fill")
 
 
 class ndarray(_Mixin):
@@ -142,9 +231,8 @@ class ndarray(_Mixin):
     def __complex__(self):
         return complex(self._a)
 
-    def __index__(self):
-        _log("index", "device array used as an index (__index__)")
-        return self._a.__index__()
+    # no __index__: CuPy's ndarray has none (range(n), list[n], operator.index(n), np.zeros(n) of a
+    # device 0-d n raise TypeError there); slice bounds are int()-ed (internal.complete_slice)
 
     def __bool__(self):
         if LOG_SYNCS:
@@ -160,8 +248,8 @@ class ndarray(_Mixin):
             raise TypeError("iteration over a 0-d array")
         if self._a.ndim == 1:
             _log("iter", "iteration over a 1-D device array (0-d device items; a sync if each is converted)")
-        for v in self._a:
-            yield _wrap(v)
+        for i in range(self._a.shape[0]):
+            yield ndarray(self._a[i, ...])  # a view (0-d for a 1-D array), as CuPy's self[i]
 
     def __format__(self, spec):
         _log("format", f"format() of a device array ({spec!r})")
@@ -180,10 +268,10 @@ class ndarray(_Mixin):
     itemsize = property(lambda s: s._a.itemsize)
     nbytes = property(lambda s: s._a.nbytes)
     strides = property(lambda s: s._a.strides)
-    flags = property(lambda s: s._a.flags)
+    flags = property(lambda s: _Flags(s._a.flags))
     device = property(lambda s: _Dev())
-    T = property(lambda s: ndarray(s._a.T))
-    real = property(lambda s: ndarray(s._a.real))
+    T = property(lambda s: s if s._a.ndim < 2 else ndarray(s._a.T))  # CuPy: self below 2-D
+    real = property(lambda s: s if s._a.dtype.kind != "c" else ndarray(s._a.real))  # CuPy: self if real
     imag = property(lambda s: ndarray(s._a.imag))
 
     def __getattr__(self, name):
@@ -196,6 +284,7 @@ class ndarray(_Mixin):
 
         def method(*args, **kw):
             check_call("cupy.ndarray", name, args, kw)
+            _check_method(name, args, kw)
             args = _unwrap(args, f"ndarray.{name}")
             kw = {k: _unwrap(v, f"ndarray.{name}") for k, v in kw.items()}
             out = attr(*args, **kw)
@@ -209,16 +298,25 @@ class ndarray(_Mixin):
     def __getitem__(self, key):
         if isinstance(key, _np.ndarray) or (isinstance(key, tuple) and any(isinstance(k, _np.ndarray) for k in key)):
             _log("host-index", "NumPy array used to index a device array")
-        return _wrap(self._a[_unwrap(key, "getitem", allow_host=True)])
+        return _wrap(self._a[_key(key)])
 
     def __setitem__(self, key, value):
+        if not isinstance(value, ndarray) and not _advanced(key):
+            # CuPy (_routines_indexing._scatter_op): a basic index with a non-device value is
+            # y.fill(value), which refuses a non-0-d NumPy array (and a list: it becomes one)
+            if isinstance(value, (list, tuple)) or (isinstance(value, _np.ndarray) and value.ndim):
+                raise ValueError("[fakecupy] non-scalar numpy.ndarray cannot be used for fill "
+                                 "(a host array assigned through a basic index: cupy.asarray it first)")
         if isinstance(value, _np.ndarray):
             _log("host-set", f"NumPy array (shape {value.shape}) assigned into a device array")
-        self._a[_unwrap(key, "setitem", allow_host=True)] = _unwrap(value, "setitem", allow_host=True)
+        self._a[_key(key)] = _unwrap(value, "setitem", allow_host=True)
 
     # -- NumPy protocols -----------------------------------------------
     def __array_ufunc__(self, ufunc, method, *inputs, **kw):
-        ins = tuple(_weak(_unwrap(i, f"ufunc {ufunc.__name__}")) for i in inputs)
+        if method != "__call__":
+            # CuPy's __array_ufunc__ handles calls only (np.add.reduce(dev) etc. -> TypeError)
+            return NotImplemented
+        ins = tuple(_weak(_ufunc_operand(i, ufunc.__name__)) for i in inputs)
         outs = kw.get("out")
         if outs is not None:
             kw["out"] = tuple(_unwrap(o, f"ufunc {ufunc.__name__} out") for o in outs)
@@ -245,10 +343,42 @@ class _Ufunc:
     def __call__(self, *args, **kw):
         check_call("cupy", self.__name__, args, kw)
         if not any(isinstance(a, ndarray) for a in args):
-            for a in args:
-                _reject_host(a, f"cupy.{self.__name__}")
-            return _wrap(self._uf(*[_weak(a) for a in args], **kw))
+            return _wrap(self._uf(*[_weak(_ufunc_operand(a, self.__name__)) for a in args], **kw))
         return self._uf(*args, **kw)
+
+    # CuPy's ufunc methods (_kernel.pyx): reduce/accumulate for add and multiply only,
+    # reduceat for add only, at for the scatter ops, outer moves its operands (core.array)
+    _SCATTER = {"add", "subtract", "maximum", "minimum", "bitwise_and", "bitwise_or", "bitwise_xor"}
+
+    def _only(self, method, names):
+        if self.__name__ not in names:
+            raise NotImplementedError(f"[fakecupy] `{self.__name__}.{method}` is not supported yet (CuPy)")
+
+    def reduce(self, array, axis=0, dtype=None, out=None, keepdims=False):
+        self._only("reduce", ("add", "multiply"))
+        f = array.sum if self.__name__ == "add" else array.prod
+        return f(axis, dtype, out, keepdims)
+
+    def accumulate(self, array, axis=0, dtype=None, out=None):
+        self._only("accumulate", ("add", "multiply"))
+        f = array.cumsum if self.__name__ == "add" else array.cumprod
+        return f(axis, dtype, out)
+
+    def reduceat(self, array, indices, axis=0, dtype=None, out=None):
+        self._only("reduceat", ("add",))
+        return _wrap(self._uf.reduceat(array._a, _unwrap(indices, "reduceat"), axis, dtype,
+                                       None if out is None else out._a))
+
+    def at(self, a, indices, b=None):
+        self._only("at", self._SCATTER)
+        if not isinstance(a, ndarray):
+            raise AttributeError(f"[fakecupy] {type(a).__name__} has no attribute '_scatter_op'")
+        self._uf.at(a._a, _key(indices), _unwrap(b, "at", allow_host=True))
+
+    def outer(self, A, B, **kw):
+        A = A if isinstance(A, ndarray) else ndarray(_np.array(A))
+        B = B if isinstance(B, ndarray) else ndarray(_np.array(B))
+        return self(A.reshape(A.shape + (1,) * B.ndim), B.reshape((1,) * A.ndim + B.shape), **kw)
 
     def __getattr__(self, name):
         return getattr(self._uf, name)
@@ -257,9 +387,65 @@ class _Ufunc:
 _TRANSFER = {"asarray", "array", "asanyarray"}
 
 
+def _leaves(obj):
+    if isinstance(obj, (list, tuple)):
+        for o in obj:
+            yield from _leaves(o)
+    else:
+        yield obj
+
+
+def _arg(args, kw, i, key, default=None):
+    return args[i] if len(args) > i else kw.get(key, default)
+
+
+def _check_fn(name, args, kw):
+    """What CuPy's functions refuse that NumPy takes (sources cited per rule)."""
+    if name in ("concatenate", "stack") and args:
+        # _routines_manipulation.concatenate_method: 'Only cupy arrays can be concatenated';
+        # stack: cupy.expand_dims(x) of each, which takes ndarrays only
+        for x in args[0]:
+            if not isinstance(x, ndarray):
+                raise TypeError(f"[fakecupy] cupy.{name}: only cupy arrays can be joined, got {type(x).__name__}")
+    if name == "where":
+        cond = _arg(args, kw, 0, "condition")
+        if isinstance(cond, _np.ndarray):
+            _reject_host(cond, "cupy.where")  # astype works on it, the ufunc refuses it
+        if (_arg(args, kw, 1, "x") is not None) and not isinstance(cond, ndarray):
+            # _sorting/search.py: _where_ufunc(condition.astype('?', copy=False), x, y)
+            raise AttributeError(f"[fakecupy] cupy.where: {type(cond).__name__} condition has no astype")
+        for v in (_arg(args, kw, 1, "x"), _arg(args, kw, 2, "y")):
+            if v is not None:
+                _ufunc_operand(v, "where")
+    if name in _TRANSFER and args and isinstance(args[0], (list, tuple)):
+        # core.array: a sequence holding device arrays is joined only when every leaf is a device
+        # array of one shape; otherwise numpy.array(obj) meets a device array: TypeError
+        leaves = list(_leaves(args[0]))
+        if any(isinstance(x, ndarray) for x in leaves):
+            if not all(isinstance(x, ndarray) for x in leaves) or len({x.shape for x in leaves}) > 1:
+                raise TypeError("[fakecupy] Implicit conversion to a NumPy array is not allowed "
+                                f"(cupy.{name} of a sequence mixing device arrays with other items or shapes)")
+    if name == "interp":
+        x, xp_, fp = (_arg(args, kw, i, k) for i, k in enumerate(("x", "xp", "fp")))
+        if xp_.ndim != 1 or fp.ndim != 1:
+            raise ValueError("[fakecupy] xp and fp must be 1D arrays")
+        if not x.flags.c_contiguous:  # _math/misc.py
+            raise NotImplementedError("[fakecupy] Non-C-contiguous x is currently not supported (cupy.interp)")
+    if name == "searchsorted":
+        a, v = _arg(args, kw, 0, "a"), _arg(args, kw, 1, "v")
+        if not isinstance(a, ndarray):  # _sorting/search.py _searchsorted
+            raise NotImplementedError("[fakecupy] Only int or ndarray are supported for a")
+        if not isinstance(v, (ndarray, int, float, complex)):
+            raise NotImplementedError("[fakecupy] Only python scalars or ndarrays are supported for v")
+    if name in ("sort", "argsort"):
+        if _arg(args, kw, 2, "kind") not in (None, "stable"):
+            raise ValueError("[fakecupy] kind can only be None or 'stable'")
+
+
 def _fn(name, f):
     def g(*args, **kw):
         check_call("cupy", name, args, kw)
+        _check_fn(name, args, kw)
         allow = name in _TRANSFER
         args = _unwrap(args, f"cupy.{name}", allow_host=allow)
         kw = {k: _unwrap(v, f"cupy.{name}", allow_host=allow) for k, v in kw.items()}
