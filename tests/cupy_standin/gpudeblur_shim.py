@@ -23,7 +23,7 @@ def _h(a):
     if isinstance(a, cupy.ndarray):
         return a._a
     if isinstance(a, np.ndarray):
-        raise TypeError("[fakecupy-shim] numpy.ndarray passed to a CUDA kernel launch (CuPy refuses it)")
+        raise TypeError("[cupy stand-in shim] numpy.ndarray passed to a CUDA kernel launch (CuPy refuses it)")
     return a
 
 
@@ -160,22 +160,22 @@ def _check_abi(name, sig, want, args):
     int32, a ``long long`` an int64 (CuPy packs a NumPy scalar by its own size: an int64 sent to
     an ``int`` shifts every later parameter), a ``T`` a NumPy scalar of T."""
     if len(args) != len(sig):
-        raise TypeError(f"[fakecupy-shim] {name} takes {len(sig)} arguments, launched with {len(args)}")
+        raise TypeError(f"[cupy stand-in shim] {name} takes {len(sig)} arguments, launched with {len(args)}")
     for i, (a, (ctype, ptr, _const)) in enumerate(zip(args, sig)):
         if ptr:
             if not isinstance(a, cupy.ndarray):
-                raise TypeError(f"[fakecupy-shim] {name}: argument {i} ({ctype}*) is a {type(a).__name__}, not a device array")
+                raise TypeError(f"[cupy stand-in shim] {name}: argument {i} ({ctype}*) is a {type(a).__name__}, not a device array")
             if a.dtype != (want if ctype == "T" else np.dtype(ctype)):
-                raise TypeError(f"[fakecupy-shim] {name}: argument {i} ({ctype}*) is a {a.dtype} array")
+                raise TypeError(f"[cupy stand-in shim] {name}: argument {i} ({ctype}*) is a {a.dtype} array")
             if not a._a.flags.c_contiguous:
-                raise ValueError(f"[fakecupy-shim] {name}: argument {i} is not C-contiguous (the kernel reads a raw pointer)")
+                raise ValueError(f"[cupy stand-in shim] {name}: argument {i} is not C-contiguous (the kernel reads a raw pointer)")
         else:
             exp = want if ctype == "T" else _INT.get(ctype)
             if exp is None:
-                raise TypeError(f"[fakecupy-shim] {name}: parameter {i} of C type {ctype!r} not known to the shim")
+                raise TypeError(f"[cupy stand-in shim] {name}: parameter {i} of C type {ctype!r} not known to the shim")
             if not isinstance(a, np.generic) or a.dtype != exp:
                 got = a.dtype if isinstance(a, np.generic) else type(a).__name__
-                raise TypeError(f"[fakecupy-shim] {name}: argument {i} ({ctype}) is a {got}, not a {exp} scalar")
+                raise TypeError(f"[cupy stand-in shim] {name}: argument {i} ({ctype}) is a {got}, not a {exp} scalar")
 
 
 def _check_no_overlap(name, sig, args):
@@ -188,25 +188,25 @@ def _check_no_overlap(name, sig, args):
     for i, a in enumerate(outs):
         for b in ins + outs[i + 1:]:
             if np.shares_memory(_h(a), _h(b)):
-                raise ValueError(f"[fakecupy-shim] {name}: an output array overlaps another array argument")
+                raise ValueError(f"[cupy stand-in shim] {name}: an output array overlaps another array argument")
 
 
 def _cover(name, grid, block, n, axis):
     g = grid[axis] if len(grid) > axis else 1
     b = block[axis] if len(block) > axis else 1
     if g * b < n:
-        raise ValueError(f"[fakecupy-shim] {name}: launch covers {g}x{b} threads along {'xyz'[axis]}, needs {n}")
+        raise ValueError(f"[cupy stand-in shim] {name}: launch covers {g}x{b} threads along {'xyz'[axis]}, needs {n}")
 
 
 def _planes(name, grid, block, C):
     """Kernels that take the plane from blockIdx.z with no bound check: grid z must be C exactly."""
     if (grid[2] if len(grid) > 2 else 1) != C or (block[2] if len(block) > 2 else 1) != 1:
-        raise ValueError(f"[fakecupy-shim] {name}: grid z {grid} / block {block} for {C} planes (blockIdx.z is the plane, unchecked)")
+        raise ValueError(f"[cupy stand-in shim] {name}: grid z {grid} / block {block} for {C} planes (blockIdx.z is the plane, unchecked)")
 
 
 def _size(name, a, n, what):
     if a.size != n:
-        raise ValueError(f"[fakecupy-shim] {name}: {what} has {a.size} elements, the kernel reads {n}")
+        raise ValueError(f"[cupy stand-in shim] {name}: {what} has {a.size} elements, the kernel reads {n}")
 
 
 def _check_layout(name, grid, block, args):
@@ -226,7 +226,7 @@ def _check_layout(name, grid, block, args):
         _planes(name, grid, block, C)
         _cover(name, grid, block, N, 0), _cover(name, grid, block, M, 1)
         if arrays[0].shape[-2:] != (M, N):
-            raise ValueError(f"[fakecupy-shim] {name}: M, N = {M}, {N} for arrays of shape {arrays[0].shape}")
+            raise ValueError(f"[cupy stand-in shim] {name}: M, N = {M}, {N} for arrays of shape {arrays[0].shape}")
     elif name == "blurmap_search_kernel":
         power, P, F, val, d1, d2, noise, K, st, nst = args[:10]
         P, F, K, nst = int(P), int(F), int(K), int(nst)
@@ -265,7 +265,7 @@ def _check_layout(name, grid, block, args):
             _size(name, a, 9 * C * M * N, "a band array (9 bands)")
         _cover(name, grid, block, N, 0), _cover(name, grid, block, M, 1), _planes(name, grid, block, C)
     else:
-        raise RuntimeError(f"[fakecupy-shim] no layout rule for {name}")
+        raise RuntimeError(f"[cupy stand-in shim] no layout rule for {name}")
 
 
 #: kernels that read each input at the index they write only (an output may alias an input)
@@ -274,12 +274,12 @@ _ELEMENTWISE = {"rl_ratio_kernel"}
 
 def _cuda_function(be, filename, name, dtype):
     if name not in _TWINS:
-        raise RuntimeError(f"[fakecupy-shim] no Numba twin mapped for {filename}:{name}")
+        raise RuntimeError(f"[cupy stand-in shim] no Numba twin mapped for {filename}:{name}")
     twin = _TWINS[name]
     want = np.dtype(dtype)
     sig = _signatures(filename).get(name)
     if sig is None:
-        raise RuntimeError(f"[fakecupy-shim] {filename} defines no __global__ {name}")
+        raise RuntimeError(f"[cupy stand-in shim] {filename} defines no __global__ {name}")
 
     def launch(grid, block, args):
         # a raw kernel reads its float pointers as the type it was compiled for: another float
@@ -288,11 +288,11 @@ def _cuda_function(be, filename, name, dtype):
         # kernel's parameter: scalars go as NumPy scalars of the kernel's types
         for i, a in enumerate(args):
             if isinstance(a, cupy.ndarray) and a.dtype.kind in "fc" and a.dtype != want:
-                raise TypeError(f"[fakecupy-shim] {name} compiled for {want} got a {a.dtype} array (argument {i})")
+                raise TypeError(f"[cupy stand-in shim] {name} compiled for {want} got a {a.dtype} array (argument {i})")
             if not isinstance(a, (cupy.ndarray, np.generic)):
-                raise TypeError(f"[fakecupy-shim] {name}: argument {i} is a Python {type(a).__name__}, not a NumPy scalar")
+                raise TypeError(f"[cupy stand-in shim] {name}: argument {i} is a Python {type(a).__name__}, not a NumPy scalar")
             if isinstance(a, np.floating) and a.dtype != want:
-                raise TypeError(f"[fakecupy-shim] {name} compiled for {want} got a {a.dtype} scalar (argument {i})")
+                raise TypeError(f"[cupy stand-in shim] {name} compiled for {want} got a {a.dtype} scalar (argument {i})")
         _check_abi(name, sig, want, args)
         _check_no_overlap(name, sig, args)
         _check_layout(name, tuple(grid), tuple(block), args)

@@ -127,7 +127,7 @@ class _Flags:
 
 def _reject_host(obj, what):
     if isinstance(obj, _np.ndarray):
-        raise TypeError(f"[fakecupy] {what}: unsupported type numpy.ndarray (shape {obj.shape}) mixed with device arrays")
+        raise TypeError(f"[cupy stand-in] {what}: unsupported type numpy.ndarray (shape {obj.shape}) mixed with device arrays")
 
 
 def _unwrap(obj, what, allow_host=False):
@@ -179,7 +179,7 @@ def _ufunc_operand(x, name):
         _reject_host(x, f"ufunc {name}")
     if type(x) in _PY_SCALARS or (isinstance(x, _np.generic) and x.dtype.kind in "biufc"):
         return x
-    raise TypeError(f"[fakecupy] ufunc {name}: Unsupported type {type(x)} (CuPy takes device arrays and scalars)")
+    raise TypeError(f"[cupy stand-in] ufunc {name}: Unsupported type {type(x)} (CuPy takes device arrays and scalars)")
 
 
 _REDUCE = {"sum", "max", "min", "mean", "any", "all", "prod", "std", "var", "argmax", "argmin", "trace", "dot"}
@@ -189,17 +189,17 @@ def _check_method(name, args, kw):
     """Arguments CuPy's ndarray methods take by name but refuse (core.pyx)."""
     if name == "astype":
         if kw.get("casting") is not None or len(args) > 2 and args[2] is not None:
-            raise TypeError("[fakecupy] casting is not supported yet (cupy.ndarray.astype)")
+            raise TypeError("[cupy stand-in] casting is not supported yet (cupy.ndarray.astype)")
         if kw.get("subok") is not None or len(args) > 3 and args[3] is not None:
-            raise TypeError("[fakecupy] subok is not supported yet (cupy.ndarray.astype)")
+            raise TypeError("[cupy stand-in] subok is not supported yet (cupy.ndarray.astype)")
     if name in ("sort", "argsort"):
         kind = kw.get("kind", args[1] if len(args) > 1 else None)
         if kind not in (None, "stable"):
-            raise ValueError("[fakecupy] kind can only be None or 'stable'")
+            raise ValueError("[cupy stand-in] kind can only be None or 'stable'")
     if name == "fill":
         v = kw.get("value", args[0] if args else None)
         if isinstance(v, _np.ndarray) and v.ndim:
-            raise ValueError("[fakecupy] non-scalar numpy.ndarray cannot be used for fill")
+            raise ValueError("[cupy stand-in] non-scalar numpy.ndarray cannot be used for fill")
 
 
 class ndarray(_Mixin):
@@ -211,7 +211,7 @@ class ndarray(_Mixin):
 
     # -- host conversion -------------------------------------------------
     def __array__(self, *a, **k):
-        raise TypeError("[fakecupy] Implicit conversion to a NumPy array is not allowed. Please use `.get()`")
+        raise TypeError("[cupy stand-in] Implicit conversion to a NumPy array is not allowed. Please use `.get()`")
 
     def get(self, *a, **k):
         if LOG_SYNCS:
@@ -256,7 +256,7 @@ class ndarray(_Mixin):
         return format(self._a.item() if self._a.ndim == 0 else self._a, spec)
 
     def __repr__(self):
-        return "fakecupy." + repr(self._a)
+        return "standin." + repr(self._a)
 
     __hash__ = None
 
@@ -305,7 +305,7 @@ class ndarray(_Mixin):
             # CuPy (_routines_indexing._scatter_op): a basic index with a non-device value is
             # y.fill(value), which refuses a non-0-d NumPy array (and a list: it becomes one)
             if isinstance(value, (list, tuple)) or (isinstance(value, _np.ndarray) and value.ndim):
-                raise ValueError("[fakecupy] non-scalar numpy.ndarray cannot be used for fill "
+                raise ValueError("[cupy stand-in] non-scalar numpy.ndarray cannot be used for fill "
                                  "(a host array assigned through a basic index: cupy.asarray it first)")
         if isinstance(value, _np.ndarray):
             _log("host-set", f"NumPy array (shape {value.shape}) assigned into a device array")
@@ -328,7 +328,7 @@ class ndarray(_Mixin):
     def __array_function__(self, func, types, args, kwargs):
         msg = f"np.{func.__name__} called on a device array (CuPy dispatches it to cupy.{func.__name__} if it exists)"
         if STRICT_NP_FUNCS:
-            raise TypeError("[fakecupy] " + msg)
+            raise TypeError("[cupy stand-in] " + msg)
         _log("np-func", msg)
         args = _unwrap(args, f"np.{func.__name__}")
         kwargs = {k: _unwrap(v, f"np.{func.__name__}") for k, v in kwargs.items()}
@@ -352,7 +352,7 @@ class _Ufunc:
 
     def _only(self, method, names):
         if self.__name__ not in names:
-            raise NotImplementedError(f"[fakecupy] `{self.__name__}.{method}` is not supported yet (CuPy)")
+            raise NotImplementedError(f"[cupy stand-in] `{self.__name__}.{method}` is not supported yet (CuPy)")
 
     def reduce(self, array, axis=0, dtype=None, out=None, keepdims=False):
         self._only("reduce", ("add", "multiply"))
@@ -372,7 +372,7 @@ class _Ufunc:
     def at(self, a, indices, b=None):
         self._only("at", self._SCATTER)
         if not isinstance(a, ndarray):
-            raise AttributeError(f"[fakecupy] {type(a).__name__} has no attribute '_scatter_op'")
+            raise AttributeError(f"[cupy stand-in] {type(a).__name__} has no attribute '_scatter_op'")
         self._uf.at(a._a, _key(indices), _unwrap(b, "at", allow_host=True))
 
     def outer(self, A, B, **kw):
@@ -406,14 +406,14 @@ def _check_fn(name, args, kw):
         # stack: cupy.expand_dims(x) of each, which takes ndarrays only
         for x in args[0]:
             if not isinstance(x, ndarray):
-                raise TypeError(f"[fakecupy] cupy.{name}: only cupy arrays can be joined, got {type(x).__name__}")
+                raise TypeError(f"[cupy stand-in] cupy.{name}: only cupy arrays can be joined, got {type(x).__name__}")
     if name == "where":
         cond = _arg(args, kw, 0, "condition")
         if isinstance(cond, _np.ndarray):
             _reject_host(cond, "cupy.where")  # astype works on it, the ufunc refuses it
         if (_arg(args, kw, 1, "x") is not None) and not isinstance(cond, ndarray):
             # _sorting/search.py: _where_ufunc(condition.astype('?', copy=False), x, y)
-            raise AttributeError(f"[fakecupy] cupy.where: {type(cond).__name__} condition has no astype")
+            raise AttributeError(f"[cupy stand-in] cupy.where: {type(cond).__name__} condition has no astype")
         for v in (_arg(args, kw, 1, "x"), _arg(args, kw, 2, "y")):
             if v is not None:
                 _ufunc_operand(v, "where")
@@ -423,23 +423,23 @@ def _check_fn(name, args, kw):
         leaves = list(_leaves(args[0]))
         if any(isinstance(x, ndarray) for x in leaves):
             if not all(isinstance(x, ndarray) for x in leaves) or len({x.shape for x in leaves}) > 1:
-                raise TypeError("[fakecupy] Implicit conversion to a NumPy array is not allowed "
+                raise TypeError("[cupy stand-in] Implicit conversion to a NumPy array is not allowed "
                                 f"(cupy.{name} of a sequence mixing device arrays with other items or shapes)")
     if name == "interp":
         x, xp_, fp = (_arg(args, kw, i, k) for i, k in enumerate(("x", "xp", "fp")))
         if xp_.ndim != 1 or fp.ndim != 1:
-            raise ValueError("[fakecupy] xp and fp must be 1D arrays")
+            raise ValueError("[cupy stand-in] xp and fp must be 1D arrays")
         if not x.flags.c_contiguous:  # _math/misc.py
-            raise NotImplementedError("[fakecupy] Non-C-contiguous x is currently not supported (cupy.interp)")
+            raise NotImplementedError("[cupy stand-in] Non-C-contiguous x is currently not supported (cupy.interp)")
     if name == "searchsorted":
         a, v = _arg(args, kw, 0, "a"), _arg(args, kw, 1, "v")
         if not isinstance(a, ndarray):  # _sorting/search.py _searchsorted
-            raise NotImplementedError("[fakecupy] Only int or ndarray are supported for a")
+            raise NotImplementedError("[cupy stand-in] Only int or ndarray are supported for a")
         if not isinstance(v, (ndarray, int, float, complex)):
-            raise NotImplementedError("[fakecupy] Only python scalars or ndarrays are supported for v")
+            raise NotImplementedError("[cupy stand-in] Only python scalars or ndarrays are supported for v")
     if name in ("sort", "argsort"):
         if _arg(args, kw, 2, "kind") not in (None, "stable"):
-            raise ValueError("[fakecupy] kind can only be None or 'stable'")
+            raise ValueError("[cupy stand-in] kind can only be None or 'stable'")
 
 
 def _fn(name, f):
@@ -502,7 +502,7 @@ def from_dlpack(x):
 
 class RawModule:
     def __init__(self, *a, **k):
-        raise RuntimeError("[fakecupy] RawModule: custom CUDA kernels cannot run here")
+        raise RuntimeError("[cupy stand-in] RawModule: custom CUDA kernels cannot run here")
 
 
 from . import cuda  # noqa: E402

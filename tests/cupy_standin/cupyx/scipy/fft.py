@@ -33,7 +33,7 @@ def _mk(name):
     def g(*args, **kw):
         _cp.check_call("cupyx.scipy.fft", name, args, kw)
         if not isinstance(args[0], _cp.ndarray):
-            raise TypeError(f"[fakecupy] cupyx.scipy.fft.{name}: expected a device array, got {type(args[0]).__name__}")
+            raise TypeError(f"[cupy stand-in] cupyx.scipy.fft.{name}: expected a device array, got {type(args[0]).__name__}")
         x = args[0]
         pos = _OVERWRITE_POS.get(name)
         overwrite = kw.get("overwrite_x", args[pos] if pos is not None and len(args) > pos else False)
