@@ -345,9 +345,7 @@ def run(args) -> int:
     try:
         _write_outputs(args, res, out, meta, result_img, total, created)
     except BaseException:
-        for folder in reversed(created):
-            with contextlib.suppress(OSError):
-                os.rmdir(folder)  # only if empty
+        _remove_empty_folders(created)
         raise
     if args.save_layers:  # an earlier run's extra layers, once this run's are in place
         _remove_stale_layers(args.save_layers, len(res.layers), len(res.kernels), say, inputs=ins)
@@ -381,11 +379,17 @@ def _make_folders(path: str) -> list:
     try:
         make(os.fspath(path))
     except BaseException:
-        for folder in reversed(made):
-            with contextlib.suppress(OSError):
-                os.rmdir(folder)
+        _remove_empty_folders(made)
         raise
     return made
+
+
+def _remove_empty_folders(folders) -> None:
+    """Remove ``folders`` (outermost first, as :func:`_make_folders` lists them), innermost
+    first, each only if it is empty."""
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
 
 
 def _write_outputs(args, res, out, meta, result_img, total, created) -> None:

@@ -197,7 +197,7 @@ def check_output_path(in_path, out_path, overwrite: bool, kind: str | None = "im
         Output exists (without ``overwrite``), is a folder or ends in a path
         separator; its folder is missing or not writable.
     """
-    from .io import check_regular_output, image_format, output_exists_error  # noqa: PLC0415
+    from .io import _output_target, image_format, output_exists_error  # noqa: PLC0415
 
     if out_path is None or not os.fspath(out_path):
         raise ValueError("output path is empty")
@@ -213,7 +213,7 @@ def check_output_path(in_path, out_path, overwrite: bool, kind: str | None = "im
             raise ValueError(f"{label} {out} is the input file {os.fspath(i)}; choose another output name")
     if os.path.isdir(out):
         raise IsADirectoryError(f"{label} {out} is a folder; give a file name")
-    check_regular_output(out, f"{label} {out}")
+    target = _output_target(out, f"{label} {out}")  # a symbolic link is written through, to its target
     if out.endswith(tuple(s for s in (os.sep, os.altsep) if s)):
         raise IsADirectoryError(f"{label} {out} names a folder (it ends in {out[-1]}); give a file name")
     if extensions is not None:
@@ -222,9 +222,8 @@ def check_output_path(in_path, out_path, overwrite: bool, kind: str | None = "im
             raise ValueError(f"unsupported format for {label} {out} (extension {ext or 'none'}); use {', '.join(extensions)}")
     elif kind is not None:
         image_format(out, kind)
-    # a symbolic link is written through: its target's folder is where the file goes
-    link = os.path.islink(out)
-    folder = os.path.dirname(os.path.realpath(out) if link else os.path.abspath(out))
+    link = target != out
+    folder = os.path.dirname(os.path.abspath(target))
     via = f" (where the link {out} leads)" if link else ""
     if link and not os.path.isdir(folder):
         raise FileNotFoundError(f"{label} {out} is a symbolic link into a missing folder ({folder})")

@@ -853,13 +853,14 @@ def _atomic_write(path: str, data: bytes, overwrite: bool) -> None:
     _publish(tmp, path, overwrite)
 
 
-def _output_target(path: str) -> str:
+def _output_target(path: str, what: str | None = None) -> str:
     """The file a write to ``path`` replaces: ``path``, or the file a symbolic link there
     points to (written through, as the shell's ``>`` does: the link stays). A device, pipe or
-    socket there is refused: the rename would put a regular file in its place."""
+    socket there is refused (``what`` names it; default ``'output <path>'``): the rename would
+    put a regular file in its place."""
     path = os.fspath(path)
     target = os.path.realpath(path) if os.path.islink(path) else path
-    check_regular_output(target, f"output {path}")
+    check_regular_output(target, what or f"output {path}")
     return target
 
 
