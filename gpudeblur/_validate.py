@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 
@@ -25,9 +26,16 @@ def check_image(img, xp, name: str = "image", allow_channels=(1, 3, 4), unit_ran
         )
     if img.shape[0] < 2 or img.shape[1] < 2:
         raise ValueError(f"{name} is too small ({img.shape[0]}x{img.shape[1]}); need at least 2x2 pixels")
-    if not bool(xp.isfinite(img).all()):
+    kind = img.dtype.kind
+    if kind == "f":
+        # min and max in one transfer (one device sync, no boolean image): both propagate NaN,
+        # and an infinity is one of them
+        lo, hi = xp.stack([xp.min(img), xp.max(img)]).tolist()
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"{name} contains NaN or Inf values")
+    elif kind not in "biu" and not bool(xp.isfinite(img).all()):
         raise ValueError(f"{name} contains NaN or Inf values")
-    if unit_range and img.dtype.kind == "f" and float(xp.max(img)) > IMAGE_RANGE_WARNING:
+    if unit_range and kind == "f" and hi > IMAGE_RANGE_WARNING:
         # (one text, attributed to this line: shown once however many stages check the same image)
         warnings.warn(f"{name} values exceed {IMAGE_RANGE_WARNING:g}: gpudeblur's weights and noise levels assume "
                       "intensities in [0, 1]; divide 8-bit data by 255 (16-bit by 65535)", UserWarning, stacklevel=1)

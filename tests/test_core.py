@@ -152,6 +152,29 @@ def test_arrays_in_arrays_out(backend):
 # --------------------------------------------------------------------- PSF
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_check_image_finds_every_non_finite_value(backend, dtype):
+    """One min/max pass finds NaN and both infinities wherever they are; integers are finite."""
+    import warnings
+
+    from gpudeblur._validate import check_image
+
+    xp = backend.xp
+    base = np.random.default_rng(3).random((5, 7, 3)).astype(dtype)
+    for bad in (np.nan, np.inf, -np.inf):
+        for pos in ((0, 0, 0), (4, 6, 2), (2, 3, 1)):
+            img = base.copy()
+            img[pos] = bad
+            with pytest.raises(ValueError, match="^image contains NaN or Inf values$"):
+                check_image(backend.asarray(img), xp, unit_range=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_image(backend.asarray(base), xp, unit_range=True) is not None
+        check_image(backend.asarray(np.full((3, 3), 255, np.uint8)), xp)
+    with pytest.warns(UserWarning, match="values exceed 2"):
+        check_image(backend.asarray(base * 3), xp, unit_range=True)
+
+
 @pytest.mark.parametrize("r", [0, 0.3, 1, 2.5, 4, 7.75])
 def test_disc(r):
     k = gd.psf.disc(r)
