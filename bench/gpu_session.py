@@ -40,6 +40,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
+#: bench_allinfocus's timing alone (every other section runs on the default backend, i.e. the GPU's
+#: time: the clipped highlights' sv-admm rows did, in each of three steps, until session 34's rehearsal)
+_TIMING_ONLY = ["--skip-quality", "--skip-no-blur", "--skip-highlights", "--skip-jpeg", "--skip-noisy"]
+
 #: (name, argv after ``python``, timeout s, bench module or None). ``{out}`` is
 #: replaced by the step's results folder.
 STEPS = [
@@ -62,8 +66,8 @@ STEPS = [
     ("blurmap-12mp", ["bench/bench_blurmap.py", "--backend", "cuda", "--skip-fig8", "--skip-cuhk", "--timing-size",
                       "3000x4000", "--time-labeling", "--peak-memory", "--out", "{out}"], 150, "bench_blurmap"),
     # #4: fast mode, 1 and 12 MP (goal: 12 MP ≤ 10 s), exact and uncertain maps
-    ("allinfocus-fast", ["bench/bench_allinfocus.py", "--skip-quality", "--skip-no-blur", "--skip-jpeg", "--skip-noisy",
-                         "--backends", "cuda", "--timing-sizes", "1,12", "--timing-modes", "fast", "--out", "{out}"],
+    ("allinfocus-fast", ["bench/bench_allinfocus.py", *_TIMING_ONLY, "--backends", "cuda", "--timing-sizes", "1,12",
+                         "--timing-modes", "fast", "--out", "{out}"],
      150, "bench_allinfocus"),
     # #3: a 24 MP photo within a 24 GB card (CuPy's pool, cuFFT work areas included, capped at 22 GiB; the
     # CUDA context, modules and library handles live outside the pool)
@@ -72,11 +76,11 @@ STEPS = [
      180, "bench_blurmap"),
     # #4: what mode='auto' runs on a GPU at any size (sv-admm), 1 and 12 MP, on the uncertain map of a
     # full-resolution estimate and the wide one of a large photo's (read at scale 4); blind at 1 MP
-    ("allinfocus-svadmm", ["bench/bench_allinfocus.py", "--skip-quality", "--skip-no-blur", "--skip-jpeg", "--skip-noisy",
-                           "--backends", "cuda", "--timing-sizes", "1,12", "--timing-modes", "sv-admm",
+    ("allinfocus-svadmm", ["bench/bench_allinfocus.py", *_TIMING_ONLY, "--backends", "cuda", "--timing-sizes", "1,12",
+                           "--timing-modes", "sv-admm",
                            "--timing-maps", "uncertain,wide", "--out", "{out}"], 240, "bench_allinfocus"),
-    ("allinfocus-blind", ["bench/bench_allinfocus.py", "--skip-quality", "--skip-no-blur", "--skip-jpeg", "--skip-noisy",
-                          "--backends", "cuda", "--timing-sizes", "1", "--timing-modes", "blind", "--out", "{out}"],
+    ("allinfocus-blind", ["bench/bench_allinfocus.py", *_TIMING_ONLY, "--backends", "cuda", "--timing-sizes", "1",
+                          "--timing-modes", "blind", "--out", "{out}"],
      150, "bench_allinfocus"),
     # #4: the main job end to end on 12 MP photos with strong defocus (map read at scale 4), fast mode
     ("large-12mp", ["bench/bench_large.py", "--backend", "cuda", "--size", "3464", "--images", "camera",
@@ -116,6 +120,47 @@ STEPS = [
     ("tests-all", ["-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests"], 420, None),
 ]
 
+#: ``--rehearse``: every step but the test steps, on the CuPy stand-in (``tests/cupy_standin``) at
+#: sizes a CPU runs in seconds (option -> value, replaced or added); each step's own command
+#: line otherwise, so a bench script's fault on the ``cuda`` backend shows here, not on the GPU.
+REHEARSAL = {
+    "blurmap-500": {"--timing-size": "96"},
+    "blurmap-12mp": {"--timing-size": "72x96"},
+    "allinfocus-fast": {"--timing-sizes": "0.01,0.02"},
+    "blurmap-24mp-22gib": {"--timing-size": "64x96"},
+    "allinfocus-svadmm": {"--timing-sizes": "0.01"},
+    "allinfocus-blind": {"--timing-sizes": "0.01"},
+    "large-12mp": {"--size": "160"},
+    "large-12mp-svadmm": {"--size": "160"},
+    "large-12mp-svadmm-spread-off": {"--size": "160"},
+    "large-45mp": {"--size": "320"},
+    "deconv": {"--sizes": "64", "--repeats": "1"},
+    "labeling-profile": {"--size": "48", "--repeats": "1"},
+    "labeling-profile-1mp": {"--size": "64", "--repeats": "1"},
+    "labeling": {"--sizes": "24"},
+    "blurmap-quality": {"--size": "96"},
+    "labeling-budgets-12mp": {"--timing-size": "72x96"},
+}
+STANDIN = REPO / "tests" / "cupy_standin" / "standin_activate.py"
+#: a failed step's last log lines, printed after its status line
+FAILED_LOG_LINES = 20
+
+
+def _rehearsal_argv(name: str, argv: list[str]) -> list[str]:
+    """``argv`` with the step's :data:`REHEARSAL` options replaced (or appended)."""
+    argv = list(argv)
+    for opt, value in REHEARSAL.get(name, {}).items():
+        if opt in argv:
+            argv[argv.index(opt) + 1] = value
+        else:
+            argv += [opt, value]
+    return argv
+
+
+def _rehearsal_steps():
+    """The steps a rehearsal runs: all but the test suite's (CI runs it on the stand-in)."""
+    return [s for s in STEPS if s[1][:2] != ["-m", "pytest"]]
+
 
 def _parser_for(module: str):
     mod = importlib.import_module(module)
@@ -125,20 +170,26 @@ def _parser_for(module: str):
 
 
 def dry_run() -> int:
-    """Parse every bench step's arguments with its own parser; run nothing."""
+    """Parse every bench step's arguments with its own parser, as run and as rehearsed; run nothing."""
     bad = 0
-    for name, argv, _timeout, module in STEPS:
+    unknown = set(REHEARSAL) - {s[0] for s in _rehearsal_steps()}
+    for name in sorted(unknown):
+        print(f"{name}: REHEARSAL names no bench step")
+        bad += 1
+    for (name, argv, _timeout, module), rehearse in [(s, False) for s in STEPS] + [(s, True) for s in STEPS]:
         if module is None:
-            print(f"{name}: python {' '.join(argv)}")
+            if not rehearse:
+                print(f"{name}: python {' '.join(argv)}")
             continue
-        args = [a.replace("{out}", "/nonexistent") for a in argv[1:]]
+        what = f"{name} (rehearsal)" if rehearse else name
+        args = [a.replace("{out}", "/nonexistent") for a in (_rehearsal_argv(name, argv) if rehearse else argv)[1:]]
         try:
             _parser_for(module)(args)
         except SystemExit as e:  # argparse's error exit
-            print(f"{name}: REJECTED by {module} (exit {e.code}): {' '.join(args)}")
+            print(f"{what}: REJECTED by {module} (exit {e.code}): {' '.join(args)}")
             bad += 1
             continue
-        print(f"{name}: ok ({module} {' '.join(args)})")
+        print(f"{what}: ok ({module} {' '.join(args)})")
     return 1 if bad else 0
 
 
@@ -196,13 +247,18 @@ def _run_step(cmd, log, limit, env):
     return "ok" if rc == 0 else f"failed (exit {rc})"
 
 
-def run(out: Path, budget: float, only: list[str] | None, copy_results: bool, workers: int = 1) -> int:
+def run(out: Path, budget: float, only: list[str] | None, copy_results: bool, workers: int = 1,
+        rehearse: bool = False) -> int:
     """Run the steps; ``summary.json``/``summary.md`` are rewritten after every
-    step (and on SIGTERM/SIGINT), so an outer time limit never loses them."""
+    step (and on SIGTERM/SIGINT), so an outer time limit never loses them.
+    ``rehearse``: on the CuPy stand-in at small sizes (:data:`REHEARSAL`), no test steps."""
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
-    by_name = {s[0]: s for s in STEPS}
-    steps = [by_name[n] for n in only] if only else list(STEPS)  # --only's order: this session's priorities
+    all_steps = _rehearsal_steps() if rehearse else STEPS
+    by_name = {s[0]: s for s in all_steps}
+    steps = [by_name[n] for n in only if n in by_name] if only else list(all_steps)  # --only's order
+    if rehearse:
+        steps = [(n, _rehearsal_argv(n, a), t, m) for n, a, t, m in steps]
     rows = [{"step": s[0], "status": "pending", "seconds": 0.0} for s in steps]
     meta = {"device": "not checked", "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "commit": _commit(), "budget_s": budget, "wall_s": 0.0, "steps": rows}
@@ -210,7 +266,8 @@ def run(out: Path, budget: float, only: list[str] | None, copy_results: bool, wo
     def write_summary():
         meta["wall_s"] = round(time.monotonic() - t_start, 1)
         _write_atomic(out / "summary.json", json.dumps(meta, indent=2) + "\n")
-        md = [f"# GPU session: {meta['device']}", "", f"{meta['date_utc']}, commit `{meta['commit']}`, wall "
+        title = "Rehearsal of the GPU session on the CuPy stand-in (no GPU)" if rehearse else "GPU session"
+        md = [f"# {title}: {meta['device']}", "", f"{meta['date_utc']}, commit `{meta['commit']}`, wall "
               f"{meta['wall_s']} s of a {budget:.0f} s budget", "", "| step | status | s |", "|---|---|---|"]
         md += [f"| {r['step']} | {r['status']} | {r['seconds']} |" for r in rows]
         _write_atomic(out / "summary.md", "\n".join(md) + "\n")
@@ -240,7 +297,8 @@ def run(out: Path, budget: float, only: list[str] | None, copy_results: bool, wo
                 res_dir = out / "results" / name
                 if module is not None:
                     res_dir.mkdir(parents=True, exist_ok=True)
-                cmd = [sys.executable] + [a.replace("{out}", str(res_dir)) for a in argv]
+                cmd = [sys.executable] + ([str(STANDIN)] if rehearse else []) + [
+                    a.replace("{out}", str(res_dir)) for a in argv]
                 if workers > 1 and argv[:2] == ["-m", "pytest"]:
                     cmd += ["-n", str(workers)]  # pytest-xdist
                 limit = min(timeout, left)
@@ -266,6 +324,9 @@ def run(out: Path, budget: float, only: list[str] | None, copy_results: bool, wo
                 row["status"] = f"runner error: {type(exc).__name__}: {exc}"
             row["seconds"] = round(time.monotonic() - t0, 1)
             print(f"{name}: {row['status']} in {row['seconds']:.0f} s", flush=True)
+            if row["status"] != "ok" and (out / f"{name}.log").is_file():
+                tail = (out / f"{name}.log").read_text(errors="replace").splitlines()[-FAILED_LOG_LINES:]
+                print("\n".join(f"    {line}" for line in tail), flush=True)
             write_summary()
     except _Interrupted as exc:
         for row in rows:
@@ -290,6 +351,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="pytest-xdist workers for the test steps (default 1: none)")
     ap.add_argument("--copy-results", action="store_true", help="also copy each step's results into bench/results/")
     ap.add_argument("--dry-run", action="store_true", help="check every step's command line; run nothing")
+    ap.add_argument("--rehearse", action="store_true",
+                    help="no GPU needed: run the bench steps on the CuPy stand-in (tests/cupy_standin) at small "
+                         "sizes, to catch a bench script's fault on the cuda backend before GPU time is spent")
     ap.add_argument("--list", action="store_true", help="print the steps and exit")
     args = ap.parse_args(argv)
     if args.list:
@@ -305,7 +369,9 @@ def main(argv=None) -> int:
             ap.error(f"--only: unknown step(s) {', '.join(sorted(unknown))}")
     if args.workers > 1 and importlib.util.find_spec("xdist") is None:
         ap.error("--workers needs pytest-xdist")
-    return run(Path(args.out), args.budget, only, args.copy_results, args.workers)
+    if args.rehearse and args.copy_results:
+        ap.error("--rehearse measures nothing worth keeping: no --copy-results")
+    return run(Path(args.out), args.budget, only, args.copy_results, args.workers, args.rehearse)
 
 
 if __name__ == "__main__":

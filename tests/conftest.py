@@ -21,15 +21,10 @@ import pytest
 def _install_cupy_standin():
     if "cupy" in sys.modules:
         raise RuntimeError("GPUDEBLUR_CUPY_STANDIN=1, but CuPy was imported before the tests' conftest")
-    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cupy_standin")
-    sys.path.insert(0, here)
-    import cupy  # noqa: PLC0415
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "cupy_standin"))
+    import standin_activate  # noqa: PLC0415  (tests/cupy_standin/standin_activate.py)
 
-    if not os.path.abspath(cupy.__file__).startswith(here):
-        raise RuntimeError(f"GPUDEBLUR_CUPY_STANDIN=1, but cupy came from {cupy.__file__}")
-    cupy.STRICT_NP_FUNCS = True  # np.func(device array) raises
-    cupy.LOG_SYNCS = os.environ.get("GPUDEBLUR_CUPY_STANDIN_SYNCS") == "1"
-    import gpudeblur_shim  # noqa: F401, PLC0415  (custom kernels -> their Numba twins)
+    standin_activate.install()
 
 
 CUPY_STANDIN = os.environ.get("GPUDEBLUR_CUPY_STANDIN") == "1"

@@ -24,7 +24,27 @@ def test_every_step_parses(gpu_session, capsys):
     assert gpu_session.dry_run() == 0, capsys.readouterr().out
     out = capsys.readouterr().out
     benches = [s for s in gpu_session.STEPS if s[3] is not None]
-    assert out.count(": ok (") == len(benches) >= 8
+    assert out.count(": ok (") == 2 * len(benches) >= 16  # as run, and as rehearsed
+    # every bench step is rehearsed at a small size (a new one would run at full size on CI's CPU)
+    assert set(gpu_session.REHEARSAL) == {s[0] for s in benches}
+
+
+def test_rehearsal_runs_steps_on_the_cupy_standin(gpu_session, tmp_path, monkeypatch, capsys):
+    """``--rehearse``: the test steps are left out, the others run under the stand-in with the
+    rehearsal's options, and a failed step's log tail is printed."""
+    probe = "import sys, cupy, gpudeblur as g; print(cupy.__file__, g.get_backend('cuda').name, sys.argv[1:])"
+    steps = [("tests-x", ["-m", "pytest", "-q", "tests/nothing"], 30, None),
+             ("probe", ["-c", probe, "--size", "3464", "--keep"], 60, None),
+             ("broken", ["-c", "print('last words'); raise SystemExit(4)"], 60, None)]
+    monkeypatch.setattr(gpu_session, "STEPS", steps)
+    monkeypatch.setattr(gpu_session, "REHEARSAL", {"probe": {"--size": "96", "--new": "1"}})
+    assert gpu_session.run(tmp_path, budget=120.0, only=None, copy_results=False, rehearse=True) == 1
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [(r["step"], r["status"]) for r in summary["steps"]] == [("probe", "ok"), ("broken", "failed (exit 4)")]
+    log = (tmp_path / "probe.log").read_text()
+    assert "cupy_standin" in log and " cuda " in log and "['--size', '96', '--keep', '--new', '1']" in log
+    assert "    last words" in capsys.readouterr().out
+    assert (tmp_path / "summary.md").read_text().startswith("# Rehearsal of the GPU session on the CuPy stand-in")
 
 
 def test_a_bad_option_is_caught(gpu_session, monkeypatch, capsys):

@@ -118,6 +118,30 @@ def test_refuses_what_cupy_refuses_beyond_host_arrays():
     assert cp.asarray([a.sum(), a.sum()]).shape == (2,)
 
 
+def test_refuses_scatter_writes_that_race():
+    """Repeated indices writing different values: CuPy's scatter keeps an arbitrary one (one
+    thread per index), NumPy the last, so such code is not deterministic on a GPU."""
+    import cupy as cp
+
+    a = cp.zeros((4, 5), dtype=np.float32)
+    idx = cp.asarray(np.array([1, 2, 1]))
+    with pytest.raises(ValueError, match="same element"):
+        a[idx] = cp.asarray(np.arange(15, dtype=np.float32).reshape(3, 5))
+    with pytest.raises(ValueError, match="same element"):
+        a[idx, 0] += cp.asarray(np.array([1.0, 2.0, 3.0], np.float32))  # no accumulation either
+    with pytest.raises(ValueError, match="same element"):
+        a[np.array([0, 0]), np.array([3, 3])] = np.array([1.0, 2.0])
+    # what is deterministic passes: one value for every repeat, unique indices, masks
+    a[idx] = 2.0
+    a[idx, 1] = cp.asarray(np.array([4.0, 5.0, 4.0], np.float32))
+    a[cp.asarray(np.array([0, 3])), :2] = cp.asarray(np.ones((2, 2), np.float32))
+    a[a > 3] = cp.asarray(np.array([9.0], np.float32))
+    nan = cp.full((2,), np.nan, dtype=np.float32)
+    a[cp.asarray(np.array([2, 2])), cp.asarray(np.array([4, 4]))] = nan
+    got = cp.asnumpy(a)
+    assert got[1, 1] == 9.0 and got[2, 0] == 2.0 and got[0, 0] == 1.0 and np.isnan(got[2, 4])
+
+
 def test_fft_overwrite_x_destroys_the_input():
     """cupyx.scipy.fft with overwrite_x=True: C2C runs in place (the result is x), C2R lets cuFFT
     overwrite x; SciPy keeps x, so the stand-in writes it."""

@@ -108,6 +108,31 @@ def _advanced(key):
     return False
 
 
+def _check_scatter(a, key, value):
+    """Refuse an advanced-index assignment that writes different values to one element. NumPy
+    keeps the last; CuPy's scatter (``_scatter_op``, one thread per index) leaves whichever
+    thread wrote last, which varies from run to run. ``a[idx] += v`` with repeated indices is
+    this case too (it is ``a[idx] = a[idx] + v``, and neither library accumulates)."""
+    parts = key if isinstance(key, tuple) else (key,)
+    if not any(isinstance(k, (list, tuple)) or (isinstance(k, _np.ndarray) and k.dtype.kind in "iu")
+               for k in parts):
+        return  # slices and masks name each element once
+    flat = _np.arange(a.size).reshape(a.shape)[key]
+    if flat.size < 2:
+        return
+    vals = _np.broadcast_to(_np.asarray(value).astype(a.dtype, copy=False), flat.shape)
+    order = _np.argsort(flat, axis=None, kind="stable")
+    f, w = flat.ravel()[order], vals.ravel()[order]
+    same = f[1:] == f[:-1]
+    if same.any():
+        w0, w1 = w[:-1][same], w[1:][same]
+        differ = (w0 != w1) & ~(_np.isnan(w0) & _np.isnan(w1)) if a.dtype.kind in "fc" else (w0 != w1)
+        if differ.any():
+            raise ValueError("[cupy stand-in] an index assignment writes different values to the same "
+                             f"element ({int(differ.sum())} repeated targets): CuPy keeps an arbitrary "
+                             "one (NumPy the last); use unique indices, or cupyx.scatter_add to sum")
+
+
 class _Flags:
     """CuPy's ndarray.flags (cupy/_core/flags.pyx): c_contiguous, f_contiguous, owndata (and
     fnc, forc); ``flags['C_CONTIGUOUS']``, ``['F_CONTIGUOUS']``, ``['OWNDATA']``; nothing else
@@ -309,7 +334,10 @@ class ndarray(_Mixin):
                                  "(a host array assigned through a basic index: cupy.asarray it first)")
         if isinstance(value, _np.ndarray):
             _log("host-set", f"NumPy array (shape {value.shape}) assigned into a device array")
-        self._a[_key(key)] = _unwrap(value, "setitem", allow_host=True)
+        k, v = _key(key), _unwrap(value, "setitem", allow_host=True)
+        if _advanced(key):
+            _check_scatter(self._a, k, v)
+        self._a[k] = v
 
     # -- NumPy protocols -----------------------------------------------
     def __array_ufunc__(self, ufunc, method, *inputs, **kw):
