@@ -36,25 +36,30 @@ class KernelCompileError(RuntimeError):
     """A ``.cu`` file failed to compile (the message names the file)."""
 
 
-@functools.lru_cache(maxsize=None)
-def _raw_module(filename: str, device_id: int, names: tuple[str, ...]):
-    import cupy  # only reached on the cuda backend
-
+def module_source(filename: str) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """``(code, options, name_expressions)`` that :class:`cupy.RawModule` compiles for
+    ``kernels/filename`` (also used by ``.ci/nvrtc_compile.py``, which compiles them with
+    NVRTC as CuPy does, without a GPU)."""
     src_dir = kernel_source_dir()
-    path = src_dir / filename
-    code = path.read_text()
+    code = (src_dir / filename).read_text()
     # CuPy's on-disk kernel cache is keyed by this source string and the
     # options only, not by the headers found through -I: hash them into the
     # code, or an edited .cuh would keep loading the stale cached cubin.
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(src_dir.glob("*.cuh")))).hexdigest()
     code += f"\n// gpudeblur headers sha256 {digest}\n"
+    names = tuple(f"{k}<{t}>" for k in KERNEL_NAMES[filename] for t in ("float", "double"))
+    return code, ("-std=c++17", f"-I{src_dir}"), names
+
+
+@functools.lru_cache(maxsize=None)
+def _raw_module(filename: str, device_id: int):
+    import cupy  # only reached on the cuda backend
+
+    path = kernel_source_dir() / filename
+    code, options, names = module_source(filename)
     with cupy.cuda.Device(device_id):
         try:
-            mod = cupy.RawModule(
-                code=code,
-                options=("-std=c++17", f"-I{src_dir}"),
-                name_expressions=names,
-            )
+            mod = cupy.RawModule(code=code, options=options, name_expressions=names)
             mod.compile()
         except Exception as exc:  # CompileException
             raise KernelCompileError(f"failed to compile {path}: {exc}") from exc
@@ -78,8 +83,7 @@ def cuda_function(be: Backend, filename: str, name: str, dtype):
 
 @functools.lru_cache(maxsize=None)
 def _function(filename: str, device_id: int, name: str, ctype: str):
-    names = tuple(f"{k}<{t}>" for k in KERNEL_NAMES[filename] for t in ("float", "double"))
-    return _raw_module(filename, device_id, names).get_function(f"{name}<{ctype}>")
+    return _raw_module(filename, device_id).get_function(f"{name}<{ctype}>")
 
 
 class _CudaKernels:

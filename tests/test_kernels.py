@@ -137,6 +137,31 @@ def test_every_cu_compiles_for_sm80_sm90(tmp_path):
             assert res.returncode == 0, f"{src.name} ({arch}): {res.stderr}"
 
 
+def test_module_sources_name_every_kernel_and_hash_the_headers(tmp_path, monkeypatch):
+    """What ``cupy.RawModule`` compiles (``.ci/nvrtc_compile.py`` compiles the same with NVRTC):
+    every ``__global__`` kernel of each ``.cu`` is a name expression for float and double, and an
+    edited ``.cuh`` changes the code (CuPy's disk cache is keyed by code and options only)."""
+    import re
+
+    from gpudeblur import _kernels
+
+    assert sorted(p.name for p in kernel_sources()) == sorted(_kernels.KERNEL_NAMES)
+    for src in kernel_sources():
+        code, options, names = _kernels.module_source(src.name)
+        kernels = set(re.findall(r"^__global__ void (\w+)\(", src.read_text(), re.M))
+        assert kernels == set(_kernels.KERNEL_NAMES[src.name])
+        assert sorted(names) == sorted(f"{k}<{t}>" for k in kernels for t in ("float", "double"))
+        assert options == ("-std=c++17", f"-I{KERNELS}") and code.startswith(src.read_text())
+    copy = tmp_path / "kernels"
+    shutil.copytree(KERNELS, copy)
+    monkeypatch.setattr(_kernels, "kernel_source_dir", lambda: copy)
+    before = _kernels.module_source("deconv.cu")[0]
+    header = sorted(copy.glob("*.cuh"))[0]
+    header.write_text(header.read_text() + "\n// edited\n")
+    after = _kernels.module_source("deconv.cu")
+    assert after[0] != before and after[1] == ("-std=c++17", f"-I{copy}")
+
+
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
 def test_cuda_kernels_equal_numba_twins(backend, dt):
     if backend.name != "cuda":
