@@ -4,7 +4,8 @@ On a GPU the kernels are not built by nvcc but by NVRTC, through ``cupy.RawModul
 ``gpudeblur._kernels.module_source``'s code, options and name expressions (each templated
 kernel instantiated for float and double). This runs CuPy's own NVRTC call
 (``cupy.cuda.compiler.compile_using_nvrtc``, which adds ``-arch=sm_XX`` and
-``--device-as-default-execution-space`` as a RawModule compile does; ``-ftz=true`` is added
+``--device-as-default-execution-space`` as a RawModule compile does; the include folders come
+from ``core.assemble_cupy_compiler_options`` as RawModule's do, and ``-ftz=true`` is added
 here as ``_compile_with_cache_cuda`` adds it) for sm_80 and sm_90, and fails on any error, any
 compiler warning, or a name expression that does not resolve. CuPy asks the device for the
 highest architecture it can emit cubin for; without a device that one question is answered
@@ -25,6 +26,7 @@ ARCHES = ("80", "90")
 def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import cupy.cuda.compiler as compiler
+    from cupy._core import core
 
     from gpudeblur import _kernels
 
@@ -38,6 +40,8 @@ def main() -> int:
         failed += 1
     for filename in sorted(_kernels.KERNEL_NAMES):
         code, options, names = _kernels.module_source(filename)
+        # RawModule's compile: CuPy's include folders (CCCL, its own, CUDA_PATH's) around ours
+        options = core.assemble_cupy_compiler_options(options)
         for arch in ARCHES:
             log = io.StringIO()
             try:

@@ -256,7 +256,7 @@ def run(out: Path, budget: float, only: list[str] | None, copy_results: bool, wo
     t_start = time.monotonic()
     all_steps = _rehearsal_steps() if rehearse else STEPS
     by_name = {s[0]: s for s in all_steps}
-    steps = [by_name[n] for n in only if n in by_name] if only else list(all_steps)  # --only's order
+    steps = [by_name[n] for n in only] if only else list(all_steps)  # --only's order: this session's priorities
     if rehearse:
         steps = [(n, _rehearsal_argv(n, a), t, m) for n, a, t, m in steps]
     rows = [{"step": s[0], "status": "pending", "seconds": 0.0} for s in steps]
@@ -367,6 +367,13 @@ def main(argv=None) -> int:
         unknown = set(only) - {s[0] for s in STEPS}
         if unknown:
             ap.error(f"--only: unknown step(s) {', '.join(sorted(unknown))}")
+        if args.rehearse:
+            skipped = [n for n in only if n not in {s[0] for s in _rehearsal_steps()}]
+            if skipped:
+                print(f"--rehearse leaves out the test steps {', '.join(skipped)} (CI runs the suite on the stand-in)")
+            only = [n for n in only if n not in skipped]
+            if not only:
+                ap.error("--rehearse --only: no bench step left to rehearse")
     if args.workers > 1 and importlib.util.find_spec("xdist") is None:
         ap.error("--workers needs pytest-xdist")
     if args.rehearse and args.copy_results:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +46,30 @@ def test_rehearsal_runs_steps_on_the_cupy_standin(gpu_session, tmp_path, monkeyp
     assert "cupy_standin" in log and " cuda " in log and "['--size', '96', '--keep', '--new', '1']" in log
     assert "    last words" in capsys.readouterr().out
     assert (tmp_path / "summary.md").read_text().startswith("# Rehearsal of the GPU session on the CuPy stand-in")
+    # --only with test steps alone leaves nothing to rehearse: an error, not an empty "ok"
+    with pytest.raises(SystemExit) as exc:
+        gpu_session.main(["--rehearse", "--only", "tests-x", "--out", str(tmp_path / "none")])
+    assert exc.value.code == 2 and "no bench step left to rehearse" in capsys.readouterr().err
+
+
+def test_standin_activation_runs_scripts_modules_and_code_as_python_does(tmp_path):
+    """``standin_activate.py SCRIPT|-m MODULE|-c CODE``: the stand-in is CuPy, the arguments and the
+    script's or current folder on sys.path are as ``python`` gives them."""
+    import subprocess
+    import sys
+
+    activate = Path(__file__).resolve().parent / "cupy_standin" / "standin_activate.py"
+    (tmp_path / "helper_mod.py").write_text("X = 7\n")
+    body = ("import sys, cupy, helper_mod\n"
+            "print('standin' if 'cupy_standin' in cupy.__file__ else 'real', helper_mod.X, sys.argv[1:], __name__)\n")
+    (tmp_path / "prog.py").write_text(body)
+    runs = {"script": [str(tmp_path / "prog.py"), "a", "--b"], "module": ["-m", "prog", "a", "--b"],
+            "code": ["-c", body, "a", "--b"]}
+    for what, argv in runs.items():
+        res = subprocess.run([sys.executable, str(activate), *argv], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=120)
+        assert res.returncode == 0, (what, res.stderr)
+        assert res.stdout.strip() == "standin 7 ['a', '--b'] __main__", (what, res.stdout)
 
 
 def test_a_bad_option_is_caught(gpu_session, monkeypatch, capsys):

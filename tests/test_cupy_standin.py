@@ -136,10 +136,16 @@ def test_refuses_scatter_writes_that_race():
     a[idx, 1] = cp.asarray(np.array([4.0, 5.0, 4.0], np.float32))
     a[cp.asarray(np.array([0, 3])), :2] = cp.asarray(np.ones((2, 2), np.float32))
     a[a > 3] = cp.asarray(np.array([9.0], np.float32))
+    with pytest.raises(ValueError, match="same element"):  # the sign of a zero is a different value
+        a[cp.asarray(np.array([3, 3])), 4] = cp.asarray(np.array([0.0, -0.0], np.float32))
+    a[cp.asarray(np.array([0, 1])), :] = cp.ones((1, 2, 5), dtype=np.float32)  # leading unit dims, as CuPy
+    a[cp.asarray(np.array([0, -4])), 0] = cp.asarray(np.array([1.0, 1.0], np.float32))  # -4 is row 0
+    with pytest.raises(ValueError, match="same element"):
+        a[cp.asarray(np.array([0, -4])), 0] = cp.asarray(np.array([1.0, 2.0], np.float32))
     nan = cp.full((2,), np.nan, dtype=np.float32)
     a[cp.asarray(np.array([2, 2])), cp.asarray(np.array([4, 4]))] = nan
     got = cp.asnumpy(a)
-    assert got[1, 1] == 9.0 and got[2, 0] == 2.0 and got[0, 0] == 1.0 and np.isnan(got[2, 4])
+    assert got[1, 1] == 1.0 and got[2, 0] == 2.0 and got[0, 0] == 1.0 and np.isnan(got[2, 4])
 
 
 def test_fft_overwrite_x_destroys_the_input():

@@ -43,6 +43,8 @@ def main(argv: list[str]) -> None:
         print(__doc__)
         raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
     install()
+    if argv[0] in ("-c", "-m"):
+        sys.path[0:0] = [os.getcwd()]  # as `python -c` / `python -m` put the current folder first
     if argv[0] == "-c":
         sys.argv = ["-c", *argv[2:]]
         exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__"})  # noqa: S102  (python -c)

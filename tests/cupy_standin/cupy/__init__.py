@@ -108,6 +108,16 @@ def _advanced(key):
     return False
 
 
+def _same_values(x, y):
+    """Element-wise: would storing x or y leave the same bits? NaN equals NaN; 0.0 and -0.0
+    differ; a complex value's parts are compared apart."""
+    if x.dtype.kind == "c":
+        return _same_values(x.real, y.real) & _same_values(x.imag, y.imag)
+    if x.dtype.kind == "f":
+        return ((x == y) & (_np.signbit(x) == _np.signbit(y))) | (_np.isnan(x) & _np.isnan(y))
+    return x == y
+
+
 def _check_scatter(a, key, value):
     """Refuse an advanced-index assignment that writes different values to one element. NumPy
     keeps the last; CuPy's scatter (``_scatter_op``, one thread per index) leaves whichever
@@ -120,13 +130,13 @@ def _check_scatter(a, key, value):
     flat = _np.arange(a.size).reshape(a.shape)[key]
     if flat.size < 2:
         return
-    vals = _np.broadcast_to(_np.asarray(value).astype(a.dtype, copy=False), flat.shape)
+    vals = _np.empty(flat.shape, a.dtype)
+    vals[...] = value  # assignment's own broadcasting and casting (leading unit dimensions dropped)
     order = _np.argsort(flat, axis=None, kind="stable")
     f, w = flat.ravel()[order], vals.ravel()[order]
     same = f[1:] == f[:-1]
     if same.any():
-        w0, w1 = w[:-1][same], w[1:][same]
-        differ = (w0 != w1) & ~(_np.isnan(w0) & _np.isnan(w1)) if a.dtype.kind in "fc" else (w0 != w1)
+        differ = ~_same_values(w[:-1][same], w[1:][same])
         if differ.any():
             raise ValueError("[cupy stand-in] an index assignment writes different values to the same "
                              f"element ({int(differ.sum())} repeated targets): CuPy keeps an arbitrary "
