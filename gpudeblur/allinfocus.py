@@ -7,7 +7,8 @@ also works on its own:
 1. blur map: given (``radius_map=``) or estimated by
    :func:`gpudeblur.blurmap.estimate_blur_map` (Zhu et al. 2013);
 2. deblurring, by ``mode`` (default ``'auto'``: ``sv-admm``, or ``fast``
-   for an image above :data:`AUTO_SV_ADMM_MAX_PIXELS` on the CPU):
+   on the CPU for an image above :data:`AUTO_SV_ADMM_MAX_PIXELS` or a map
+   estimated at a coarse scale, :data:`AUTO_SV_ADMM_MAX_MAP_SCALE`):
 
    ``'sv-admm'``
        spatially varying deconvolution, eq. 19 of Zhu et al.
@@ -76,6 +77,14 @@ DEFAULT_MODE = "auto"
 #: 33-entry bank) at 57 s per ADMM iteration, ~29 min for the 30; ``fast``
 #: runs the whole 4 MP job in 30–37 s and 12 MP in 100–115 s.
 AUTO_SV_ADMM_MAX_PIXELS = 2_000_000
+#: ... and, on the CPU, only on a map it estimated at this scale or finer: a map read at a coarser
+#: scale (strong defocus, radii beyond the full-resolution search) gets ``fast``. Measured on 2 CPU
+#: cores, the six 1 MP scenes of ``bench/bench_large.py`` (session 34, ``docs/STATUS.md``): with
+#: radii to 15–24 px (maps read at scale 2–4) ``sv-admm`` gains 0.11–1.10 dB over ``fast`` (mean
+#: 0.44) but takes 147–199 s against 8–26 s for the whole job (its bank and spread are wide: its
+#: deblurring alone 145–196 s against 2–3.5 s); with radii to 8 px (scale 1) it gains 0.21–0.86 dB
+#: (mean 0.46) for 2.4× the job's time (91–127 s against 39–53 s), and keeps ``sv-admm``.
+AUTO_SV_ADMM_MAX_MAP_SCALE = 1
 #: Default TV weight of ``sv-admm`` on an *estimated* map. An estimated map
 #: is off by about a pixel in places (blur-map MSE 0.2–1.7 px² on the bench)
 #: and deconvolving with a wrong disc radius rings, so this used to be 3e-3
@@ -1644,8 +1653,11 @@ class AllInFocus:
         is ``sv-admm``, which won the quality benchmark
         (``bench/bench_allinfocus.py``), on a GPU and for images up to
         :data:`AUTO_SV_ADMM_MAX_PIXELS` on the CPU, and ``fast`` for larger
-        images on the CPU, where ``sv-admm`` takes tens of minutes; the
-        result's ``mode`` says which ran. Options whose meaning depends on
+        images on the CPU, where ``sv-admm`` takes tens of minutes, and on
+        the CPU for a map it estimates at a coarser scale than
+        :data:`AUTO_SV_ADMM_MAX_MAP_SCALE` (strong defocus: there ``sv-admm``
+        gained 0.44 dB on average for ~15× the job's time); the result's
+        ``mode`` says which ran. Options whose meaning depends on
         the mode (``lam``, ``num_iter``, ``saturation=True``,
         ``spread_select=True``) make ``'auto'`` run ``sv-admm`` whatever the size
         (the mode they belong to).
@@ -1883,17 +1895,33 @@ class AllInFocus:
         # against them only when a map is estimated (a calibration short of max_radius serves a given map)
         self._new_estimator("disc")
 
-    def resolve_mode(self, image_shape, backend=None) -> str:
+    def resolve_mode(self, image_shape, backend=None, map_scale=None) -> str:
         """The mode :meth:`run` uses for an image of ``image_shape`` on ``backend``
-        (``mode`` itself unless it is ``'auto'``; see :data:`AUTO_SV_ADMM_MAX_PIXELS`)."""
+        (``mode`` itself unless it is ``'auto'``; see :data:`AUTO_SV_ADMM_MAX_PIXELS`).
+        ``map_scale``: the scale an estimated map was read at (None: a given map, or before the
+        estimate); on the CPU ``'auto'`` takes ``fast`` above :data:`AUTO_SV_ADMM_MAX_MAP_SCALE`."""
         if self.mode != "auto":
             return self.mode
-        if self.lam is not None or self.num_iter is not None or self.saturation or \
-                (self._spread_set and self.spread_select is not None):
+        if self._auto_forced_sv_admm():
             return "sv-admm"  # options of sv-admm (lam: its TV weight, not fast's prior)
         be = backend if isinstance(backend, Backend) else get_backend(backend if backend is not None else self.backend)
+        if be.name != "cpu":
+            return "sv-admm"
         pixels = int(image_shape[0]) * int(image_shape[1])
-        return "sv-admm" if be.name != "cpu" or pixels <= AUTO_SV_ADMM_MAX_PIXELS else "fast"
+        if pixels > AUTO_SV_ADMM_MAX_PIXELS or (map_scale is not None and map_scale > AUTO_SV_ADMM_MAX_MAP_SCALE):
+            return "fast"
+        return "sv-admm"
+
+    def _auto_forced_sv_admm(self) -> bool:
+        """Options of ``sv-admm`` set, which make ``'auto'`` take it everywhere."""
+        return self.lam is not None or self.num_iter is not None or bool(self.saturation) or \
+            (self._spread_set and self.spread_select is not None)
+
+    def _auto_may_turn_fast(self, image_shape, be) -> bool:
+        """``'auto'`` resolved to ``sv-admm`` on the CPU, which an estimated map read at a coarse
+        scale turns to ``fast`` (:data:`AUTO_SV_ADMM_MAX_MAP_SCALE`)."""
+        return (self.mode == "auto" and be.name == "cpu" and not self._auto_forced_sv_admm()
+                and self.resolve_mode(image_shape, be) == "sv-admm")
 
     def _stage(self, name):
         if self.progress is not None:
@@ -2008,12 +2036,19 @@ class AllInFocus:
         x, alpha = split_alpha(x)  # RGBA: the alpha channel comes back untouched
         timings = {}
         mode = self.resolve_mode(x.shape, be)
-        if self._shrink_set and self.shrink_uninformed and not (mode == "fast" and radius_map is None
-                                                               and map_estimated):
-            why = f"mode {mode!r}" if mode != "fast" else ("the map is given" if radius_map is not None
-                                                           else "the map is declared trusted (map_estimated=False)")
-            warnings.warn(f"shrink_uninformed applies to 'fast' on a map it estimates; not applied ({why})",
-                          stacklevel=2)
+        # 'auto' on the CPU may still turn to fast once the map's scale is known
+        may_turn_fast = radius_map is None and map_estimated and self._auto_may_turn_fast(x.shape, be)
+
+        def warn_shrink_unused():
+            if self._shrink_set and self.shrink_uninformed and not (mode == "fast" and radius_map is None
+                                                                   and map_estimated):
+                why = f"mode {mode!r}" if mode != "fast" else (
+                    "the map is given" if radius_map is not None else "the map is declared trusted (map_estimated=False)")
+                warnings.warn(f"shrink_uninformed applies to 'fast' on a map it estimates; not applied ({why})",
+                              stacklevel=3)
+
+        if not may_turn_fast:
+            warn_shrink_unused()
         if radius_map is None:
             self._map_estimator()  # the family against the estimator's options, before the work
         if map_estimated and self.keep_in_focus is None and mode != "blind":
@@ -2025,7 +2060,7 @@ class AllInFocus:
             estimator = self._map_estimator()
             estimator.check_scale(x.shape, self.map_scale)  # before the stage is announced
             self._stage("blur map")
-            if mode == "fast" and self.shrink_uninformed and map_estimated:
+            if (mode == "fast" or may_turn_fast) and self.shrink_uninformed and map_estimated:
                 radius, info, confidence = estimator.estimate(x, scale=self.map_scale, return_info=True,
                                                               return_confidence=True)
             else:
@@ -2033,6 +2068,11 @@ class AllInFocus:
             rmap, _ = as_backend_array(radius, be)
             map_noise = float(info["noise"])
             map_scale = int(info.get("scale", 1))
+            if may_turn_fast:
+                mode = self.resolve_mode(x.shape, be, map_scale=map_scale)
+                if mode != "fast":
+                    confidence = None  # asked for in case; sv-admm does not use it
+                warn_shrink_unused()
         else:
             rmap, _ = as_backend_array(radius_map, be, name="radius map")
             # a disc or Gaussian wider than the image: refused before its PSF is built (seconds, or no memory)

@@ -79,8 +79,8 @@ def register(subparsers, parents) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--map", type=path_arg, metavar="MAP", help="blur radius map in pixels (.npy or float .tif) instead of estimating it")
     src.add_argument("--estimate", action="store_true", help="estimate the blur map (default)")
-    p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help=f"deblurring method (default {DEFAULT_MODE}: sv-admm, or fast above "
-                   f"{AUTO_SV_ADMM_MAX_PIXELS / 1e6:g} MP on the CPU)")
+    p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help=f"deblurring method (default {DEFAULT_MODE}: sv-admm, or fast on the CPU above "
+                   f"{AUTO_SV_ADMM_MAX_PIXELS / 1e6:g} MP or for a map estimated at a coarser scale than 1)")
     p.add_argument("--layers", type=positive_int, metavar="L", help="out-of-focus layers for --mode blind (default: from the map)")
     p.add_argument("--lam", type=positive_weight, metavar="X", help="regularization weight: TV (sv-admm), gradient prior (fast), framelet ℓ1 (blind) "
                    "(default: sv-admm 3e-4 on an estimated map, 3e-3 with --radius-check off, at least 0.1 x the "
@@ -325,12 +325,16 @@ def run(args) -> int:
                 + (f", and sv-admm's TV weight is {lam:.2g} (not {ESTIMATED_MAP_LAM:g})" if tv else "")
                 + " (--compression-noise off: the measured noise only)")
 
-    if args.mode == "auto" and pipe.resolve_mode(image.shape) == "fast":
+    predicted = pipe.resolve_mode(image.shape) if args.mode == "auto" else args.mode
+    if args.mode == "auto" and predicted == "fast":
         say(f"allinfocus: mode auto -> fast ({image.shape[0] * image.shape[1] / 1e6:.1f} MP on the CPU, where sv-admm "
             f"takes tens of minutes above {AUTO_SV_ADMM_MAX_PIXELS / 1e6:g} MP; --mode sv-admm forces it)")
     t0 = time.perf_counter()
     result_img, res = pipe.run(image, radius_map=radius_map)
     total = time.perf_counter() - t0
+    if args.mode == "auto" and predicted != res.mode:
+        say(f"allinfocus: mode auto -> {res.mode} (the map was read at scale {res.map_scale}: strong defocus, where on "
+            "the CPU sv-admm takes ~15x fast's time for ~0.4 dB more; --mode sv-admm forces it)")
     for i, j in res.merged_layers.items():
         say(f"allinfocus: layer {i} had fewer pixels than its kernel covers; joined to layer {j} "
             f"(r~{res.layer_radii[j]:.1f} px)")

@@ -1361,6 +1361,62 @@ def test_checks_ignore_clipped_highlights(natural_rgb):
         edge_cap(y, rm, saturated=np.zeros((M, N)))
 
 
+def test_auto_mode_takes_fast_on_the_cpu_for_a_map_read_at_a_coarse_scale(monkeypatch, natural_rgb, tmp_path, capsys):
+    """On the CPU 'auto' runs sv-admm only on a map it estimated at full resolution: a map read at
+    a coarser scale (strong defocus) gets fast, bit for bit fast's run on the same estimate (its
+    confidence included); a given map, a GPU, an explicit mode or an sv-admm option keep sv-admm."""
+    import warnings
+
+    import scipy.fft
+
+    from gpudeblur._backend import Backend
+    from gpudeblur.blurmap.estimator import BlurMapEstimator
+
+    y = natural_rgb[:56, :64]  # the estimator's window (51) fits
+    rm = np.full(y.shape[:2], 2.0, dtype=np.float32)
+    rm[:, 32:] = 4.0
+    calls = []
+
+    def fake_estimate(scale_read):
+        def estimate(self, image, scale=None, return_info=False, return_confidence=False, **kw):
+            calls.append(return_confidence)
+            info = {"noise": 1e-6, "scale": scale_read}
+            conf = np.zeros(image.shape[:2], dtype=np.float32)  # the lower half: nothing known
+            conf[:28] = 1.0
+            return (rm.copy(), info, conf) if return_confidence else (rm.copy(), info)
+        return estimate
+
+    monkeypatch.setattr(BlurMapEstimator, "estimate", fake_estimate(2))
+    out, res = AllInFocus(backend="cpu").run(y)
+    assert res.mode == "fast" and res.map_scale == 2 and calls == [True]
+    from gpudeblur import cli
+    from gpudeblur.io import write_image
+
+    write_image(tmp_path / "in.png", y)
+    assert cli.main(["allinfocus", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--backend", "cpu"]) == 0
+    assert "mode auto -> fast (the map was read at scale 2" in capsys.readouterr().out
+    ref, ref_res = AllInFocus(mode="fast", backend="cpu").run(y)
+    assert ref_res.mode == "fast"
+    np.testing.assert_array_equal(out, ref)  # the same run as fast's: shrink_uninformed on its confidence
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # shrink_uninformed=True applies: no "not applied" warning
+        assert AllInFocus(backend="cpu", shrink_uninformed=True).run(y)[1].mode == "fast"
+    for pipe in (AllInFocus(mode="sv-admm", backend="cpu"), AllInFocus(backend="cpu", num_iter=2)):
+        assert pipe.run(y)[1].mode == "sv-admm"
+    assert AllInFocus(backend="cpu").run(y, radius_map=rm)[1].mode == "sv-admm"  # a given map
+    auto = AllInFocus(backend="cpu")
+    assert auto.resolve_mode(y.shape, map_scale=2) == "fast" and auto.resolve_mode(y.shape, map_scale=1) == "sv-admm"
+    assert auto.resolve_mode(y.shape, Backend("cuda", np, scipy.fft), map_scale=4) == "sv-admm"
+    monkeypatch.setattr(BlurMapEstimator, "estimate", fake_estimate(1))
+    calls.clear()
+    out, res = AllInFocus(backend="cpu").run(y)
+    ref, _ = AllInFocus(mode="sv-admm", backend="cpu").run(y)
+    assert res.mode == "sv-admm" and res.map_scale == 1 and calls == [True, False]
+    np.testing.assert_array_equal(out, ref)  # the confidence asked for in case is not used
+    with pytest.warns(UserWarning, match="shrink_uninformed applies to 'fast'.*not applied \\(mode 'sv-admm'\\)"):
+        AllInFocus(backend="cpu", shrink_uninformed=True).run(y)
+
+
 def test_auto_mode_picks_sv_admm_unless_large_on_the_cpu(monkeypatch, natural_rgb):
     """mode='auto' (the default): sv-admm up to AUTO_SV_ADMM_MAX_PIXELS on the CPU and
     on a GPU, fast above on the CPU, sv-admm whenever an sv-admm option is set; the
