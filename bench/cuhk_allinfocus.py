@@ -1,7 +1,8 @@
 """Before/after pictures of the all-in-focus job on real defocused photos (CUHK blur-detection set).
 
 For each ``out_of_focus*.jpg`` in ``--data`` (default ``../shared/data/cuhk``) it runs
-``AllInFocus()`` with its defaults (estimated map, ``sv-admm``) and, as ``gpudeblur allinfocus``
+``AllInFocus()`` with its defaults (estimated map, ``mode='auto'``: ``sv-admm``, or on the CPU
+``fast`` for a map read at a coarser scale than 1; ``summary.json`` says which) and, as ``gpudeblur allinfocus``
 does for a JPEG, the file's compression error (``compression_noise``; ``--compression-noise
 off``: without), and writes, into ``--out``
 (outside the repository; the photos are not ours to ship):
@@ -64,8 +65,8 @@ def main(argv=None) -> int:
                           compression_noise=cn)
         t0 = time.perf_counter()
         out, res = pipe.run(img)
-        rec = {"time_s": time.perf_counter() - t0, "timings": res.timings, "noise": res.map_noise,
-               "compression_noise": res.compression_noise}
+        rec = {"time_s": time.perf_counter() - t0, "mode": res.mode, "map_scale": res.map_scale,
+               "timings": res.timings, "noise": res.map_noise, "compression_noise": res.compression_noise}
         if gt is not None:
             blurred = gt > 127
             rec["radius_median_in_focus"] = float(np.median(res.radius_map[~blurred]))

@@ -78,7 +78,8 @@ DEFAULT_MODE = "auto"
 #: runs the whole 4 MP job in 30–37 s and 12 MP in 100–115 s.
 AUTO_SV_ADMM_MAX_PIXELS = 2_000_000
 #: ... and, on the CPU, only on a map it estimated at this scale or finer: a map read at a coarser
-#: scale (strong defocus, radii beyond the full-resolution search) gets ``fast``. Measured on 2 CPU
+#: scale (as ``map_scale='auto'`` reads strong defocus, radii beyond the full-resolution search,
+#: or as ``map_scale=`` sets) gets ``fast``. Measured on 2 CPU
 #: cores, the six 1 MP scenes of ``bench/bench_large.py`` (session 34, ``docs/STATUS.md``): with
 #: radii to 15–24 px (maps read at scale 2–4) ``sv-admm`` gains 0.11–1.10 dB over ``fast`` (mean
 #: 0.44) but takes 147–199 s against 8–26 s for the whole job (its bank and spread are wide: its

@@ -71,8 +71,8 @@ def register(subparsers, parents) -> None:
         help="all-in-focus image from a partially defocused photo (the main job)",
         description="Estimate the defocus blur map (or read one) and remove the blur: "
         "spatially varying deconvolution (sv-admm; fast) or blind per-layer deblurring (blind). The default, auto, "
-        f"is sv-admm, or fast for images above {AUTO_SV_ADMM_MAX_PIXELS / 1e6:g} MP on the CPU (unless --lam, "
-        "--iters, --saturation on or --spread-select on is given).",
+        f"is sv-admm, or on the CPU fast for images above {AUTO_SV_ADMM_MAX_PIXELS / 1e6:g} MP and for a map "
+        "estimated at a coarser scale than 1 (unless --lam, --iters, --saturation on or --spread-select on is given).",
     )
     p.add_argument("input", metavar="IN", help="input image (PNG, TIFF, JPEG)")
     p.add_argument("output", metavar="OUT", help="all-in-focus output image (.png, .tif, .jpg)")
@@ -322,7 +322,7 @@ def run(args) -> int:
                   and lam > ESTIMATED_MAP_LAM)
             say(f"allinfocus: JPEG input: compression error ~{v:.2g} (variance); the blur map takes its noise as at "
                 "least half of it (less at a coarser map scale)"
-                + (f", and sv-admm's TV weight is {lam:.2g} (not {ESTIMATED_MAP_LAM:g})" if tv else "")
+                + (f", and sv-admm's TV weight is {lam:.2g} (not {ESTIMATED_MAP_LAM:g}) if it runs" if tv else "")
                 + " (--compression-noise off: the measured noise only)")
 
     predicted = pipe.resolve_mode(image.shape) if args.mode == "auto" else args.mode
@@ -333,8 +333,8 @@ def run(args) -> int:
     result_img, res = pipe.run(image, radius_map=radius_map)
     total = time.perf_counter() - t0
     if args.mode == "auto" and predicted != res.mode:
-        say(f"allinfocus: mode auto -> {res.mode} (the map was read at scale {res.map_scale}: strong defocus, where on "
-            "the CPU sv-admm takes ~15x fast's time for ~0.4 dB more; --mode sv-admm forces it)")
+        say(f"allinfocus: mode auto -> {res.mode} (the map was read at scale {res.map_scale}, as for strong defocus, where "
+            "on the CPU sv-admm takes ~15x fast's time for ~0.4 dB more; --mode sv-admm forces it)")
     for i, j in res.merged_layers.items():
         say(f"allinfocus: layer {i} had fewer pixels than its kernel covers; joined to layer {j} "
             f"(r~{res.layer_radii[j]:.1f} px)")

@@ -1398,6 +1398,12 @@ def test_auto_mode_takes_fast_on_the_cpu_for_a_map_read_at_a_coarse_scale(monkey
     ref, ref_res = AllInFocus(mode="fast", backend="cpu").run(y)
     assert ref_res.mode == "fast"
     np.testing.assert_array_equal(out, ref)  # the same run as fast's: shrink_uninformed on its confidence
+    assert res.report().keys() == ref_res.report().keys()
+    stages = {}
+    for m in ("auto", "fast"):
+        stages[m] = []
+        AllInFocus(mode=m, backend="cpu", progress=stages[m].append).run(y)
+    assert stages["auto"] == stages["fast"] and "deblur (fast)" in stages["fast"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # shrink_uninformed=True applies: no "not applied" warning
         assert AllInFocus(backend="cpu", shrink_uninformed=True).run(y)[1].mode == "fast"
