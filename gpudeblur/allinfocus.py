@@ -1918,11 +1918,10 @@ class AllInFocus:
         return self.lam is not None or self.num_iter is not None or bool(self.saturation) or \
             (self._spread_set and self.spread_select is not None)
 
-    def _auto_may_turn_fast(self, image_shape, be) -> bool:
-        """``'auto'`` resolved to ``sv-admm`` on the CPU, which an estimated map read at a coarse
-        scale turns to ``fast`` (:data:`AUTO_SV_ADMM_MAX_MAP_SCALE`)."""
-        return (self.mode == "auto" and be.name == "cpu" and not self._auto_forced_sv_admm()
-                and self.resolve_mode(image_shape, be) == "sv-admm")
+    def _auto_may_turn_fast(self, resolved: str, be) -> bool:
+        """``'auto'`` resolved (``resolved``) to ``sv-admm`` on the CPU, not forced, which an
+        estimated map read at a coarse scale turns to ``fast`` (:data:`AUTO_SV_ADMM_MAX_MAP_SCALE`)."""
+        return self.mode == "auto" and resolved == "sv-admm" and be.name == "cpu" and not self._auto_forced_sv_admm()
 
     def _stage(self, name):
         if self.progress is not None:
@@ -2038,7 +2037,7 @@ class AllInFocus:
         timings = {}
         mode = self.resolve_mode(x.shape, be)
         # 'auto' on the CPU may still turn to fast once the map's scale is known
-        may_turn_fast = radius_map is None and map_estimated and self._auto_may_turn_fast(x.shape, be)
+        may_turn_fast = radius_map is None and map_estimated and self._auto_may_turn_fast(mode, be)
 
         def warn_shrink_unused():
             if self._shrink_set and self.shrink_uninformed and not (mode == "fast" and radius_map is None
