@@ -194,6 +194,20 @@ def test_fft_bench_runs_small(monkeypatch, tmp_path):
     assert "ducc0" in json.loads(js.read_text())["machine"]["versions"]
 
 
+def test_compile_bench_runs_small(monkeypatch, tmp_path):
+    """``bench_compile`` runs a job in fresh processes on an empty Numba cache, records the
+    compile of each kernel in the cold run, and the cached run finds them compiled."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    bc = importlib.import_module("bench_compile")
+    assert bc.main(["--jobs", "sv-admm", "--size", "64", "--out", str(tmp_path)]) == 0
+    (js,) = tmp_path.glob("compile-*.json")
+    (res,) = json.loads(js.read_text())["results"]
+    assert res["job"] == "sv-admm"
+    assert {"admm_tv_dual", "admm_tv_rhs"} <= {k.rsplit(".", 1)[-1] for k in res["compile_s"]}
+    assert res["cold_median_s"] > res["warm_median_s"] > 0
+    assert sum(res["compile_s"].values()) > 0
+
+
 def test_large_bench_traces_stage_memory(monkeypatch, tmp_path):
     """``bench_large --trace-memory`` runs end to end on a small CPU scene and reports each
     stage's traced peak (the deblur stage holds at least the image's spectrum); the GPU refuses it."""

@@ -15,10 +15,18 @@ float32 run time unchanged, float64 +5-10 %, session 31). The per-pixel
 powers are copied into a per-thread buffer first (the CUDA kernel reads
 them with stride ``P`` directly; the arithmetic is the same).
 
-The whole search is inlined into the ``prange`` body of
-:func:`blurmap_search` on purpose: Numba marks a parallel loop's arrays
-no-alias, which the element-wise loops need to vectorize, and inlining keeps
-the arrays' reference counts out of the per-filter loops.
+The functions that hold the per-filter loops of the iterations (and
+:func:`_sum4`) are inlined into the ``prange`` body of
+:func:`blurmap_search` in Numba's IR on purpose: Numba marks a parallel
+loop's arrays no-alias, which the element-wise loops need to vectorize, and
+inlining keeps the arrays' reference counts out of the per-filter loops. The
+small loop-free helpers (:func:`_lut_pos`, :func:`_lerp`, :func:`_clamp_r`,
+:func:`_insert_candidate`) and :func:`_s_moment` (once per start) are
+compiled as functions of their own and left to LLVM: inlining them in
+Numba's IR as well made the parfor passes copy a much larger body (session
+35: the first compile 23-27 → ~14 s per dtype, same bits, same run time;
+``bench/bench_compile.py``). Leaving the loop functions to LLVM too compiles
+in 9-10 s but runs 5-10 % slower (the no-alias marks are lost).
 """
 
 from __future__ import annotations
@@ -31,10 +39,11 @@ from numba import prange
 
 NONE = -1e30  # log-likelihood of a missing candidate (GD_BLURMAP_NONE)
 
-_inl = dict(inline="always", cache=True, nogil=True)
+_inl = dict(inline="always", cache=True, nogil=True)  # inlined in Numba IR (see above)
+_leaf = dict(cache=True, nogil=True)  # left to LLVM
 
 
-@numba.njit(**_inl)
+@numba.njit(**_leaf)
 def _lut_pos(r, lo, step, K, cst):
     # cst = [0, 1, 0.5, scratch] in the working dtype: keeps float32 math in
     # float32 (Numba promotes float32 (op) int literal to float64)
@@ -53,14 +62,14 @@ def _lut_pos(r, lo, step, K, cst):
     return kk, ff
 
 
-@numba.njit(**_inl)
+@numba.njit(**_leaf)
 def _lerp(tab, k, f, i):
     a = tab[k, i]
     b = tab[k + 1, i]
     return a + f * (b - a)
 
 
-@numba.njit(**_inl)
+@numba.njit(**_leaf)
 def _clamp_r(r, lo, hi):
     if r < lo:
         return lo
@@ -84,7 +93,7 @@ def _sum4(t, zero):
     return (a0 + a1) + (a2 + a3)
 
 
-@numba.njit(**_inl)
+@numba.njit(**_leaf)
 def _s_moment(y, val, noise, r, lo, step, s_floor, cst, t0, t1, t2, t3):
     K, F = val.shape
     k, f = _lut_pos(r, lo, step, K, cst)
@@ -211,7 +220,7 @@ def _r_descent(y, val, d1t, d2t, noise, r, s, e, lo, hi, step, r_iters, tol_r, m
     return r, s, er
 
 
-@numba.njit(**_inl)
+@numba.njit(**_leaf)
 def _insert_candidate(r, l, s, cr, cl, cs, merge_tol):
     for j in range(3):
         if cl[j] > NONE and abs(cr[j] - r) < merge_tol:
