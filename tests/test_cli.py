@@ -362,6 +362,34 @@ def test_demo_allinfocus_small(tmp_path, capsys, monkeypatch):
     assert code == 2 and "--overwrite" in err
 
 
+def test_demo_counts_numba_compile_time():
+    """The demo says how much of its time compiled Numba kernels, measured, not assumed: the
+    timer sees a fresh kernel's compile and not a compiled kernel's calls; the note appears
+    above the threshold only, and the CUDA backend's note names CuPy's compile."""
+    import numba
+
+    from gpudeblur import demo
+    from gpudeblur._backend import get_backend
+
+    @numba.njit(cache=False)
+    def _fresh(x):
+        return x + 1
+
+    with demo.numba_compile_time() as first:
+        _fresh(1)
+    with demo.numba_compile_time() as again:
+        _fresh(2)
+    assert first[0] > 0.0 and again[0] == 0.0
+    cpu = get_backend("cpu")
+    assert demo._compile_note(cpu, 0.3) == ""
+    assert demo._compile_note(cpu, 12.34).startswith("12.3 s of it compiling Numba kernels")
+
+    class _Cuda:
+        name = "cuda"
+
+    assert "CuPy" in demo._compile_note(_Cuda(), 0.0) and "Numba" not in demo._compile_note(_Cuda(), 0.0)
+
+
 def test_demo_scene_is_deterministic_and_layered():
     from gpudeblur import demo
 
