@@ -108,13 +108,13 @@ def synthesize_scene(sharp: np.ndarray, sigma: float = SCENE_NOISE_SIGMA, seed: 
 
 @contextlib.contextmanager
 def numba_compile_time():
-    """Seconds the block spends in Numba's compiler, in a one-item list filled on exit.
+    """Seconds the block spends compiling Numba kernels, in a one-item list filled on exit.
 
-    A kernel's first call with new argument types compiles it, or loads it
-    from Numba's disk cache (``cache=True``; a fraction of a second), so this
-    is what a first run pays once (Numba's event API, top-level
-    ``numba:compile`` events only). The CUDA backend's kernels are compiled
-    by CuPy and are not counted.
+    A kernel's first call with new argument types compiles it once; later
+    processes load it from Numba's disk cache (``cache=True``), which is not
+    counted (Numba's event API: top-level ``numba:compile`` events, which a
+    cache hit does not fire). The list stays ``[0.0]`` if the block raises.
+    The CUDA backend's kernels are compiled by CuPy and are not counted.
     """
     from numba.core import event  # noqa: PLC0415
 
@@ -123,18 +123,17 @@ def numba_compile_time():
         yield seconds
 
 
-def _compile_note(be, numba_s: float) -> str:
-    """What the demo's times include, from what this run compiled."""
+def _compile_note(be, numba_s: float, what: str = "of it") -> str:
+    """What the demo's times include, from what this run compiled (``what``: where the seconds go)."""
     notes = []
     if numba_s >= COMPILE_NOTE_MIN_S:
-        notes.append(f"{numba_s:.1f} s of it compiling Numba kernels, once: later runs load them from the cache")
+        notes.append(f"{numba_s:.1f} s {what} compiling Numba kernels, once: later runs load them from the cache")
     if be.name == "cuda":
-        notes.append("CUDA kernels are compiled by CuPy on their first use and cached")
+        notes.append("a first run's times include CuPy compiling the CUDA kernels, cached for later runs")
     return "; ".join(notes)
 
 
-#: Below this much Numba compile time the demo does not mention it (loading the
-#: cached kernels takes ~0.3 s).
+#: Below this much Numba compile time the demo does not mention it.
 COMPILE_NOTE_MIN_S = 1.0
 
 
@@ -274,7 +273,7 @@ def _run_uniform(out_dir, backend, overwrite, verbose) -> dict:
     for name, value, t in rows:
         table(f"{name:<26}{value:>10.2f}{'' if t is None else f'{t:>10.2f}'}")
     results["numba_compile_s"] = compile_s[0]
-    note = _compile_note(be, compile_s[0])
+    note = _compile_note(be, compile_s[0], what="of the times above went into")
     table(f"admm-tv: {results['admm-tv'] - results['blurred']:+.2f} dB over the blurred input" + (f" ({note})" if note else ""))
 
     with output_batch():  # all pictures or none

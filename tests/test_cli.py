@@ -383,6 +383,8 @@ def test_demo_counts_numba_compile_time():
     cpu = get_backend("cpu")
     assert demo._compile_note(cpu, 0.3) == ""
     assert demo._compile_note(cpu, 12.34).startswith("12.3 s of it compiling Numba kernels")
+    assert demo._compile_note(cpu, 2.0, what="of the times above went into").startswith(
+        "2.0 s of the times above went into compiling")
 
     class _Cuda:
         name = "cuda"
