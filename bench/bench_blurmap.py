@@ -264,14 +264,17 @@ def stage_timing(size, backend, time_labeling: bool = False, peak_memory: bool =
 
 
 def _timing_size(text: str):
-    """argparse type: ``N`` (a square crop, int) or ``MxN`` (a resized photo, tuple)."""
+    """argparse type: ``N`` (a square crop of the 512² photo, int) or ``MxN`` (a resized photo, tuple;
+    also ``N`` above 512, which the crop cannot give)."""
     try:
         parts = [int(v) for v in text.lower().split("x")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected N or MxN, got {text!r}") from None
     if len(parts) not in (1, 2) or min(parts) < 64:
         raise argparse.ArgumentTypeError(f"expected N or MxN with sides >= 64, got {text!r}")
-    return parts[0] if len(parts) == 1 else tuple(parts)
+    if len(parts) == 1:
+        return parts[0] if parts[0] <= 512 else (parts[0], parts[0])
+    return tuple(parts)
 
 
 def _budgets(text: str):

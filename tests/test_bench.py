@@ -180,6 +180,8 @@ def test_blurmap_bench_labeling_budgets_run_small(monkeypatch, tmp_path):
     for bad in ("0,1", "nan", "inf", "1e-12", "x"):
         with pytest.raises(SystemExit):
             bb.build_parser().parse_args(["--labeling-budgets", bad])
+    # a square side beyond the 512² photo is a resized photo, not a crop that would not match its map
+    assert [bb._timing_size(v) for v in ("160", "512", "1000", "600x800")] == [160, 512, (1000, 1000), (600, 800)]
 
 
 def test_fft_bench_runs_small(monkeypatch, tmp_path):
