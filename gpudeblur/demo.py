@@ -123,6 +123,10 @@ def numba_compile_time():
         yield seconds
 
 
+#: Below this much Numba compile time the demo does not mention it.
+COMPILE_NOTE_MIN_S = 1.0
+
+
 def _compile_note(be, numba_s: float, what: str = "of it") -> str:
     """What the demo's times include, from what this run compiled (``what``: where the seconds go)."""
     notes = []
@@ -131,10 +135,6 @@ def _compile_note(be, numba_s: float, what: str = "of it") -> str:
     if be.name == "cuda":
         notes.append("a first run's times include CuPy compiling the CUDA kernels, cached for later runs")
     return "; ".join(notes)
-
-
-#: Below this much Numba compile time the demo does not mention it.
-COMPILE_NOTE_MIN_S = 1.0
 
 
 def _prepare_out(out_dir, files, overwrite, backend, verbose):
