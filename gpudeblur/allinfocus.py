@@ -2036,8 +2036,9 @@ class AllInFocus:
         x, alpha = split_alpha(x)  # RGBA: the alpha channel comes back untouched
         timings = {}
         mode = self.resolve_mode(x.shape, be)
-        # 'auto' on the CPU may still turn to fast once the map's scale is known
-        may_turn_fast = radius_map is None and map_estimated and self._auto_may_turn_fast(mode, be)
+        # 'auto' on the CPU may still turn to fast once the scale of the map it estimates is known
+        # (an estimate declared trusted too: the speed trade is the same)
+        may_turn_fast = radius_map is None and self._auto_may_turn_fast(mode, be)
 
         def warn_shrink_unused():
             if self._shrink_set and self.shrink_uninformed and not (mode == "fast" and radius_map is None

@@ -1410,6 +1410,12 @@ def test_auto_mode_takes_fast_on_the_cpu_for_a_map_read_at_a_coarse_scale(monkey
     for pipe in (AllInFocus(mode="sv-admm", backend="cpu"), AllInFocus(backend="cpu", num_iter=2)):
         assert pipe.run(y)[1].mode == "sv-admm"
     assert AllInFocus(backend="cpu").run(y, radius_map=rm)[1].mode == "sv-admm"  # a given map
+    calls.clear()  # an estimate declared trusted turns too: fast's trusted run, no confidence asked
+    out, res = AllInFocus(backend="cpu").run(y, map_estimated=False)
+    ref, ref_res = AllInFocus(mode="fast", backend="cpu").run(y, map_estimated=False)
+    assert res.mode == "fast" and calls == [False, False]
+    np.testing.assert_array_equal(out, ref)
+    assert res.report().keys() == ref_res.report().keys()
     auto = AllInFocus(backend="cpu")
     assert auto.resolve_mode(y.shape, map_scale=2) == "fast" and auto.resolve_mode(y.shape, map_scale=1) == "sv-admm"
     assert auto.resolve_mode(y.shape, Backend("cuda", np, scipy.fft), map_scale=4) == "sv-admm"
