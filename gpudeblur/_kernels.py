@@ -69,7 +69,8 @@ def _raw_module(filename: str, device_id: int):
 #: Templated ``__global__`` functions of each ``.cu`` file (instantiated for
 #: float and double). A new kernel file registers its names here.
 KERNEL_NAMES: dict[str, tuple[str, ...]] = {
-    "deconv.cu": ("rl_ratio_kernel", "rl_tv_update_kernel", "admm_tv_dual_kernel", "admm_tv_rhs_kernel"),
+    "deconv.cu": ("rl_ratio_kernel", "rl_tv_update_kernel", "admm_tv_dual_kernel", "admm_tv_dual_joint_kernel",
+                  "admm_tv_rhs_kernel"),
     "labeling.cu": ("lifted_primal_kernel", "lifted_dual_kernel", "lifted_primal_fused_kernel"),
     "blurmap.cu": ("blurmap_search_kernel",),
     "blind.cu": ("framelet_shrink_kernel", "framelet_adjoint_diff_kernel"),
@@ -147,6 +148,12 @@ class _CudaKernels:
         self._launch("admm_tv_dual_kernel", x.dtype, grid, block,
                      (self._cin(x), ux, uy, wx, wy, np.int32(M), np.int32(N), x.dtype.type(t), np.int32(bool(iso))))
 
+    def admm_tv_dual_joint(self, x, ux, uy, wx, wy, t):
+        C, M, N = x.shape
+        grid, block = self._grid2d((1, M, N))  # one thread per pixel, over the C channels
+        self._launch("admm_tv_dual_joint_kernel", x.dtype, grid, block,
+                     (self._cin(x), ux, uy, wx, wy, np.int32(M), np.int32(N), np.int32(C), x.dtype.type(t)))
+
     def admm_tv_rhs(self, b, wx, wy, out, rho):
         C, M, N = b.shape
         grid, block = self._grid2d(b.shape)
@@ -173,6 +180,11 @@ class _CpuKernels:
         from . import _numba_kernels as nk
 
         nk.admm_tv_dual(x, ux, uy, wx, wy, x.dtype.type(t), bool(iso))
+
+    def admm_tv_dual_joint(self, x, ux, uy, wx, wy, t):
+        from . import _numba_kernels as nk
+
+        nk.admm_tv_dual_joint(x, ux, uy, wx, wy, x.dtype.type(t))
 
     def admm_tv_rhs(self, b, wx, wy, out, rho):
         from . import _numba_kernels as nk

@@ -104,6 +104,38 @@ def admm_tv_dual(x, ux, uy, wx, wy, t, iso):
 
 
 @numba.njit(**_jit)
+def admm_tv_dual_joint(x, ux, uy, wx, wy, t):
+    """ADMM-TV dual step of all channels of a pixel together (``admm_tv_dual_joint_at``):
+    the isotropic shrinkage of the pixel's ``2C`` gradient components by their joint norm
+    (vectorial / colour TV); ``u`` updated in place, ``w = z - u`` written."""
+    C, M, N = x.shape
+    for i in prange(M):
+        inext = i + 1 if i + 1 < M else 0
+        for j in range(N):
+            jnext = j + 1 if j + 1 < N else 0
+            n2 = x.dtype.type(0)
+            for c in range(C):
+                v0 = x[c, i, j]
+                vx = x[c, i, jnext] - v0 + ux[c, i, j]
+                vy = x[c, inext, j] - v0 + uy[c, i, j]
+                n2 += vx * vx + vy * vy
+            n = math.sqrt(n2)
+            s = (n - t) / n if n > t else n * 0
+            for c in range(C):
+                v0 = x[c, i, j]
+                vx = x[c, i, jnext] - v0 + ux[c, i, j]
+                vy = x[c, inext, j] - v0 + uy[c, i, j]
+                zx = s * vx
+                zy = s * vy
+                nx = vx - zx
+                ny = vy - zy
+                ux[c, i, j] = nx
+                uy[c, i, j] = ny
+                wx[c, i, j] = zx - nx
+                wy[c, i, j] = zy - ny
+
+
+@numba.njit(**_jit)
 def admm_tv_rhs(b, wx, wy, out, rho):
     """``out = b + rho * Dᵀ w`` with periodic differences."""
     C, M, N = b.shape

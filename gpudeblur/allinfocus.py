@@ -57,7 +57,7 @@ from ._backend import BACKEND_NAMES, Backend, array_module, as_backend_array, ge
 from ._resample import block_mean, upsample_linear
 from ._validate import (check_choice, check_compression_noise, check_image, check_positive, check_positive_int,
                         check_weight, join_alpha, split_alpha)
-from .restoration import _LAM_PER_SIGMA
+from .restoration import _LAM_PER_SIGMA, TV_CHANNELS
 from .spatially_varying import (MAX_RADIUS_SIGMA, _check_family_psfs, _family, check_radius_map, check_saturated, check_uncertainty,
                                 deconvolve_fast_scaled, deconvolve_spatially_varying, deconvolve_spread_sequence, default_lam,
                                 noise_lam)
@@ -1750,6 +1750,14 @@ class AllInFocus:
         given. None (default): on for ``sv-admm`` (also when ``'auto'``
         runs it); ``fast`` and ``blind`` cannot weight pixels, so True with
         them is an error (with ``'auto'`` it makes ``sv-admm`` run).
+    tv_channels : {'separate', 'joint'} or None
+        ``sv-admm``'s TV of a colour image: of each channel on its own
+        (None, the default: ``'separate'``) or of the channels together
+        (``'joint'``, colour TV: each pixel's gradients of every channel
+        shrunk by their joint norm;
+        :func:`gpudeblur.spatially_varying.deconvolve_spatially_varying`,
+        which gives what it gains and costs here). Set with ``'fast'`` or
+        ``'blind'``, an error; with ``'auto'`` it applies if ``sv-admm`` runs.
     map_scale : int or 'auto'
         Estimate the blur map on the image reduced ``map_scale`` times
         (``scale=`` of :meth:`gpudeblur.blurmap.BlurMapEstimator.estimate`):
@@ -1811,6 +1819,7 @@ class AllInFocus:
         shrink_uninformed=None,
         saturation=None,
         spread_select=None,
+        tv_channels=None,
         map_scale="auto",
         estimator_options=None,
         compression_noise=None,
@@ -1886,6 +1895,10 @@ class AllInFocus:
                 raise ValueError(f"spread_select needs mode 'sv-admm' or 'auto', got mode {self.mode!r}")
             if self.map_uncertainty is not None and self.map_uncertainty[0] <= 0:
                 raise ValueError("spread_select needs a radius spread: map_uncertainty's radius_sigma is 0")
+        #: ``sv-admm``'s TV of a colour image: each channel alone (``'separate'``) or together (``'joint'``)
+        self.tv_channels = "separate" if tv_channels is None else check_choice(tv_channels, TV_CHANNELS, "tv_channels")
+        if tv_channels is not None and self.mode in ("fast", "blind"):
+            raise ValueError(f"tv_channels applies to sv-admm's TV (mode 'sv-admm' or 'auto'), got mode {self.mode!r}")
         self.estimator_options = dict(estimator_options or {})
         self.compression_noise = check_compression_noise(compression_noise)
         self.blind_options = dict(blind_options or {})
@@ -2146,6 +2159,8 @@ class AllInFocus:
                 sel = None
             n_iter = self.num_iter if self.num_iter is not None else SV_ADMM_ITERATIONS
             narrow = None
+            if mode == "sv-admm":
+                kw["tv_channels"] = self.tv_channels
             if sel is None:
                 if mode == "sv-admm":
                     kw["num_iter"] = n_iter

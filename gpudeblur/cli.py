@@ -444,6 +444,12 @@ def _add_deconv(sub, parents) -> None:
         "--balance", type=finite_float, metavar="B", help="wiener noise-to-signal balance (default: estimated)"
     )
     p.add_argument(
+        "--tv-channels",
+        choices=("joint", "separate"),
+        help="admm-tv on a colour image: the channels' TV together (default: colour TV, shared edges) "
+        "or each channel's on its own",
+    )
+    p.add_argument(
         "--compression-noise", choices=("auto", "off"), default=None,
         help="admm-tv's default --lam and wiener's estimated --balance: auto (default) adds, for a JPEG IN, the "
         "error its compression added (estimated from its quantization tables) to the measured noise, which cannot "
@@ -589,6 +595,8 @@ def _deconv_call(args):
         raise ValueError(f"--lam does not apply to {m}" + (" (use --balance)" if m == "wiener" else ""))
     if args.balance is not None and m != "wiener":
         raise ValueError(f"--balance applies to wiener only, not to {m}")
+    if args.tv_channels is not None and m != "admm-tv":
+        raise ValueError(f"--tv-channels applies to admm-tv only, not to {m}")
     if args.lam is not None:
         if m == "inverse" and args.lam < 0:
             raise ValueError(f"--lam (eps of inverse) must be non-negative, got {args.lam!r}")
@@ -636,6 +644,8 @@ def _deconv_call(args):
         fn = r.admm_tv
         if args.lam is not None:
             kw["lam"] = args.lam
+        if args.tv_channels is not None:
+            kw["tv_channels"] = args.tv_channels
     n = None
     if m in _ITERATIVE:
         n = args.iters if args.iters is not None else _default_iters(fn)

@@ -517,6 +517,20 @@ def richardson_lucy_tv(image, psf, num_iter=50, tv_weight=0.002, **kwargs):
     return richardson_lucy(image, psf, num_iter, tv_weight=tv_weight, **kwargs)
 
 
+#: How a colour image's total variation treats the channels (``tv_channels=``).
+TV_CHANNELS = ("joint", "separate")
+
+
+def tv_dual_step(kern, x, ux, uy, wx, wy, t, isotropic, joint):
+    """The ADMM-TV shrinkage step (``z = shrink(Dx + u, t)``, ``u ← Dx + u − z``, ``w = z − u``) on
+    channels-first arrays ``(C, M, N)``: the channels together (``joint``, isotropic, ``C > 1``:
+    colour TV, each pixel's ``2C`` gradient components shrunk by their joint norm) or each on its own."""
+    if joint and isotropic and x.shape[0] > 1:
+        kern.admm_tv_dual_joint(x, ux, uy, wx, wy, t)
+    else:
+        kern.admm_tv_dual(x, ux, uy, wx, wy, t, isotropic)
+
+
 def admm_tv(
     image,
     psf,
@@ -525,6 +539,7 @@ def admm_tv(
     *,
     rho=None,
     isotropic=True,
+    tv_channels=None,
     boundary="reflect",
     luminance=False,
     clip=None,
@@ -558,6 +573,15 @@ def admm_tv(
     rho : float, optional
         ADMM penalty; default ``max(10·lam, 1e-4)``.
     isotropic : bool
+    tv_channels : {'joint', 'separate'}, optional
+        A colour image's TV: of all channels together (``'joint'``, the
+        default with ``isotropic``; vectorial or colour TV, Blomgren & Chan
+        1998: each pixel's gradients of every channel shrunk by their joint
+        norm, so the channels share their edges), or of each channel on
+        its own (``'separate'``, the default and the only choice for the
+        anisotropic TV). Measured (session 36; four 256² photos, discs of
+        radius 3 / 4 / 6 px, σ = 0.002 / 0.01 / 0.003, the default ``lam``):
+        joint +0.48 … +1.00 dB over separate in all twelve cases.
     boundary, luminance, clip, callback, backend, dtype
         As in :func:`richardson_lucy`; ``boundary='zero'`` zero-pads.
     compression_noise : float, optional
@@ -582,6 +606,11 @@ def admm_tv(
     num_iter = check_positive_int(num_iter, "num_iter")
     clip = _check_clip(clip)
     compression_noise = check_compression_noise(compression_noise)
+    if tv_channels is None:
+        tv_channels = "joint" if isotropic else "separate"
+    check_choice(tv_channels, TV_CHANNELS, "tv_channels")
+    if tv_channels == "joint" and not isotropic:
+        raise ValueError("tv_channels='joint' needs the isotropic TV (isotropic=True)")
     p = _Problem(image, psf, backend, dtype, boundary, luminance)
     if lam is None:
         lam = _default_tv_lam(p, compression_noise or 0.0)
@@ -608,7 +637,7 @@ def admm_tv(
         spec = fft.rfft2(rhs, **kw)
         spec /= denom
         x = op.irfft2(spec)
-        kern.admm_tv_dual(x, ux, uy, wx, wy, t(lam / rho), isotropic)
+        tv_dual_step(kern, x, ux, uy, wx, wy, t(lam / rho), isotropic, tv_channels == "joint")
         if callback is not None:
             callback(i)
     return p.finish(op.crop(x), clip)

@@ -30,6 +30,15 @@ __global__ void admm_tv_dual_kernel(const T* x, T* ux, T* uy, T* wx, T* wy, int 
     gd::admm_tv_dual_at(x + off, ux + off, uy + off, wx + off, wy + off, i, j, M, N, t, iso);
 }
 
+// One thread per pixel, over all C channels (x, u, w: (C, M, N)).
+template <typename T>
+__global__ void admm_tv_dual_joint_kernel(const T* x, T* ux, T* uy, T* wx, T* wy, int M, int N, int C, T t) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    int i = blockIdx.y * blockDim.y + threadIdx.y;
+    if (i >= M || j >= N) return;
+    gd::admm_tv_dual_joint_at(x, ux, uy, wx, wy, i, j, M, N, C, (long long)M * N, t);
+}
+
 template <typename T>
 __global__ void admm_tv_rhs_kernel(const T* b, const T* wx, const T* wy, T* out, int M, int N, T rho) {
     int j = blockIdx.x * blockDim.x + threadIdx.x;
@@ -45,6 +54,7 @@ __global__ void admm_tv_rhs_kernel(const T* b, const T* wx, const T* wy, T* out,
     template __global__ void rl_ratio_kernel<T>(const T*, const T*, T*, long long, T);                 \
     template __global__ void rl_tv_update_kernel<T>(const T*, const T*, T*, int, int, T, T);           \
     template __global__ void admm_tv_dual_kernel<T>(const T*, T*, T*, T*, T*, int, int, T, int);       \
+    template __global__ void admm_tv_dual_joint_kernel<T>(const T*, T*, T*, T*, T*, int, int, int, T);  \
     template __global__ void admm_tv_rhs_kernel<T>(const T*, const T*, const T*, T*, int, int, T);
 GD_INSTANTIATE(float)
 GD_INSTANTIATE(double)

@@ -66,6 +66,43 @@ GD_HD void admm_tv_dual_at(const T* x, T* ux, T* uy, T* wx, T* wy, int i, int j,
     wy[k] = zy - ny;
 }
 
+// ADMM-TV dual step at one pixel of all C channels together (joint, or
+// vectorial / colour TV: Blomgren & Chan 1998; Bresson & Chan 2008):
+//   v_c = D x_c + u_c;  n = sqrt(sum_c |v_c|^2);  z_c = max(n - t, 0) / n * v_c
+// (the prox of t * ||v||_2 over the pixel's 2C gradient components), then
+// u_c <- v_c - z_c, w_c = z_c - u_c as in admm_tv_dual_at. Planes are
+// `plane` apart. v is formed again in the second pass (no per-thread
+// arrays); its values are the same. C = 1 gives admm_tv_dual_at's values.
+template <typename T>
+GD_HD void admm_tv_dual_joint_at(const T* x, T* ux, T* uy, T* wx, T* wy, int i, int j, int M, int N, int C,
+                                 long long plane, T t) {
+    const long long k = (long long)i * N + j;
+    const long long kx = (long long)i * N + wrap_next(j, N);
+    const long long ky = (long long)wrap_next(i, M) * N + j;
+    T n2 = T(0);
+    for (int c = 0; c < C; ++c) {
+        const long long o = c * plane;
+        const T v0 = x[o + k];
+        const T vx = x[o + kx] - v0 + ux[o + k];
+        const T vy = x[o + ky] - v0 + uy[o + k];
+        n2 += vx * vx + vy * vy;
+    }
+    const T n = gd_sqrt(n2);
+    const T s = n > t ? (n - t) / n : T(0);
+    for (int c = 0; c < C; ++c) {
+        const long long o = c * plane;
+        const T v0 = x[o + k];
+        const T vx = x[o + kx] - v0 + ux[o + k];
+        const T vy = x[o + ky] - v0 + uy[o + k];
+        const T zx = s * vx, zy = s * vy;
+        const T nx = vx - zx, ny = vy - zy;
+        ux[o + k] = nx;
+        uy[o + k] = ny;
+        wx[o + k] = zx - nx;
+        wy[o + k] = zy - ny;
+    }
+}
+
 // b + rho * D^T w at one pixel (periodic), D^T = negative backward divergence.
 template <typename T>
 GD_HD T admm_tv_rhs_at(const T* b, const T* wx, const T* wy, int i, int j, int M, int N, T rho) {

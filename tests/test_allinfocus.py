@@ -1707,6 +1707,43 @@ def test_spread_select_solves_get_the_checked_map_and_settings(monkeypatch, natu
     assert k1["spatial_sigma"] == k2["spatial_sigma"] and k1["family"] is k2["family"]
 
 
+def test_tv_channels_reach_the_solve(monkeypatch, tmp_path, natural_rgb):
+    """``tv_channels`` (default: each channel's TV on its own) reaches sv-admm's solves, spread
+    selection's too, from the API and the CLI; with fast or blind it is an error."""
+    from gpudeblur import allinfocus as aif
+    from gpudeblur import cli
+
+    y = natural_rgb[:48, :48]
+    rm = np.full(y.shape[:2], 2.0)
+    seen = []
+    real_seq, real_one = aif.deconvolve_spread_sequence, aif.deconvolve_spatially_varying
+    monkeypatch.setattr(aif, "deconvolve_spread_sequence",
+                        lambda *a, **kw: seen.append(("seq", kw.get("tv_channels"))) or real_seq(*a, **kw))
+    monkeypatch.setattr(aif, "deconvolve_spatially_varying",
+                        lambda *a, **kw: seen.append((kw["method"], kw.get("tv_channels"))) or real_one(*a, **kw))
+    outs = {}
+    for tv in (None, "separate", "joint"):
+        outs[tv] = AllInFocus(mode="sv-admm", num_iter=3, tv_channels=tv).run(y, radius_map=rm)[0]
+    AllInFocus(mode="sv-admm", num_iter=2, tv_channels="joint").run(y, radius_map=rm, map_estimated=True)
+    AllInFocus(mode="fast").run(y, radius_map=rm)
+    assert seen == [("sv-admm", "separate"), ("sv-admm", "separate"), ("sv-admm", "joint"), ("seq", "joint"),
+                    ("fast", None)]
+    np.testing.assert_array_equal(outs[None], outs["separate"])
+    assert np.abs(outs["joint"] - outs["separate"]).max() > 1e-4
+    for mode in ("fast", "blind"):
+        with pytest.raises(ValueError, match="tv_channels applies to sv-admm"):
+            AllInFocus(mode=mode, tv_channels="joint")
+    with pytest.raises(ValueError, match="tv_channels"):
+        AllInFocus(tv_channels="both")
+    src, mp, out, _ = _cli_inputs(tmp_path, natural_rgb)
+    seen.clear()
+    assert cli.main(["-q", "allinfocus", str(src), str(out), "--map", str(mp), "--mode", "sv-admm", "--iters", "2",
+                     "--tv-channels", "joint"]) == 0
+    assert seen == [("sv-admm", "joint")]
+    assert cli.main(["-q", "allinfocus", str(src), str(out), "--overwrite", "--map", str(mp), "--mode", "fast",
+                     "--tv-channels", "joint"]) == 2
+
+
 def test_cli_allinfocus_spread_select(tmp_path, natural_rgb):
     from gpudeblur import cli
 

@@ -68,6 +68,8 @@ def test_deconv_improves_psnr_and_keeps_16bit(tmp_path, capsys, blurred_case):
         ("rl", ["--iters", "5"]),
         ("rl-tv", ["--iters", "5", "--lam", "0.002"]),
         ("admm-tv", ["--iters", "5", "--lam", "0.0005", "--luminance", "--clip"]),
+        ("admm-tv", ["--iters", "5"]),  # the colour TV of the three colour channels only
+        ("admm-tv", ["--iters", "5", "--tv-channels", "separate"]),
     ],
 )
 def test_every_method_keeps_rgba_layout(tmp_path, capsys, natural_rgb, method, extra):
@@ -171,6 +173,9 @@ BAD = {
     "zero balance": ["deconv", "{d}/ok.png", "{o}/o.png", "--psf", "disc:2", "--method", "wiener", "--balance", "0"],
     "iters for wiener": ["deconv", "{d}/ok.png", "{o}/o.png", "--psf", "disc:2", "--method", "wiener", "--iters", "3"],
     "lam for rl": ["deconv", "{d}/ok.png", "{o}/o.png", "--psf", "disc:2", "--method", "rl", "--lam", "0.1"],
+    "tv channels for wiener": ["deconv", "{d}/ok.png", "{o}/o.png", "--psf", "disc:2", "--method", "wiener",
+                               "--tv-channels", "joint"],
+    "unknown tv channels": ["deconv", "{d}/ok.png", "{o}/o.png", "--psf", "disc:2", "--tv-channels", "both"],
     "output exists": ["deconv", "{d}/ok.png", "{o}/exists.png", "--psf", "disc:2"],
     "output is input": ["deconv", "{d}/ok.png", "{d}/ok.png", "--psf", "disc:2", "--overwrite"],
     "output is input via ..": ["deconv", "{d}/ok.png", "{d}/../in/ok.png", "--psf", "disc:2", "--overwrite"],
@@ -214,6 +219,8 @@ EXPECT = {
     'zero balance': '--balance',
     'iters for wiener': '--iters',
     'lam for rl': '--lam',
+    'tv channels for wiener': '--tv-channels',
+    'unknown tv channels': 'invalid choice',
     'output exists': 'exists',
     'output is input': 'is the input',
     'output is input via ..': 'is the input',

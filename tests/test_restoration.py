@@ -355,3 +355,72 @@ def test_non_contiguous_input_same_result(natural_gray):
     a = gd.admm_tv(natural_gray[::2, ::2], k, 1e-3, 5)
     b = gd.admm_tv(np.ascontiguousarray(natural_gray[::2, ::2]), k, 1e-3, 5)
     np.testing.assert_array_equal(a, b)
+
+
+def _colour_tv_objective(x, y, k, lam):
+    """½‖k∗x−y‖² + lam·Σ_pixels sqrt(Σ_c |∇x_c|²) (colour TV, periodic), x and y (M, N, C)."""
+    r = sum(((blur_periodic(x[..., c], k) - y[..., c]) ** 2).sum() for c in range(x.shape[2]))
+    g = [grad(x[..., c], boundary="periodic") for c in range(x.shape[2])]
+    return 0.5 * r + lam * np.sqrt(sum(gx**2 + gy**2 for gx, gy in g)).sum()
+
+
+def _chambolle_pock_colour_tv(y, k, lam, iters=3000):
+    """Independent solver of the colour-TV problem of :func:`_colour_tv_objective` (float64): the
+    dual variable of each pixel's 2C gradient components projected onto the ball of radius lam."""
+    C = y.shape[2]
+    kf = k[::-1, ::-1]
+    tau = sigma = 0.99 / np.sqrt(8 + 1.0)
+    x = y.copy()
+    xb = x.copy()
+    px, py, q = np.zeros_like(y), np.zeros_like(y), np.zeros_like(y)
+    for _ in range(iters):
+        for c in range(C):
+            gx, gy = grad(xb[..., c], boundary="periodic")
+            px[..., c] += sigma * gx
+            py[..., c] += sigma * gy
+        n = np.maximum(1, np.sqrt((px**2 + py**2).sum(axis=2, keepdims=True)) / lam)
+        px, py = px / n, py / n
+        xn = np.empty_like(x)
+        for c in range(C):
+            q[..., c] = (q[..., c] + sigma * (ndi.convolve(xb[..., c], k, mode="wrap") - y[..., c])) / (1 + sigma)
+            xn[..., c] = x[..., c] - tau * (ndi.convolve(q[..., c], kf, mode="wrap")
+                                            - div(px[..., c], py[..., c], boundary="periodic"))
+        xb = 2 * xn - x
+        x = xn
+    return x
+
+
+def test_admm_tv_colour_tv_reaches_independent_optimum(backend, natural_rgb):
+    """The default colour TV (``tv_channels='joint'``) solves the joint problem: its objective
+    reaches an independent Chambolle–Pock solve's, which the per-channel TV's solution does not."""
+    img = natural_rgb[32:96, 32:96]
+    k = gd.psf.disc(2)
+    rng = np.random.default_rng(0)
+    y = np.stack([blur_periodic(img[..., c], k) for c in range(3)], -1) + 0.01 * rng.standard_normal(img.shape)
+    lam = 2e-3
+    ours = to_host(gd.admm_tv(_xp_in(backend, y), k, lam, 400, boundary="periodic", dtype="float64",
+                              backend=backend.name))
+    ref = _chambolle_pock_colour_tv(y, k, lam)
+    fo, fr = _colour_tv_objective(ours, y, k, lam), _colour_tv_objective(ref, y, k, lam)
+    assert fo <= fr * (1 + 1e-3), (fo, fr)
+    assert np.abs(ours - ref).max() < 2e-2
+    sep = to_host(gd.admm_tv(_xp_in(backend, y), k, lam, 400, boundary="periodic", dtype="float64",
+                             tv_channels="separate", backend=backend.name))
+    assert _colour_tv_objective(sep, y, k, lam) > fr * 1.002
+
+
+def test_admm_tv_colour_tv_gains_over_separate_channels(natural_rgb, natural_gray):
+    """Measured on 256² photos, +0.48 … +0.99 dB (session 36); here the 128² test photo, disc 4,
+    σ = 0.01, 8 bits. Grey images: the same bits either way; the options are checked."""
+    k = gd.psf.disc(4)
+    y = np.stack([_observe(natural_rgb[..., c], k, 0.01, seed=c) for c in range(3)], -1)
+    joint, sep = gd.admm_tv(y, k), gd.admm_tv(y, k, tv_channels="separate")
+    assert psnr(joint, natural_rgb) > psnr(sep, natural_rgb) + 0.3, (psnr(joint, natural_rgb), psnr(sep, natural_rgb))
+    g = _observe(natural_gray, k, 0.01)
+    np.testing.assert_array_equal(gd.admm_tv(g, k, num_iter=20), gd.admm_tv(g, k, num_iter=20, tv_channels="separate"))
+    with pytest.raises(ValueError, match="tv_channels='joint' needs the isotropic TV"):
+        gd.admm_tv(y, k, tv_channels="joint", isotropic=False)
+    with pytest.raises(ValueError, match="tv_channels"):
+        gd.admm_tv(y, k, tv_channels="both")
+    aniso = gd.admm_tv(y, k, num_iter=5, isotropic=False)  # anisotropic: per channel by default
+    np.testing.assert_array_equal(aniso, gd.admm_tv(y, k, num_iter=5, isotropic=False, tv_channels="separate"))

@@ -111,6 +111,13 @@ def _admm_tv_dual(grid, block, args):
     nk.admm_tv_dual(_h(x), _h(ux), _h(uy), _h(wx), _h(wy), t, bool(iso))
 
 
+def _admm_tv_dual_joint(grid, block, args):
+    from gpudeblur import _numba_kernels as nk
+
+    x, ux, uy, wx, wy, M, N, C, t = args
+    nk.admm_tv_dual_joint(_h(x), _h(ux), _h(uy), _h(wx), _h(wy), t)
+
+
 def _admm_tv_rhs(grid, block, args):
     from gpudeblur import _numba_kernels as nk
 
@@ -122,6 +129,7 @@ _TWINS = {
     "rl_ratio_kernel": _rl_ratio,
     "rl_tv_update_kernel": _rl_tv_update,
     "admm_tv_dual_kernel": _admm_tv_dual,
+    "admm_tv_dual_joint_kernel": _admm_tv_dual_joint,
     "admm_tv_rhs_kernel": _admm_tv_rhs,
     "blurmap_search_kernel": _blurmap_search,
     "lifted_primal_kernel": _lifted_primal,
@@ -227,6 +235,14 @@ def _check_layout(name, grid, block, args):
         _cover(name, grid, block, N, 0), _cover(name, grid, block, M, 1)
         if arrays[0].shape[-2:] != (M, N):
             raise ValueError(f"[cupy stand-in shim] {name}: M, N = {M}, {N} for arrays of shape {arrays[0].shape}")
+    elif name == "admm_tv_dual_joint_kernel":  # one thread per pixel, the C planes in a loop
+        arrays = args[:5]
+        M, N, C = (int(v) for v in args[5:8])
+        for a in arrays:
+            _size(name, a, C * M * N, "an array")
+        if arrays[0].shape != (C, M, N):
+            raise ValueError(f"[cupy stand-in shim] {name}: C, M, N = {C}, {M}, {N} for arrays of shape {arrays[0].shape}")
+        _cover(name, grid, block, N, 0), _cover(name, grid, block, M, 1)
     elif name == "blurmap_search_kernel":
         power, P, F, val, d1, d2, noise, K, st, nst = args[:10]
         P, F, K, nst = int(P), int(F), int(K), int(nst)

@@ -22,6 +22,11 @@
                     gd::admm_tv_dual_at(x + off, ux + off, uy + off, wx + off, wy + off, i, j, M, N, t, iso); \
                 }                                                                                          \
     }                                                                                                      \
+    extern "C" void admm_tv_dual_joint_##S(const T* x, T* ux, T* uy, T* wx, T* wy, int C, int M, int N, T t) { \
+        for (int i = 0; i < M; ++i)                                                                        \
+            for (int j = 0; j < N; ++j)                                                                    \
+                gd::admm_tv_dual_joint_at(x, ux, uy, wx, wy, i, j, M, N, C, (long long)M * N, t);          \
+    }                                                                                                      \
     extern "C" void admm_tv_rhs_##S(const T* b, const T* wx, const T* wy, T* out, int C, int M, int N, T rho) { \
         for (int c = 0; c < C; ++c)                                                                        \
             for (int i = 0; i < M; ++i)                                                                    \
