@@ -13,7 +13,7 @@ astronaut, coffee and chelsea as 256² squares), each blurred by a disc
 seeded per photo and case; reflect boundary, not quantized). PSNR (dB)
 against the sharp photo.
 
-    python bench/bench_tv_channels.py [--iters 100] [--backend cpu]
+    python bench/bench_tv_channels.py [--iters 100] [--size 256] [--backend cpu|cuda]
 """
 
 from __future__ import annotations
@@ -42,18 +42,18 @@ CASES = ((4, 0.01), (3, 0.002), (6, 0.003))
 SIZE = 256
 
 
-def photos() -> dict[str, np.ndarray]:
+def photos(size: int = SIZE) -> dict[str, np.ndarray]:
     from skimage import data
 
     from gpudeblur.data import sharp as bundled
 
     def square(a):
         m, n = a.shape[:2]
-        s = min(m, n, SIZE)
+        s = min(m, n, size)
         i, j = (m - s) // 2, (n - s) // 2
         return np.ascontiguousarray(a[i:i + s, j:j + s])
 
-    return {"bundled": np.asarray(bundled(), np.float64)[:SIZE, :SIZE],
+    return {"bundled": np.asarray(bundled(), np.float64)[:size, :size],
             "astronaut": square(data.astronaut()[::2, ::2] / 255.0),
             "coffee": square(data.coffee()[::2, ::2] / 255.0),
             "chelsea": square(data.chelsea()[::2, ::2] / 255.0)}
@@ -63,9 +63,9 @@ def psnr(x, ref) -> float:
     return float(10 * np.log10(1.0 / np.mean((np.asarray(x, np.float64) - ref) ** 2)))
 
 
-def run(iters: int, backend: str) -> list[dict]:
+def run(iters: int, backend: str, size: int = SIZE) -> list[dict]:
     rows = []
-    for i, (name, ref) in enumerate(photos().items()):
+    for i, (name, ref) in enumerate(photos(size).items()):
         for j, (radius, sigma) in enumerate(CASES):
             rng = np.random.default_rng([36, i, j])
             k = gd.psf.disc(radius)
@@ -97,16 +97,20 @@ def markdown(rows) -> list[str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=int, default=100, help="ADMM iterations (admm_tv's default 100)")
+    ap.add_argument("--size", type=int, default=SIZE, help=f"side of the photos' squares (default {SIZE})")
     ap.add_argument("--backend", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default bench/results)")
     ap.add_argument("--tag", default="", help="suffix for the output file names")
     args = ap.parse_args(argv)
-    info = machine_info()
-    rows = run(args.iters, args.backend)
+    if args.size < 32 or args.iters < 1:
+        ap.error("--size must be at least 32 and --iters at least 1")
+    info = machine_info(gpu_name=gd.get_backend("cuda").device_name() if args.backend == "cuda" else None)
+    rows = run(args.iters, args.backend, args.size)
     finish_machine_info(info)
     md = ["# Colour TV against per-channel TV (`admm_tv`)\n", machine_markdown(info), *markdown(rows)]
     stem = result_stem("tv-channels", info) + (f"-{args.tag}" if args.tag else "")
-    write_results(Path(args.out), stem, {"machine": info, "iters": args.iters, "backend": args.backend, "rows": rows},
+    write_results(Path(args.out), stem, {"machine": info, "iters": args.iters, "size": args.size,
+                                         "backend": args.backend, "rows": rows},
                   "\n".join(md) + "\n")
     return 0
 
