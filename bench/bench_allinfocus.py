@@ -52,12 +52,17 @@ from gpudeblur.spatially_varying import blur_spatially_varying, deconvolve_spati
 #: ``AllInFocus(spread_select=...)`` for the sv-admm runs (``--spread-select``); None: the
 #: pipeline's default
 SPREAD_SELECT_OPTION = None
+#: ``tv_channels`` of every sv-admm run, the Gaussian-kernel baseline's too (``--tv-channels``);
+#: None: the default (``'separate'``)
+TV_CHANNELS_OPTION = None
 
 
 def _pipe(mode="auto", **kw):
-    """``AllInFocus`` with the bench's ``--spread-select`` where it applies."""
+    """``AllInFocus`` with the bench's ``--spread-select`` and ``--tv-channels`` where they apply."""
     if SPREAD_SELECT_OPTION is not None and mode not in ("fast", "blind"):
         kw["spread_select"] = SPREAD_SELECT_OPTION
+    if TV_CHANNELS_OPTION is not None and mode not in ("fast", "blind"):
+        kw["tv_channels"] = TV_CHANNELS_OPTION
     return AllInFocus(mode=mode, **kw)
 
 
@@ -125,7 +130,8 @@ def quality(size, modes, estimate=True):
                     rec[f"{mode}_{which}_psnr"] = psnr(out, img)
                     rec[f"{mode}_{which}_ssim"] = ssim(out, img)
                     rec[f"{mode}_{which}_s"] = time.perf_counter() - t0
-            g = deconvolve_spatially_varying(y, rm, method="sv-admm", family=gaussian_family)
+            g = deconvolve_spatially_varying(y, rm, method="sv-admm", family=gaussian_family,
+                                             tv_channels=TV_CHANNELS_OPTION)
             rec["gaussian_true_psnr"] = psnr(g, img)
             rec["gaussian_true_ssim"] = ssim(g, img)
             log(f"{iname}/{mname}: " + ", ".join(f"{k}={v:.3f}" for k, v in rec.items() if isinstance(v, float)))
@@ -226,7 +232,7 @@ def jpeg_input(size, qualities=JPEG_QUALITIES):
             rec = {"image": iname, "map": mname, "quality": quality, "estimate": v,
                    "lum_err": float(np.mean((y_out - y_in) ** 2)) / 255.0**2, "input_psnr": psnr(yq, img)}
             for key, cn in (("off", None), ("on", v)):
-                out, res = AllInFocus(compression_noise=cn).run(yq)
+                out, res = _pipe(compression_noise=cn).run(yq)
                 rec[f"{key}_psnr"] = psnr(out, img)
                 rec[f"{key}_map_noise"] = res.map_noise
             log(f"jpeg q{quality} {iname}/{mname}: " + ", ".join(f"{k}={v:.4g}" for k, v in rec.items()
@@ -521,8 +527,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--noise-sigmas", type=_csv(conv=float), default=list(NOISE_SIGMAS), help="noise σ of the noisy rows")
     ap.add_argument("--jpeg-qualities", type=_csv(conv=int), default=list(JPEG_QUALITIES), help="JPEG qualities")
     ap.add_argument("--spread-select", choices=("on", "off"), default=None,
-                    help="AllInFocus(spread_select=...) for every sv-admm row (quality, no blur, highlights; default: "
+                    help="AllInFocus(spread_select=...) for every sv-admm row (quality, no blur, highlights, JPEG; default: "
                     "the pipeline's, on; 'on' warns on the true-map runs, where it does not apply)")
+    ap.add_argument("--tv-channels", choices=("separate", "joint"), default=None,
+                    help="tv_channels of every sv-admm run and of the Gaussian-kernel baseline (default: the "
+                    "pipeline's, separate)")
     ap.add_argument("--backends", type=_csv(("cpu", "cuda")), default=None,
                     help="timed backends, comma-separated (default: cpu, plus cuda when a GPU is present)")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
@@ -539,9 +548,11 @@ def main(argv=None):
         backends = args.backends
     info = machine_info(gpu_name=gd.get_backend("cuda").device_name() if "cuda" in backends else None)
     modes = args.modes
-    global SPREAD_SELECT_OPTION
+    global SPREAD_SELECT_OPTION, TV_CHANNELS_OPTION
     SPREAD_SELECT_OPTION = None if args.spread_select is None else args.spread_select == "on"
     info["spread_select"] = "default" if args.spread_select is None else args.spread_select
+    TV_CHANNELS_OPTION = args.tv_channels
+    info["tv_channels"] = "default" if args.tv_channels is None else args.tv_channels
     q = [] if args.skip_quality else quality(args.size, modes, estimate=not args.no_estimate)
     nb_modes = [m for m in modes if m in ("fast", "sv-admm")]
     nb = [] if (args.skip_no_blur or not nb_modes) else no_blur(256, nb_modes)
@@ -552,7 +563,8 @@ def main(argv=None):
                                          args.max_cpu_blind_mp, args.timing_maps)
     info = finish_machine_info(info)
 
-    md = [f"# All-in-focus benchmark\n\n{machine_markdown(info)}\n- sv-admm `spread_select`: {info['spread_select']}\n"]
+    md = [f"# All-in-focus benchmark\n\n{machine_markdown(info)}\n- sv-admm `spread_select`: {info['spread_select']}\n"
+          f"- sv-admm `tv_channels`: {info['tv_channels']}\n"]
     if q:
         md += quality_markdown(q, modes)
     if nb:

@@ -16,6 +16,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numba  # noqa: E402
+import numpy as np  # noqa: E402
 from numba import prange  # noqa: E402
 
 _jit = dict(parallel=True, nogil=True, cache=True, fastmath=False)
@@ -107,24 +108,34 @@ def admm_tv_dual(x, ux, uy, wx, wy, t, iso):
 def admm_tv_dual_joint(x, ux, uy, wx, wy, t):
     """ADMM-TV dual step of all channels of a pixel together (``admm_tv_dual_joint_at``):
     the isotropic shrinkage of the pixel's ``2C`` gradient components by their joint norm
-    (vectorial / colour TV); ``u`` updated in place, ``w = z - u`` written."""
+    (vectorial / colour TV); ``u`` updated in place, ``w = z - u`` written.
+
+    A row at a time: the squared norms summed channel by channel into a row buffer, then
+    the update channel by channel, so the loops over ``j`` vectorize; per pixel the same
+    operations in the same order as the header (the sum over ``c`` from 0, ``v`` formed
+    again for the update), all in the arrays' dtype."""
     C, M, N = x.shape
+    zero = x.dtype.type(0)
     for i in prange(M):
         inext = i + 1 if i + 1 < M else 0
+        n2 = np.zeros(N, dtype=x.dtype)
+        for c in range(C):
+            for j in range(N):
+                jnext = j + 1 if j + 1 < N else 0
+                v0 = x[c, i, j]
+                vx = x[c, i, jnext] - v0 + ux[c, i, j]
+                vy = x[c, inext, j] - v0 + uy[c, i, j]
+                n2[j] += vx * vx + vy * vy
         for j in range(N):
-            jnext = j + 1 if j + 1 < N else 0
-            n2 = x.dtype.type(0)
-            for c in range(C):
+            n = math.sqrt(n2[j])
+            n2[j] = (n - t) / n if n > t else zero  # the scale s of pixel j
+        for c in range(C):
+            for j in range(N):
+                jnext = j + 1 if j + 1 < N else 0
                 v0 = x[c, i, j]
                 vx = x[c, i, jnext] - v0 + ux[c, i, j]
                 vy = x[c, inext, j] - v0 + uy[c, i, j]
-                n2 += vx * vx + vy * vy
-            n = math.sqrt(n2)
-            s = (n - t) / n if n > t else n * 0
-            for c in range(C):
-                v0 = x[c, i, j]
-                vx = x[c, i, jnext] - v0 + ux[c, i, j]
-                vy = x[c, inext, j] - v0 + uy[c, i, j]
+                s = n2[j]
                 zx = s * vx
                 zy = s * vy
                 nx = vx - zx

@@ -390,6 +390,9 @@ class AllInFocusResult:
         ``fast`` with ``shrink_uninformed``: the mean of
         :func:`uninformed_weight` (the share of the way from the map's
         radius to the quietest one); None: not applied.
+    tv_channels : str or None
+        ``sv-admm``'s TV of the channels (``'separate'`` or ``'joint'``);
+        None: another mode ran.
     """
 
     radius_map: np.ndarray
@@ -416,6 +419,7 @@ class AllInFocusResult:
     noise_sigma: float | None = None
     lam: float | None = None
     uninformed_shrunk: float | None = None
+    tv_channels: str | None = None
 
     def report(self) -> dict:
         """JSON-serializable summary."""
@@ -444,6 +448,7 @@ class AllInFocusResult:
             "noise_sigma": self.noise_sigma,
             "lam": self.lam,
             "uninformed_shrunk": self.uninformed_shrunk,
+            "tv_channels": self.tv_channels,
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
         }
 
@@ -1757,7 +1762,8 @@ class AllInFocus:
         shrunk by their joint norm;
         :func:`gpudeblur.spatially_varying.deconvolve_spatially_varying`,
         which gives what it gains and costs here). Set with ``'fast'`` or
-        ``'blind'``, an error; with ``'auto'`` it applies if ``sv-admm`` runs.
+        ``'blind'``, an error; ``'joint'`` makes ``'auto'`` run ``sv-admm``
+        (as ``lam`` does).
     map_scale : int or 'auto'
         Estimate the blur map on the image reduced ``map_scale`` times
         (``scale=`` of :meth:`gpudeblur.blurmap.BlurMapEstimator.estimate`):
@@ -1929,7 +1935,7 @@ class AllInFocus:
     def _auto_forced_sv_admm(self) -> bool:
         """Options of ``sv-admm`` set, which make ``'auto'`` take it everywhere."""
         return self.lam is not None or self.num_iter is not None or bool(self.saturation) or \
-            (self._spread_set and self.spread_select is not None)
+            (self._spread_set and self.spread_select is not None) or self.tv_channels == "joint"
 
     def _auto_may_turn_fast(self, resolved: str, be) -> bool:
         """``'auto'`` resolved (``resolved``) to ``sv-admm`` on the CPU, not forced, which an
@@ -2160,7 +2166,7 @@ class AllInFocus:
             n_iter = self.num_iter if self.num_iter is not None else SV_ADMM_ITERATIONS
             narrow = None
             if mode == "sv-admm":
-                kw["tv_channels"] = self.tv_channels
+                kw["tv_channels"] = result.tv_channels = self.tv_channels
             if sel is None:
                 if mode == "sv-admm":
                     kw["num_iter"] = n_iter

@@ -73,7 +73,8 @@ def register(subparsers, parents) -> None:
         description="Estimate the defocus blur map (or read one) and remove the blur: "
         "spatially varying deconvolution (sv-admm; fast) or blind per-layer deblurring (blind). The default, auto, "
         f"is sv-admm, or on the CPU fast for images above {AUTO_SV_ADMM_MAX_PIXELS / 1e6:g} MP and for a map "
-        "estimated at a coarser scale than 1 (unless --lam, --iters, --saturation on or --spread-select on is given).",
+        "estimated at a coarser scale than 1 (unless --lam, --iters, --saturation on, --spread-select on or "
+        "--tv-channels joint is given).",
     )
     p.add_argument("input", metavar="IN", help="input image (PNG, TIFF, JPEG)")
     p.add_argument("output", metavar="OUT", help="all-in-focus output image (.png, .tif, .jpg)")
@@ -118,7 +119,7 @@ def register(subparsers, parents) -> None:
     p.add_argument("--tv-channels", choices=("joint", "separate"), default=None,
                    help="sv-admm on a colour image: each channel's TV on its own (default) or the channels' TV "
                    "together (colour TV: shared edges; +0.3 dB with a true map on the quality bench, none with an "
-                   "estimated one; sv-admm only)")
+                   "estimated one; sv-admm only: 'joint' makes --mode auto run it)")
     p.add_argument("--psf", type=psf_family, default="disc", metavar="disc|gaussian|CALIB.npz",
                    help="PSF family of the map and the deblurring: disc radius, Gaussian sigma, or a lens calibration "
                    ".npz with 'radii' (K,) and 'psfs' (K, H, W) (default disc)")

@@ -597,6 +597,8 @@ def _deconv_call(args):
         raise ValueError(f"--balance applies to wiener only, not to {m}")
     if args.tv_channels is not None and m != "admm-tv":
         raise ValueError(f"--tv-channels applies to admm-tv only, not to {m}")
+    if args.tv_channels is not None and args.luminance:
+        raise ValueError("--tv-channels applies to the colour channels; --luminance deblurs one (luma) channel")
     if args.lam is not None:
         if m == "inverse" and args.lam < 0:
             raise ValueError(f"--lam (eps of inverse) must be non-negative, got {args.lam!r}")

@@ -578,15 +578,16 @@ def admm_tv(
         default with ``isotropic``; vectorial or colour TV, Blomgren & Chan
         1998: each pixel's gradients of every channel shrunk by their joint
         norm, so the channels share their edges), or of each channel on
-        its own (``'separate'``, the default and the only choice for the
-        anisotropic TV). Measured (session 36, ``bench/bench_tv_channels.py``:
+        its own (``'separate'``: the default and the only choice with
+        ``isotropic=False``). Measured (session 36, ``bench/bench_tv_channels.py``:
         four 256² photos, discs of radius 3 / 4 / 6 px, σ = 0.002 / 0.01 /
         0.003, the default ``lam``): joint +0.45 … +1.12 dB over separate
         in all twelve cases (mean +0.73); the bundled photo, 8 bits, disc 4
         at σ = 0.03 / 0.05, disc 2 at 0.02, disc 8 at 0.01: +0.63 / +0.33 /
-        +0.09 / +0.90. A JPEG: with ``compression_noise`` (as ``gpudeblur
-        deconv`` passes) the same as separate (±0.06 dB at quality 75–95),
-        without it 0.8–1.1 dB below separate (the weight, too low for the
+        +0.09 / +0.90. A JPEG (the uniform demo's scene at quality 75 / 90
+        / 95): with ``compression_noise`` (as ``gpudeblur deconv`` passes)
+        level with separate (+0.04 / +0.01 / +0.07 dB), without it 0.8–1.1
+        dB below separate (the weight, too low for the
         compression error, lets the joint shrinkage keep its colour
         blocks): pass ``compression_noise`` for a JPEG.
     boundary, luminance, clip, callback, backend, dtype

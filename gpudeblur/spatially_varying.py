@@ -649,7 +649,7 @@ def deconvolve_spatially_varying(
     radius_sigma=0.0,
     spatial_sigma=0.0,
     saturated=None,
-    tv_channels="separate",
+    tv_channels=None,
     clip=None,
     callback: Callable[[int], None] | None = None,
     backend=None,
@@ -699,9 +699,9 @@ def deconvolve_spatially_varying(
         active set, updated after each of the first ADMM iterations from ``H f``; the
         expected ``H f`` for an uncertain map). Without this a clipped
         plateau cannot be fitted and rings around its edge.
-    tv_channels : {'separate', 'joint'}
+    tv_channels : {'separate', 'joint'} or None
         ``sv-admm`` on a colour image: the TV of each channel on its own
-        (default), or of all channels together (vectorial or colour TV:
+        (None, the default: ``'separate'``), or of all channels together (vectorial or colour TV:
         each pixel's gradients of every channel shrunk by their joint norm,
         so the channels share their edges; Blomgren & Chan 1998; the
         default of :func:`gpudeblur.admm_tv`). One channel: the same.
@@ -709,6 +709,7 @@ def deconvolve_spatially_varying(
         ``AllInFocus(tv_channels=)``): the true map 30.61 → 30.89 dB, the
         estimated map 27.72 → 27.76, sharp photos −0.1 … −0.6 dB, clipped
         highlights with the true map −0.6 dB; so not the default here.
+        ``'joint'`` with ``method='fast'`` (no TV) is an error.
     clip : bool or (low, high), optional
     callback : callable, optional
         ``callback(i)`` after each ADMM iteration.
@@ -738,7 +739,7 @@ def deconvolve_spread_sequence(
     radius_step=0.5,
     family="disc",
     saturated=None,
-    tv_channels="separate",
+    tv_channels=None,
     clip=None,
     callback: Callable[[int], None] | None = None,
     backend=None,
@@ -802,7 +803,9 @@ def _deconvolve(image, radius_map, method, stages, spatial_sigma, lam, cg_iter, 
     """The solves of ``stages`` (``(radius_sigma, num_iter)`` each; ``sv-admm`` warm-started
     from the previous one; ``fast`` takes one) on one image; a list of results."""
     cg_iter = check_positive_int(cg_iter, "cg_iter")
-    check_choice(tv_channels, TV_CHANNELS, "tv_channels")
+    tv_channels = "separate" if tv_channels is None else check_choice(tv_channels, TV_CHANNELS, "tv_channels")
+    if tv_channels == "joint" and method == "fast":
+        raise ValueError("tv_channels='joint' needs method 'sv-admm' (the fast mode has no TV)")
     be, x, kind, r = _prepare(image, radius_map, backend, dtype)
     xp = be.xp
     t = x.dtype.type

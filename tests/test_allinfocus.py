@@ -1730,6 +1730,13 @@ def test_tv_channels_reach_the_solve(monkeypatch, tmp_path, natural_rgb):
                     ("fast", None)]
     np.testing.assert_array_equal(outs[None], outs["separate"])
     assert np.abs(outs["joint"] - outs["separate"]).max() > 1e-4
+    res = AllInFocus(mode="sv-admm", num_iter=2, tv_channels="joint").run(y, radius_map=rm)[1]
+    assert res.tv_channels == res.report()["tv_channels"] == "joint"
+    assert AllInFocus(mode="fast").run(y, radius_map=rm)[1].report()["tv_channels"] is None
+    big = (2000, 2000)  # 'auto' on the CPU takes fast here, unless an sv-admm option is set
+    assert AllInFocus(backend="cpu").resolve_mode(big) == "fast"
+    assert AllInFocus(backend="cpu", tv_channels="separate").resolve_mode(big) == "fast"  # the default's value
+    assert AllInFocus(backend="cpu", tv_channels="joint").resolve_mode(big) == "sv-admm"
     for mode in ("fast", "blind"):
         with pytest.raises(ValueError, match="tv_channels applies to sv-admm"):
             AllInFocus(mode=mode, tv_channels="joint")

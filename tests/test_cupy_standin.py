@@ -194,3 +194,11 @@ def test_kernel_launches_match_the_cuda_signature_and_layout():
         f((1, 2, 2), (32, 8, 1), (x, c, o, np.int32(16), np.int32(8), t, t))  # M, N swapped
     with pytest.raises(ValueError, match="overlaps"):
         f((1, 1, 2), (32, 8, 1), (x, c, x, np.int32(8), np.int32(16), t, t))
+    # the colour-TV step: one thread per pixel over the C planes (grid z 1), C among the scalars
+    j = _kernels.cuda_function(get_backend("cuda"), "deconv.cu", "admm_tv_dual_joint_kernel", np.float32)
+    arrays = tuple(cp.zeros((2, 8, 16), dtype=np.float32) for _ in range(5))
+    j((1, 1, 1), (32, 8, 1), arrays + (np.int32(8), np.int32(16), np.int32(2), t))
+    with pytest.raises(ValueError, match="grid z"):
+        j((1, 1, 2), (32, 8, 1), arrays + (np.int32(8), np.int32(16), np.int32(2), t))
+    with pytest.raises(ValueError, match="elements"):
+        j((1, 1, 1), (32, 8, 1), arrays + (np.int32(8), np.int32(16), np.int32(3), t))

@@ -910,3 +910,17 @@ def test_sv_admm_colour_tv_reaches_the_minimizer_of_eq19():
     np.testing.assert_allclose(out.ravel(), f, atol=1e-2)
     sep, _ = _sv_admm(op, g, lam, 100 * lam, 300, 5, None, joint=False)
     assert objective(sep) - objective(f) > 1e-4
+
+
+def test_tv_channels_options(natural_rgb):
+    """``tv_channels``: None is ``'separate'`` (the same bits), ``'joint'`` changes a colour result,
+    ``'joint'`` with the fast mode (no TV) and unknown values are errors."""
+    y = natural_rgb[:40, :40]
+    rm = np.full(y.shape[:2], 2.0)
+    a = deconvolve_spatially_varying(y, rm, num_iter=3)
+    np.testing.assert_array_equal(a, deconvolve_spatially_varying(y, rm, num_iter=3, tv_channels="separate"))
+    assert np.abs(a - deconvolve_spatially_varying(y, rm, num_iter=3, tv_channels="joint")).max() > 1e-4
+    with pytest.raises(ValueError, match="needs method 'sv-admm'"):
+        deconvolve_spatially_varying(y, rm, method="fast", tv_channels="joint")
+    with pytest.raises(ValueError, match="tv_channels"):
+        deconvolve_spatially_varying(y, rm, tv_channels="both")

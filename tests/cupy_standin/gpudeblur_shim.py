@@ -243,6 +243,7 @@ def _check_layout(name, grid, block, args):
         if arrays[0].shape != (C, M, N):
             raise ValueError(f"[cupy stand-in shim] {name}: C, M, N = {C}, {M}, {N} for arrays of shape {arrays[0].shape}")
         _cover(name, grid, block, N, 0), _cover(name, grid, block, M, 1)
+        _planes(name, grid, block, 1)  # blockIdx.z unused: a deeper grid would update each pixel again
     elif name == "blurmap_search_kernel":
         power, P, F, val, d1, d2, noise, K, st, nst = args[:10]
         P, F, K, nst = int(P), int(F), int(K), int(nst)
