@@ -104,6 +104,14 @@ def admm_tv_dual(x, ux, uy, wx, wy, t, iso):
             wy[c, i, j] = zy - ny
 
 
+@numba.njit(inline="always", cache=True)
+def _tv_v(x, ux, uy, c, i, j, inext, N):
+    """``v = D x + u`` of channel ``c`` at ``(i, j)`` (periodic forward differences)."""
+    jnext = j + 1 if j + 1 < N else 0
+    v0 = x[c, i, j]
+    return x[c, i, jnext] - v0 + ux[c, i, j], x[c, inext, j] - v0 + uy[c, i, j]
+
+
 @numba.njit(**_jit)
 def admm_tv_dual_joint(x, ux, uy, wx, wy, t):
     """ADMM-TV dual step of all channels of a pixel together (``admm_tv_dual_joint_at``):
@@ -121,20 +129,14 @@ def admm_tv_dual_joint(x, ux, uy, wx, wy, t):
         n2 = np.zeros(N, dtype=x.dtype)
         for c in range(C):
             for j in range(N):
-                jnext = j + 1 if j + 1 < N else 0
-                v0 = x[c, i, j]
-                vx = x[c, i, jnext] - v0 + ux[c, i, j]
-                vy = x[c, inext, j] - v0 + uy[c, i, j]
+                vx, vy = _tv_v(x, ux, uy, c, i, j, inext, N)
                 n2[j] += vx * vx + vy * vy
         for j in range(N):
             n = math.sqrt(n2[j])
             n2[j] = (n - t) / n if n > t else zero  # the scale s of pixel j
         for c in range(C):
             for j in range(N):
-                jnext = j + 1 if j + 1 < N else 0
-                v0 = x[c, i, j]
-                vx = x[c, i, jnext] - v0 + ux[c, i, j]
-                vy = x[c, inext, j] - v0 + uy[c, i, j]
+                vx, vy = _tv_v(x, ux, uy, c, i, j, inext, N)
                 s = n2[j]
                 zx = s * vx
                 zy = s * vy

@@ -809,6 +809,45 @@ def test_default_weight_follows_the_noise(backend, natural_gray, method):
         assert new > psnr(old, natural_gray) + 1.0 and new > psnr(y, natural_gray) + 0.5, (new, psnr(old, natural_gray))
 
 
+def _periodic_differences(m):
+    """Dense periodic forward differences of an ``m × m`` grid: rows x then y, columns the pixels."""
+    n = m * m
+    idx = np.arange(n).reshape(m, m)
+    D = np.zeros((2 * n, n))
+    D[idx.ravel(), np.roll(idx, -1, 1).ravel()] += 1
+    D[n + idx.ravel(), np.roll(idx, -1, 0).ravel()] += 1
+    D[idx.ravel(), idx.ravel()] -= 1
+    D[n + idx.ravel(), idx.ravel()] -= 1
+    return D
+
+
+def _dense_tv_minimizer(Q, c, D, lam, n):
+    """``(objective, f)``: the minimizer ``f`` of ``½fᵀQf − cᵀf + λ·Σ_x |(Df)_x|₂`` (the norm over the
+    rows of ``D`` that belong to pixel ``x``: ``D``'s rows are groups of ``n``, one per gradient
+    component) by dense Chambolle–Pock (f-prox ``(I + τQ)⁻¹``, the dual projected onto ``|p_x|₂ ≤ λ``),
+    certified by its duality gap."""
+    rows = D.shape[0] // n
+
+    def objective(f):
+        d = (D @ f.ravel()).reshape(rows, n)
+        return 0.5 * f.ravel() @ Q @ f.ravel() - c @ f.ravel() + lam * np.sqrt((d**2).sum(0)).sum()
+
+    tau, sig = 1.0, 0.99 / 8
+    A = np.linalg.inv(np.eye(Q.shape[0]) + tau * Q)
+    f = np.zeros(Q.shape[0])
+    fb, p = f.copy(), np.zeros((rows, n))
+    for _ in range(15000):
+        p += sig * (D @ fb).reshape(rows, n)
+        p /= np.maximum(1, np.sqrt((p**2).sum(0)) / lam)
+        f_old = f
+        f = A @ (f - tau * (D.T @ p.ravel()) + tau * c)
+        fb = 2 * f - f_old
+    v = c - D.T @ p.ravel()
+    gap = objective(f) - (-0.5 * v @ np.linalg.solve(Q, v))
+    assert -1e-12 <= gap < 1e-9  # the reference is the minimizer (to rounding)
+    return objective, f
+
+
 @pytest.mark.parametrize("uncertainty", [(0.0, 0.0), (0.5, 2.0)])
 def test_sv_admm_reaches_the_minimizer_of_eq19(uncertainty):
     """On a 12² periodic grid with a two-radius map, ``sv-admm``'s ADMM (the library's CG tolerance, ρ = 100λ)
@@ -830,31 +869,9 @@ def test_sv_admm_reaches_the_minimizer_of_eq19(uncertainty):
     # dense normal matrix, right-hand side and periodic forward differences
     Q = np.stack([op.normal(e.reshape(1, 12, 12))[0].ravel() for e in np.eye(n)], 1)
     c = op.data_rhs(g).ravel()
-    idx = np.arange(n).reshape(12, 12)
-    D = np.zeros((2 * n, n))
-    D[idx.ravel(), np.roll(idx, -1, 1).ravel()] += 1
-    D[n + idx.ravel(), np.roll(idx, -1, 0).ravel()] += 1
-    D[idx.ravel(), idx.ravel()] -= 1
-    D[n + idx.ravel(), idx.ravel()] -= 1
+    D = _periodic_differences(12)
 
-    def objective(f):
-        d = (D @ f.ravel()).reshape(2, n)
-        return 0.5 * f.ravel() @ Q @ f.ravel() - c @ f.ravel() + lam * np.sqrt((d**2).sum(0)).sum()
-
-    # Chambolle–Pock: f-prox (I + τQ)⁻¹, dual projection onto |p|₂ ≤ λ per pixel
-    tau, sig = 1.0, 0.99 / 8
-    A = np.linalg.inv(np.eye(n) + tau * Q)
-    f = np.zeros(n)
-    fb, p = f.copy(), np.zeros((2, n))
-    for _ in range(15000):
-        p += sig * (D @ fb).reshape(2, n)
-        p /= np.maximum(1, np.sqrt((p**2).sum(0)) / lam)
-        f_old = f
-        f = A @ (f - tau * (D.T @ p.ravel()) + tau * c)
-        fb = 2 * f - f_old
-    v = c - D.T @ p.ravel()
-    gap = objective(f) - (-0.5 * v @ np.linalg.solve(Q, v))
-    assert 0 <= gap < 1e-9  # the reference is the minimizer
+    objective, f = _dense_tv_minimizer(Q, c, D, lam, n)
     out, _ = _sv_admm(op, g, lam, 100 * lam, 300, 5, None)
     assert objective(out) - objective(f) < 1e-5
     np.testing.assert_allclose(out.ravel(), f, atol=1e-2)
@@ -880,31 +897,9 @@ def test_sv_admm_colour_tv_reaches_the_minimizer_of_eq19():
     Q1 = np.stack([op.normal(e.reshape(1, 12, 12))[0].ravel() for e in np.eye(n)], 1)
     Q = np.kron(np.eye(C), Q1)  # the same operator on each channel
     c = op.data_rhs(g).ravel()
-    idx = np.arange(n).reshape(12, 12)
-    D1 = np.zeros((2 * n, n))
-    D1[idx.ravel(), np.roll(idx, -1, 1).ravel()] += 1
-    D1[n + idx.ravel(), np.roll(idx, -1, 0).ravel()] += 1
-    D1[idx.ravel(), idx.ravel()] -= 1
-    D1[n + idx.ravel(), idx.ravel()] -= 1
-    D = np.kron(np.eye(C), D1)  # rows: channel, direction, pixel
+    D = np.kron(np.eye(C), _periodic_differences(12))  # rows: channel, direction, pixel
 
-    def objective(f):
-        d = (D @ f.ravel()).reshape(C * 2, n)
-        return 0.5 * f.ravel() @ Q @ f.ravel() - c @ f.ravel() + lam * np.sqrt((d**2).sum(0)).sum()
-
-    tau, sig = 1.0, 0.99 / 8
-    A = np.linalg.inv(np.eye(C * n) + tau * Q)
-    f = np.zeros(C * n)
-    fb, p = f.copy(), np.zeros((C * 2, n))
-    for _ in range(15000):
-        p += sig * (D @ fb).reshape(C * 2, n)
-        p /= np.maximum(1, np.sqrt((p**2).sum(0)) / lam)
-        f_old = f
-        f = A @ (f - tau * (D.T @ p.ravel()) + tau * c)
-        fb = 2 * f - f_old
-    v = c - D.T @ p.ravel()
-    gap = objective(f) - (-0.5 * v @ np.linalg.solve(Q, v))
-    assert -1e-12 <= gap < 1e-9  # the reference is the minimizer (to rounding)
+    objective, f = _dense_tv_minimizer(Q, c, D, lam, n)
     out, _ = _sv_admm(op, g, lam, 100 * lam, 300, 5, None, joint=True)
     assert objective(out) - objective(f) < 1e-5
     np.testing.assert_allclose(out.ravel(), f, atol=1e-2)
