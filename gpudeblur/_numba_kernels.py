@@ -75,6 +75,25 @@ def rl_tv_update(x, corr, out, lam, eps):
     return out
 
 
+@numba.njit(inline="always", cache=True)
+def _tv_v(x, ux, uy, c, i, j, inext, N):
+    """``v = D x + u`` of channel ``c`` at ``(i, j)`` (periodic forward differences; ``tv_v_at``)."""
+    jnext = j + 1 if j + 1 < N else 0
+    v0 = x[c, i, j]
+    return x[c, i, jnext] - v0 + ux[c, i, j], x[c, inext, j] - v0 + uy[c, i, j]
+
+
+@numba.njit(inline="always", cache=True)
+def _tv_dual_store(ux, uy, wx, wy, c, i, j, vx, vy, zx, zy):
+    """``u <- v - z``, ``w = z - u`` at ``(c, i, j)`` (``tv_dual_store``)."""
+    nx = vx - zx
+    ny = vy - zy
+    ux[c, i, j] = nx
+    uy[c, i, j] = ny
+    wx[c, i, j] = zx - nx
+    wy[c, i, j] = zy - ny
+
+
 @numba.njit(**_jit)
 def admm_tv_dual(x, ux, uy, wx, wy, t, iso):
     """ADMM-TV dual step in place on ``ux, uy``; writes ``w = z - u``."""
@@ -84,10 +103,7 @@ def admm_tv_dual(x, ux, uy, wx, wy, t, iso):
         i = r % M
         inext = i + 1 if i + 1 < M else 0
         for j in range(N):
-            jnext = j + 1 if j + 1 < N else 0
-            v0 = x[c, i, j]
-            vx = x[c, i, jnext] - v0 + ux[c, i, j]
-            vy = x[c, inext, j] - v0 + uy[c, i, j]
+            vx, vy = _tv_v(x, ux, uy, c, i, j, inext, N)
             if iso:
                 n = math.sqrt(vx * vx + vy * vy)
                 s = (n - t) / n if n > t else n * 0
@@ -96,20 +112,7 @@ def admm_tv_dual(x, ux, uy, wx, wy, t, iso):
             else:
                 zx = _soft(vx, t)
                 zy = _soft(vy, t)
-            nx = vx - zx
-            ny = vy - zy
-            ux[c, i, j] = nx
-            uy[c, i, j] = ny
-            wx[c, i, j] = zx - nx
-            wy[c, i, j] = zy - ny
-
-
-@numba.njit(inline="always", cache=True)
-def _tv_v(x, ux, uy, c, i, j, inext, N):
-    """``v = D x + u`` of channel ``c`` at ``(i, j)`` (periodic forward differences)."""
-    jnext = j + 1 if j + 1 < N else 0
-    v0 = x[c, i, j]
-    return x[c, i, jnext] - v0 + ux[c, i, j], x[c, inext, j] - v0 + uy[c, i, j]
+            _tv_dual_store(ux, uy, wx, wy, c, i, j, vx, vy, zx, zy)
 
 
 @numba.njit(**_jit)
@@ -137,15 +140,7 @@ def admm_tv_dual_joint(x, ux, uy, wx, wy, t):
         for c in range(C):
             for j in range(N):
                 vx, vy = _tv_v(x, ux, uy, c, i, j, inext, N)
-                s = n2[j]
-                zx = s * vx
-                zy = s * vy
-                nx = vx - zx
-                ny = vy - zy
-                ux[c, i, j] = nx
-                uy[c, i, j] = ny
-                wx[c, i, j] = zx - nx
-                wy[c, i, j] = zy - ny
+                _tv_dual_store(ux, uy, wx, wy, c, i, j, vx, vy, n2[j] * vx, n2[j] * vy)
 
 
 @numba.njit(**_jit)

@@ -617,7 +617,8 @@ def admm_tv(
     if tv_channels is None:
         tv_channels = "joint" if isotropic else "separate"
     check_choice(tv_channels, TV_CHANNELS, "tv_channels")
-    if tv_channels == "joint" and not isotropic:
+    joint = tv_channels == "joint"
+    if joint and not isotropic:
         raise ValueError("tv_channels='joint' needs the isotropic TV (isotropic=True)")
     p = _Problem(image, psf, backend, dtype, boundary, luminance)
     if lam is None:
@@ -645,7 +646,7 @@ def admm_tv(
         spec = fft.rfft2(rhs, **kw)
         spec /= denom
         x = op.irfft2(spec)
-        tv_dual_step(kern, x, ux, uy, wx, wy, t(lam / rho), isotropic, tv_channels == "joint")
+        tv_dual_step(kern, x, ux, uy, wx, wy, t(lam / rho), isotropic, joint)
         if callback is not None:
             callback(i)
     return p.finish(op.crop(x), clip)

@@ -43,27 +43,41 @@ GD_HD T rl_tv_update_at(const T* x, const T* corr, int i, int j, int M, int N, T
     return x[k] * corr[k] / den;
 }
 
+// v = D x + u at index k of a plane (periodic forward differences: the
+// right neighbour at kx, the one below at ky).
+template <typename T>
+GD_HD void tv_v_at(const T* x, const T* ux, const T* uy, long long k, long long kx, long long ky, T* vx, T* vy) {
+    const T c = x[k];
+    *vx = x[kx] - c + ux[k];
+    *vy = x[ky] - c + uy[k];
+}
+
+// The ADMM-TV dual updates at index k from v and its shrinkage z:
+// u <- v - z, w = z - u.
+template <typename T>
+GD_HD void tv_dual_store(T* ux, T* uy, T* wx, T* wy, long long k, T vx, T vy, T zx, T zy) {
+    const T nx = vx - zx, ny = vy - zy;
+    ux[k] = nx;
+    uy[k] = ny;
+    wx[k] = zx - nx;
+    wy[k] = zy - ny;
+}
+
 // ADMM-TV dual step at one pixel (periodic forward differences on the grid):
 //   v = D x + u;  z = shrink(v, t);  u <- v - z;  w = z - u
 // iso != 0: isotropic (vector) shrinkage, else anisotropic (per component).
 template <typename T>
 GD_HD void admm_tv_dual_at(const T* x, T* ux, T* uy, T* wx, T* wy, int i, int j, int M, int N, T t, int iso) {
-    int k = i * N + j;
-    T c = x[k];
-    T vx = x[i * N + wrap_next(j, N)] - c + ux[k];
-    T vy = x[wrap_next(i, M) * N + j] - c + uy[k];
-    T zx, zy;
+    const long long k = (long long)i * N + j;
+    T vx, vy, zx, zy;
+    tv_v_at(x, ux, uy, k, (long long)i * N + wrap_next(j, N), (long long)wrap_next(i, M) * N + j, &vx, &vy);
     if (iso) {
         shrink_iso(vx, vy, t, &zx, &zy);
     } else {
         zx = soft_threshold(vx, t);
         zy = soft_threshold(vy, t);
     }
-    T nx = vx - zx, ny = vy - zy;
-    ux[k] = nx;
-    uy[k] = ny;
-    wx[k] = zx - nx;
-    wy[k] = zy - ny;
+    tv_dual_store(ux, uy, wx, wy, k, vx, vy, zx, zy);
 }
 
 // ADMM-TV dual step at one pixel of all C channels together (joint, or
@@ -79,27 +93,18 @@ GD_HD void admm_tv_dual_joint_at(const T* x, T* ux, T* uy, T* wx, T* wy, int i, 
     const long long k = (long long)i * N + j;
     const long long kx = (long long)i * N + wrap_next(j, N);
     const long long ky = (long long)wrap_next(i, M) * N + j;
-    T n2 = T(0);
+    T n2 = T(0), vx, vy;
     for (int c = 0; c < C; ++c) {
         const long long o = c * plane;
-        const T v0 = x[o + k];
-        const T vx = x[o + kx] - v0 + ux[o + k];
-        const T vy = x[o + ky] - v0 + uy[o + k];
+        tv_v_at(x, ux, uy, o + k, o + kx, o + ky, &vx, &vy);
         n2 += vx * vx + vy * vy;
     }
     const T n = gd_sqrt(n2);
     const T s = n > t ? (n - t) / n : T(0);
     for (int c = 0; c < C; ++c) {
         const long long o = c * plane;
-        const T v0 = x[o + k];
-        const T vx = x[o + kx] - v0 + ux[o + k];
-        const T vy = x[o + ky] - v0 + uy[o + k];
-        const T zx = s * vx, zy = s * vy;
-        const T nx = vx - zx, ny = vy - zy;
-        ux[o + k] = nx;
-        uy[o + k] = ny;
-        wx[o + k] = zx - nx;
-        wy[o + k] = zy - ny;
+        tv_v_at(x, ux, uy, o + k, o + kx, o + ky, &vx, &vy);
+        tv_dual_store(ux, uy, wx, wy, o + k, vx, vy, s * vx, s * vy);
     }
 }
 
