@@ -366,6 +366,57 @@ def highlights_markdown(rows):
             markdown_table(cols, body + [mean])]
 
 
+#: Background radii (px) of the ``depth step`` rows.
+DEPTH_STEP_RADII = (8.0, 16.0)
+
+
+def depth_step(size, modes, radii=DEPTH_STEP_RADII):
+    """A sharp subject in a strongly blurred background: the bench photos with an in-focus
+    ellipse (the middle 44 % × 60 %) in a background blurred by one disc of each of
+    ``radii`` (synthesised with the 0.1 px bank), σ_n = 1e-3. Rows: PSNR of the input
+    and of each mode with the true map (trusted) and the estimated map, over the whole
+    image and over the background (``bg``), where a sharp layer's edges can ring."""
+    rows = []
+    rng = np.random.default_rng(5)
+    M = N = size
+    yy, xx = np.mgrid[:M, :N]
+    fg = ((yy - M / 2) / (M * 0.3)) ** 2 + ((xx - N / 2) / (N * 0.22)) ** 2 <= 1
+    for r in radii:
+        rm = np.where(fg, 0.0, r)
+        for name, img in images(size).items():
+            y = blur_spatially_varying(img, rm, radius_step=0.1, dtype="float64")
+            y = np.clip(y + 1e-3 * rng.standard_normal(y.shape), 0, 1)
+            est = np.asarray(AllInFocus().estimate_map(y))
+            rec = {"image": name, "radius": r, "input_psnr": psnr(y, img), "input_bg_psnr": psnr(y[~fg], img[~fg]),
+                   "map_bg_median": float(np.median(est[~fg]))}
+            for mode in modes:
+                for which, m in (("true", rm), ("est", est)):
+                    t0 = time.perf_counter()
+                    out, _ = _pipe(mode).run(y, radius_map=m, map_estimated=which == "est")
+                    out = np.clip(out, 0, 1)
+                    rec[f"{mode}_{which}_psnr"] = psnr(out, img)
+                    rec[f"{mode}_{which}_bg_psnr"] = psnr(out[~fg], img[~fg])
+                    rec[f"{mode}_{which}_s"] = time.perf_counter() - t0
+            log(f"depth step {r:g} px {name}: " + ", ".join(f"{k}={v:.3f}" for k, v in rec.items() if isinstance(v, float)))
+            rows.append(rec)
+    return rows
+
+
+def depth_step_markdown(rows, modes):
+    cols = ["radius", "image", "map median (bg)", "input"] + [f"{m} ({w})" for m in modes for w in ("true", "est")]
+    cell = lambda r, k: f"{r[f'{k}_psnr']:.2f} / {r[f'{k}_bg_psnr']:.2f}"  # noqa: E731
+    keys = ["input"] + [f"{m}_{w}" for m in modes for w in ("true", "est")]
+    body = []
+    for radius in sorted({r["radius"] for r in rows}):
+        sel = [r for r in rows if r["radius"] == radius]
+        body += [[f"{radius:g}", r["image"], f"{r['map_bg_median']:.1f}"] + [cell(r, k) for k in keys] for r in sel]
+        body.append([f"{radius:g}", "**mean**", ""] + [
+            f"{np.mean([r[f'{k}_psnr'] for r in sel]):.2f} / {np.mean([r[f'{k}_bg_psnr'] for r in sel]):.2f}" for k in keys])
+    return ["\n## Depth step (a sharp ellipse in a background blurred by one disc, σ_n = 1e-3; PSNR dB whole / "
+            "background, results clipped to [0, 1]; true: the true map, trusted; est: the estimated map)\n",
+            markdown_table(cols, body)]
+
+
 #: Timed map kinds: ramp maximum (px) and the map's uncertainty. ``wide`` is
 #: what a large photo with strong defocus gets: radii to 24 px, read at
 #: scale 4 (``auto`` above 2 MP) and so spread by ``scaled_map_uncertainty(4)``.
@@ -524,6 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--skip-highlights", action="store_true", help="skip the clipped-highlight rows")
     ap.add_argument("--skip-jpeg", action="store_true", help="skip the JPEG-input rows")
     ap.add_argument("--skip-noisy", action="store_true", help="skip the noisy-input rows")
+    ap.add_argument("--skip-depth-step", action="store_true", help="skip the depth-step rows")
     ap.add_argument("--noise-sigmas", type=_csv(conv=float), default=list(NOISE_SIGMAS), help="noise σ of the noisy rows")
     ap.add_argument("--jpeg-qualities", type=_csv(conv=int), default=list(JPEG_QUALITIES), help="JPEG qualities")
     ap.add_argument("--spread-select", choices=("on", "off"), default=None,
@@ -559,6 +611,7 @@ def main(argv=None):
     hl = [] if (args.skip_highlights or "sv-admm" not in modes) else highlights(args.size)
     jp = [] if args.skip_jpeg else jpeg_input(max(args.size, 256), args.jpeg_qualities)
     ns = [] if (args.skip_noisy or not nb_modes) else noisy_input(args.size, nb_modes, args.noise_sigmas)
+    ds = [] if (args.skip_depth_step or not nb_modes) else depth_step(max(args.size, 256), nb_modes)
     t = [] if args.skip_timing else timing(args.timing_sizes, args.timing_modes, backends, args.max_cpu_svadmm_mp,
                                          args.max_cpu_blind_mp, args.timing_maps)
     info = finish_machine_info(info)
@@ -575,6 +628,8 @@ def main(argv=None):
         md += jpeg_markdown(jp)
     if ns:
         md += noisy_markdown(ns, nb_modes)
+    if ds:
+        md += depth_step_markdown(ds, nb_modes)
     if t:
         md.append("\n## Time (median s, warm-up excluded)\n")
         md.append(markdown_table(["MP", "shape", "backend", "mode", "map", "median", "repeats"],
@@ -582,7 +637,7 @@ def main(argv=None):
                                    fmt_s(r["median_s"]), r["repeats"]] for r in t]))
     text = "\n".join(md) + "\n"
     paths = write_results(args.out, result_stem("allinfocus", info), {"machine": info, "quality": q, "no_blur": nb, "highlights": hl, "jpeg": jp,
-                                                                   "noisy": ns,
+                                                                   "noisy": ns, "depth_step": ds,
                                                                    "timing": t}, text)
     print(text)
     log(f"wrote {paths[0]} and {paths[1]}")

@@ -42,7 +42,7 @@ sys.path.insert(0, str(HERE))
 
 #: bench_allinfocus's timing alone (every other section runs on the default backend, i.e. the GPU's
 #: time: the clipped highlights' sv-admm rows did, in each of three steps, until session 34's rehearsal)
-_TIMING_ONLY = ["--skip-quality", "--skip-no-blur", "--skip-highlights", "--skip-jpeg", "--skip-noisy"]
+_TIMING_ONLY = ["--skip-quality", "--skip-no-blur", "--skip-highlights", "--skip-jpeg", "--skip-noisy", "--skip-depth-step"]
 
 #: (name, argv after ``python``, timeout s, bench module or None). ``{out}`` is
 #: replaced by the step's results folder.

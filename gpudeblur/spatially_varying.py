@@ -40,10 +40,15 @@ Two solvers:
     weights at their means), warm-started; the z/u updates are the fused TV
     kernels of :func:`gpudeblur.admm_tv`.
 ``'fast'``
-    Per-radius closed-form deconvolution (Tikhonov with gradient prior, one
-    FFT of ``g`` and one inverse FFT per radius in use) blended by
-    ``w_k``. Exact where the map is locally constant over a PSF support;
-    near blur discontinuities it mixes kernels.
+    Per-radius closed-form deconvolution (Tikhonov with gradient prior)
+    blended by ``w_k``. Radius ``ρ_k``'s filter deconvolves the data made
+    consistent with its blur, ``h_k ∗ g + (g − H g)``: the data where the map
+    reads ``ρ_k``, and where it reads another radius the input blurred by
+    ``ρ_k`` (plus the residual), so a sharp layer's edges do not ring
+    through a strongly blurred one (:func:`_fast`). One FFT of ``g``, one
+    ``H g`` and one inverse FFT per radius in use. Exact where the map is
+    locally constant over a PSF support; near blur discontinuities it mixes
+    kernels.
 
 Everything runs on the padded FFT grid of :class:`~gpudeblur.convolution.BlurOperator`
 (reflect + edge taper), all channels batched; hat weights are computed on
@@ -751,8 +756,8 @@ def deconvolve_spread_sequence(
     The first solve is :func:`deconvolve_spatially_varying`'s ``sv-admm``
     with ``radius_sigmas[0]`` and ``num_iter[0]`` iterations; each later one
     starts from the previous solve's state (the image, and the TV
-    splitting's auxiliary and scaled dual variables) instead of the mean-PSF
-    inverse and zeros, and runs ``num_iter[i]`` iterations with its own
+    splitting's auxiliary and scaled dual variables) instead of the data
+    and zeros, and runs ``num_iter[i]`` iterations with its own
     spread, on a bank step no finer than the previous solve's (:func:`bank_step`
     of that step: a narrower spread does not refine a wide one's coarse
     bank, which would double the cost of a map read at scale 4 for < 0.07 dB,
@@ -869,15 +874,18 @@ def _deconvolve(image, radius_map, method, stages, spatial_sigma, lam, cg_iter, 
 
 def deconvolve_fast_scaled(image, radius_map, scales, *, lam=None, radius_step=0.5, family="disc", radius_sigma=0.0,
                            spatial_sigma=0.0, backend=None, dtype=None):
-    """``fast`` deconvolutions of one image for the map scaled by each of ``scales``.
+    """Plain ``fast`` deconvolutions of one image for the map scaled by each of ``scales``.
 
-    Returns an iterator of ``(s, deconvolve_spatially_varying(image, s *
-    radius_map, method='fast', ...))`` in the order of ``scales``, computed
+    Returns an iterator of ``(s, f_s)`` in the order of ``scales``, ``f_s`` the
+    blend by ``s · radius_map``'s bank weights of the per-radius deconvolutions
+    of the image itself: ``deconvolve_spatially_varying(image, s · radius_map,
+    method='fast', ...)`` without its consistent data (:func:`_fast`; those
+    depend on the scale, so they could not be shared). Computed
     together: one FFT grid (reflect boundary, padded for the largest PSF
     that any scale's bank can hold and the image can fit), one FFT of the
     image, and one filtering and inverse FFT per bank radius that any scale
     uses, however many scales use it; per scale only the bank weights and
-    the blend are computed. Each result equals the separate call's except
+    the blend are computed. Each result equals a separate plain blend's except
     near the image border, where the separate call's grid is padded for that
     scale's own largest PSF (the Wiener filters' tails see a different
     extension there). The per-radius results stay cached until the iterator
@@ -1008,13 +1016,40 @@ def default_lam(method: str, noise_sigma: float) -> float:
     return max(noise_lam(method, noise_sigma), _SV_LAM_FLOOR if method == "sv-admm" else _FAST_LAM)
 
 
-def _fast(op: SpatiallyVaryingBlur, G, lam):
+def _fast(op: SpatiallyVaryingBlur, G, lam, consistent=True):
     """The fast mode's blend of the per-radius results from the grid's spectrum ``G``,
     on the image only (``crop(Σ w_k ⊙ u_k) = Σ crop(w_k) ⊙ crop(u_k)``): each OTF and
     each result is made, used and dropped, so only the weights are held for the
-    whole bank."""
+    whole bank.
+
+    ``consistent`` (the fast mode's own): radius ``ρ_k``'s filter deconvolves
+    ``h_k ∗ g + (g − H g)`` instead of ``g``: the data where the map reads ``ρ_k``
+    (there ``H g ≈ h_k ∗ g``), and elsewhere the input blurred by ``ρ_k`` plus
+    what ``H`` leaves unexplained. Without it each filter also deconvolves the
+    regions of other radii, which its blur does not fit: a sharp layer's edges
+    ring through a strongly blurred one beside it, over the whole layer (a sharp
+    ellipse in a 16 px background: 3–9 dB below the input). With a uniform map
+    the data are ``g`` again. It costs one ``H g`` (an inverse FFT per bank
+    entry, one forward) more. ``False``: the plain blend of the per-radius
+    deconvolutions of ``g`` (the radius check's trials,
+    :func:`deconvolve_fast_scaled`, which share each radius's result among map
+    scales).
+    """
     be = op.be
-    prior = laplacian_otf_abs2(op.grid_shape, be.xp, op.dtype)
+    xp, fft, kw = be.xp, be.fft, be.fft_kwargs()
+    shape = op.grid_shape
+    R = None
+    if consistent and len(op.psfs) > 1:
+        # R = rfft2(g − H g): H g from G an entry at a time (each OTF made and dropped)
+        hg = None
+        for k in range(len(op.psfs)):
+            term = fft.irfft2(G * op.otf(k, real_if_even=True), s=shape, **kw)
+            term *= op.weight(k)
+            hg = _sum_into(hg, term)
+        R = fft.rfft2(hg.astype(op.dtype, copy=False), **kw)
+        del hg, term
+        R = G - R
+    prior = laplacian_otf_abs2(shape, xp, op.dtype)
     prior *= op.dtype.type(lam)
     out = wbuf = tmp = None
     blocks = op._w_image if isinstance(op._w_image, _BlockWeights) else None
@@ -1023,7 +1058,10 @@ def _fast(op: SpatiallyVaryingBlur, G, lam):
             wk = wbuf = blocks.get(k, wbuf)
         else:
             wk = op.weight_image(k)
-        u = op.grid.crop(_tikhonov(G, op.otf(k, real_if_even=True), prior, op.grid_shape, be))
+        otf = op.otf(k, real_if_even=True)
+        data = G if R is None else G * otf + R  # the spectrum of h_k ∗ g + (g − H g)
+        u = op.grid.crop(_tikhonov(data, otf, prior, shape, be))
+        del data
         out, tmp = _accumulate(out, wk, u, tmp, be.xp)
         del u  # not held while the next entry's result is made
     return out.astype(op.dtype, copy=False)
@@ -1104,7 +1142,7 @@ def _sv_admm(op: SpatiallyVaryingBlur, g, lam, rho, num_iter, cg_iter, callback,
     ``joint``: the channels' TV together (colour TV, :func:`gpudeblur.restoration.tv_dual_step`).
 
     ``start``: ``(f, ux, uy, wx, wy)`` on this grid to continue from (a previous solve's
-    state) instead of the mean-PSF inverse and zeros. ``f`` is only read (the CG solve
+    state) instead of the data and zeros. ``f`` is only read (the CG solve
     returns a new iterate), so an earlier output cropped from it stays as it was; the
     auxiliary and dual arrays are updated in place.
     """
@@ -1125,9 +1163,13 @@ def _sv_admm(op: SpatiallyVaryingBlur, g, lam, rho, num_iter, cg_iter, callback,
         return op.normal(v, reg)
 
     if start is None:
-        # start: deconvolution with the mean PSF, of all the data (a clipped plateau then
-        # starts bright, not at 0, which the masked problem is slow to fill)
-        f = precond(op.adjoint(g))
+        # start: the data themselves (a clipped plateau then starts bright, not at 0, which the
+        # masked problem is slow to fill). Not the mean PSF's inverse of Hᵀg, the start until
+        # session 37: across a large depth step that rings over the whole blurred layer, which
+        # 30 × 5 iterations do not undo (256² astronaut, a sharp ellipse in a 16 px background,
+        # σ = 1e-3, true map: 9.45 dB in the background against 20.01 from the data, input
+        # 15.32; the quality bench's means +0.00 … +0.02 dB; docs/allinfocus.md)
+        f = g.copy()
         ux = xp.zeros_like(g)
         uy = xp.zeros_like(g)
         wx = xp.zeros_like(g)

@@ -2021,7 +2021,8 @@ def test_fast_on_a_noisy_sky_read_large(natural_rgb, monkeypatch):
     on, res = AllInFocus(mode="fast", radius_check=False, edge_cap=False, backend="cpu").run(y)
     off, _ = AllInFocus(mode="fast", radius_check=False, edge_cap=False, shrink_uninformed=False).run(y)
     assert res.uninformed_shrunk > 0.2
-    assert err(off) > 3 * err(y)  # blotches (measured 5.2x)
+    # blotches: measured 1.44x (5.2x before session 37, when the 8 px filter also rang from the sharp lower part)
+    assert err(off) > 1.25 * err(y)
     assert err(on) < 0.95 * err(y)  # radius 0: the prior's smoothing only (0.89x; the input kept: 1.0x)
     sky_px = np.zeros(rmap.shape, bool)
     sky_px[sky[0]] = True

@@ -277,7 +277,7 @@ def test_allinfocus_bench_noisy_section_runs(monkeypatch, tmp_path):
     monkeypatch.setattr(ba, "maps", lambda size: {"layered": maps(size)["layered"]})
     monkeypatch.setattr(ba, "SHARP_PHOTOS", ("astronaut", "rocket"))  # the first photo's scenes, then rocket sharp
     ba.main(["--size", "96", "--skip-quality", "--skip-no-blur", "--skip-highlights", "--skip-jpeg", "--skip-timing",
-             "--noise-sigmas", "0.05", "--out", str(tmp_path)])
+             "--skip-depth-step", "--noise-sigmas", "0.05", "--out", str(tmp_path)])
     (js,) = tmp_path.glob("allinfocus-*.json")
     rows = json.loads(js.read_text())["noisy"]
     assert [(r["image"], r["map"], r["sigma"]) for r in rows] == [
@@ -286,3 +286,21 @@ def test_allinfocus_bench_noisy_section_runs(monkeypatch, tmp_path):
         assert r["sv-admm_psnr"] > r["input_psnr"] and r["sv-admm_lam"] == pytest.approx(0.1 * r["noise_sigma"])
         assert r["fast_psnr"] > r["input_psnr"] and r["fast_lam"] == pytest.approx(1.5 * r["noise_sigma"])
     assert "Noisy input" in next(tmp_path.glob("allinfocus-*.md")).read_text()
+
+
+def test_allinfocus_bench_depth_step_section(monkeypatch):
+    """``bench_allinfocus``'s depth-step rows on one small photo: both modes with the true map
+    deblur the background beside the sharp subject (the plain per-radius blend and sv-admm's
+    old start fell below the input there), and the table has a mean row per radius."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    ba = importlib.import_module("bench_allinfocus")
+    images = ba.images
+    monkeypatch.setattr(ba, "images", lambda size: dict(list(images(size).items())[:1]))
+    rows = ba.depth_step(128, ["fast", "sv-admm"], radii=(10.0,))
+    (r,) = rows
+    assert (r["image"], r["radius"]) == ("astronaut", 10.0)
+    for mode in ("fast", "sv-admm"):
+        assert r[f"{mode}_true_bg_psnr"] > r["input_bg_psnr"] + 2, r
+        assert r[f"{mode}_est_psnr"] > r["input_psnr"], r
+    text = "\n".join(ba.depth_step_markdown(rows, ["fast", "sv-admm"]))
+    assert "Depth step" in text and "**mean**" in text
