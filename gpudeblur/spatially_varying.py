@@ -1043,12 +1043,12 @@ def _fast(op: SpatiallyVaryingBlur, G, lam, consistent=True):
         # R = rfft2(g − H g): H g from G an entry at a time (each OTF made and dropped)
         hg = None
         for k in range(len(op.psfs)):
-            term = fft.irfft2(G * op.otf(k, real_if_even=True), s=shape, **kw)
+            term = fft.irfft2(G * op.otf(k, real_if_even=True), s=shape, overwrite_x=True, **kw)
             term *= op.weight(k)
             hg = _sum_into(hg, term)
         R = fft.rfft2(hg.astype(op.dtype, copy=False), **kw)
         del hg, term
-        R = G - R
+        xp.subtract(G, R, out=R)
     prior = laplacian_otf_abs2(shape, xp, op.dtype)
     prior *= op.dtype.type(lam)
     out = wbuf = tmp = None
@@ -1058,10 +1058,7 @@ def _fast(op: SpatiallyVaryingBlur, G, lam, consistent=True):
             wk = wbuf = blocks.get(k, wbuf)
         else:
             wk = op.weight_image(k)
-        otf = op.otf(k, real_if_even=True)
-        data = G if R is None else G * otf + R  # the spectrum of h_k ∗ g + (g − H g)
-        u = op.grid.crop(_tikhonov(data, otf, prior, shape, be))
-        del data
+        u = op.grid.crop(_tikhonov(G, op.otf(k, real_if_even=True), prior, shape, be, R))
         out, tmp = _accumulate(out, wk, u, tmp, be.xp)
         del u  # not held while the next entry's result is made
     return out.astype(op.dtype, copy=False)
@@ -1082,9 +1079,11 @@ def _accumulate(out, wk, u, tmp, xp):
     return out, tmp
 
 
-def _tikhonov(G, otf, prior, shape, be):
+def _tikhonov(G, otf, prior, shape, be, residual=None):
     """One bank radius's closed-form deconvolution on the grid: the inverse FFT of
-    ``G·conj(H) / (|H|² + prior)`` (``prior`` = λ·|D|², the gradient prior's symbol).
+    ``G·conj(H) / (|H|² + prior)`` (``prior`` = λ·|D|², the gradient prior's symbol);
+    with ``residual`` ``R`` that of the consistent data ``G·H + R`` instead of ``G``
+    (:func:`_fast`; one complex temporary either way).
 
     A real ``otf`` (an even PSF's, ``psf2otf(real_if_even=True)``) takes a real
     filter, ``H · (1 / (H² + prior))``: the values NumPy's complex division by a
@@ -1099,7 +1098,13 @@ def _tikhonov(G, otf, prior, shape, be):
         filt += prior
         filt = be.xp.reciprocal(filt, out=filt)
         filt *= otf
-    return be.fft.irfft2(G * filt, s=shape, overwrite_x=True, **be.fft_kwargs())
+    if residual is None:
+        spec = G * filt
+    else:
+        spec = G * otf
+        spec += residual
+        spec *= filt
+    return be.fft.irfft2(spec, s=shape, overwrite_x=True, **be.fft_kwargs())
 
 
 #: ADMM iterations after which the clipped values' active set is recomputed
