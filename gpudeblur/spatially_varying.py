@@ -1028,9 +1028,13 @@ def _fast(op: SpatiallyVaryingBlur, G, lam, consistent=True):
     what ``H`` leaves unexplained. Without it each filter also deconvolves the
     regions of other radii, which its blur does not fit: a sharp layer's edges
     ring through a strongly blurred one beside it, over the whole layer (a sharp
-    ellipse in a 16 px background: 3–9 dB below the input). With a uniform map
-    the data are ``g`` again. It costs one ``H g`` (an inverse FFT per bank
-    entry, one forward) more. ``False``: the plain blend of the per-radius
+    ellipse in a 16 px background: 3–9 dB below the input). A map on one
+    bank radius skips it (the data are ``g``); a uniform map between two
+    radii, or an uncertain one, changes the data a little (≤ 0.02 in the
+    results). It costs one ``H g`` more: per bank entry its OTF made a second
+    time, its weight on the grid and an inverse FFT, then one forward FFT
+    (the deconvolution 1.4–2.3× slower), and the residual's spectrum is held
+    through the bank loop (one grid spectrum more). ``False``: the plain blend of the per-radius
     deconvolutions of ``g`` (the radius check's trials,
     :func:`deconvolve_fast_scaled`, which share each radius's result among map
     scales).
@@ -1046,8 +1050,9 @@ def _fast(op: SpatiallyVaryingBlur, G, lam, consistent=True):
             term = fft.irfft2(G * op.otf(k, real_if_even=True), s=shape, overwrite_x=True, **kw)
             term *= op.weight(k)
             hg = _sum_into(hg, term)
+            del term  # not held through the next entry's transform
         R = fft.rfft2(hg.astype(op.dtype, copy=False), **kw)
-        del hg, term
+        del hg
         xp.subtract(G, R, out=R)
     prior = laplacian_otf_abs2(shape, xp, op.dtype)
     prior *= op.dtype.type(lam)
@@ -1116,7 +1121,7 @@ def _tikhonov(G, otf, prior, shape, be, residual=None):
 #: 1–10 the same at a third of the overhead, after 1, 2, 4, 8, 16 21.69 /
 #: 21.60, every 5th 20.75 / 21.34, only after the first 18.16 / 19.81.
 #: Starting from the mean-PSF inverse of *all* the data (not of the masked
-#: data): 22.09 / 21.63. Not kept: a majorize-minimize target
+#: data; the start until session 37, now the data themselves): 22.09 / 21.63. Not kept: a majorize-minimize target
 #: ``max(g, H f)`` instead of the active set (21.02–21.41 / 20.55–20.69);
 #: 4x the CG steps in the first 10 iterations (22.50 / 21.63, whiter
 #: plateau cores, 1.5x the time); the input's value where the result is

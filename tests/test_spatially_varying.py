@@ -449,6 +449,7 @@ def _plain_fast(image, rm, backend=None, lam=0.015, radius_sigma=0.0, spatial_si
     """A separate ``fast`` call (``deconvolve_spatially_varying(method='fast')``'s path) with
     the plain blend of the per-radius deconvolutions of ``g`` (``_fast(consistent=False)``):
     what :func:`deconvolve_fast_scaled`'s trials are. ``lam``: the trials' weight."""
+    from gpudeblur._backend import to_output
     from gpudeblur.convolution import from_channels_first, to_channels_first
     from gpudeblur.spatially_varying import _fast, _prepare
 
@@ -456,7 +457,7 @@ def _plain_fast(image, rm, backend=None, lam=0.015, radius_sigma=0.0, spatial_si
     op = SpatiallyVaryingBlur(r, be, x.dtype, 0.5, family, radius_sigma=radius_sigma, spatial_sigma=spatial_sigma,
                               grid_weights=False)
     G = be.fft.rfft2(op.grid.extend(to_channels_first(x)), **be.fft_kwargs())
-    return from_channels_first(_fast(op, G, lam, consistent=False).astype(x.dtype, copy=False), x.ndim)
+    return to_output(from_channels_first(_fast(op, G, lam, consistent=False).astype(x.dtype, copy=False), x.ndim), kind)
 
 
 @pytest.mark.parametrize("uncertainty", [(0.0, 0.0), (0.5, 3.0), (2.0, 6.0)])
