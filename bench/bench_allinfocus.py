@@ -410,8 +410,8 @@ def depth_step_markdown(rows, modes):
     for radius in sorted({r["radius"] for r in rows}):
         sel = [r for r in rows if r["radius"] == radius]
         body += [[f"{radius:g}", r["image"], f"{r['map_bg_median']:.1f}"] + [cell(r, k) for k in keys] for r in sel]
-        body.append([f"{radius:g}", "**mean**", ""] + [
-            f"{np.mean([r[f'{k}_psnr'] for r in sel]):.2f} / {np.mean([r[f'{k}_bg_psnr'] for r in sel]):.2f}" for k in keys])
+        mean = {f"{k}{part}": np.mean([r[f"{k}{part}"] for r in sel]) for k in keys for part in ("_psnr", "_bg_psnr")}
+        body.append([f"{radius:g}", "**mean**", ""] + [cell(mean, k) for k in keys])
     return ["\n## Depth step (a sharp ellipse in a background blurred by one disc, σ_n = 1e-3; PSNR dB whole / "
             "background, results clipped to [0, 1]; true: the true map, trusted; est: the estimated map)\n",
             markdown_table(cols, body)]
