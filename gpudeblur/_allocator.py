@@ -176,9 +176,13 @@ def allocator_state() -> str:
 
 def tune_for_cli() -> bool:
     """The ``gpudeblur`` command's call (:func:`gpudeblur.cli.entry`):
-    :func:`tune_cpu_allocator` unless ``GPUDEBLUR_TUNE_MALLOC`` says no."""
+    :func:`tune_cpu_allocator` unless ``GPUDEBLUR_TUNE_MALLOC`` says no (``ValueError`` for a value
+    that says neither)."""
     global _state
-    if os.environ.get(TUNE_ENV_VAR, "").strip().lower() in ("0", "off", "no", "false"):
+    value = os.environ.get(TUNE_ENV_VAR, "").strip().lower()
+    if value in ("0", "off", "no", "false"):
         _state = f"glibc defaults ({TUNE_ENV_VAR}={os.environ[TUNE_ENV_VAR]})"
         return False
+    if value not in ("", "1", "on", "yes", "true"):  # as the other variables: a typo is not taken for "on"
+        raise ValueError(f"{TUNE_ENV_VAR} must be 1/on/yes/true or 0/off/no/false, got {os.environ[TUNE_ENV_VAR]!r}")
     return tune_cpu_allocator()

@@ -138,7 +138,9 @@ def register(subparsers, parents) -> None:
                    "--max-radius at 1/S^2 of the map's cost, radii below ~1.5*S px not resolved; auto (default): "
                    "the finest power of 2 whose range holds the blur, found by a coarse read first (at 4 below 2 MP)")
     p.add_argument("--save-map", type=path_arg, metavar="M", help="write the blur map (.png colour-mapped, .npy/.tif float)")
-    p.add_argument("--save-layers", type=path_arg, metavar="DIR", help="write the layer labels and per-layer results (blind mode) into DIR")
+    p.add_argument("--save-layers", type=path_arg, metavar="DIR",
+                   help="write the layer labels and per-layer results (blind mode) into DIR (PNGs of 8 bits, 16 for a "
+                        "deeper input)")
     p.add_argument("--report", type=path_arg, metavar="R.json", help="write a JSON report (map statistics, layers, kernels, timings)")
     add_jpeg_quality(p)
     add_strip_metadata(p)
@@ -418,8 +420,10 @@ def _write_outputs(args, res, out, meta, result_img, total, created) -> None:
         if args.save_layers:  # blind mode (checked above): there are layers
             created.extend(_make_folders(args.save_layers))
             write_array(os.path.join(args.save_layers, "labels.npy"), res.layer_labels, overwrite=args.overwrite)
+            depth = 16 if (meta is not None and meta.bit_depth > 8) else 8  # a PNG keeps up to 16 bits of the input
             for i, u in enumerate(res.layers):
-                write_image(os.path.join(args.save_layers, f"layer{i}.png"), np.clip(u, 0, 1), meta, overwrite=args.overwrite, bit_depth=8)
+                write_image(os.path.join(args.save_layers, f"layer{i}.png"), np.clip(u, 0, 1), meta,
+                            overwrite=args.overwrite, bit_depth=depth)
             for i, k in enumerate(res.kernels, start=1):
                 write_array(os.path.join(args.save_layers, f"kernel{i}.npy"), k, overwrite=args.overwrite)
         if args.report:

@@ -872,7 +872,11 @@ def entry() -> int:
     off first (gpudeblur/_allocator.py: large arrays reuse heap memory in 4 KiB pages;
     ``GPUDEBLUR_TUNE_MALLOC=0`` keeps the defaults).
     :func:`main` called from Python leaves the host program's allocator alone."""
-    _allocator.tune_for_cli()
+    try:
+        _allocator.tune_for_cli()
+    except ValueError as exc:  # a bad GPUDEBLUR_TUNE_MALLOC: one line, exit 2, as for the other variables
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return main()
 
 

@@ -859,6 +859,9 @@ def _output_target(path: str, what: str | None = None) -> str:
     socket there is refused (``what`` names it; default ``'output <path>'``): the rename would
     put a regular file in its place."""
     path = os.fspath(path)
+    # the path itself first: the kernel follows every link, /proc's fd links too, whose
+    # realpath ('/proc/<pid>/fd/pipe:[…]') names no file and would look free
+    check_regular_output(path, what or f"output {path}")
     target = os.path.realpath(path) if os.path.islink(path) else path
     check_regular_output(target, what or f"output {path}")
     return target

@@ -58,10 +58,22 @@ def test_user_settings_are_kept():
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc only")
-@pytest.mark.parametrize("value,applied", [("0", "False"), ("off", "False"), ("1", "True"), ("", "True")])
+@pytest.mark.parametrize("value,applied", [("0", "False"), ("off", "False"), ("1", "True"), ("", "True"), (" Yes", "True")])
 def test_cli_switch(value, applied):
     out = _run(_FAULTS.format(tune="_allocator.tune_for_cli()"), **{_allocator.TUNE_ENV_VAR: value})
     assert out.split(" ", 2)[0] == applied
+
+
+def test_cli_switch_refuses_a_value_that_says_neither():
+    """``GPUDEBLUR_TUNE_MALLOC=abc`` was taken for "on": now a one-line error and exit 2, before any
+    work, as for the other variables; the allocator is left alone."""
+    code = "import sys; from gpudeblur.cli import entry; sys.argv = ['gpudeblur', 'info', '--backend', 'cpu']; sys.exit(entry())"
+    env = {k: v for k, v in os.environ.items() if k != _allocator.TUNE_ENV_VAR}
+    env[_allocator.TUNE_ENV_VAR] = "abc"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert out.returncode == 2 and not out.stdout
+    assert out.stderr.strip() == ("gpudeblur: error: GPUDEBLUR_TUNE_MALLOC must be 1/on/yes/true or 0/off/no/false, "
+                                  "got 'abc'")
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc only")

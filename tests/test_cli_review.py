@@ -235,6 +235,25 @@ def test_overwritten_layers_folder_holds_one_run(tmp_path, scene, capsys):
     assert "removed 2 layer file(s)" in said and "kernel7.npy" in said and "layer7.png" in said
 
 
+def test_saved_layers_keep_a_16_bit_inputs_depth(tmp_path, scene, capsys):
+    """--save-layers PNGs: 8 bits for an 8-bit input, 16 for a deeper one (they were always 8)."""
+    import cv2
+
+    from gpudeblur.io import read_image
+
+    src, mp = scene
+    img, _ = read_image(src)
+    for bits, dtype in ((8, np.uint8), (16, np.uint16)):
+        inp = tmp_path / f"in{bits}.png"
+        write_image(inp, img, bit_depth=bits)
+        layers = tmp_path / f"L{bits}"
+        rc, err = _run(capsys, "allinfocus", inp, tmp_path / f"o{bits}.png", "--map", mp, "--mode", "blind",
+                       "--iters", "1", "--save-layers", layers)
+        assert rc == 0, err
+        for name in ("layer0.png", "layer1.png"):
+            assert cv2.imread(str(layers / name), cv2.IMREAD_UNCHANGED).dtype == dtype, (bits, name)
+
+
 def test_overwritten_layers_folder_keeps_other_names(tmp_path, scene, capsys):
     # a name this command never writes (layer07.png) is kept (the review of session 18;
     # an input inside the folder under a layer file's name is refused up front:

@@ -555,6 +555,30 @@ def test_writes_refuse_special_files_and_write_through_links(tmp_path):
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux's /proc")
+def test_a_link_to_a_pipe_through_proc_is_refused_up_front(tmp_path):
+    """A link to ``/proc/self/fd/N`` of a pipe (``/dev/stdout`` piped): its realpath names no file
+    (``/proc/<pid>/fd/pipe:[…]``), so only the path itself, followed by the kernel, shows the pipe;
+    refused before the work, with or without overwrite, not after it."""
+    from gpudeblur.cli import check_output_path
+
+    r, w = os.pipe()
+    try:
+        link = tmp_path / "report.json"
+        os.symlink(f"/proc/self/fd/{w}", link)
+        for overwrite in (False, True):
+            with pytest.raises(ValueError, match="report.json is not a regular file"):
+                check_output_path(None, link, overwrite, kind=None, label="--report")
+        arr = tmp_path / "map.npy"
+        os.symlink(f"/proc/self/fd/{w}", arr)
+        with pytest.raises(ValueError, match="map.npy is not a regular file"):  # the writers too
+            write_array(arr, np.zeros(2), overwrite=True)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
 def test_messages_are_one_line(tmp_path):
     (tmp_path / "bad.tif").write_bytes(b"II*\x00garbage")
     with pytest.raises(ValueError) as info:
