@@ -556,7 +556,9 @@ def split_layers(radius_map, n_layers=None, in_focus_radius=1.0, xp=None):
     cut between them whatever their pixel counts. ``L`` defaults to
     ``clip(round((r_99 − in_focus_radius)/2), 1, 4)`` (one layer per ~2 px of
     radius spread, which keeps each layer's radius range within the
-    tolerance a single disc kernel absorbs).
+    tolerance a single disc kernel absorbs), and no more than the map has
+    distinct out-of-focus radii (histogram bins): a uniform map is one layer.
+    A given ``n_layers`` above that leaves the surplus layers empty.
 
     Returns ``(labels (M, N) int32, radii list)`` with each layer's median
     radius; ``labels`` is an array of ``xp`` (default: the map's own module).
@@ -571,10 +573,8 @@ def split_layers(radius_map, n_layers=None, in_focus_radius=1.0, xp=None):
     if not bool(out.any()):
         return labels, [0.0]
     vals = r[out]
-    if n_layers is None:
-        spread = float(xp.percentile(vals, 99)) - in_focus_radius
-        n_layers = int(np.clip(round(spread / 2.0), 1, 4))
-    n_layers = check_positive_int(n_layers, "layers")
+    if n_layers is not None:
+        n_layers = check_positive_int(n_layers, "layers")
     lo, hi = float(vals.min()), float(vals.max())
     # bin index per pixel (+1e-6: radii on multiples of the bin, e.g. 2.0 and 2.05,
     # land in their own bins despite rounding); the cuts are bin indices, so a
@@ -583,6 +583,10 @@ def split_layers(radius_map, n_layers=None, in_focus_radius=1.0, xp=None):
     b = xp.clip(xp.floor((vals - lo) / LAYER_BIN + 1e-6).astype(xp.int64), 0, nb - 1)
     counts = xp.bincount(b, minlength=nb)
     counts = np.asarray(counts.get() if hasattr(counts, "get") else counts, dtype=np.float64)
+    if n_layers is None:
+        spread = float(xp.percentile(vals, 99)) - in_focus_radius
+        # no more layers than distinct radius levels (a uniform 8 px map is one layer, not 4)
+        n_layers = int(min(np.clip(round(spread / 2.0), 1, 4), np.count_nonzero(counts)))
     centers = lo + (np.arange(nb) + 0.5) * LAYER_BIN
     lab = xp.ones(vals.shape, dtype=xp.int32)
     for c in _histogram_breaks(counts, centers, n_layers):
@@ -1867,6 +1871,15 @@ class AllInFocus:
             raise ValueError("num_iter does not apply to mode 'fast' (a closed-form per-radius deconvolution)")
         self.map_uncertainty = None if map_uncertainty is None else _check_uncertainty(map_uncertainty)
         self.keep_in_focus = keep_in_focus if (keep_in_focus is None or keep_in_focus is False) else _check_keep(keep_in_focus)
+        # settings another mode reads: refused, not silently ignored (as the CLI refuses them)
+        if self.mode == "blind":
+            for name, value in (("map_uncertainty", map_uncertainty), ("keep_in_focus", keep_in_focus)):
+                if value is not None:
+                    raise ValueError(f"{name} applies to modes 'sv-admm' and 'fast' (and 'auto'), not 'blind' "
+                                     "(which splits the map into layers and keeps its in-focus layer)")
+        elif in_focus_radius is not None:
+            raise ValueError(f"in_focus_radius applies to mode 'blind' (its in-focus layer), got mode {self.mode!r}; "
+                             "sv-admm and fast return the input where the map is in focus by keep_in_focus")
         if not isinstance(radius_check, (bool, np.bool_)):
             raise ValueError(f"radius_check must be True or False, got {radius_check!r}")
         self.radius_check = bool(radius_check)
@@ -2070,6 +2083,13 @@ class AllInFocus:
 
         if not may_turn_fast:
             warn_shrink_unused()
+        if radius_map is not None:
+            unused = [name for name, is_set in (("map_scale", self.map_scale != "auto"),
+                                                ("estimator_options", bool(self.estimator_options)),
+                                                ("compression_noise", self.compression_noise is not None)) if is_set]
+            if unused:
+                warnings.warn(f"{', '.join(unused)} set{'s' if len(unused) == 1 else ''} up the map's estimate; not "
+                              "used with a given map", stacklevel=2)
         if radius_map is None:
             self._map_estimator()  # the family against the estimator's options, before the work
         if map_estimated and self.keep_in_focus is None and mode != "blind":
@@ -2098,7 +2118,8 @@ class AllInFocus:
             rmap, _ = as_backend_array(radius_map, be, name="radius map")
             # a disc or Gaussian wider than the image: refused before its PSF is built (seconds, or no memory)
             check_radius_map(rmap, x.shape[:2], be.xp,
-                             max_radius=max(x.shape[:2]) if _scalable_family(self.psf_family) else None)
+                             max_radius=max(x.shape[:2]) if _scalable_family(self.psf_family) else None,
+                             family=self.psf_family, psf_fits=True)
         be.synchronize()
         timings["blur_map"] = time.perf_counter() - t0
 
@@ -2218,6 +2239,10 @@ class AllInFocus:
             in_focus = scaled_in_focus_radius(result.map_scale, in_focus)
         result.in_focus_radius = float(in_focus)
         labels, radii = split_layers(rmap, self.layers, in_focus, xp=xp)
+        empty = [i for i in range(1, len(radii)) if not np.isfinite(radii[i])]
+        if empty and len(empty) < len(radii) - 1:  # (no out-of-focus pixel at all: nothing to say)
+            warnings.warn(f"layers={self.layers}: the map has {len(radii) - 1 - len(empty)} distinct out-of-focus "
+                          f"radii at most; {len(empty)} layer(s) stay empty", stacklevel=3)
         labels, radii, result.merged_layers = merge_small_layers(labels, radii, self._psf)
         result.layer_labels = be.to_host(labels)
         result.layer_radii = radii

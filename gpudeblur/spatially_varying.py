@@ -81,9 +81,13 @@ __all__ = ["SpatiallyVaryingBlur", "deconvolve_spatially_varying", "deconvolve_s
 _FAMILIES = {"disc": _psf.disc, "gaussian": _psf.gaussian}
 
 
-def check_radius_map(radius_map, shape, xp, name="radius map", max_radius=None):
+def check_radius_map(radius_map, shape, xp, name="radius map", max_radius=None, family=None, psf_fits=False):
     """A finite, non-negative (M, N) map matching the image's spatial shape (and
-    nowhere above ``max_radius`` when given)."""
+    nowhere above ``max_radius`` when given, nor above the largest radius of a
+    :class:`~gpudeblur.blurmap.PSFCalibration` ``family``, whose PSFs are clamped
+    to the calibrated range; with ``psf_fits``, nowhere so large that the disc or
+    Gaussian ``family``'s PSF outgrows the image, which the deconvolution's grid
+    refuses)."""
     if radius_map.ndim != 2:
         raise ValueError(f"{name} must be 2-D, got shape {tuple(radius_map.shape)}")
     if tuple(radius_map.shape) != tuple(shape):
@@ -95,6 +99,20 @@ def check_radius_map(radius_map, shape, xp, name="radius map", max_radius=None):
     if max_radius is not None and radius_map.size and float(radius_map.max()) > max_radius:
         raise ValueError(f"{name} reaches {float(radius_map.max()):g} px, more than {max_radius:g} px (a PSF that "
                          "wide is larger than the image)")
+    kind = next((k for k, f in _FAMILIES.items() if family is f or (isinstance(family, str) and family == k)), None)
+    if psf_fits and kind is not None and radius_map.size:
+        # named here: the bank's PSF would be refused later as "PSF (…) is larger than the image"
+        top = float(radius_map.max())
+        side, (M, N) = _psf.model_side(kind, top), shape[:2]
+        if side > M or side > N:
+            raise ValueError(f"{name} reaches {top:g} px: a {kind} PSF of that radius ({side}x{side}) is larger "
+                             f"than the image ({M}x{N})")
+    if type(family).__name__ == "PSFCalibration" and radius_map.size:
+        r_end = float(np.asarray(family.radii, dtype=np.float64)[-1])
+        top = float(radius_map.max())
+        if top > r_end + 1e-6:
+            raise ValueError(f"{name} reaches {top:g} px, beyond the PSF calibration's largest radius {r_end:g} px "
+                             "(those pixels would get its PSF); clip the map or calibrate larger radii")
     return radius_map
 
 
@@ -619,12 +637,12 @@ def _point_weights(rmap, radii, step, radius_sigma, be, dtype):
     return w
 
 
-def _prepare(image, radius_map, backend, dtype, unit_range=True):
+def _prepare(image, radius_map, backend, dtype, unit_range=True, family=None):
     be = get_backend(backend, like=image)
     x, kind = as_backend_array(image, be, dtype)
     check_image(x, be.xp, unit_range=unit_range)
     r, _ = as_backend_array(radius_map, be, x.dtype, name="radius map")
-    check_radius_map(r, x.shape[:2], be.xp)
+    check_radius_map(r, x.shape[:2], be.xp, family=family)
     return be, x, kind, r
 
 
@@ -633,7 +651,7 @@ def blur_spatially_varying(image, radius_map, *, radius_step=0.5, family="disc",
 
     Used to simulate test data and by the re-blur checks; reflect boundary.
     """
-    be, x, kind, r = _prepare(image, radius_map, backend, dtype, unit_range=False)  # (linear light may exceed 1)
+    be, x, kind, r = _prepare(image, radius_map, backend, dtype, unit_range=False, family=family)  # (may exceed 1)
     x, alpha = split_alpha(x)  # RGBA: alpha untouched
     op = SpatiallyVaryingBlur(r, be, x.dtype, radius_step, family)
     y = op.grid.crop(op.forward(op.grid.extend(to_channels_first(x), taper=False)))
@@ -811,7 +829,7 @@ def _deconvolve(image, radius_map, method, stages, spatial_sigma, lam, cg_iter, 
     tv_channels = "separate" if tv_channels is None else check_choice(tv_channels, TV_CHANNELS, "tv_channels")
     if tv_channels == "joint" and method == "fast":
         raise ValueError("tv_channels='joint' needs method 'sv-admm' (the fast mode has no TV)")
-    be, x, kind, r = _prepare(image, radius_map, backend, dtype)
+    be, x, kind, r = _prepare(image, radius_map, backend, dtype, family=family)
     xp = be.xp
     t = x.dtype.type
     clip = _check_clip(clip)
@@ -900,7 +918,7 @@ def deconvolve_fast_scaled(image, radius_map, scales, *, lam=None, radius_step=0
     scales : sequence of float
         Positive; checked on the call, before the iterator starts.
     """
-    be, x, kind, r = _prepare(image, radius_map, backend, dtype)
+    be, x, kind, r = _prepare(image, radius_map, backend, dtype, family=family)
     scales = [check_positive(v, "scale") for v in scales]
     if not scales:
         raise ValueError("scales must not be empty")

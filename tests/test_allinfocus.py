@@ -117,6 +117,51 @@ def test_split_layers_cuts_between_blur_levels():
     assert (labels[close == 2.0] == 1).all() and (labels[close == 2.05] == 2).all() and radii[1:] == [2.0, 2.05]
 
 
+def test_split_layers_default_count_follows_the_distinct_radii():
+    """The default count (one layer per ~2 px from the in-focus radius) is capped at the map's distinct
+    out-of-focus radii: a uniform 8 px map is one layer, not 3 empty ones beside it (the surplus layers of a
+    larger *given* count stay empty, and the pipeline says so)."""
+    for v in (3.0, 8.0, 20.0):
+        labels, radii = split_layers(np.full((16, 16), v))
+        assert radii == [0.0, v] and (labels == 1).all()
+    two = np.where(np.arange(64).reshape(8, 8) < 16, 0.0, np.where(np.arange(64).reshape(8, 8) < 40, 2.0, 8.0))
+    labels, radii = split_layers(two)  # (8 - 1) / 2 -> 4 by spread, 2 distinct levels
+    assert radii == [0.0, 2.0, 8.0] and set(np.unique(labels)) == {0, 1, 2}
+    ramp = np.linspace(0, 8, 400).reshape(20, 20)  # many levels: the spread rule as before, (r_99 - 1) / 2 -> 3
+    assert len(split_layers(ramp)[1]) == 1 + 3
+    img = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    with pytest.warns(UserWarning, match=r"layers=3: the map has 2 distinct out-of-focus radii at most; 1 layer"):
+        _, res = AllInFocus(mode="blind", layers=3, blind_options={"n_outer": 1}).run(
+            img, radius_map=np.where(np.arange(32 * 32).reshape(32, 32) < 512, 2.0, 4.0))
+    assert np.isnan(res.layer_radii[3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the default count: no empty layer, nothing to say
+        _, res = AllInFocus(mode="blind", blind_options={"n_outer": 1}).run(img, radius_map=np.full((32, 32), 8.0))
+    assert res.layer_radii == [0.0, 8.0] and len(res.kernels) == 1
+
+
+def test_settings_of_another_mode_or_of_the_estimate_are_not_silently_ignored():
+    """What the CLI refuses, the API refuses at construction (a setting the mode never reads) or warns
+    about at the run (a setting of the estimate, with a given map)."""
+    for kw in ({"keep_in_focus": (1.0, 2.0)}, {"keep_in_focus": False}, {"map_uncertainty": (0.5, 3.0)}):
+        with pytest.raises(ValueError, match=f"{next(iter(kw))} applies to modes 'sv-admm' and 'fast'"):
+            AllInFocus(mode="blind", **kw)
+    for mode in ("auto", "sv-admm", "fast"):
+        with pytest.raises(ValueError, match="in_focus_radius applies to mode 'blind'"):
+            AllInFocus(mode=mode, in_focus_radius=2.0)
+    AllInFocus(mode="blind", in_focus_radius=2.0)
+    img = np.random.default_rng(1).random((32, 32)).astype(np.float32)
+    rm = np.full((32, 32), 2.0, np.float32)
+    for kw, names in (({"map_scale": 2}, "map_scale sets"), ({"estimator_options": {"window": 31}}, "estimator_options sets"),
+                      ({"compression_noise": 1e-4}, "compression_noise sets"),
+                      ({"map_scale": 1, "compression_noise": 1e-4}, "map_scale, compression_noise set")):
+        with pytest.warns(UserWarning, match=f"{names} up the map's estimate; not used with a given map"):
+            AllInFocus(mode="fast", **kw).run(img, radius_map=rm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        AllInFocus(mode="fast").run(img, radius_map=rm)
+
+
 def test_histogram_breaks_are_optimal():
     """The DP's thresholds reach the least within-group SSE found by brute force."""
     import itertools
@@ -1222,6 +1267,49 @@ def test_calibration_file_roundtrip_and_cli(tmp_path, natural_rgb):
     blur_map = tmp_path / "m.npy"
     assert cli.main(["-q", "blurmap", str(src), str(blur_map), "--psf", str(path), "--labeling", "none"]) == 0
     assert np.load(blur_map).shape == natural_rgb[:64, :64].shape[:2]
+
+
+def test_a_given_map_beyond_a_calibration_is_refused():
+    """A calibration's PSFs are clamped to its range: a given map past its largest radius would be deblurred
+    with that PSF without a word, so it is refused (by the pipeline, the deconvolution and the blur), and a
+    calibration with negative radii (blur radii never are) is refused when made."""
+    from gpudeblur.blurmap import PSFCalibration
+    from gpudeblur.psf import disc
+    from gpudeblur.spatially_varying import blur_spatially_varying, deconvolve_spatially_varying
+
+    r = np.arange(0.0, 4.01, 0.5)
+    cal = PSFCalibration(list(r), [disc(v) for v in r])
+    img = np.random.default_rng(2).random((32, 32)).astype(np.float32)
+    ok = np.full((32, 32), 4.0, np.float32)
+    over = ok.copy()
+    over[5, 7] = 6.5
+    for mode in ("fast", "sv-admm", "blind"):
+        with pytest.raises(ValueError, match="radius map reaches 6.5 px, beyond the PSF calibration's largest "
+                                             "radius 4 px"):
+            AllInFocus(mode=mode, psf_family=cal).run(img, radius_map=over)
+    AllInFocus(mode="fast", psf_family=cal).run(img, radius_map=ok)  # up to its end: fine
+    for call in (lambda m: deconvolve_spatially_varying(img, m, method="fast", family=cal),
+                 lambda m: blur_spatially_varying(img, m, family=cal)):
+        with pytest.raises(ValueError, match="beyond the PSF calibration's largest radius"):
+            call(over)
+        call(ok)
+    with pytest.raises(ValueError, match="radii must be non-negative"):
+        PSFCalibration([-1.0, 0.0, 1.0, 2.0], [disc(0), disc(0), disc(1), disc(2)])
+
+
+def test_a_given_map_whose_psf_outgrows_the_image_is_named():
+    """Radii between half the image and its size: the pipeline names the map, with the PSF it asks for (not
+    a bare "PSF (…) is larger than the image" from deep inside, or blind's kernel size); half the image less
+    a pixel still runs."""
+    img = np.random.default_rng(3).random((40, 48)).astype(np.float32)
+    AllInFocus(mode="fast").run(img, radius_map=np.full((40, 48), 19.0, np.float32))
+    for family, r, side in (("disc", 20.0, 41), ("disc", 47.5, 95), ("gaussian", 6.0, 43)):
+        m = np.full((40, 48), 1.0, np.float32)
+        m[3, 4] = r
+        msg = f"radius map reaches {r:g} px: a {family} PSF of that radius \\({side}x{side}\\) is larger than the image \\(40x48\\)"
+        for mode in ("fast", "blind"):
+            with pytest.raises(ValueError, match=msg):
+                AllInFocus(mode=mode, psf_family=family).run(img, radius_map=m)
 
 
 def test_default_thresholds_for_calibrations_and_odd_families():

@@ -56,6 +56,8 @@ class PSFCalibration:
             raise ValueError(f"PSFCalibration has {r.size} radii but {len(self.psfs)} PSFs")
         if not np.all(np.isfinite(r)) or np.any(np.diff(r) <= 0):
             raise ValueError("PSFCalibration radii must be finite and strictly increasing")
+        if r[0] < 0:  # scales of blur-map radii, which are never negative
+            raise ValueError(f"PSFCalibration radii must be non-negative (blur radii), got {r[0]:g}")
         for k, p in enumerate(self.psfs):  # 2-D, finite, non-negative, non-zero: fail here, naming the PSF
             _psf.from_array(p, name=f"PSFCalibration PSF {k} (r = {r[k]:g})")
 
