@@ -178,7 +178,8 @@ class SpatiallyVaryingBlur:
         self.psfs = [self.family(float(r)) for r in self.radii]
         big = max(self.psfs, key=lambda k: k.shape[0] * k.shape[1])
         M, N = radius_map.shape
-        self.grid = BlurOperator(big, (M, N), be, self.dtype, boundary=boundary, taper=True)
+        # (its PSF only sizes the padding: the mirror padding whatever the family)
+        self.grid = BlurOperator(big, (M, N), be, self.dtype, boundary=boundary, taper=True, blurred_padding=False)
         # radius map on the grid (edge-extended); hat weights are computed on the fly
         self.rmap = rg
         self.rgrid = _on_grid(rg, self.grid, boundary, xp)
@@ -939,7 +940,7 @@ def deconvolve_fast_scaled(image, radius_map, scales, *, lam=None, radius_step=0
     psfs = [fam(float(k * step)) for k in range(k_lo, k_hi + 1)]
     fits = [k for k in psfs if k.shape[0] <= rg.shape[0] and k.shape[1] <= rg.shape[1]] or psfs
     big = max(fits, key=lambda k: k.shape[0] * k.shape[1])
-    grid = BlurOperator(big, rg.shape, be, x.dtype, boundary="reflect", taper=True)
+    grid = BlurOperator(big, rg.shape, be, x.dtype, boundary="reflect", taper=True, blurred_padding=False)
     x, alpha = split_alpha(x)  # RGBA: the alpha channel comes back untouched with every scale
     return _fast_scaled(be, x, kind, rg, scales, lam, step, rs, ss, fam, grid, alpha)
 

@@ -116,6 +116,58 @@ def test_wiener_matches_skimage(backend, natural_gray):
         np.testing.assert_allclose(to_host(o32), ref, atol=F32_RTOL * 10)
 
 
+@pytest.mark.parametrize("length,angle", [(9, 45), (11, 120)])
+def test_slanted_motion_blur_deconvolves_without_seam_ringing(backend, natural_gray, length, angle):
+    """A PSF that is not mirror-symmetric (a slanted motion blur): the mirror padding held data blurred by
+    the mirrored PSF, and the direct filters rang from the seams over the whole image, below their input
+    (before, 9 px at 45° / 11 px at 120°: input 24.78 / 23.67 dB, Wiener 22.20 / 19.05, Tikhonov
+    25.85 / 23.23, inverse 25.46 / 23.58, ADMM-TV 29.14 / 26.07). Now the padding is the mirrored image
+    blurred by the PSF: 27.62 / 26.79, 28.93 / 28.50, 27.26 / 26.92, 30.24 / 29.85 dB."""
+    k = gd.psf.motion(length, angle)
+    y = np.clip(ndi.convolve(natural_gray, k, mode="reflect")
+                + np.random.default_rng(0).normal(0, 0.003, natural_gray.shape), 0, 1)
+    base = psnr(y, natural_gray)
+    yb = _xp_in(backend, y)
+    for f, gain in ((gd.wiener, 2.0), (gd.tikhonov, 3.5), (gd.inverse_filter, 1.8), (gd.admm_tv, 5.4)):
+        out = to_host(f(yb, k, backend=backend))
+        assert psnr(np.clip(out, 0, 1), natural_gray) > base + gain, (f.__name__, base)
+
+
+def test_blurred_padding_only_for_psfs_that_are_not_mirror_symmetric(natural_gray):
+    """The padding of a PSF that is not mirror-symmetric is ``H`` of the mirror-padded image on the grid
+    (an independent float64 circular convolution), the image kept exactly; a mirror-symmetric PSF (disc,
+    Gaussian, an axis-aligned motion blur) keeps the mirror padding bit for bit, and so does a grid whose
+    PSF only sizes the padding (``blurred_padding=False``, the spatially varying operator's)."""
+    from gpudeblur._backend import get_backend
+    from gpudeblur.convolution import BlurOperator, mirror_symmetric
+
+    be = get_backend("cpu")
+    for k, sym in ((gd.psf.disc(3), True), (gd.psf.gaussian(1.5), True), (gd.psf.motion(9, 0), True),
+                   (gd.psf.motion(9, 90), True), (gd.psf.motion(9, 45), False), (gd.psf.motion(7, 30), False),
+                   (np.array([[0.0, 1.0, 2.0]]) / 3, False)):
+        assert mirror_symmetric(k) is sym, k
+    img = natural_gray[None, :96, :80]
+    k = gd.psf.motion(9, 30)
+    op = BlurOperator(k, img.shape[1:], be, np.float64)
+    ext = op.extend(img)
+    assert np.array_equal(op.crop(ext), img)
+    mirror = np.pad(img, ((0, 0),) + op.pad, mode="symmetric")
+    kk = np.zeros(op.grid_shape)
+    h, w = k.shape
+    kk[:h, :w] = k
+    kk = np.roll(kk, (-(h // 2), -(w // 2)), axis=(0, 1))  # centre at the origin, as psf2otf
+    ref = np.real(np.fft.ifft2(np.fft.fft2(mirror[0]) * np.fft.fft2(kk)))
+    pad = np.ones(op.grid_shape, bool)
+    pad[op.crop_slices[1:]] = False
+    np.testing.assert_allclose(ext[0][pad], ref[pad], atol=1e-12)
+    plain = BlurOperator(k, img.shape[1:], be, np.float64, blurred_padding=False)
+    sym = BlurOperator(gd.psf.disc(3), img.shape[1:], be, np.float64)
+    for o in (plain, sym):
+        assert not o.blurred_padding
+        m = np.pad(img, ((0, 0),) + o.pad, mode="symmetric")
+        assert np.array_equal(o.extend(img), o._edge_taper(m))
+
+
 def test_inverse_filter_exact_on_noiseless_periodic(backend, natural_gray):
     k = gd.psf.gaussian(1.0)  # OTF has no zeros
     y = blur_periodic(natural_gray, k)
