@@ -665,8 +665,8 @@ def deconvolve_spatially_varying(
     *,
     method="sv-admm",
     lam=None,
-    num_iter=30,
-    cg_iter=5,
+    num_iter=None,
+    cg_iter=None,
     rho=None,
     radius_step=0.5,
     family="disc",
@@ -698,12 +698,15 @@ def deconvolve_spatially_varying(
         is dominated by the kernel blending (best value 0.01–0.03 on ramp and
         two-layer maps with σ = 0.001 and 0.01) and at high noise by the
         noise (:data:`FAST_LAM_PER_SIGMA`).
-    num_iter : int
-        ADMM iterations (``sv-admm``).
-    cg_iter : int
-        Conjugate-gradient iterations per f-update (warm-started).
+    num_iter : int, optional
+        ADMM iterations (``sv-admm``; default 30).
+    cg_iter : int, optional
+        Conjugate-gradient iterations per f-update (warm-started; ``sv-admm``,
+        default 5).
     rho : float, optional
-        ADMM penalty, default ``100·lam``.
+        ADMM penalty (``sv-admm``), default ``100·lam``. ``num_iter``,
+        ``cg_iter``, ``rho`` and ``callback`` given with ``method='fast'`` (a
+        closed-form deconvolution: none of them applies) are an error.
     radius_step : float
         Spacing of the PSF bank (linear interpolation in between); the
         finest one: with a wide ``radius_sigma`` the bank is coarser
@@ -745,7 +748,14 @@ def deconvolve_spatially_varying(
     out : array like ``image``
     """
     check_choice(method, ("sv-admm", "fast"), "method")
-    num_iter = check_positive_int(num_iter, "num_iter")
+    if method == "fast":
+        given = [n for n, v in (("num_iter", num_iter), ("cg_iter", cg_iter), ("rho", rho), ("callback", callback))
+                 if v is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to method 'sv-admm' only "
+                             "(fast is a closed-form per-radius deconvolution, without iterations)")
+    num_iter = check_positive_int(30 if num_iter is None else num_iter, "num_iter")
+    cg_iter = 5 if cg_iter is None else cg_iter
     return _deconvolve(image, radius_map, method, ((radius_sigma, num_iter),), spatial_sigma, lam, cg_iter, rho,
                        radius_step, family, saturated, tv_channels, clip, callback, backend, dtype)[0]
 

@@ -969,3 +969,20 @@ def test_tv_channels_options(natural_rgb):
         deconvolve_spatially_varying(y, rm, method="fast", tv_channels="joint")
     with pytest.raises(ValueError, match="tv_channels"):
         deconvolve_spatially_varying(y, rm, tv_channels="both")
+
+
+def test_fast_refuses_the_iterative_settings():
+    """``num_iter``, ``cg_iter``, ``rho`` and ``callback`` do nothing in the fast mode (a closed form): given,
+    they are an error, not silently ignored; their defaults still serve sv-admm."""
+    img = np.random.default_rng(0).random((24, 24))
+    rm = np.full(img.shape, 2.0)
+    for kw, words in (({"num_iter": 3}, "num_iter applies"), ({"cg_iter": 2}, "cg_iter applies"),
+                      ({"rho": 1.0}, "rho applies"), ({"callback": print}, "callback applies"),
+                      ({"num_iter": 3, "rho": 1.0}, "num_iter, rho apply")):
+        with pytest.raises(ValueError, match=f"{words} to method 'sv-admm' only"):
+            deconvolve_spatially_varying(img, rm, method="fast", **kw)
+    seen = []
+    deconvolve_spatially_varying(img, rm, num_iter=2, callback=seen.append)
+    assert seen == [0, 1]
+    np.testing.assert_array_equal(deconvolve_spatially_varying(img, rm, num_iter=2),
+                                  deconvolve_spatially_varying(img, rm, num_iter=2, cg_iter=5))
