@@ -45,7 +45,7 @@ import gpudeblur as gd  # noqa: E402
 
 SIZE = 256
 SIGMA = 0.003
-#: (label, PSF maker, mirror-symmetric)
+#: (label, PSF maker)
 PSFS = (("disc 3", lambda: gd.psf.disc(3)),
         ("gaussian 2", lambda: gd.psf.gaussian(2)),
         ("motion 9 @ 0°", lambda: gd.psf.motion(9, 0)),

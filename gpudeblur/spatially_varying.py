@@ -110,9 +110,9 @@ def check_radius_map(radius_map, shape, xp, name="radius map", max_radius=None, 
     if type(family).__name__ == "PSFCalibration" and radius_map.size:
         r_end = float(np.asarray(family.radii, dtype=np.float64)[-1])
         top = float(radius_map.max())
-        if top > r_end + 1e-6:
-            raise ValueError(f"{name} reaches {top:g} px, beyond the PSF calibration's largest radius {r_end:g} px "
-                             "(those pixels would get its PSF); clip the map or calibrate larger radii")
+        if top > r_end * (1 + 1e-6) + 1e-6:  # (a float32 map rounds its last radius by up to 6e-8 of it)
+            raise ValueError(f"{name} reaches {top:.7g} px, beyond the PSF calibration's largest radius {r_end:.7g} "
+                             "px (those pixels would get its PSF); clip the map or calibrate larger radii")
     return radius_map
 
 
@@ -178,6 +178,9 @@ class SpatiallyVaryingBlur:
         self.psfs = [self.family(float(r)) for r in self.radii]
         big = max(self.psfs, key=lambda k: k.shape[0] * k.shape[1])
         M, N = radius_map.shape
+        if big.shape[0] > M or big.shape[1] > N:  # named here, not as a bare PSF deep inside
+            raise ValueError(f"radius map reaches {float(rg.max()):g} px: its PSF bank's widest PSF ({big.shape[0]}x"
+                             f"{big.shape[1]}, radius {float(self.radii.max()):g}) is larger than the image ({M}x{N})")
         # (its PSF only sizes the padding: the mirror padding whatever the family)
         self.grid = BlurOperator(big, (M, N), be, self.dtype, boundary=boundary, taper=True, blurred_padding=False)
         # radius map on the grid (edge-extended); hat weights are computed on the fly

@@ -134,18 +134,25 @@ def test_slanted_motion_blur_deconvolves_without_seam_ringing(backend, natural_g
 
 
 def test_blurred_padding_only_for_psfs_that_are_not_mirror_symmetric(natural_gray):
-    """The padding of a PSF that is not mirror-symmetric is ``H`` of the mirror-padded image on the grid
-    (an independent float64 circular convolution), the image kept exactly; a mirror-symmetric PSF (disc,
-    Gaussian, an axis-aligned motion blur) keeps the mirror padding bit for bit, and so does a grid whose
-    PSF only sizes the padding (``blurred_padding=False``, the spatially varying operator's)."""
+    """The padding of a PSF far from its mirror image under both flips is ``H`` of the mirror-padded image on
+    the grid (an independent float64 circular convolution), the image kept exactly; a PSF close to its mirror
+    image under one flip (disc, Gaussian, a noisy measured one, an axis-aligned or one-sided motion blur)
+    keeps the mirror padding bit for bit, and so does a grid whose PSF only sizes the padding
+    (``blurred_padding=False``, the spatially varying operator's)."""
     from gpudeblur._backend import get_backend
-    from gpudeblur.convolution import BlurOperator, mirror_symmetric
+    from gpudeblur.convolution import BlurOperator, mirror_asymmetry, mirror_symmetric
 
     be = get_backend("cpu")
+    noisy = gd.psf.gaussian(2) * (1 + 1e-3 * np.random.default_rng(0).random(gd.psf.gaussian(2).shape))
     for k, sym in ((gd.psf.disc(3), True), (gd.psf.gaussian(1.5), True), (gd.psf.motion(9, 0), True),
                    (gd.psf.motion(9, 90), True), (gd.psf.motion(9, 45), False), (gd.psf.motion(7, 30), False),
-                   (np.array([[0.0, 1.0, 2.0]]) / 3, False)):
+                   (gd.psf.motion(9, 10), False), (gd.psf.motion(9, 5), True),  # asymmetry 0.39 / 0.20
+                   (noisy, True),  # a measured PSF: its noise does not make it another PSF
+                   (np.array([[0.0, 1.0, 2.0]]) / 3, True),  # one-sided, but its own up-down mirror image
+                   (np.ones((2, 6)), True)):  # even: about its centre (1, 3) asymmetry 0.17 / 0.5
         assert mirror_symmetric(k) is sym, k
+    assert mirror_asymmetry(np.ones((2, 6))) == pytest.approx((1 / 6, 0.5))
+    assert mirror_asymmetry(gd.psf.motion(9, 45)) == pytest.approx((0.783, 0.783), abs=1e-3)
     img = natural_gray[None, :96, :80]
     k = gd.psf.motion(9, 30)
     op = BlurOperator(k, img.shape[1:], be, np.float64)
