@@ -481,10 +481,28 @@ def _scale_widening(scale: int) -> float:
     return max(1.0, scale * scale / 4.0)
 
 
-def scaled_in_focus_radius(scale: int, radius: float = 1.0) -> float:
+#: ``blind``'s default in-focus radius (disc px; the paper's in-focus
+#: threshold τ = 2, the middle of the other modes' keep-in-focus fade
+#: :data:`KEEP_IN_FOCUS`): pixels whose map reads below it form the in-focus
+#: layer, returned as they are. The estimator reads in-focus content at
+#: 0.5–1.5 px, so at the old 1 px most of a sharp photo went into an
+#: out-of-focus layer and was deblurred blind. Measured (session 38; the
+#: pipeline's estimated maps, ``blind`` at its defaults; 1 → 2 px): the five
+#: sharp 256² photos of the quality bench's "No blur" rows (input 60 dB)
+#: 32.21 → **43.55 dB** mean (astronaut 26.39 → 37.41, coffee 35.67 →
+#: 54.77; ``bench/results/allinfocus-vm-20261206-s38-blind-{before,after}.md``);
+#: the bench's six scenes 25.89 → 26.16 dB with the estimated map,
+#: 26.58 → 26.64 with the true map; eight held-out scenes (camera, grass,
+#: gravel, rocket × layered / ramp) 24.50 → 24.79, none lower. 1.5 px: 33.84
+#: / 26.10; 2.5 px: 43.44 / 25.98.
+BLIND_IN_FOCUS = 2.0
+
+
+def scaled_in_focus_radius(scale: int, radius: float = BLIND_IN_FOCUS) -> float:
     """Blind mode's in-focus radius for a map estimated at ``scale``: ``radius``
-    up to scale 2, from scale 4 on ``radius · 1.5 · scale²/4`` (6 px at 4),
-    what :func:`scaled_keep_in_focus` keeps whole in the other modes.
+    up to scale 2, from scale 4 on ``radius · 0.75 · scale²/4`` (6 px at 4 for
+    the default 2 px), what :func:`scaled_keep_in_focus` keeps whole in the
+    other modes (its range's low end, 1.5 px · scale²/4).
 
     A map read at scale 4 reads in-focus content at ~5 px. Measured on a
     256×512 photo, left half sharp (60 dB), right half a 20 px disc (18.1
@@ -493,7 +511,7 @@ def scaled_in_focus_radius(scale: int, radius: float = 1.0) -> float:
     13.2 dB), 6 px keeps 92 % (33.0 dB), the blurred half 21.7 dB either
     way (the map read at scale 1: 30.0 / 18.2 dB).
     """
-    return float(radius) * (1.0 if scale <= 2 else 1.5 * _scale_widening(scale))
+    return float(radius) * (1.0 if scale <= 2 else KEEP_IN_FOCUS[0] / BLIND_IN_FOCUS * _scale_widening(scale))
 
 
 def scaled_map_uncertainty(scale: int) -> tuple:
@@ -1635,11 +1653,12 @@ def _default_keep(family, stacklevel=3):
 
 
 def _default_in_focus_radius(family):
-    """Default in-focus radius of ``blind``'s layers in ``family``'s units (a 1 px disc)."""
+    """Default in-focus radius of ``blind``'s layers in ``family``'s units (a
+    :data:`BLIND_IN_FOCUS` disc)."""
     if isinstance(family, str) and family == "disc":
-        return 1.0
-    r, clamped = _equivalent(family, 1.0, 16.0, 0.05)
-    # a family whose narrowest PSF is wider than a 1 px disc (a real lens):
+        return BLIND_IN_FOCUS
+    r, clamped = _equivalent(family, BLIND_IN_FOCUS, 16.0, 0.05)
+    # a family whose narrowest PSF is wider than that disc (a real lens):
     # the scales of that narrowest PSF are in focus (split_layers: r < in_focus_radius)
     return r + 0.025 if clamped else r
 
@@ -1675,8 +1694,9 @@ class AllInFocus:
         Number of out-of-focus layers (``blind``); default from the map.
     in_focus_radius : float, optional
         Radius below which a pixel counts as in focus (layers, ``blind``);
-        default a disc radius of 1 px (:func:`disc_equivalent` for another
-        family), widened for a map estimated at scale 4 or coarser
+        default a disc radius of 2 px (:data:`BLIND_IN_FOCUS`;
+        :func:`disc_equivalent` for another family), widened for a map
+        estimated at scale 4 or coarser
         (:func:`scaled_in_focus_radius`; 6 px at scale 4).
     psf_family : {'disc', 'gaussian'}, callable or PSFCalibration
         The blur's PSF as a function of the map's ``r``, used by the
@@ -1862,7 +1882,7 @@ class AllInFocus:
         self._keep_default_cache = None
         self._in_focus_default = in_focus_radius is None  # then scaled with the map's scale (blind)
         if in_focus_radius is None:
-            self.in_focus_radius = _default_in_focus_radius(psf_family) if mode == "blind" else 1.0
+            self.in_focus_radius = _default_in_focus_radius(psf_family) if mode == "blind" else BLIND_IN_FOCUS
         else:
             self.in_focus_radius = check_positive(in_focus_radius, "in_focus_radius", allow_zero=True)
         self.lam = None if lam is None else check_weight(lam, "lam")

@@ -1295,6 +1295,14 @@ def test_a_given_map_beyond_a_calibration_is_refused():
         call(ok)
     with pytest.raises(ValueError, match="radii must be non-negative"):
         PSFCalibration([-1.0, 0.0, 1.0, 2.0], [disc(0), disc(0), disc(1), disc(2)])
+    # a map at exactly the last radius, which a float32 image rounds up (50.9 → 50.900002)
+    from gpudeblur.psf import gaussian
+
+    wide = PSFCalibration([0.0, 10.0, 30.0, 50.9], [gaussian(s) for s in (0.5, 1.0, 1.5, 2.0)])
+    at_end = np.full((64, 64), 50.9)
+    deconvolve_spatially_varying(np.zeros((64, 64), np.float32), at_end, method="fast", family=wide)
+    with pytest.raises(ValueError, match="reaches 50.91 px, beyond the PSF calibration's largest radius 50.9 px"):
+        deconvolve_spatially_varying(np.zeros((64, 64), np.float32), at_end + 0.01, method="fast", family=wide)
 
 
 def test_a_given_map_whose_psf_outgrows_the_image_is_named():
@@ -1310,6 +1318,11 @@ def test_a_given_map_whose_psf_outgrows_the_image_is_named():
         for mode in ("fast", "blind"):
             with pytest.raises(ValueError, match=msg):
                 AllInFocus(mode=mode, psf_family=family).run(img, radius_map=m)
+    # the bank's radius above the map's (its 0.5 px steps; an uncertain map's tail): the bank names the map too
+    for family, r, kw in (("gaussian", 5.42, {}), ("disc", 19.4, {"map_uncertainty": (1.0, 0.0)})):
+        with pytest.raises(ValueError, match=f"radius map reaches {r:g} px: its PSF bank's widest PSF"):
+            AllInFocus(mode="fast", psf_family=family, **kw).run(img[:40, :40], radius_map=np.full((40, 40), r),
+                                                                  map_estimated=bool(kw))
 
 
 def test_default_thresholds_for_calibrations_and_odd_families():
@@ -1321,13 +1334,13 @@ def test_default_thresholds_for_calibrations_and_odd_families():
     r = np.arange(0.0, 8.01, 0.5)
     lens = PSFCalibration(list(r), [disc(max(v, 1.2)) for v in r])  # r <= 1 share the sharpest PSF
     assert AllInFocus(psf_family=lens)._keep_default == pytest.approx((1.5, 2.5), abs=0.02)
-    assert AllInFocus(psf_family=lens, mode="blind").in_focus_radius == pytest.approx(1.025)  # the sharpest plateau
+    assert AllInFocus(psf_family=lens, mode="blind").in_focus_radius == pytest.approx(2.0)  # a 2 px disc's scale
     r2 = np.arange(2.0, 8.51, 0.5)
     from2 = PSFCalibration(list(r2), [disc(v) for v in r2])
     with pytest.warns(UserWarning, match="narrowest PSF is already wider"):
         keep = AllInFocus(psf_family=from2)._keep_default
     assert keep[0] == pytest.approx(2.0) and keep[1] == pytest.approx(2.5, abs=0.02)
-    assert AllInFocus(psf_family=from2, mode="blind").in_focus_radius == pytest.approx(2.025)
+    assert AllInFocus(psf_family=from2, mode="blind").in_focus_radius == pytest.approx(2.025)  # the sharpest plateau
     narrow = AllInFocus(psf_family=lambda s: disc(s / 10), mode="fast", backend="cpu")  # the default is needed
     with pytest.raises(ValueError, match="never gets as wide as a disc of radius 2.5"):  # only for an estimated map,
         narrow.run(np.zeros((64, 64), np.float32))  # and then before the map is estimated
@@ -1587,6 +1600,19 @@ def test_blind_kernel_grows_for_a_wide_layer(natural_rgb):
     np.testing.assert_allclose(res.kernels[0].sum(), 1.0, rtol=1e-6)
 
 
+def test_blind_returns_a_sharp_photo_nearly_unchanged(natural_rgb):
+    """The estimator reads in-focus content at 0.5–1.5 px: with the old 1 px in-focus radius three quarters of a
+    sharp photo went into an out-of-focus layer and were deblurred blind (32.6 dB against the sharp image,
+    from 60 dB in); at :data:`BLIND_IN_FOCUS` (2 px) it stays in focus (47.7 dB, 96 % in layer 0)."""
+    from gpudeblur.allinfocus import BLIND_IN_FOCUS
+
+    assert BLIND_IN_FOCUS == 2.0
+    y = np.clip(natural_rgb + 1e-3 * np.random.default_rng(2).standard_normal(natural_rgb.shape), 0, 1)
+    out, res = AllInFocus(mode="blind").run(y)
+    assert res.in_focus_radius == 2.0 and (res.layer_labels == 0).mean() > 0.9
+    assert psnr(out, natural_rgb) > 44
+
+
 def test_blind_in_focus_radius_follows_the_map_scale_and_tung_init(monkeypatch, natural_rgb):
     """A map read at scale 4 reads in-focus content at ~5 px: blind's default in-focus radius
     becomes 6 px there (a given radius is kept); ``init_kernel=None`` (Tung's initialization)
@@ -1595,7 +1621,7 @@ def test_blind_in_focus_radius_follows_the_map_scale_and_tung_init(monkeypatch, 
     from gpudeblur import psf
     from gpudeblur.allinfocus import blind_kernel_size, scaled_in_focus_radius
 
-    assert [scaled_in_focus_radius(s) for s in (1, 2, 4, 8)] == [1.0, 1.0, 6.0, 24.0]
+    assert [scaled_in_focus_radius(s) for s in (1, 2, 4, 8)] == [2.0, 2.0, 6.0, 24.0]
     assert blind_kernel_size(psf.disc(16.0), (40, 192)) == 39 and blind_kernel_size(psf.disc(3.0), (20, 20)) == 19
     assert blind_kernel_size(psf.disc(16.0), (30, 192)) == 33  # the PSF itself never shrinks
     seen = []
@@ -1615,7 +1641,7 @@ def test_blind_in_focus_radius_follows_the_map_scale_and_tung_init(monkeypatch, 
     rm[:, 128:] = 3.0
     seen.clear()
     _, res2 = AllInFocus(mode="blind", blind_options={"init_kernel": None}).run(img, radius_map=rm)
-    assert res2.in_focus_radius == 1.0 and seen and all(k["init_kernel"] is None and "kernel_size" not in k for k in seen)
+    assert res2.in_focus_radius == 2.0 and seen and all(k["init_kernel"] is None and "kernel_size" not in k for k in seen)
 
 
 def test_spread_choice_takes_the_sharper_result_and_refuses_ringing(backend):
