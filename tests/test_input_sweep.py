@@ -413,7 +413,7 @@ def test_stale_layers_stay_when_the_run_fails(tmp_path, src, capsys, monkeypatch
     """Layer files of an earlier run are removed only once this run's outputs are in place."""
     mp = tmp_path / "m.npy"
     m = np.zeros((64, 64), np.float32)
-    m[:, 20:40], m[:, 40:] = 2.0, 4.0
+    m[:, 20:40], m[:, 40:] = 3.0, 6.0  # two out-of-focus layers by default ((6 - 2) / 2)
     np.save(mp, m)
     layers = tmp_path / "L"
     rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", mp, "--mode", "blind", "--iters", "1",
@@ -421,7 +421,7 @@ def test_stale_layers_stay_when_the_run_fails(tmp_path, src, capsys, monkeypatch
     assert rc == 0, err
     before = sorted(os.listdir(layers))
     assert "layer2.png" in before
-    np.save(mp, np.where(m > 3, 2.0, m).astype(np.float32))  # one layer fewer
+    np.save(mp, np.where(m > 4, 3.0, m).astype(np.float32))  # one layer fewer
     _full_disk_for(monkeypatch, "o.png")
     rc, err = _run(capsys, "allinfocus", src, tmp_path / "o.png", "--map", mp, "--mode", "blind", "--iters", "1",
                    "--save-layers", layers, "--overwrite")
