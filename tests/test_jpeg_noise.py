@@ -156,7 +156,8 @@ def test_pipeline_raises_the_map_noise():
     _, res = pipe.run(rgb)
     assert res.compression_noise == v and res.map_noise == pytest.approx(COMPRESSION_NOISE_SHARE * v)
     assert res.report()["compression_noise"] == v
-    _, res = pipe.run(rgb, radius_map=np.zeros(rgb.shape[:2]))
+    with pytest.warns(UserWarning, match="compression_noise sets up the map's estimate; not used with a given map"):
+        _, res = pipe.run(rgb, radius_map=np.zeros(rgb.shape[:2]))
     assert res.compression_noise is None and res.map_noise is None  # a given map: nothing estimated
     for bad in (-1e-4, 2.0, float("nan"), "x"):
         with pytest.raises(ValueError, match="compression_noise"):
@@ -187,7 +188,8 @@ def test_pipeline_raises_the_tv_weight_for_a_compression_error(deblur_lam_spy):
     with pytest.raises(Seen):  # fast has no TV weight: its own noise-adaptive default, whatever v
         AllInFocus(mode="fast", compression_noise=4e-4, estimator_options=opts).run(rgb)
     assert seen.pop() == 0.015
-    with pytest.raises(Seen):  # a caller's map, even called estimated, did not use v
+    with pytest.raises(Seen), pytest.warns(UserWarning, match="not used with a given map"):
+        # a caller's map, even called estimated, did not use v (and says so)
         AllInFocus(mode="sv-admm", compression_noise=4e-4).run(rgb, radius_map=np.full(rgb.shape[:2], 2.0),
                                                                map_estimated=True)
     assert seen.pop() == aif.ESTIMATED_MAP_LAM
