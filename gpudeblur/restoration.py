@@ -257,7 +257,13 @@ def wiener(
         Noise-to-signal balance. ``None`` chooses it from the image by
         generalized cross-validation (no noise estimate needed); on natural
         images with disc blur r=2–4 and σ=0.003–0.03 this stayed within
-        0.5 dB of the best balance in hindsight. With ``compression_noise``
+        0.5 dB of the best balance in hindsight. (Those images were blurred
+        with mirror padding, which the default boundary matches exactly. On
+        crops of larger scenes, where no padding is exact, it chose balances
+        far too small: camera 160² crops, σ = 0.003, Gaussian σ 3 −12.9 dB
+        against the input where 1e-2 gives +2.9, disc 5 −2.0 against +3.3;
+        docs/STATUS.md, session 38. Pass ``balance``, or use
+        :func:`admm_tv`, for such photos.) With ``compression_noise``
         it is the larger of GCV's and the unbiased predictive risk
         estimate's (see below; both searches run, ~1.3x the time).
     reg : {'laplacian', 'gradient', 'identity'}
