@@ -300,12 +300,28 @@ def test_admm_tv_default_weight_counts_the_compression_error():
             gd.admm_tv(y, k, compression_noise=bad)
 
 
+def _tapered(y, k, share=0.2):
+    """``y`` (M, N, C) tapered towards each channel's mean for the GCV score: a raised cosine over ``share`` of
+    each side (at least the PSF's size, at most half the side), sample centres at half steps."""
+    def ramp(n, width):
+        width = min(max(int(width), 0), n // 2)
+        v = np.ones(n)
+        for i in range(width):
+            v[i] = v[n - 1 - i] = 0.5 - 0.5 * np.cos(np.pi * (i + 0.5) / width)
+        return v
+
+    M, N = y.shape[:2]
+    w = np.outer(ramp(M, max(k.shape[0], share * M)), ramp(N, max(k.shape[1], share * N)))[..., None]
+    mean = y.mean(axis=(0, 1), keepdims=True)
+    return mean + (y - mean) * w
+
+
 def _balance_reference(y, k, noise_var=None):
     """Float64 NumPy reference of ``wiener``'s estimated balance on a periodic image: full 2-D DFTs, the PSF
     and the 5-point Laplacian circularly centred at the origin; generalized cross-validation
-    ``Σ|(1 − a)G|² / (Σ(1 − a))²``, or with ``noise_var`` the predictive risk ``Σ|(1 − a)G|²/n² + 2σ²Σa/n``
-    (per channel, summed), minimized on the documented grid (36 points over [1e-7, 10], then 21 around the
-    best)."""
+    ``Σ|(1 − a)G|² / (Σ(1 − a))²`` (of the data as given: pass them tapered, :func:`_tapered`, as ``wiener``
+    scores them), or with ``noise_var`` the predictive risk ``Σ|(1 − a)G|²/n² + 2σ²Σa/n`` (per channel,
+    summed), minimized on the documented grid (36 points over [1e-7, 10], then 21 around the best)."""
     M, N, C = y.shape
 
     def otf(kernel):
@@ -331,9 +347,10 @@ def _balance_reference(y, k, noise_var=None):
     return float(fine[int(np.argmin([score(b) for b in fine]))])
 
 
-def _jpeg_balance_reference(y, k, noise_var):
-    """``wiener(..., compression_noise=)``'s balance: the larger of the predictive risk's and GCV's."""
-    return max(_balance_reference(y, k, noise_var), _balance_reference(y, k))
+def _jpeg_balance_reference(y, k, noise_var, y_gcv=None):
+    """``wiener(..., compression_noise=)``'s balance: the larger of the predictive risk's (on the data) and GCV's
+    (on the data tapered, ``y_gcv``; default :func:`_tapered` of a periodic image)."""
+    return max(_balance_reference(y, k, noise_var), _balance_reference(_tapered(y, k) if y_gcv is None else y_gcv, k))
 
 
 def test_wiener_balance_counts_the_compression_error():
@@ -360,10 +377,11 @@ def test_wiener_balance_counts_the_compression_error():
 
     op = BlurOperator(k, y.shape[:2], get_backend("cpu"), np.float64, boundary="reflect")
     grid = np.moveaxis(op.extend(np.moveaxis(y, -1, 0)), 0, -1)
+    grid_gcv = np.moveaxis(op.extend(np.moveaxis(_tapered(y, k), -1, 0)), 0, -1)  # tapered, then padded
     assert grid.shape[0] > y.shape[0]
     nv = gd.estimate_noise(y) ** 2 + 2 * v
-    assert _balance_reference(grid, k, nv) > _balance_reference(grid, k)  # here the risk estimate decides
-    b = _jpeg_balance_reference(grid, k, nv)
+    assert _balance_reference(grid, k, nv) > _balance_reference(grid_gcv, k)  # here the risk estimate decides
+    b = _jpeg_balance_reference(grid, k, nv, grid_gcv)
     kw = dict(boundary="reflect", dtype="float64")
     assert np.array_equal(gd.wiener(y, k, compression_noise=v, **kw), gd.wiener(y, k, b, **kw))
     # 0 is generalized cross-validation as before; a given balance wins
@@ -391,7 +409,7 @@ def test_wiener_balance_never_below_gcv_where_the_psf_is_wrong():
     y = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1] / 255.0
     v = jpeg_compression_noise(data)
     nv = gd.estimate_noise(y) ** 2 + 2 * v
-    assert _balance_reference(y, k, nv) < _balance_reference(y, k) / 3
+    assert _balance_reference(y, k, nv) < _balance_reference(_tapered(y, k), k) / 3
     kw = dict(boundary="periodic", dtype="float64")
     assert np.array_equal(gd.wiener(y, k, compression_noise=v, **kw), gd.wiener(y, k, **kw))
 
