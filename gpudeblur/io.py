@@ -862,7 +862,9 @@ def _output_target(path: str, what: str | None = None) -> str:
     # the path itself first: the kernel follows every link, /proc's fd links too, whose
     # realpath ('/proc/<pid>/fd/pipe:[…]') names no file and would look free
     check_regular_output(path, what or f"output {path}")
-    target = os.path.realpath(path) if os.path.islink(path) else path
+    if not os.path.islink(path):
+        return path
+    target = os.path.realpath(path)
     check_regular_output(target, what or f"output {path}")
     return target
 

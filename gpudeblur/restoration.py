@@ -361,12 +361,14 @@ def _estimated_balance(p: _Problem, r2, noise_var=None) -> float:
     """
     xp, fft, op = p.be.xp, p.be.fft, p.op
     kw = p.be.fft_kwargs()
-    g = fft.rfft2(op.extend(p.y), **kw)
-    g2_data = (g.real**2 + g.imag**2).sum(axis=0)  # the predictive risk's: the noise level it assumes is the data's
-    del g
-    g = fft.rfft2(op.extend(_gcv_windowed(p.y, op.psf.shape, xp)), **kw)
-    g2 = (g.real**2 + g.imag**2).sum(axis=0)
-    del g
+
+    def power(y):
+        g = fft.rfft2(op.extend(y), **kw)
+        return (g.real**2 + g.imag**2).sum(axis=0)
+
+    g2 = power(_gcv_windowed(p.y, op.psf.shape, xp))
+    # the predictive risk's spectrum: the data as they are (the noise level it assumes is theirs)
+    g2_data = None if noise_var is None else power(p.y)
     # rfft stores half the spectrum: weight the columns that stand for two
     w = xp.broadcast_to(rfft_column_weights(op.grid_shape[1], xp, g2.dtype), g2.shape)
     h2 = op.otf_abs2
